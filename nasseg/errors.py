@@ -1,0 +1,22 @@
+"""One exception type for every user-facing error.
+
+The command line catches :class:`NassegError` and prints its message as a single line
+(no traceback), so messages must say what is wrong, where, and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class NassegError(Exception):
+    """A problem with the user's input (file, option, data) that the user can fix."""
+
+
+class SpecError(NassegError):
+    """A bad search-space, ArchSpec or job file: names the file and the key path."""
+
+    def __init__(self, file: str | None, key: str | None, message: str):
+        self.file = file
+        self.key = key
+        self.message = message
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)

@@ -1,0 +1,153 @@
+"""The op registry: every candidate operation a search space may name.
+
+An op is one builder ``(C, stride, affine, **params) -> nn.Module`` mapping C channels to C
+channels (stride 2 halves the resolution). Registering a builder here is all it takes to use a
+new op from YAML::
+
+    @register_op("conv_3x3")
+    def conv_3x3(C, stride, affine):
+        return ReLUConvBN(C, C, 3, stride, 1, affine)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..layers import DilConv, FactorizedReduce, Identity, Noise, ReLUConvBN, SepConv, Zero
+
+OpBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """A registered op: how to build it and what the search/decoders need to know about it."""
+
+    name: str
+    builder: OpBuilder
+    parameter_free: bool  # no weights (pooling, skip, none, noise): counted by the collapse plots
+    bn_in_search: bool  # DARTS appends a non-affine BN to pooling ops inside the supernet
+    is_zero: bool  # the `none` op: skipped in mixed ops, excluded when decoding
+    doc: str
+
+    def params(self) -> list[str]:
+        """Names of the keyword parameters a YAML file may set for this op."""
+        signature = inspect.signature(self.builder)
+        return [p.name for p in list(signature.parameters.values())[3:]]
+
+    def build(self, C: int, stride: int, affine: bool, **params) -> nn.Module:
+        return self.builder(C, stride, affine, **params)
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register_op(name: str, *, parameter_free: bool = False, bn_in_search: bool = False,
+                is_zero: bool = False) -> Callable[[OpBuilder], OpBuilder]:
+    """Decorator adding a builder to :data:`OPS` under ``name``."""
+
+    def add(builder: OpBuilder) -> OpBuilder:
+        if name in OPS:
+            raise ValueError(f"op {name!r} is already registered")
+        doc = (inspect.getdoc(builder) or "").split("\n")[0]
+        OPS[name] = OpDef(name, builder, parameter_free, bn_in_search, is_zero, doc)
+        return builder
+
+    return add
+
+
+def get_op(name: str) -> OpDef:
+    return OPS[name]
+
+
+# --- DARTS (Liu et al. 2019) -------------------------------------------------------------
+
+@register_op("none", parameter_free=True, is_zero=True)
+def _none(C: int, stride: int, affine: bool) -> nn.Module:
+    """Zero: the edge is absent."""
+    return Zero(stride)
+
+
+@register_op("max_pool_3x3", parameter_free=True, bn_in_search=True)
+def _max_pool_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """3x3 max pooling."""
+    return nn.MaxPool2d(3, stride=stride, padding=1)
+
+
+@register_op("avg_pool_3x3", parameter_free=True, bn_in_search=True)
+def _avg_pool_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """3x3 average pooling (padding not counted)."""
+    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+
+
+@register_op("skip_connect", parameter_free=True)
+def _skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
+    """Identity; factorized reduce when the edge has stride 2."""
+    return Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
+
+
+@register_op("sep_conv_3x3")
+def _sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 3x3 conv, applied twice."""
+    return SepConv(C, C, 3, stride, 1, affine)
+
+
+@register_op("sep_conv_5x5")
+def _sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Separable 5x5 conv, applied twice."""
+    return SepConv(C, C, 5, stride, 2, affine)
+
+
+@register_op("dil_conv_3x3")
+def _dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Dilated (rate 2) separable 3x3 conv."""
+    return DilConv(C, C, 3, stride, 2, 2, affine)
+
+
+@register_op("dil_conv_5x5")
+def _dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Dilated (rate 2) separable 5x5 conv."""
+    return DilConv(C, C, 5, stride, 4, 2, affine)
+
+
+# --- Auto-DeepLab (Liu et al. 2019): same blocks, the paper's names ----------------------
+
+@register_op("atrous_conv_3x3")
+def _atrous_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    """Atrous (rate 2) separable 3x3 conv."""
+    return DilConv(C, C, 3, stride, 2, 2, affine)
+
+
+@register_op("atrous_conv_5x5")
+def _atrous_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    """Atrous (rate 2) separable 5x5 conv."""
+    return DilConv(C, C, 5, stride, 4, 2, affine)
+
+
+# --- RobustDARTS (Zela et al. 2020) -------------------------------------------------------
+
+@register_op("noise", parameter_free=True)
+def _noise(C: int, stride: int, affine: bool, mean: float = 0.0, std: float = 1.0) -> nn.Module:
+    """Gaussian noise of the output's shape (space S4)."""
+    return Noise(stride, mean, std)
+
+
+# --- Extra ops useful in custom spaces -----------------------------------------------------
+
+@register_op("conv_1x1")
+def _conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU-conv1x1-BN."""
+    return ReLUConvBN(C, C, 1, stride, 0, affine)
+
+
+@register_op("conv_3x3")
+def _conv_3x3(C: int, stride: int, affine: bool, dilation: int = 1) -> nn.Module:
+    """ReLU-conv3x3-BN (optionally dilated)."""
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(C, C, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(C, affine=affine),
+    )

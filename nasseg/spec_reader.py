@@ -1,0 +1,128 @@
+"""Typed reading of YAML mappings with errors that name the file, the key path and what was expected.
+
+Every spec file of nasseg (search spaces, ArchSpecs, job files) is read through :class:`Section`
+so that all of them fail the same way: one line, ``file: key.path: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import SpecError
+
+_REQUIRED = object()
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               list: "a list", dict: "a mapping"}
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' when a close match exists, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def type_name(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def is_instance(value: Any, expected: type | tuple[type, ...]) -> bool:
+    """isinstance where bool is not an int and an int is a valid float."""
+    types = expected if isinstance(expected, tuple) else (expected,)
+    for t in types:
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if t not in (int, float) and isinstance(value, t):
+            return True
+    return False
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely; unreadable or malformed files become one-line SpecErrors."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), None, "file not found") from None
+    except OSError as exc:
+        raise SpecError(str(path), None, f"cannot read the file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise SpecError(str(path), None, f"{where}invalid YAML ({problem})") from None
+
+
+class Section:
+    """A mapping being read: remembers which keys were used so unknown keys can be reported."""
+
+    def __init__(self, data: Any, file: str | None, path: str = ""):
+        if not isinstance(data, dict):
+            raise SpecError(file, path or None, f"expected a mapping, got {describe(data)}")
+        self.data = data
+        self.file = file
+        self.path = path
+        self._used: set[str] = set()
+
+    def key(self, name: str | int) -> str:
+        if isinstance(name, int):
+            return f"{self.path}[{name}]"
+        return f"{self.path}.{name}" if self.path else str(name)
+
+    def error(self, key: str | int | None, message: str) -> SpecError:
+        return SpecError(self.file, self.key(key) if key is not None else (self.path or None), message)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get(self, name: str, expected: type | tuple[type, ...], default: Any = _REQUIRED) -> Any:
+        """The value under ``name``, checked against ``expected``; ``default`` when absent."""
+        self._used.add(name)
+        if name not in self.data or self.data[name] is None and default is not _REQUIRED:
+            if default is _REQUIRED:
+                raise self.error(name, f"missing; expected {type_name(expected)}")
+            return default
+        value = self.data[name]
+        if not is_instance(value, expected):
+            raise self.error(name, f"expected {type_name(expected)}, got {describe(value)}")
+        return float(value) if expected is float else value
+
+    def get_int(self, name: str, default: Any = _REQUIRED, minimum: int | None = None) -> int:
+        value = self.get(name, int, default)
+        if minimum is not None and value is not None and value < minimum:
+            raise self.error(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def get_choice(self, name: str, choices: Iterable[str], default: Any = _REQUIRED) -> str:
+        choices = list(choices)
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise self.error(name, f"expected one of {', '.join(choices)}, got {describe(value)}"
+                             + did_you_mean(value, choices))
+        return value
+
+    def section(self, name: str, default: Any = _REQUIRED) -> "Section":
+        value = self.get(name, dict, default)
+        return Section(value, self.file, self.key(name))
+
+    def finish(self) -> None:
+        """Fail on the first key that was never read (a typo or an unsupported option)."""
+        for name in self.data:
+            if name not in self._used:
+                known = sorted(self._used)
+                raise self.error(str(name), f"unknown key; expected one of {', '.join(known)}"
+                                 + did_you_mean(str(name), known))

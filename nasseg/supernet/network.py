@@ -1,0 +1,194 @@
+"""The supernet, built generically from a compiled search space.
+
+One builder for both network kinds: every state ``(layer, level)`` of the network graph is a
+cell applied to (prev_prev, prev), where prev runs over the state's incoming transitions. A
+lattice state sums its transitions weighted by softmax(beta) of the source state's outgoing
+transitions (Auto-DeepLab); a chain state has a single transition and no beta. The cell's ops
+are shared by the transitions of one state, each transition has its own pre-processing (as in
+the Auto-DeepLab search code).
+
+Architecture parameters are kept apart from the weights: :meth:`arch_parameters` (alphas per
+cell type, betas) and :meth:`weight_parameters` (everything else).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import NassegError
+from ..layers import FactorizedReduce, ReLUConvBN
+from ..space.blocks import HEADS, STEMS, upsample_to
+from ..space.compile import cell_input_stride
+from ..space.spec import SearchSpace
+from .mixed import SearchCell
+
+Node = tuple[int, int]
+
+
+def node_key(node: Node) -> str:
+    return f"L{node[0]}_{node[1]}"
+
+
+class Resample(nn.Module):
+    """Project a state to ``c_out`` channels and move it ``factor`` = stride_out / stride_in.
+
+    1: ReLU-conv1x1-BN; 2, 4, ...: factorized reduce per halving; 1/2, 1/4, ...: ReLU-conv1x1-BN
+    then bilinear upsampling to the target size.
+    """
+
+    def __init__(self, c_in: int, c_out: int, factor: float, affine: bool):
+        super().__init__()
+        self.upsample = factor < 1
+        if factor > 1:
+            halvings = int(round(math.log2(factor)))
+            self.op = nn.Sequential(*[FactorizedReduce(c_in if i == 0 else c_out, c_out, affine)
+                                      for i in range(halvings)])
+        else:
+            self.op = ReLUConvBN(c_in, c_out, 1, affine=affine)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.op(x)
+        if self.upsample:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+
+class Supernet(nn.Module):
+    def __init__(self, space: SearchSpace, num_classes: int | None = None, affine: bool = False):
+        super().__init__()
+        self.space = space
+        self.graph: nx.DiGraph = space.network_graph
+        net = space.network
+        self.num_classes = num_classes or net.classes
+        if not self.num_classes:
+            raise NassegError(f"{space.file or space.name}: network.classes is not set; pass the "
+                              "number of classes (e.g. --classes 19)")
+        head_def = HEADS[net.head.type]
+        self.segmentation = head_def.segmentation
+        self.strides = net.strides
+
+        self.stem = STEMS[net.stem.type].build(**net.stem.params)
+        self.cells = nn.ModuleDict()
+        self.resample = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        self.layers: list[list[Node]] = [[] for _ in range(net.layers + 1)]
+        for node in sorted(self.graph.nodes):
+            self.layers[node[0]].append(node)
+
+        for node in sorted(self.graph.nodes):
+            data = self.graph.nodes[node]
+            if data["role"] == "stem":
+                continue
+            key = node_key(node)
+            width, work = data["width"], cell_input_stride(self.graph, node)
+            self.cells[key] = SearchCell(space, width, data["cell_type"] == "reduce", affine)
+            for source in sorted(self.graph.predecessors(node)):
+                src = self.graph.nodes[source]
+                self.resample[f"{key}_from_{node_key(source)}"] = Resample(
+                    src["channels"], width, work / src["stride"], affine)
+            if data["prev_prev"] is not None and space.cell.inputs == 2:
+                pp = self.graph.nodes[data["prev_prev"]]
+                self.resample[f"{key}_pp"] = Resample(pp["channels"], width, work / pp["stride"], affine)
+            if data["final"]:
+                self.heads[key] = head_def.build(data["channels"], data["stride"], self.num_classes,
+                                                 **net.head.params)
+
+        self._build_arch_parameters()
+
+    # --- architecture parameters ------------------------------------------------------------
+
+    def _build_arch_parameters(self) -> None:
+        cell_graph = self.space.cell_graph
+        edges = sorted(cell_graph.edges(data=True), key=lambda e: e[2]["index"])
+        self.edge_sizes = [len(data["ops"]) for _, _, data in edges]
+        self.alphas = nn.ParameterDict({
+            cell_type: nn.Parameter(1e-3 * torch.randn(sum(self.edge_sizes)))
+            for cell_type in self.space.cell_types
+        })
+        # betas: one softmax group per state with more than one outgoing transition
+        self.beta_groups: list[tuple[Node, list[Node]]] = []
+        for node in sorted(self.graph.nodes):
+            targets = sorted(self.graph.successors(node), key=lambda n: n[1])
+            if len(targets) > 1:
+                self.beta_groups.append((node, targets))
+        sizes = [len(targets) for _, targets in self.beta_groups]
+        self.beta_sizes = sizes
+        self.betas = nn.Parameter(1e-3 * torch.randn(sum(sizes))) if sizes else None
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        params = list(self.alphas.values())
+        return params + ([self.betas] if self.betas is not None else [])
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return (p for p in self.parameters() if id(p) not in arch)
+
+    def edge_weights(self, cell_type: str) -> list[torch.Tensor]:
+        """softmax(alpha) of every cell edge, in edge-index order."""
+        alpha = self.alphas[cell_type]
+        if len(set(self.edge_sizes)) == 1:
+            return list(F.softmax(alpha.view(len(self.edge_sizes), -1), dim=-1).unbind(0))
+        return [F.softmax(chunk, dim=-1) for chunk in torch.split(alpha, self.edge_sizes)]
+
+    def transition_weights(self) -> dict[tuple[Node, Node], torch.Tensor]:
+        """softmax(beta) over each state's outgoing transitions; states with one have none."""
+        if self.betas is None:
+            return {}
+        weights = {}
+        for (source, targets), chunk in zip(self.beta_groups, torch.split(self.betas, self.beta_sizes)):
+            for target, w in zip(targets, F.softmax(chunk, dim=-1).unbind(0)):
+                weights[(source, target)] = w
+        return weights
+
+    # --- forward ----------------------------------------------------------------------------
+
+    def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:
+        h, w = stem_out.shape[-2:]
+        sizes = []
+        for _ in self.strides:
+            sizes.append((h, w))
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return sizes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states: dict[Node, torch.Tensor] = {(0, 0): self.stem(x)}
+        sizes = self.level_sizes(states[(0, 0)])
+        alphas = {cell_type: self.edge_weights(cell_type) for cell_type in self.alphas}
+        betas = self.transition_weights()
+        level_of = {stride: i for i, stride in enumerate(self.strides)}
+
+        for layer in self.layers[1:]:
+            for node in layer:
+                data = self.graph.nodes[node]
+                key = node_key(node)
+                size = sizes[level_of[cell_input_stride(self.graph, node)]]
+                pp = None
+                if f"{key}_pp" in self.resample:
+                    pp = self.resample[f"{key}_pp"](states[data["prev_prev"]], size)
+                out = None
+                for source in self.graph.predecessors(node):
+                    prev = self.resample[f"{key}_from_{node_key(source)}"](states[source], size)
+                    inputs = [pp, prev] if self.space.cell.inputs == 2 else [prev]
+                    y = self.cells[key](inputs, alphas[data["cell_type"]])
+                    if (source, node) in betas:
+                        y = betas[(source, node)] * y
+                    out = y if out is None else out + y
+                states[node] = out
+            # states two layers back are no longer needed by anything
+            for node in [n for n in states if n[0] == layer[0][0] - 2]:
+                del states[node]
+
+        logits = None
+        for key, head in self.heads.items():
+            node = next(n for n in self.layers[-1] if node_key(n) == key)
+            y = head(states[node])
+            if self.segmentation:
+                y = upsample_to(y, tuple(x.shape[-2:]))
+            logits = y if logits is None else logits + y
+        return logits
