@@ -1,0 +1,212 @@
+"""RobustDARTS early stopping on the dominant Hessian eigenvalue, and DARTS-ADA.
+
+Rules read the eigenvalue of every epoch so far (``eigenvalues[j]`` belongs to epoch
+``first_epoch + j``) and say whether to stop now and which epoch's architecture to return.
+They are pure functions of that list; :class:`DartsADA` adds the adaptive-regularisation
+decisions (roll back, raise the weight decay) and keeps the history across rollbacks. Applying
+a decision (restoring a checkpoint, changing the optimizer) is the search loop's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+from ..spec_reader import Section
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    stop: bool
+    epoch: int | None = None  # the epoch the decision was taken at (the latest eigenvalue)
+    return_epoch: int | None = None  # the epoch whose architecture to keep when stopping
+    reason: str = ""
+
+
+class StopRule(Protocol):
+    def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision: ...
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class PaperRule:
+    """Zela et al. 2020, Sec. 4.3: stop at epoch i when lambda_bar(i-k) / lambda_bar(i) < ratio
+    and return the architecture of epoch i-k.
+
+    lambda_bar(i) is the mean eigenvalue of the k most recent epochs, i-k+1..i (a trailing
+    window), so the rule can be evaluated at epoch i itself. The paper's "window around i" would
+    centre it on i; with the data available at epoch i that takes the same decision at the same
+    epoch but names i-k-k//2 as the epoch to return (:class:`ReleasedCodeRule` uses centred
+    windows). The first check needs 2k eigenvalues; a non-positive lambda_bar(i) never stops.
+    """
+
+    window: int = 5
+    ratio: float = 0.75
+
+    def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision:
+        k, n = self.window, len(eigenvalues)
+        epoch = first_epoch + n - 1
+        if n < 2 * k:
+            return StopDecision(False, epoch, reason=f"waiting for {2 * k} eigenvalues, have {n}")
+        now, before = _mean(eigenvalues[n - k:]), _mean(eigenvalues[n - 2 * k:n - k])
+        if now <= 0:
+            return StopDecision(False, epoch, reason=f"mean eigenvalue {now:.4g} at epoch {epoch} is not positive")
+        ratio = before / now
+        stop = ratio < self.ratio
+        reason = (f"lambda_bar({epoch - k}) / lambda_bar({epoch}) = {before:.4g} / {now:.4g} = {ratio:.3f} "
+                  f"{'<' if stop else '>='} {self.ratio}")
+        return StopDecision(stop, epoch, epoch - k if stop else None, reason)
+
+
+@dataclass(frozen=True)
+class ReleasedCodeRule:
+    """The rule of the released RobustDARTS code (``EVLocalAvg.early_stop``), one eigenvalue per epoch.
+
+    Local average at epoch t: the mean of the last ``window`` eigenvalues (fewer while fewer
+    exist, from ceil(window/2) on), attributed to the window's centre c(t) = t - window//2. At
+    epoch t, with p = c(t) - lag: if p >= start_epoch, stop when la(t) / la(t - lag) > factor
+    (la(t - lag) > 0) and return the architecture of epoch p. With the defaults the first check is
+    at epoch 16. Left out: the released tracker's extra averages at the very last epoch, where it
+    never checks.
+    """
+
+    window: int = 5
+    factor: float = 1.3
+    start_epoch: int = 10
+    lag: int = 4
+
+    def _local_average(self, eigenvalues: Sequence[float], j: int) -> float:
+        return _mean(eigenvalues[max(0, j - self.window + 1):j + 1])
+
+    def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision:
+        n = len(eigenvalues)
+        epoch = first_epoch + n - 1
+        return_epoch = epoch - self.window // 2 - self.lag
+        if return_epoch < max(self.start_epoch, first_epoch):
+            return StopDecision(False, epoch, reason=f"no check before the return epoch reaches "
+                                f"{self.start_epoch} (it is {return_epoch})")
+        current = self._local_average(eigenvalues, n - 1)
+        previous = self._local_average(eigenvalues, n - 1 - self.lag)
+        stop = previous > 0 and current / previous > self.factor
+        centre = epoch - self.window // 2
+        reason = (f"local average at epoch {centre} = {current:.4g}, at epoch {return_epoch} = "
+                  f"{previous:.4g}: ratio {current / previous if previous else float('inf'):.3f} "
+                  f"{'>' if stop else '<='} {self.factor}")
+        return StopDecision(stop, epoch, return_epoch if stop else None, reason)
+
+
+@dataclass(frozen=True)
+class NeverStop:
+    """Early stopping switched off (``rule: none``)."""
+
+    def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision:
+        return StopDecision(False, first_epoch + len(eigenvalues) - 1, reason="early stopping is off")
+
+
+@dataclass(frozen=True)
+class AdaAction:
+    action: str  # "continue" | "rollback" | "stop"
+    epoch: int  # the epoch the decision was taken at
+    return_epoch: int | None  # rollback: restore the state saved at the end of this epoch; stop: keep its architecture
+    weight_decay: float  # the weight decay to search with from now on
+    reason: str
+
+
+@dataclass
+class DartsADA:
+    """DARTS-ADA (Zela et al. 2020): on the rule's signal, roll back to the return epoch and
+    multiply the weight decay by ``factor``; once that would pass ``max_wd`` or exceed
+    ``max_rollbacks``, stop instead (plain early stopping).
+
+    Feed one eigenvalue per epoch with :meth:`observe`. A rollback to epoch r truncates the
+    history to epochs <= r, as the released code does by restoring its eigenvalue tracker from
+    the epoch-r checkpoint; the next observed epoch must be r+1.
+    """
+
+    rule: StopRule
+    factor: float = 10.0
+    max_wd: float | None = 3e-2
+    max_rollbacks: int | None = None
+    history: list[float] = field(default_factory=list)
+    first_epoch: int = 0
+    rollbacks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_wd is None and self.max_rollbacks is None:
+            raise ValueError("DartsADA needs a bound: max_wd or max_rollbacks")
+
+    def _may_raise(self, weight_decay: float) -> bool:
+        if self.max_rollbacks is not None and self.rollbacks >= self.max_rollbacks:
+            return False
+        return self.max_wd is None or weight_decay * self.factor <= self.max_wd * (1 + 1e-9)
+
+    def observe(self, epoch: int, eigenvalue: float, weight_decay: float) -> AdaAction:
+        if not self.history:
+            self.first_epoch = epoch
+        elif epoch != self.first_epoch + len(self.history):
+            raise ValueError(f"expected the eigenvalue of epoch {self.first_epoch + len(self.history)}, "
+                             f"got epoch {epoch}")
+        self.history.append(float(eigenvalue))
+        decision = self.rule.check(self.history, self.first_epoch)
+        if not decision.stop:
+            return AdaAction("continue", epoch, None, weight_decay, decision.reason)
+        target = decision.return_epoch
+        if not self._may_raise(weight_decay):
+            return AdaAction("stop", epoch, target, weight_decay,
+                             f"{decision.reason}; weight decay {weight_decay:.3g} is at its bound "
+                             f"after {self.rollbacks} rollback(s)")
+        self.rollbacks += 1
+        del self.history[target - self.first_epoch + 1:]
+        raised = weight_decay * self.factor
+        return AdaAction("rollback", epoch, target, raised,
+                         f"{decision.reason}; rollback {self.rollbacks} to epoch {target}, "
+                         f"weight decay {weight_decay:.3g} -> {raised:.3g}")
+
+
+def make_rule(config: Mapping[str, Any] | None, file: str | None = None,
+              key: str = "early_stop") -> StopRule | DartsADA:
+    """A rule from a job file's mapping, e.g. ``{rule: paper, window: 5, ratio: 0.75,
+    ada: {factor: 10, max_rollbacks: 3}}``; ``rule`` is paper (default), released or none.
+    ``ada: true`` takes the defaults; ``max_wd`` defaults to 3e-2 unless only ``max_rollbacks``
+    bounds the rollbacks. Unknown keys and bad values raise SpecError (a NassegError) naming
+    ``file: key.path``."""
+    sec = Section(dict(config or {}), file, key)
+    kind = sec.get_choice("rule", ("paper", "released", "none"), "paper")
+    rule: StopRule
+    if kind == "paper":
+        rule = PaperRule(sec.get_int("window", 5, minimum=1), _positive(sec, "ratio", 0.75))
+    elif kind == "released":
+        rule = ReleasedCodeRule(sec.get_int("window", 5, minimum=1), _positive(sec, "factor", 1.3),
+                                sec.get_int("start_epoch", 10, minimum=0), sec.get_int("lag", 4, minimum=1))
+    else:
+        rule = NeverStop()
+    ada = sec.get("ada", (dict, bool), False)
+    sec.finish()
+    if ada is False:
+        return rule
+    if kind == "none":
+        raise sec.error("ada", "DARTS-ADA needs a stop rule; set rule to paper or released")
+    ada_sec = Section({} if ada is True else ada, file, sec.key("ada"))
+    factor = _positive(ada_sec, "factor", 10.0)
+    max_rollbacks = ada_sec.get_int("max_rollbacks", None, minimum=0)
+    max_wd = ada_sec.get("max_wd", float, 3e-2 if max_rollbacks is None else None)
+    ada_sec.finish()
+    if factor <= 1:
+        raise ada_sec.error("factor", f"must be > 1 to raise the weight decay, got {factor}")
+    if max_wd is not None and max_wd <= 0:
+        raise ada_sec.error("max_wd", f"must be positive, got {max_wd}")
+    return DartsADA(rule, factor, max_wd, max_rollbacks)
+
+
+def _positive(sec: Section, name: str, default: float) -> float:
+    value = sec.get(name, float, default)
+    if value <= 0:
+        raise sec.error(name, f"must be positive, got {value}")
+    return value
+
+
+__all__ = ["StopDecision", "StopRule", "PaperRule", "ReleasedCodeRule", "NeverStop", "AdaAction",
+           "DartsADA", "make_rule"]
