@@ -1,0 +1,18 @@
+# The two commands of the README. Both set up a fresh machine first (tools/setup.sh).
+.PHONY: setup demo test test-slow
+
+setup:
+	@bash tools/setup.sh
+
+# The main job on the bundled data.
+demo: setup
+	.venv/bin/nasseg info darts_cifar
+	.venv/bin/nasseg info darts --input 180x240
+
+# The default test suite (CI runs this through .ci/run). Exit status 5 = no tests collected.
+test: setup
+	.venv/bin/python -m pytest -q -ra; status=$$?; if [ $$status -eq 5 ]; then exit 0; else exit $$status; fi
+
+# Long checks (full shared CamVid, real searches): run by hand.
+test-slow: setup
+	.venv/bin/python -m pytest -q -ra -m slow

@@ -1,0 +1,108 @@
+"""The ``nasseg`` command line.
+
+Every sub-command lives in a small ``cmd_*`` function; bad input raises NassegError, which
+:func:`main` prints as one line (``nasseg: error: ...``) with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import NassegError
+
+EPILOG = "Docs: docs/quickstart.md. Every command takes --help."
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'321x321' -> (321, 321); one number means a square."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 321x321, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 321x321, got {text!r}")
+    return sizes[0], sizes[1]
+
+
+# --- nasseg info -----------------------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import describe_target
+
+    report = describe_target(args.target, input_size=args.input, classes=args.classes,
+                             latency=getattr(args, "latency", False))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    labels = {"params": "weight parameters", "arch_params": "architecture parameters",
+              "macs": "multiply-adds"}
+    lines = []
+    width = max(len(labels.get(k, k)) for k in report)
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, int) and key in ("params", "arch_params", "macs"):
+            value = f"{value:,}" + (f"  ({value / 1e9:.2f} G)" if key == "macs" else "")
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"{labels.get(key, key):<{width}}  {value}")
+    return "\n".join(lines)
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nasseg",
+        description="Neural architecture search for semantic segmentation: search spaces in YAML, "
+                    "DARTS / Auto-DeepLab searches with Hessian early stopping, decoding, retraining.",
+        epilog=EPILOG)
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"nasseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    info = sub.add_parser(
+        "info", help="parameters and multiply-adds of a search space, an architecture or a model",
+        description="Print weight parameters, architecture parameters (alphas, betas) and multiply-adds "
+                    "of one forward pass. TARGET is a search-space YAML (or a built-in space name such "
+                    "as darts, darts_cifar, autodeeplab), an ArchSpec YAML, or a model name.",
+        epilog="Example: nasseg info autodeeplab --input 321x321 --classes 19 --json")
+    info.add_argument("target", metavar="TARGET", help="SPACE.yaml | ARCH.yaml | MODEL_NAME | built-in space")
+    info.add_argument("--input", type=parse_size, default=None, metavar="HxW",
+                      help="input size (default: 32x32 for classification spaces, 512x512 otherwise)")
+    info.add_argument("--classes", type=int, default=None, metavar="N",
+                      help="number of classes (default: the space's network.classes)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except NassegError as exc:
+        print(f"nasseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""What ``nasseg info`` reports: parameters and multiply-adds of a space, an ArchSpec or a model.
+
+Multiply-adds are counted on the ``meta`` device (no memory, no compute), so full-resolution
+inputs are cheap to describe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import space as spaces
+from .complexity import count_macs, count_params, meta_device
+from .errors import NassegError
+from .spec_reader import did_you_mean, load_yaml
+
+
+def _default_input(segmentation: bool) -> tuple[int, int]:
+    return (512, 512) if segmentation else (32, 32)
+
+
+def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None,
+                   classes: int | None) -> dict[str, Any]:
+    from .supernet import Supernet
+
+    with meta_device():
+        net = Supernet(space, classes)
+        size = input_size or _default_input(net.segmentation)
+        x = torch.zeros(1, 3, *size)
+        macs = count_macs(lambda: net.eval()(x))
+    graph = space.network_graph
+    return {
+        "kind": "search space",
+        "name": space.name,
+        "file": space.file,
+        "network": space.network.type,
+        "cell_layers": space.network.layers,
+        "states": graph.number_of_nodes() - 1,
+        "strides": list(space.network.strides),
+        "ops": list(space.op_names),
+        "cell_edges": space.cell_graph.number_of_edges(),
+        "input": f"{size[0]}x{size[1]}",
+        "classes": net.num_classes,
+        "params": count_params(net.weight_parameters()),
+        "arch_params": count_params(net.arch_parameters()),
+        "alphas": {k: v.numel() for k, v in net.alphas.items()},
+        "betas": net.betas.numel() if net.betas is not None else 0,
+        "macs": macs,
+    }
+
+
+def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classes: int | None,
+                   latency: bool = False) -> dict[str, Any]:
+    from . import models
+
+    num_classes = classes or 19
+    with meta_device():
+        model = models.build(name_or_path, num_classes)
+        size = input_size or (512, 1024)
+        x = torch.zeros(1, 3, *size)
+        macs = count_macs(lambda: model.eval()(x))
+    report = {"kind": "model", "name": str(name_or_path), "input": f"{size[0]}x{size[1]}",
+              "classes": num_classes, "params": count_params(model.parameters()), "arch_params": 0,
+              "macs": macs}
+    if latency:
+        from .complexity import median_latency
+        report["latency_ms"] = round(median_latency(models.build(name_or_path, num_classes), size) * 1e3, 2)
+    return report
+
+
+def describe_target(target: str, input_size: tuple[int, int] | None = None, classes: int | None = None,
+                    latency: bool = False) -> dict[str, Any]:
+    """Dispatch on what TARGET is: a YAML file (space or ArchSpec), a built-in space, a model name."""
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        data = load_yaml(path)
+        if spaces.is_space_file(data):
+            return describe_space(spaces.load(path), input_size, classes)
+        from .arch import is_arch_file
+        if is_arch_file(data):
+            return describe_model(str(path), input_size, classes, latency)
+        raise NassegError(f"{path}: neither a search space (keys cell, network) nor an ArchSpec "
+                          "(key cells)")
+    if target in spaces.builtin_spaces():
+        return describe_space(spaces.load(target), input_size, classes)
+    from .models.registry import available_models
+    names = available_models()
+    if target in names:
+        return describe_model(target, input_size, classes, latency)
+    choices = spaces.builtin_spaces() + names
+    raise NassegError(f"{target}: not a file, a built-in space or a model name; built-in spaces: "
+                      f"{', '.join(spaces.builtin_spaces())}; models: {', '.join(names) or 'none'}"
+                      + did_you_mean(target, choices))
