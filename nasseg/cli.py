@@ -61,6 +61,47 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- nasseg search / decode -------------------------------------------------------------------
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import Search, load_job, run_dir_for
+
+    config = load_job(args.job, args.set)
+    seeds = [args.seed] if args.seed is not None else list(config.seeds)
+    for seed in seeds:
+        run_dir = run_dir_for(config, seed, args.out)
+        search = Search(config, seed, run_dir, progress=not args.quiet)
+        if args.resume:
+            search.resume()
+            print(f"resuming {run_dir} after epoch {search.epoch}")
+        elif (run_dir / "checkpoints" / "last.pt").exists():
+            raise NassegError(f"{run_dir} already holds a search; pass --resume to continue it or "
+                              "--out DIR to start a new one")
+
+        def show(row: dict[str, Any]) -> None:
+            eig = f"{row['eigenvalue']:.4g}" if row["eigenvalue"] is not None else "-"
+            print(f"[seed {seed}] epoch {row['epoch']:3d}/{config.epochs}  train loss {row['train_loss']:.3f}"
+                  f"  val loss {row['val_loss']:.3f}  val mIoU {row['val_miou']:.3f}  eigenvalue {eig}"
+                  f"  skip share {row['skip_share']:.2f}  {row['epoch_seconds']:.1f}s", flush=True)
+
+        result = search.run_search(on_epoch=show)
+        print(f"[seed {seed}] {result.status}: {result.reason}; architecture of epoch {result.arch_epoch} "
+              f"-> {result.run_dir / 'arch.yaml'}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .search import decode_run
+
+    arch = decode_run(args.run_dir, args.epoch)
+    if args.output:
+        arch.save(args.output)
+        print(f"wrote {args.output}")
+    else:
+        print(arch.to_yaml(), end="")
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="number of classes (default: the space's network.classes)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=cmd_info)
+
+    search = sub.add_parser(
+        "search", help="run a search job (DARTS 1st/2nd order or Auto-DeepLab) with Hessian early stopping",
+        description="Run every seed of a search job file. Each seed writes OUT/<job name>/seed<N>/: "
+                    "metrics.csv, per-epoch alphas/betas and decoded architectures, checkpoints, "
+                    "arch.yaml (the answer) and result.json.",
+        epilog="Example: nasseg search jobs/demo.yaml --set epochs=3 --set data.crop=[64,64]")
+    search.add_argument("job", metavar="JOB.yaml", help="the search job file (see jobs/)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a job key, e.g. --set weights.lr=0.01 (repeatable; value is YAML)")
+    search.add_argument("--resume", action="store_true",
+                        help="continue from each seed's last checkpoint (settings given by --set apply)")
+    search.add_argument("--out", default="runs", metavar="DIR", help="where runs are written (default: runs)")
+    search.add_argument("--seed", type=int, default=None, help="run only this seed")
+    search.add_argument("--quiet", action="store_true", help="no progress bars")
+    search.set_defaults(run=cmd_search)
+
+    dec = sub.add_parser(
+        "decode", help="write the discrete architecture (ArchSpec) of a search run",
+        description="Decode a search run: by default its answer (arch.yaml: the stop rule's epoch, else "
+                    "the last), or the architecture after --epoch N.")
+    dec.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (OUT/<job>/seed<N>)")
+    dec.add_argument("--epoch", type=int, default=None, help="decode the alphas/betas after this epoch")
+    dec.add_argument("-o", "--output", default=None, metavar="ARCH.yaml", help="write here instead of stdout")
+    dec.set_defaults(run=cmd_decode)
     return parser
 
 

@@ -7,6 +7,7 @@ so that all of them fail the same way: one line, ``file: key.path: what is wrong
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,6 +16,9 @@ import yaml
 from .errors import SpecError
 
 _REQUIRED = object()
+
+# YAML 1.1 (PyYAML) reads 1e-6 / 3e-4 (no dot) as strings; float fields accept them anyway.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                list: "a list", dict: "a mapping"}
@@ -97,6 +101,9 @@ class Section:
                 raise self.error(name, f"missing; expected {type_name(expected)}")
             return default
         value = self.data[name]
+        floats = expected is float or (isinstance(expected, tuple) and float in expected)
+        if floats and isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+            value = float(value)
         if not is_instance(value, expected):
             raise self.error(name, f"expected {type_name(expected)}, got {describe(value)}")
         return float(value) if expected is float else value

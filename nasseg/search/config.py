@@ -1,0 +1,221 @@
+"""Search job files: what to search, on which data, with which optimisers, and when to stop.
+
+    name: demo
+    space: darts                 # built-in space name or a path to a space YAML
+    algorithm: darts             # darts | autodeeplab
+    order: first                 # darts: first | second
+    data: {dataset: camvid_demo, size: [180, 240], crop: [96, 128], batch_size: 4}
+    epochs: 10
+    seeds: [0]
+    weights: {lr: 0.025, lr_min: 0.001, momentum: 0.9, weight_decay: 3.0e-4, grad_clip: 5}
+    arch: {lr: 3.0e-4, betas: [0.5, 0.999], weight_decay: 1.0e-3, start_epoch: 0}
+    hessian: {every: 1, iters: 20}
+    early_stop: {rule: paper, window: 5, ratio: 0.75}
+
+Defaults follow REFERENCE.md: DARTS (weights SGD 0.025 cosine to 0.001, momentum 0.9, wd 3e-4,
+clip 5; alphas Adam 3e-4, betas (0.5, 0.999), wd 1e-3) and Auto-DeepLab (alphas+betas Adam 3e-3,
+wd 1e-3, architecture updates from the middle epoch on: epoch 20 of 40).
+``--set key.path=value`` overrides any key (value parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SpecError
+from ..spec_reader import Section, describe, load_yaml
+from .stop_rules import make_rule
+
+DATASETS = ("camvid_demo", "camvid")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "camvid_demo"
+    root: str | None = None  # data set folder (camvid); the bundled subset needs none
+    size: tuple[int, int] | None = None  # resize every image to HxW first (reduced resolution)
+    crop: tuple[int, int] | None = None  # random training crop after resizing (None = whole image)
+    flip: bool = True
+    batch_size: int = 4
+    val_batch_size: int = 4
+    limit: int | None = None  # use only the first N training images (quick checks)
+
+
+@dataclass(frozen=True)
+class WeightOptim:
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+
+
+@dataclass(frozen=True)
+class ArchOptim:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-3
+    start_epoch: int = 0
+    fd_radius: float = 0.01  # second order: finite-difference step R = fd_radius / ||v|| (DARTS: 0.01)
+
+
+@dataclass(frozen=True)
+class HessianConfig:
+    every: int = 1  # compute the dominant eigenvalue every N epochs (0 = never)
+    iters: int = 20  # Lanczos steps
+    batch_size: int | None = None  # the fixed validation batch; default: data.batch_size
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    name: str
+    space: str
+    algorithm: str = "darts"
+    order: str = "first"
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 50
+    seeds: tuple[int, ...] = (0,)
+    weights: WeightOptim = field(default_factory=WeightOptim)
+    arch: ArchOptim = field(default_factory=ArchOptim)
+    hessian: HessianConfig = field(default_factory=HessianConfig)
+    early_stop: dict[str, Any] = field(default_factory=lambda: {"rule": "paper"})
+    alpha_limit: float = 1e3  # |alpha| above this counts as divergence
+    file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("file")
+        return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _pair(sec: Section, key: str, default: Any, kind: type = int) -> Any:
+    value = sec.get(key, list, None)
+    if value is None:
+        return default
+    if len(value) != 2 or not all(isinstance(v, kind) or (kind is float and isinstance(v, int)) for v in value):
+        raise sec.error(key, f"expected [H, W] (two {kind.__name__}s), got {describe(value)}")
+    return tuple(kind(v) for v in value)
+
+
+def _read_fields(sec: Section, defaults: Any) -> dict[str, Any]:
+    """Read every field of a dataclass instance ``defaults`` from ``sec``, typed like the default."""
+    values = {}
+    for name, default in asdict(defaults).items():
+        if isinstance(default, tuple):
+            values[name] = _pair(sec, name, default, type(default[0]))
+        elif isinstance(default, float):
+            values[name] = sec.get(name, float, default)
+        elif isinstance(default, bool):
+            values[name] = sec.get(name, bool, default)
+        elif isinstance(default, int):
+            values[name] = sec.get_int(name, default, minimum=0)
+        else:
+            values[name] = sec.get(name, object, default)
+    sec.finish()
+    return values
+
+
+def parse_job(data: Any, file: str | None = None) -> SearchConfig:
+    root = Section(data, file)
+    name = root.get("name", str, Path(file).stem if file else "search")
+    space = root.get("space", str)
+    algorithm = root.get_choice("algorithm", ("darts", "autodeeplab"), "darts")
+    order = root.get_choice("order", ("first", "second"), "first")
+    if algorithm == "autodeeplab" and order != "first":
+        raise root.error("order", "Auto-DeepLab search is first order only (REFERENCE.md)")
+    epochs = root.get_int("epochs", 50, minimum=1)
+
+    data_sec = root.section("data", {})
+    data_values = {"dataset": data_sec.get_choice("dataset", DATASETS, "camvid_demo"),
+                   "root": data_sec.get("root", str, None),
+                   "size": _pair(data_sec, "size", None), "crop": _pair(data_sec, "crop", None),
+                   "flip": data_sec.get("flip", bool, True),
+                   "batch_size": data_sec.get_int("batch_size", 4, minimum=1),
+                   "val_batch_size": data_sec.get_int("val_batch_size", 4, minimum=1),
+                   "limit": data_sec.get_int("limit", None, minimum=2)}
+    data_sec.finish()
+    if data_values["dataset"] == "camvid" and not data_values["root"]:
+        raise data_sec.error("root", "missing; the camvid dataset needs the folder holding train.txt")
+
+    arch_defaults = ArchOptim() if algorithm == "darts" else ArchOptim(lr=3e-3, start_epoch=epochs // 2)
+    weights = WeightOptim(**_read_fields(root.section("weights", {}), WeightOptim()))
+    arch = ArchOptim(**_read_fields(root.section("arch", {}), arch_defaults))
+    hessian_sec = root.section("hessian", {})
+    hessian = HessianConfig(every=hessian_sec.get_int("every", 1, minimum=0),
+                            iters=hessian_sec.get_int("iters", 20, minimum=2),
+                            batch_size=hessian_sec.get_int("batch_size", None, minimum=1))
+    hessian_sec.finish()
+
+    seeds = root.get("seeds", (list, int), [0])
+    seeds = [seeds] if isinstance(seeds, int) else seeds
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise root.error("seeds", f"expected an integer or a list of integers, got {describe(seeds)}")
+    early_stop = root.get("early_stop", dict, {"rule": "paper"})
+    make_rule(early_stop, file=file, key="early_stop")  # validate now, not at epoch 10
+    alpha_limit = root.get("alpha_limit", float, 1e3)
+    root.finish()
+    config = SearchConfig(name, space, algorithm, order, DataConfig(**data_values), epochs, tuple(seeds),
+                          weights, arch, hessian, early_stop, alpha_limit, file)
+    try:
+        resolve_space_path(config)
+    except SpecError as exc:
+        raise root.error("space", exc.message) from None
+    return config
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["weights.lr=0.01", "data.crop=[64,64]"]`` applied to a parsed job (values are YAML)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(None, "--set", f"expected key.path=value, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SpecError(None, f"--set {key}", f"value {text!r} is not valid YAML") from None
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SpecError(None, f"--set {key}", f"{part} is not a mapping")
+        target[parts[-1]] = value
+    return data
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
+    data = load_yaml(path)
+    if overrides:
+        if not isinstance(data, dict):
+            raise SpecError(str(path), None, "expected a mapping")
+        data = apply_overrides(data, overrides)
+    return parse_job(data, str(path))
+
+
+def resolve_space_path(config: SearchConfig) -> str:
+    """A job's space: a built-in name, or a path relative to the job file."""
+    from .. import space as spaces
+    candidate = Path(config.space)
+    if config.file and not candidate.is_absolute() and candidate.suffix in (".yaml", ".yml"):
+        relative = Path(config.file).parent / candidate
+        if relative.exists():
+            return str(relative)
+    return str(spaces.resolve(config.space))
+
+
+def dump_job(config: SearchConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

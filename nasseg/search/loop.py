@@ -1,0 +1,323 @@
+"""The search loop: one seed of one job, epoch by epoch, checkpointed and resumable.
+
+Per epoch: for each pair of batches (A for weights, B for the architecture)
+    DARTS:        architecture step on B (first or second order), then a weight step on A
+    Auto-DeepLab: a weight step on A, then an architecture (alphas + betas) step on B
+Architecture steps start after ``arch.start_epoch`` epochs (Auto-DeepLab: 20 of 40). At the end of
+each epoch: validation loss / mIoU, the dominant Hessian eigenvalue of the architecture loss on a
+fixed batch of B, the decoded architecture, a checkpoint, and the stop rule.
+Epochs are numbered from 1; "epoch e" is the state after e finished epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import space as spaces
+from ..arch.decode import decode
+from ..errors import NassegError
+from ..space.ops import OPS
+from ..supernet import Supernet
+from ..train.metrics import ConfusionMatrix
+from .architect import first_order_grads, frozen_bn_stats, second_order_grads, set_arch_grads
+from .config import SearchConfig, dump_job, resolve_space_path
+from .data import build_search_data
+from .hessian import dominant_eigenvalue
+from .rundir import RunDir
+from .stop_rules import DartsADA, make_rule
+
+
+class SearchDiverged(NassegError):
+    """A NaN/inf loss or exploding alphas; the last checkpoint is left intact."""
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    status: str  # finished | stopped
+    epochs_run: int
+    arch_epoch: int  # the epoch whose architecture is the answer (arch.yaml)
+    reason: str
+
+
+def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
+    """DARTS schedule: cosine from lr (epoch 1) towards lr_min over ``epochs`` epochs."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Search:
+    def __init__(self, config: SearchConfig, seed: int, run_dir: str | Path, progress: bool = True,
+                 space: spaces.SearchSpace | None = None):
+        self.config = config
+        self.seed = seed
+        self.run = RunDir(run_dir)
+        self.progress = progress
+        seed_everything(seed)
+        self.space = space or spaces.load(resolve_space_path(config))
+        self.data = build_search_data(config.data, seed)
+        self.model = Supernet(self.space, self.data.num_classes)
+        if not self.model.segmentation:
+            raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
+                              "classification head; searching on segmentation data needs a dense head "
+                              "(e.g. aspp)")
+        w = config.weights
+        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=w.lr, momentum=w.momentum,
+                                                weight_decay=w.weight_decay)
+        a = config.arch
+        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
+                                               weight_decay=a.weight_decay)
+        self.rule = make_rule(config.early_stop, file=config.file, key="early_stop")
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        batch = config.hessian.batch_size or config.data.batch_size
+        self.hessian_batch = self.data.fixed_batch(batch)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y, ignore_index=self.data.ignore_index)
+
+    def arch_step(self, xa, ya, xb, yb) -> None:
+        if self.config.algorithm == "darts" and self.config.order == "second":
+            lr = self.weight_optimizer.param_groups[0]["lr"]
+            grads = second_order_grads(self.model, self.loss, xa, ya, xb, yb, self.weight_optimizer, xi=lr,
+                                       r=self.config.arch.fd_radius)
+        else:
+            grads = first_order_grads(self.model, self.loss, xb, yb)
+        self.arch_optimizer.zero_grad()
+        set_arch_grads(self.model, grads)
+        self.arch_optimizer.step()
+
+    def weight_step(self, x, y, confusion: ConfusionMatrix) -> float:
+        weights = list(self.model.weight_parameters())
+        self.weight_optimizer.zero_grad()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, ignore_index=self.data.ignore_index)
+        loss.backward(inputs=weights)
+        torch.nn.utils.clip_grad_norm_(weights, self.config.weights.grad_clip)
+        self.weight_optimizer.step()
+        confusion.update(logits.detach(), y)
+        return loss.item()
+
+    def check_finite(self, loss: float, step: int) -> None:
+        problem = None
+        if not math.isfinite(loss):
+            problem = f"the training loss is {loss}"
+        else:
+            for param in (p.detach() for p in self.model.arch_parameters()):
+                if not torch.isfinite(param).all():
+                    problem = "an architecture parameter is not finite"
+                elif param.abs().max() > self.config.alpha_limit:
+                    problem = (f"architecture parameters exploded (|alpha| = {float(param.abs().max()):.3g} > "
+                               f"alpha_limit {self.config.alpha_limit:g})")
+        if problem:
+            where = f"epoch {self.epoch + 1}, step {step}"
+            self.run.log_event("diverged", epoch=self.epoch + 1, step=step, problem=problem)
+            raise SearchDiverged(
+                f"search diverged at {where}: {problem}. The checkpoint of epoch {self.epoch} in "
+                f"{self.run.path} is intact; continue with changed settings, e.g. "
+                f"nasseg search JOB.yaml --resume --set weights.lr=0.0125")
+
+    # --- one epoch ----------------------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        config = self.config
+        lr = cosine_lr(config.weights.lr, config.weights.lr_min, epoch, config.epochs)
+        for group in self.weight_optimizer.param_groups:
+            group["lr"] = lr
+        arch_active = epoch > config.arch.start_epoch
+        self.model.train()
+        self.data.set_epoch(epoch)
+        loader_a, loader_b = self.data.loaders(config.data.batch_size, self.seed, epoch)
+        confusion = ConfusionMatrix(self.data.num_classes, self.data.ignore_index)
+        losses = []
+        bar = tqdm(zip(loader_a, loader_b), total=min(len(loader_a), len(loader_b)), leave=False,
+                   disable=not self.progress, desc=f"epoch {epoch}/{config.epochs}", unit="step")
+        for step, ((xa, ya), (xb, yb)) in enumerate(bar, start=1):
+            if arch_active and config.algorithm == "darts":
+                self.arch_step(xa, ya, xb, yb)
+            losses.append(self.weight_step(xa, ya, confusion))
+            if arch_active and config.algorithm == "autodeeplab":
+                self.arch_step(xa, ya, xb, yb)
+            self.check_finite(losses[-1], step)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.4f}")
+        return {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
+                "train_miou": confusion.miou(), "lr": lr, "arch_active": arch_active,
+                "weight_decay": self.weight_optimizer.param_groups[0]["weight_decay"]}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        confusion = ConfusionMatrix(self.data.num_classes, self.data.ignore_index)
+        total, pixels = 0.0, 0
+        loader = torch.utils.data.DataLoader(self.data.val, batch_size=self.config.data.val_batch_size)
+        for x, y in loader:
+            logits = self.model(x)
+            valid = int((y != self.data.ignore_index).sum())
+            total += float(F.cross_entropy(logits, y, ignore_index=self.data.ignore_index, reduction="sum"))
+            pixels += valid
+            confusion.update(logits, y)
+        self.model.train()
+        return {"val_loss": total / max(pixels, 1), "val_miou": confusion.miou(),
+                "val_pixel_acc": confusion.pixel_accuracy()}
+
+    def eigenvalue(self) -> float:
+        """Dominant eigenvalue of the Hessian of the architecture (validation) loss w.r.t. all
+        alphas and betas, on a fixed batch of B, in train mode with BN statistics frozen."""
+        x, y = self.hessian_batch
+        generator = torch.Generator().manual_seed(self.seed)
+        with frozen_bn_stats(self.model):
+            value, _, _ = dominant_eigenvalue(lambda: self.loss(self.model, x, y), self.model.arch_parameters(),
+                                              iters=self.config.hessian.iters, generator=generator)
+        return value
+
+    def record_architecture(self, epoch: int) -> dict[str, float]:
+        """Save alphas/betas and the decoded architecture of this epoch; return op shares."""
+        with torch.no_grad():
+            payload = {"epoch": epoch,
+                       "alphas_raw": {k: v.tolist() for k, v in self.model.alphas.items()},
+                       "alphas": {k: [w.tolist() for w in self.model.edge_weights(k)] for k in self.model.alphas},
+                       "betas_raw": self.model.betas.tolist() if self.model.betas is not None else None,
+                       "betas": {f"{s[0]}_{s[1]}->{t[0]}_{t[1]}": float(w)
+                                 for (s, t), w in self.model.transition_weights().items()}}
+        self.run.write_arch_weights(epoch, payload)
+        arch = decode(self.model, name=f"{self.config.name}_seed{self.seed}_epoch{epoch}",
+                      meta={"epoch": epoch, "seed": self.seed, "job": self.config.name})
+        arch.save(self.run.epoch_file("arch", epoch, ".yaml"))
+        kept = [op for _, _, op in arch.cells["normal"].edges()]
+        return {"param_free_share": sum(OPS[op].parameter_free for op in kept) / len(kept),
+                "skip_share": sum(op == "skip_connect" for op in kept) / len(kept)}
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        ada = self.rule if isinstance(self.rule, DartsADA) else None
+        return {"epoch": self.epoch, "seed": self.seed, "model": self.model.state_dict(),
+                "weight_optimizer": self.weight_optimizer.state_dict(),
+                "arch_optimizer": self.arch_optimizer.state_dict(), "history": self.history,
+                "config": self.config.to_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": list(random.getstate()[1]), "python_rng_version": random.getstate()[0],
+                "ada": {"history": ada.history, "first_epoch": ada.first_epoch, "rollbacks": ada.rollbacks}
+                if ada else None}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate((state["python_rng_version"], tuple(state["python_rng"]), None))
+        if isinstance(self.rule, DartsADA) and state["ada"]:
+            self.rule.history = list(state["ada"]["history"])
+            self.rule.first_epoch = state["ada"]["first_epoch"]
+            self.rule.rollbacks = state["ada"]["rollbacks"]
+        # settings changed on resume (--set) win over the checkpoint's; ADA-raised decay is kept
+        saved = state["config"]
+        for group in self.weight_optimizer.param_groups:
+            if saved["weights"]["weight_decay"] != self.config.weights.weight_decay:
+                group["weight_decay"] = self.config.weights.weight_decay
+            group["momentum"] = self.config.weights.momentum
+        for group in self.arch_optimizer.param_groups:
+            group["lr"] = self.config.arch.lr
+            group["weight_decay"] = self.config.arch.weight_decay
+
+    def resume(self) -> None:
+        if not self.run.has_checkpoint():
+            raise NassegError(f"{self.run.path}: nothing to resume (no checkpoints/last.pt)")
+        state = self.run.load_checkpoint()
+        saved = state["config"]
+        for key in ("space", "algorithm"):
+            if saved[key] != getattr(self.config, key):
+                raise NassegError(f"{self.run.path}: cannot resume a {key}={saved[key]!r} run with "
+                                  f"{key}={getattr(self.config, key)!r}")
+        self.load_state(state)
+        self.run.log_event("resumed", epoch=self.epoch)
+
+    def save(self) -> None:
+        keep = 0
+        if isinstance(self.rule, DartsADA):
+            keep = 2 * getattr(self.rule.rule, "window", 5) + 2
+        self.run.save_checkpoint(self.state(), self.epoch, keep_epochs=keep)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def stop_check(self, epoch: int, eigenvalue: float | None) -> tuple[str, int | None, str]:
+        """('continue'|'stop'|'rollback', epoch to return/roll back to, reason)."""
+        if eigenvalue is None:
+            return "continue", None, ""
+        if isinstance(self.rule, DartsADA):
+            action = self.rule.observe(epoch, eigenvalue, self.weight_optimizer.param_groups[0]["weight_decay"])
+            if action.action == "rollback":
+                self._rollback(action.return_epoch, action.weight_decay, action.reason)
+            return action.action, action.return_epoch, action.reason
+        measured = [(r["epoch"], r["eigenvalue"]) for r in self.history if r.get("eigenvalue") is not None
+                    and r["arch_active"]]
+        decision = self.rule.check([v for _, v in measured], measured[0][0] if measured else 1)
+        return ("stop" if decision.stop else "continue"), decision.return_epoch, decision.reason
+
+    def _rollback(self, epoch: int, weight_decay: float, reason: str) -> None:
+        ada_state = (list(self.rule.history), self.rule.first_epoch, self.rule.rollbacks)
+        self.load_state(self.run.load_checkpoint(epoch))
+        self.rule.history, self.rule.first_epoch, self.rule.rollbacks = ada_state
+        for group in self.weight_optimizer.param_groups:
+            group["weight_decay"] = weight_decay
+        self.run.log_event("rollback", to_epoch=epoch, weight_decay=weight_decay, reason=reason)
+
+    def run_search(self, max_epochs: int | None = None,
+                   on_epoch: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+        """Run until the last epoch (or ``max_epochs``, to simulate an interruption) or a stop."""
+        config = self.config
+        self.run.write_config(dump_job(config))
+        self.run.file("space.yaml").write_text(Path(self.space.file).read_text())
+        last = min(config.epochs, max_epochs or config.epochs)
+        while self.epoch < last:
+            epoch = self.epoch + 1
+            start = time.perf_counter()
+            row = self.train_epoch(epoch)
+            row.update(self.evaluate())
+            eigen_start = time.perf_counter()
+            measure = config.hessian.every and epoch % config.hessian.every == 0 and row["arch_active"]
+            row["eigenvalue"] = self.eigenvalue() if measure else None
+            row["eigen_seconds"] = time.perf_counter() - eigen_start if measure else 0.0
+            row.update(self.record_architecture(epoch))
+            row["epoch_seconds"] = time.perf_counter() - start
+            self.history.append(row)
+            self.epoch = epoch
+            action, target, reason = self.stop_check(epoch, row["eigenvalue"])
+            self.save()
+            self.run.write_metrics(self.history)
+            if on_epoch:
+                on_epoch(row)
+            if action == "stop":
+                self.run.log_event("early_stop", epoch=epoch, return_epoch=target, reason=reason)
+                return self._finish("stopped", target, reason)
+        if self.epoch >= config.epochs:
+            return self._finish("finished", self.epoch, f"ran all {config.epochs} epochs")
+        return SearchResult(self.run.path, "interrupted", self.epoch, self.epoch, "stopped at max_epochs")
+
+    def _finish(self, status: str, arch_epoch: int, reason: str) -> SearchResult:
+        source = self.run.epoch_file("arch", arch_epoch, ".yaml")
+        self.run.file("arch.yaml").write_text(source.read_text())
+        total = sum(r["epoch_seconds"] for r in self.history)
+        eigen = sum(r["eigen_seconds"] for r in self.history)
+        self.run.write_result({"status": status, "epochs_run": self.epoch, "arch_epoch": arch_epoch,
+                               "reason": reason, "seed": self.seed, "space": self.space.name,
+                               "algorithm": self.config.algorithm, "order": self.config.order,
+                               "final_val_miou": self.history[-1]["val_miou"],
+                               "seconds": total, "eigen_share": eigen / total if total else 0.0})
+        return SearchResult(self.run.path, status, self.epoch, arch_epoch, reason)
