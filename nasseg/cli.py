@@ -70,13 +70,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     seeds = [args.seed] if args.seed is not None else list(config.seeds)
     for seed in seeds:
         run_dir = run_dir_for(config, seed, args.out)
+        if args.restart and run_dir.exists():
+            import shutil
+            shutil.rmtree(run_dir)
         search = Search(config, seed, run_dir, progress=not args.quiet)
         if args.resume:
             search.resume()
             print(f"resuming {run_dir} after epoch {search.epoch}")
         elif (run_dir / "checkpoints" / "last.pt").exists():
-            raise NassegError(f"{run_dir} already holds a search; pass --resume to continue it or "
-                              "--out DIR to start a new one")
+            raise NassegError(f"{run_dir} already holds a search; pass --resume to continue it, "
+                              "--restart to discard it, or --out DIR to start a new one elsewhere")
 
         def show(row: dict[str, Any]) -> None:
             eig = f"{row['eigenvalue']:.4g}" if row["eigenvalue"] is not None else "-"
@@ -140,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a job key, e.g. --set weights.lr=0.01 (repeatable; value is YAML)")
     search.add_argument("--resume", action="store_true",
                         help="continue from each seed's last checkpoint (settings given by --set apply)")
+    search.add_argument("--restart", action="store_true",
+                        help="discard an existing run directory of the same job and seed, start over")
     search.add_argument("--out", default="runs", metavar="DIR", help="where runs are written (default: runs)")
     search.add_argument("--seed", type=int, default=None, help="run only this seed")
     search.add_argument("--quiet", action="store_true", help="no progress bars")

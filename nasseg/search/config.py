@@ -85,6 +85,7 @@ class SearchConfig:
     hessian: HessianConfig = field(default_factory=HessianConfig)
     early_stop: dict[str, Any] = field(default_factory=lambda: {"rule": "paper"})
     alpha_limit: float = 1e3  # |alpha| above this counts as divergence
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,9 +167,15 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     early_stop = root.get("early_stop", dict, {"rule": "paper"})
     make_rule(early_stop, file=file, key="early_stop")  # validate now, not at epoch 10
     alpha_limit = root.get("alpha_limit", float, 1e3)
+    device = root.get("device", str, "auto")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise root.error("device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if early_stop.get("rule", "paper") != "none" and hessian.every != 1:
+        raise root.error("hessian.every", "stop rules need the eigenvalue of every epoch; set hessian.every: 1 "
+                         "or early_stop.rule: none")
     root.finish()
     config = SearchConfig(name, space, algorithm, order, DataConfig(**data_values), epochs, tuple(seeds),
-                          weights, arch, hessian, early_stop, alpha_limit, file)
+                          weights, arch, hessian, early_stop, alpha_limit, device, file)
     try:
         resolve_space_path(config)
     except SpecError as exc:

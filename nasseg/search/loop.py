@@ -54,6 +54,14 @@ def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
 
 
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NassegError(f"device {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -69,7 +77,8 @@ class Search:
         seed_everything(seed)
         self.space = space or spaces.load(resolve_space_path(config))
         self.data = build_search_data(config.data, seed)
-        self.model = Supernet(self.space, self.data.num_classes)
+        self.device = pick_device(config.device)
+        self.model = Supernet(self.space, self.data.num_classes).to(self.device)
         if not self.model.segmentation:
             raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
                               "classification head; searching on segmentation data needs a dense head "
@@ -84,7 +93,7 @@ class Search:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         batch = config.hessian.batch_size or config.data.batch_size
-        self.hessian_batch = self.data.fixed_batch(batch)
+        self.hessian_batch = tuple(t.to(self.device) for t in self.data.fixed_batch(batch))
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -148,6 +157,7 @@ class Search:
         bar = tqdm(zip(loader_a, loader_b), total=min(len(loader_a), len(loader_b)), leave=False,
                    disable=not self.progress, desc=f"epoch {epoch}/{config.epochs}", unit="step")
         for step, ((xa, ya), (xb, yb)) in enumerate(bar, start=1):
+            xa, ya, xb, yb = (t.to(self.device, non_blocking=True) for t in (xa, ya, xb, yb))
             if arch_active and config.algorithm == "darts":
                 self.arch_step(xa, ya, xb, yb)
             losses.append(self.weight_step(xa, ya, confusion))
@@ -166,6 +176,7 @@ class Search:
         total, pixels = 0.0, 0
         loader = torch.utils.data.DataLoader(self.data.val, batch_size=self.config.data.val_batch_size)
         for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
             logits = self.model(x)
             valid = int((y != self.data.ignore_index).sum())
             total += float(F.cross_entropy(logits, y, ignore_index=self.data.ignore_index, reduction="sum"))
@@ -210,6 +221,7 @@ class Search:
                 "weight_optimizer": self.weight_optimizer.state_dict(),
                 "arch_optimizer": self.arch_optimizer.state_dict(), "history": self.history,
                 "config": self.config.to_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
                 "python_rng": list(random.getstate()[1]), "python_rng_version": random.getstate()[0],
                 "ada": {"history": ada.history, "first_epoch": ada.first_epoch, "rollbacks": ada.rollbacks}
                 if ada else None}
@@ -221,6 +233,8 @@ class Search:
         self.epoch = state["epoch"]
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
         random.setstate((state["python_rng_version"], tuple(state["python_rng"]), None))
         if isinstance(self.rule, DartsADA) and state["ada"]:
             self.rule.history = list(state["ada"]["history"])
@@ -289,7 +303,9 @@ class Search:
             epoch = self.epoch + 1
             start = time.perf_counter()
             row = self.train_epoch(epoch)
+            eval_start = time.perf_counter()
             row.update(self.evaluate())
+            row["eval_seconds"] = time.perf_counter() - eval_start
             eigen_start = time.perf_counter()
             measure = config.hessian.every and epoch % config.hessian.every == 0 and row["arch_active"]
             row["eigenvalue"] = self.eigenvalue() if measure else None

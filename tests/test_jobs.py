@@ -1,0 +1,50 @@
+"""The shipped job files: all valid; the demo job runs end to end on the bundled data."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nasseg.cli import main
+from nasseg.search import load_job
+
+JOBS = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
+
+
+def test_jobs_exist():
+    names = {p.stem for p in JOBS}
+    assert {"demo", "camvid_darts", "camvid_darts_2nd", "camvid_autodeeplab", "robustdarts_s2",
+            "robustdarts_s3", "paper_darts", "paper_autodeeplab"} <= names
+
+
+@pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
+def test_job_file_is_valid(job):
+    config = load_job(job)
+    assert config.epochs >= 1 and config.seeds
+
+
+def test_paper_recipes_follow_reference():
+    darts = load_job(next(p for p in JOBS if p.stem == "paper_darts"))
+    assert (darts.epochs, darts.data.batch_size, darts.order) == (50, 64, "second")
+    assert (darts.weights.lr, darts.weights.lr_min, darts.weights.momentum, darts.weights.weight_decay) == \
+        (0.025, 0.001, 0.9, 3e-4)
+    assert (darts.arch.lr, darts.arch.betas, darts.arch.weight_decay) == (3e-4, (0.5, 0.999), 1e-3)
+    adl = load_job(next(p for p in JOBS if p.stem == "paper_autodeeplab"))
+    assert (adl.epochs, adl.data.batch_size, adl.data.crop, adl.arch.start_epoch, adl.arch.lr) == \
+        (40, 2, (321, 321), 20, 3e-3)
+
+
+def test_demo_job_runs(tmp_path, capsys):
+    job = next(p for p in JOBS if p.stem == "demo")
+    assert main(["search", str(job), "--out", str(tmp_path), "--quiet", "--set", "epochs=2"]) == 0
+    run = tmp_path / "demo" / "seed0"
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    arch = yaml.safe_load((run / "arch.yaml").read_text())
+    assert set(arch["cells"]) == {"normal", "reduce"}
+    assert "epoch   2/2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_full_demo_job_runs(tmp_path):
+    job = next(p for p in JOBS if p.stem == "demo")
+    assert main(["search", str(job), "--out", str(tmp_path), "--quiet"]) == 0
