@@ -4,10 +4,11 @@
 setup:
 	@bash tools/setup.sh
 
-# The main job on the bundled data.
+# The main job on the bundled data: a short DARTS search with Hessian eigenvalue tracking, then
+# the decoded architecture. (Issue 8 turns this into `nasseg demo`: Ray, retraining, the report.)
 demo: setup
-	.venv/bin/nasseg info darts_cifar
-	.venv/bin/nasseg info darts --input 180x240
+	.venv/bin/nasseg search jobs/demo.yaml --restart
+	.venv/bin/nasseg decode runs/demo/seed0
 
 # The default test suite (CI runs this through .ci/run). Exit status 5 = no tests collected.
 test: setup

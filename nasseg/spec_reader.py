@@ -133,3 +133,16 @@ class Section:
                 known = sorted(self._used)
                 raise self.error(str(name), f"unknown key; expected one of {', '.join(known)}"
                                  + did_you_mean(str(name), known))
+
+
+def resolve_builtin(name_or_path: str | Path, folder: Path, kind: str) -> Path:
+    """A YAML path as given, or ``folder/<name>.yaml`` for a bare built-in name such as ``darts``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    builtin = folder / f"{name_or_path}.yaml"
+    if builtin.exists():
+        return builtin
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise SpecError(str(name_or_path), None, f"no such file or built-in {kind}; built-in: "
+                    + ", ".join(names) + did_you_mean(str(name_or_path), names))

@@ -5,8 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..errors import SpecError
-from ..spec_reader import did_you_mean
+from ..spec_reader import resolve_builtin
 from .spec import ArchSpec, CellGenotype, is_arch_file, load_arch, parse_arch
 
 BUILTIN_DIR = Path(str(resources.files("nasseg") / "archs"))
@@ -18,15 +17,7 @@ def builtin_archs() -> list[str]:
 
 def load(name_or_path: str | Path) -> ArchSpec:
     """An ArchSpec from a file, or a built-in one by name (``darts_v2``, ``autodeeplab``)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return load_arch(path)
-    builtin = BUILTIN_DIR / f"{name_or_path}.yaml"
-    if builtin.exists():
-        return load_arch(builtin)
-    names = builtin_archs()
-    raise SpecError(str(name_or_path), None, "no such file or built-in architecture; built-in: "
-                    + ", ".join(names) + did_you_mean(str(name_or_path), names))
+    return load_arch(resolve_builtin(name_or_path, BUILTIN_DIR, "architecture"))
 
 
 __all__ = ["ArchSpec", "CellGenotype", "load", "load_arch", "parse_arch", "is_arch_file", "builtin_archs"]

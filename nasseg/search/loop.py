@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .. import space as spaces
 from ..arch.decode import decode
 from ..errors import NassegError
+from ..io import atomic_write_text
 from ..space.ops import OPS
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
@@ -43,7 +44,7 @@ class SearchDiverged(NassegError):
 @dataclass
 class SearchResult:
     run_dir: Path
-    status: str  # finished | stopped
+    status: str  # finished | stopped | interrupted (max_epochs reached first)
     epochs_run: int
     arch_epoch: int  # the epoch whose architecture is the answer (arch.yaml)
     reason: str
@@ -297,7 +298,7 @@ class Search:
         """Run until the last epoch (or ``max_epochs``, to simulate an interruption) or a stop."""
         config = self.config
         self.run.write_config(dump_job(config))
-        self.run.file("space.yaml").write_text(Path(self.space.file).read_text())
+        atomic_write_text(self.run.file("space.yaml"), Path(self.space.file).read_text())
         last = min(config.epochs, max_epochs or config.epochs)
         while self.epoch < last:
             epoch = self.epoch + 1
@@ -328,7 +329,7 @@ class Search:
 
     def _finish(self, status: str, arch_epoch: int, reason: str) -> SearchResult:
         source = self.run.epoch_file("arch", arch_epoch, ".yaml")
-        self.run.file("arch.yaml").write_text(source.read_text())
+        atomic_write_text(self.run.file("arch.yaml"), source.read_text())
         total = sum(r["epoch_seconds"] for r in self.history)
         eigen = sum(r["eigen_seconds"] for r in self.history)
         self.run.write_result({"status": status, "epochs_run": self.epoch, "arch_epoch": arch_epoch,

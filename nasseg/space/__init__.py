@@ -10,8 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..errors import SpecError
-from ..spec_reader import did_you_mean
+from ..spec_reader import resolve_builtin
 from .ops import OPS, OpDef, register_op
 from .spec import SearchSpace, parse_space, read_space_file
 
@@ -24,15 +23,7 @@ def builtin_spaces() -> list[str]:
 
 def resolve(name_or_path: str | Path) -> Path:
     """A path as given, or a built-in space's file for a bare name such as ``darts``."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    builtin = BUILTIN_DIR / f"{name_or_path}.yaml"
-    if builtin.exists():
-        return builtin
-    names = builtin_spaces()
-    raise SpecError(str(name_or_path), None, "no such file or built-in space; built-in spaces: "
-                    + ", ".join(names) + did_you_mean(str(name_or_path), names))
+    return resolve_builtin(name_or_path, BUILTIN_DIR, "space")
 
 
 def load(name_or_path: str | Path) -> SearchSpace:
