@@ -37,7 +37,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .info import describe_target
 
     report = describe_target(args.target, input_size=args.input, classes=args.classes,
-                             latency=getattr(args, "latency", False))
+                             latency=args.latency)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -47,7 +47,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def format_report(report: dict[str, Any]) -> str:
     labels = {"params": "weight parameters", "arch_params": "architecture parameters",
-              "macs": "multiply-adds"}
+              "macs": "multiply-adds", "latency_ms": "latency (ms, median)"}
     lines = []
     width = max(len(labels.get(k, k)) for k in report)
     for key, value in report.items():
@@ -123,13 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print weight parameters, architecture parameters (alphas, betas) and multiply-adds "
                     "of one forward pass. TARGET is a search-space YAML (or a built-in space name such "
                     "as darts, darts_cifar, autodeeplab), an ArchSpec YAML, or a model name.",
-        epilog="Example: nasseg info autodeeplab --input 321x321 --classes 19 --json")
+        epilog="Examples: nasseg info autodeeplab --input 321x321 --classes 19 --json; "
+               "nasseg info icnet_resnet50 --input 512x1024 --latency")
     info.add_argument("target", metavar="TARGET", help="SPACE.yaml | ARCH.yaml | MODEL_NAME | built-in space")
     info.add_argument("--input", type=parse_size, default=None, metavar="HxW",
                       help="input size (default: 32x32 for classification spaces, 512x512 otherwise)")
     info.add_argument("--classes", type=int, default=None, metavar="N",
                       help="number of classes (default: the space's network.classes)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--latency", action="store_true",
+                      help="also measure the median CPU/GPU latency of one forward pass on this machine")
     info.set_defaults(run=cmd_info)
 
     search = sub.add_parser(

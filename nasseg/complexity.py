@@ -40,18 +40,33 @@ def meta_device():
         yield
 
 
-def median_latency(model: nn.Module, size: tuple[int, int], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time in seconds of one eval-mode forward pass of a 1x3xHxW input on this machine."""
+def median_latency(model: nn.Module, size: tuple[int, int], repeats: int = 5, warmup: int = 1,
+                   device: str | torch.device = "cpu") -> float:
+    """Median wall time in seconds of one eval-mode forward pass of a 1x3xHxW input on this machine.
+
+    Runs under ``torch.inference_mode`` after ``warmup`` untimed passes; on a CUDA device each pass
+    is synchronized before the clock stops. The model is moved to ``device`` (in place).
+    """
     import statistics
     import time
 
-    model.eval()
-    x = torch.randn(1, 3, *size)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device = torch.device(device)
+    model.to(device).eval()
+    x = torch.randn(1, 3, *size, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
+            sync()
             start = time.perf_counter()
             model(x)
+            sync()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return statistics.median(times)

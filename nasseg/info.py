@@ -1,7 +1,9 @@
 """What ``nasseg info`` reports: parameters and multiply-adds of a space, an ArchSpec or a model.
 
 Multiply-adds are counted on the ``meta`` device (no memory, no compute), so full-resolution
-inputs are cheap to describe.
+inputs are cheap to describe. With ``latency=True`` a model (or ArchSpec network) is also built
+with real weights and timed: the median of a few forward passes (``median_latency``) on the GPU
+if there is one, else on the CPU with torch's current thread count, both reported.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 
 from . import space as spaces
-from .complexity import count_macs, count_params, meta_device
+from .complexity import count_macs, count_params, median_latency, meta_device
 from .errors import NassegError
 from .spec_reader import did_you_mean, load_yaml
 
@@ -65,9 +67,19 @@ def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classe
               "classes": num_classes, "params": count_params(model.parameters()), "arch_params": 0,
               "macs": macs}
     if latency:
-        from .complexity import median_latency
-        report["latency_ms"] = round(median_latency(models.build(name_or_path, num_classes), size) * 1e3, 2)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = models.build(name_or_path, num_classes)
+        report["latency_ms"] = round(median_latency(model, size, device=device) * 1e3, 2)
+        report["latency_device"] = device
+        if device == "cpu":
+            report["latency_threads"] = torch.get_num_threads()
     return report
+
+
+def _no_latency_for_spaces(latency: bool, target: object) -> None:
+    if latency:
+        raise NassegError(f"{target}: --latency times a model or an ArchSpec, not a search space "
+                          "(a supernet's speed depends on the architecture it will become)")
 
 
 def describe_target(target: str, input_size: tuple[int, int] | None = None, classes: int | None = None,
@@ -77,6 +89,7 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
     if path.suffix in (".yaml", ".yml") or path.exists():
         data = load_yaml(path)
         if spaces.is_space_file(data):
+            _no_latency_for_spaces(latency, path)
             return describe_space(spaces.load(path), input_size, classes)
         from .arch import is_arch_file
         if is_arch_file(data):
@@ -84,6 +97,7 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
         raise NassegError(f"{path}: neither a search space (keys cell, network) nor an ArchSpec "
                           "(key cells)")
     if target in spaces.builtin_spaces():
+        _no_latency_for_spaces(latency, target)
         return describe_space(spaces.load(target), input_size, classes)
     from .models.registry import available_models
     names = available_models()
