@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from ..spec_reader import Section, describe, load_yaml
+from ..spec_reader import Section, describe, is_instance, load_yaml
 from .stop_rules import make_rule
 
 DATASETS = ("camvid_demo", "camvid")
@@ -103,11 +103,13 @@ def _plain(value: Any) -> Any:
 
 
 def _pair(sec: Section, key: str, default: Any, kind: type = int) -> Any:
+    """Two numbers: [H, W] sizes (ints) or e.g. Adam's betas (floats)."""
     value = sec.get(key, list, None)
     if value is None:
         return default
-    if len(value) != 2 or not all(isinstance(v, kind) or (kind is float and isinstance(v, int)) for v in value):
-        raise sec.error(key, f"expected [H, W] (two {kind.__name__}s), got {describe(value)}")
+    if len(value) != 2 or not all(is_instance(v, kind) for v in value):
+        shape = "[H, W] (two integers)" if kind is int else "two numbers [a, b]"
+        raise sec.error(key, f"expected {shape}, got {describe(value)}")
     return tuple(kind(v) for v in value)
 
 
