@@ -55,12 +55,20 @@ def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None
 
 def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classes: int | None,
                    latency: bool = False) -> dict[str, Any]:
-    from . import models
+    import inspect
 
-    num_classes = classes or 19
+    from . import models
+    from .models.registry import MODELS
+
+    builder_default = None
+    if name_or_path in MODELS:  # e.g. darts_v2_cifar defaults to its 10 CIFAR classes
+        builder_default = inspect.signature(MODELS[name_or_path]).parameters["num_classes"].default
+    if builder_default is inspect.Parameter.empty:
+        builder_default = None
+    num_classes = classes or builder_default or 19
     with meta_device():
         model = models.build(name_or_path, num_classes)
-        size = input_size or (512, 1024)
+        size = input_size or getattr(model, "default_input", (512, 1024))
         x = torch.zeros(1, 3, *size)
         macs = count_macs(lambda: model.eval()(x))
     report = {"kind": "model", "name": str(name_or_path), "input": f"{size[0]}x{size[1]}",

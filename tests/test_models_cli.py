@@ -160,3 +160,10 @@ def check_classifier(name: str, images: torch.Tensor, labels: torch.Tensor) -> N
     model.eval()
     with torch.no_grad():
         assert model(crops).shape == (2, CAMVID_CLASSES)
+
+
+def test_info_uses_the_models_own_defaults(capsys):
+    """darts_v2_cifar is a 10-class CIFAR network: info describes it at 32x32 unless told otherwise."""
+    assert main(["info", "darts_v2_cifar", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["input"], report["classes"], report["params"]) == ("32x32", 10, 3349342)

@@ -158,6 +158,9 @@ class NetworkCIFAR(nn.Module):
     Set ``drop_path_prob`` during training (DARTS ramps it linearly to 0.2).
     """
 
+    default_input = (32, 32)  # what `nasseg info` assumes without --input: CIFAR images
+
+
     def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 20, auxiliary: bool = False,
                  genotype: ArchSpec | None = None):
         super().__init__()
