@@ -66,7 +66,7 @@ def decode_cell(cell_graph: nx.DiGraph, edge_weights: Sequence[Weights],
 
 def beta_groups(network_graph: nx.DiGraph) -> list[tuple[Node, list[Node]]]:
     """The softmax groups of the betas, in the supernet's order: every state with more than one
-    outgoing transition, its targets sorted by level (as ``Supernet.beta_groups``)."""
+    outgoing transition, its targets sorted by level. The supernet orders its betas by it."""
     groups = []
     for node in sorted(network_graph.nodes):
         targets = sorted(network_graph.successors(node), key=lambda n: n[1])

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NassegError
+from ..arch.decode import beta_groups
 from ..layers import FactorizedReduce, ReLUConvBN
 from ..space.blocks import HEADS, STEMS, upsample_to
 from ..space.compile import cell_input_stride
@@ -112,11 +113,7 @@ class Supernet(nn.Module):
             for cell_type in self.space.cell_types
         })
         # betas: one softmax group per state with more than one outgoing transition
-        self.beta_groups: list[tuple[Node, list[Node]]] = []
-        for node in sorted(self.graph.nodes):
-            targets = sorted(self.graph.successors(node), key=lambda n: n[1])
-            if len(targets) > 1:
-                self.beta_groups.append((node, targets))
+        self.beta_groups: list[tuple[Node, list[Node]]] = beta_groups(self.graph)
         sizes = [len(targets) for _, targets in self.beta_groups]
         self.beta_sizes = sizes
         self.betas = nn.Parameter(1e-3 * torch.randn(sum(sizes))) if sizes else None
