@@ -81,6 +81,11 @@ class Supernet(nn.Module):
         self.layers: list[list[Node]] = [[] for _ in range(net.layers + 1)]
         for node in sorted(self.graph.nodes):
             self.layers[node[0]].append(node)
+        # fixed per state, so looked up once here rather than in every forward pass
+        level_of = {stride: i for i, stride in enumerate(self.strides)}
+        self.work_level = {node: level_of[cell_input_stride(self.graph, node)]
+                           for node in self.graph if self.graph.nodes[node]["role"] == "cell"}
+        self.final_nodes = [node for node in self.layers[-1] if self.graph.nodes[node]["final"]]
 
         for node in sorted(self.graph.nodes):
             data = self.graph.nodes[node]
@@ -158,13 +163,12 @@ class Supernet(nn.Module):
         sizes = self.level_sizes(states[(0, 0)])
         alphas = {cell_type: self.edge_weights(cell_type) for cell_type in self.alphas}
         betas = self.transition_weights()
-        level_of = {stride: i for i, stride in enumerate(self.strides)}
 
         for layer in self.layers[1:]:
             for node in layer:
                 data = self.graph.nodes[node]
                 key = node_key(node)
-                size = sizes[level_of[cell_input_stride(self.graph, node)]]
+                size = sizes[self.work_level[node]]
                 pp = None
                 if f"{key}_pp" in self.resample:
                     pp = self.resample[f"{key}_pp"](states[data["prev_prev"]], size)
@@ -182,9 +186,8 @@ class Supernet(nn.Module):
                 del states[node]
 
         logits = None
-        for key, head in self.heads.items():
-            node = next(n for n in self.layers[-1] if node_key(n) == key)
-            y = head(states[node])
+        for node in self.final_nodes:
+            y = self.heads[node_key(node)](states[node])
             if self.segmentation:
                 y = upsample_to(y, tuple(x.shape[-2:]))
             logits = y if logits is None else logits + y
