@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--epoch", type=int, default=None, help="decode the alphas/betas after this epoch")
     dec.add_argument("-o", "--output", default=None, metavar="ARCH.yaml", help="write here instead of stdout")
     dec.set_defaults(run=cmd_decode)
+
+    from .train.cli import add_train_parser
+    add_train_parser(sub, parse_size)
+    from .data.check import add_data_parser
+    add_data_parser(sub)
     return parser
 
 

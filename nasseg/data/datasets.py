@@ -1,4 +1,6 @@
-"""Segmentation datasets read from ``<image> <label>`` list files, plus CamVid and the demo set.
+"""Segmentation datasets from (image, label) path pairs: explicit pairs, ``<image> <label>`` list
+files, CamVid and the bundled demo set (Cityscapes, VOC, ADE20K and generic folders are in
+:mod:`nasseg.data.sources`, all by name in :mod:`nasseg.data.registry`).
 
 Items are decoded with PIL into numpy arrays (image ``uint8`` HxWx3 RGB, label ``int64`` HxW with
 void/unmapped values already set to ``ignore_index``), passed through a joint transform from
@@ -7,14 +9,14 @@ HxW.
 
 Reproducibility: the random draws of item ``i`` come from ``random.Random`` seeded with
 ``(seed, epoch, i)``, so augmentation does not depend on worker count or loading order and a
-resumed run sees the same samples. Call :meth:`ListFileDataset.set_epoch` before iterating each
+resumed run sees the same samples. Call :meth:`PairDataset.set_epoch` before iterating each
 epoch (with ``persistent_workers=False`` so workers pick the new epoch up); shuffle with a seeded
 ``torch.Generator`` in the ``DataLoader``.
 
 Bad data raises :class:`~nasseg.errors.NassegError` with one line naming the file: cheap
 problems (missing list file, empty split, missing listed files) when the dataset is built,
 decode-time problems (unreadable file, size mismatch, out-of-range label values) when an item is
-loaded; :meth:`ListFileDataset.check` loads every item and returns all problems.
+loaded; :meth:`PairDataset.check` loads every item and returns all problems.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,64 +46,122 @@ LabelMap = Mapping[int, int] | Callable[[np.ndarray], np.ndarray]
 LABEL_MODES = ("L", "P", "I", "I;16")  # single-channel PIL modes whose pixels are class ids
 
 
-class ListFileDataset(Dataset):
-    """Image/label pairs listed one per line as ``<image> <label>`` (paths relative to ``root``).
+Pair = tuple[Path, Path]  # (image, label)
+
+
+def generated_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """``n`` distinct colours by the PASCAL VOC bit-interleaving rule, so any class count gets a
+    deterministic palette (its first 21 entries are the VOC palette)."""
+    colours = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= (c & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+                  (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+                  (0, 128, 192))  # the SegNet tutorial colours
+
+
+@dataclass
+class PairList:
+    """The image/label pairs found for one split, and every pairing problem met finding them.
+
+    Kept separate from the dataset so ``nasseg data check`` can report all missing or unmatched
+    files while building a dataset stops at the first (:meth:`require`).
+    """
+
+    source: Path  # the list file or folder the pairs come from, named in messages
+    pairs: list[Pair] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, pair: Pair, where: str) -> None:
+        """Keep ``pair`` if both files exist, else record each missing one (listed at ``where``)."""
+        missing = [f"{p}: {kind} not found (listed in {where})"
+                   for kind, p in zip(("image", "label"), pair) if not p.is_file()]
+        self.problems += missing
+        if not missing:
+            self.pairs.append(pair)
+
+    def require(self) -> list[Pair]:
+        """The pairs, or a one-line NassegError on the first problem (count of the others)."""
+        if self.problems:
+            more = len(self.problems) - 1
+            tail = f" (and {more} more problems; `nasseg data check` lists them all)"
+            raise NassegError(self.problems[0] + (tail if more else ""))
+        return self.pairs
+
+
+def read_pair_list(root: str | Path, list_file: str | Path) -> PairList:
+    """Parse ``<image> <label>`` lines (paths relative to ``root``); missing files are problems."""
+    root = Path(root)
+    path = root / list_file
+    if not path.is_file():
+        raise NassegError(f"{path}: list file not found")
+    found = PairList(path)
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            found.problems.append(f"{path}:{n}: expected '<image> <label>', got {line!r}")
+            continue
+        found.add((root / fields[0], root / fields[1]), f"{path}:{n}")
+    return found
+
+
+class PairDataset(Dataset):
+    """Segmentation samples from explicit ``(image, label)`` path pairs.
 
     ``label_map`` turns raw label values into class ids: ``None`` keeps them (``void_value``, if
     given, becomes ``ignore_index``); a dict maps listed values and sends every other value to
     ``ignore_index``; a callable maps the whole raw array. After mapping, every value must be in
     ``0..num_classes-1`` or equal ``ignore_index``. ``transform`` defaults to
-    :func:`~nasseg.data.transforms.eval_transform` (normalise only).
+    :func:`~nasseg.data.transforms.eval_transform` (normalise only). ``palette`` (one RGB per
+    class, for drawing predictions) defaults to :func:`generated_palette`. ``source`` names where
+    the pairs came from in messages.
     """
 
-    def __init__(self, root: str | Path, list_file: str | Path, num_classes: int,
-                 ignore_index: int = 255, label_map: LabelMap | None = None,
-                 transform: Transform | None = None, *, void_value: int | None = None,
-                 classes: Sequence[str] | None = None, seed: int = 0):
-        self.root = Path(root)
-        self.list_file = self.root / list_file
+    def __init__(self, pairs: Sequence[Pair], num_classes: int, ignore_index: int = 255,
+                 label_map: LabelMap | None = None, transform: Transform | None = None, *,
+                 void_value: int | None = None, classes: Sequence[str] | None = None,
+                 palette: Sequence[tuple[int, int, int]] | None = None, seed: int = 0,
+                 source: str | Path = "dataset"):
+        self.source = source
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.label_map = label_map
         self.void_value = void_value
         self.transform = transform if transform is not None else eval_transform()
         self.classes = tuple(classes) if classes is not None else None
+        self.palette = (tuple(map(tuple, palette)) if palette is not None
+                        else generated_palette(num_classes))
         self.seed = seed
         self.epoch = 0
         if self.classes is not None and len(self.classes) != num_classes:
-            raise NassegError(f"{self.list_file}: {len(self.classes)} class names given "
+            raise NassegError(f"{source}: {len(self.classes)} class names given "
+                              f"for num_classes={num_classes}")
+        if len(self.palette) != num_classes:
+            raise NassegError(f"{source}: palette has {len(self.palette)} colours "
                               f"for num_classes={num_classes}")
         if isinstance(label_map, Mapping):
             bad = {k: v for k, v in label_map.items() if not self._valid_id(v)}
             if bad:
-                raise NassegError(f"{self.list_file}: label_map sends {bad} outside "
+                raise NassegError(f"{source}: label_map sends {bad} outside "
                                   f"0..{num_classes - 1} and ignore {ignore_index}")
-        self.items = self._read_list()
+        self.items = [(Path(image), Path(label)) for image, label in pairs]
+        if not self.items:
+            raise NassegError(f"{source}: empty split, no image/label pairs")
 
     def _valid_id(self, value: int) -> bool:
         return 0 <= value < self.num_classes or value == self.ignore_index
-
-    def _read_list(self) -> list[tuple[Path, Path]]:
-        """Parse the list file and check that every listed file exists."""
-        if not self.list_file.is_file():
-            raise NassegError(f"{self.list_file}: list file not found")
-        items, missing = [], []
-        for n, line in enumerate(self.list_file.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise NassegError(f"{self.list_file}:{n}: expected '<image> <label>', got {line!r}")
-            pair = (self.root / fields[0], self.root / fields[1])
-            missing += [f"{p}: {kind} not found (listed in {self.list_file}:{n})"
-                        for kind, p in zip(("image", "label"), pair) if not p.is_file()]
-            items.append(pair)
-        if not items:
-            raise NassegError(f"{self.list_file}: empty split, no '<image> <label>' lines")
-        if missing:
-            more = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
-            raise NassegError(missing[0] + more)
-        return items
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (same epoch -> same samples)."""
@@ -117,30 +179,49 @@ class ListFileDataset(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and validate item ``index`` without transforms: uint8 HxWx3, int64 HxW."""
-        image_path, label_path = self.items[index]
-        with _open(image_path, "image") as im:
-            image = np.asarray(im.convert("RGB"))
+        image, raw = self.read_image(index), self.read_raw_label(index)
+        self.check_size(index, image, raw)
+        return image, self.map_label(index, raw)
+
+    def read_image(self, index: int) -> np.ndarray:
+        """The RGB image of item ``index`` as uint8 HxWx3."""
+        with _open(self.items[index][0], "image") as im:
+            return np.asarray(im.convert("RGB"))
+
+    def read_raw_label(self, index: int) -> np.ndarray:
+        """The label file of item ``index`` as stored (before mapping); must be single-channel."""
+        label_path = self.items[index][1]
         with _open(label_path, "label") as lb:
             if lb.mode not in LABEL_MODES:
                 raise NassegError(f"{label_path}: label must be single-channel "
                                   f"(mode {', '.join(LABEL_MODES)}), got mode {lb.mode}")
-            raw = np.asarray(lb)
+            return np.asarray(lb)
+
+    def check_size(self, index: int, image: np.ndarray, raw: np.ndarray) -> None:
+        """Image and label must cover the same pixels."""
         if raw.shape != image.shape[:2]:
+            image_path, label_path = self.items[index]
             raise NassegError(f"{label_path}: label is {raw.shape[0]}x{raw.shape[1]} (HxW) but "
                               f"image {image_path} is {image.shape[0]}x{image.shape[1]}")
+
+    def map_label(self, index: int, raw: np.ndarray) -> np.ndarray:
+        """Raw label values -> class ids; raw values that land on no class are an error."""
         label = self._map_label(raw)
         valid = ((label >= 0) & (label < self.num_classes)) | (label == self.ignore_index)
-        if not valid.all():
-            bad = np.unique(label[~valid])
-            shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
-            void = f", void {self.void_value}" if self.void_value is not None else ""
-            raise NassegError(f"{label_path}: label values {shown} are not class ids "
-                              f"0..{self.num_classes - 1}{void} or ignore {self.ignore_index}")
-        return image, label
+        if valid.all():
+            return label
+        mapped = callable(self.label_map) and not isinstance(self.label_map, Mapping)
+        bad = np.unique((raw if mapped else label)[~valid])
+        shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        void = f", void {self.void_value}" if self.void_value is not None else ""
+        what = "map to no class id" if mapped else "are not class ids"
+        raise NassegError(f"{self.items[index][1]}: label values {shown} {what} "
+                          f"0..{self.num_classes - 1}{void} or ignore {self.ignore_index}")
 
     def _map_label(self, raw: np.ndarray) -> np.ndarray:
         if isinstance(self.label_map, Mapping):
-            lut = np.full(max(int(raw.max()), *self.label_map) + 1, self.ignore_index, np.int64)
+            size = max(int(raw.max(initial=0)), *self.label_map) + 1
+            lut = np.full(size, self.ignore_index, np.int64)
             lut[list(self.label_map)] = list(self.label_map.values())
             return lut[raw]
         if self.label_map is not None:
@@ -150,15 +231,52 @@ class ListFileDataset(Dataset):
             label[raw == self.void_value] = self.ignore_index
         return label
 
-    def check(self) -> list[str]:
-        """Load every item and return one line per broken item (empty list: all good)."""
-        problems = []
-        for i in range(len(self)):
+    def inspect(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        """Decode item ``index`` reporting every problem instead of the first.
+
+        Returns the image (None if unreadable), the mapped label (None if unreadable or holding
+        values outside the classes) and the problems, one line each.
+        """
+        problems: list[str] = []
+
+        def attempt(step: Callable[..., Any], *args: Any) -> Any:
             try:
-                self.load(i)
+                return step(index, *args)
             except NassegError as e:
                 problems.append(str(e))
-        return problems
+                return None
+
+        image, raw = attempt(self.read_image), attempt(self.read_raw_label)
+        if image is not None and raw is not None:
+            attempt(self.check_size, image, raw)
+        label = attempt(self.map_label, raw) if raw is not None else None
+        return image, label, problems
+
+    def check(self) -> list[str]:
+        """Load every item and return one line per problem (empty list: all good)."""
+        return [p for i in range(len(self)) for p in self.inspect(i)[2]]
+
+
+class ListFileDataset(PairDataset):
+    """Image/label pairs listed one per line as ``<image> <label>`` (paths relative to ``root``).
+
+    Missing list file, malformed lines, missing listed files and an empty list fail here, at
+    construction; other arguments as :class:`PairDataset`.
+    """
+
+    def __init__(self, root: str | Path, list_file: str | Path, num_classes: int,
+                 ignore_index: int = 255, label_map: LabelMap | None = None,
+                 transform: Transform | None = None, *, void_value: int | None = None,
+                 classes: Sequence[str] | None = None,
+                 palette: Sequence[tuple[int, int, int]] | None = None, seed: int = 0):
+        self.root = Path(root)
+        self.list_file = self.root / list_file
+        pairs = read_pair_list(self.root, list_file).require()
+        if not pairs:
+            raise NassegError(f"{self.list_file}: empty split, no '<image> <label>' lines")
+        super().__init__(pairs, num_classes, ignore_index, label_map, transform,
+                         void_value=void_value, classes=classes, palette=palette, seed=seed,
+                         source=self.list_file)
 
 
 def _open(path: Path, kind: str) -> Image.Image:
@@ -185,7 +303,7 @@ def camvid(root: str | Path, split: str, transform: Transform | None = None,
     """CamVid (11 classes, SegNet layout): ``<root>/<split>.txt``; void 11 becomes 255."""
     return ListFileDataset(root, f"{split}.txt", len(CAMVID_CLASSES), CAMVID_IGNORE,
                            transform=transform, void_value=CAMVID_VOID,
-                           classes=CAMVID_CLASSES, seed=seed)
+                           classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, seed=seed)
 
 
 def demo_camvid(split: str, transform: Transform | None = None, seed: int = 0) -> ListFileDataset:

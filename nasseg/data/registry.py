@@ -1,0 +1,195 @@
+"""Datasets by name: ``DATASET[:PATH]`` specs, their metadata, and building a split.
+
+A spec names a registered dataset and, unless it is bundled, the folder it lives in:
+``cityscapes:/data/cityscapes``, ``voc:/data/VOCdevkit/VOC2012``, ``ade20k:/data/ADEChallengeData2016``,
+``camvid:../shared/data/camvid``, ``folder:/data/mine``, ``list:/data/mine``, or ``camvid_demo``.
+One spec string is all a job file or command line needs to say about data.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nasseg.data import sources as src
+from nasseg.data.datasets import (CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE, CAMVID_VOID,
+                                  DEMO_ROOT, LabelMap, Pair, PairDataset, PairList,
+                                  read_pair_list)
+from nasseg.data.transforms import Transform
+from nasseg.errors import NassegError
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is: class names (index = class id), ignore value, colours, split names."""
+
+    name: str
+    classes: tuple[str, ...]
+    ignore_index: int
+    palette: tuple[RGB, ...]
+    splits: tuple[str, ...]
+    needs_path: bool
+    description: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """How to find a registered dataset on disk and turn its raw labels into class ids."""
+
+    description: str
+    scan: Callable[[Path, str], PairList]  # (root, split) -> pairs and pairing problems
+    present: Callable[[Path], tuple[str, ...]]  # splits that exist under root
+    classes: tuple[str, ...] = ()  # empty: read from <root>/dataset.yaml
+    palette: tuple[RGB, ...] = ()
+    splits: tuple[str, ...] = ()  # empty: whatever `present` finds
+    ignore_index: int = 255
+    label_map: LabelMap | None = None
+    void_value: int | None = None
+    bundled_root: Path | None = None  # set for datasets shipped with nasseg (no path in the spec)
+
+    @property
+    def needs_path(self) -> bool:
+        return self.bundled_root is None
+
+
+def _camvid_scan(root: Path, split: str) -> PairList:
+    return read_pair_list(root, f"{split}.txt")
+
+
+def _camvid_present(root: Path) -> tuple[str, ...]:
+    return tuple(s for s in ("train", "val", "test") if (root / f"{s}.txt").is_file())
+
+
+_CAMVID = dict(scan=_camvid_scan, present=_camvid_present, classes=CAMVID_CLASSES,
+               palette=CAMVID_PALETTE, splits=("train", "val", "test"),
+               ignore_index=CAMVID_IGNORE, void_value=CAMVID_VOID)
+
+_REGISTRY: dict[str, _Entry] = {
+    "cityscapes": _Entry(
+        "Cityscapes fine annotations, 19 classes (labelId -> trainId, others ignored)",
+        src.scan_cityscapes, src.cityscapes_splits, src.CITYSCAPES_CLASSES,
+        src.CITYSCAPES_PALETTE, src.CITYSCAPES_SPLITS, label_map=src.CITYSCAPES_TRAIN_IDS),
+    "voc": _Entry(
+        "PASCAL VOC 2012, 21 classes incl. background; train_aug = SBD trainaug (10,582 images)",
+        src.scan_voc, src.voc_splits, src.VOC_CLASSES, src.VOC_PALETTE, src.VOC_SPLITS),
+    "ade20k": _Entry(
+        "ADE20K SceneParsing (ADEChallengeData2016), 150 classes, raw 0 ('other') ignored",
+        src.scan_ade20k, src.ade20k_splits, src.ADE20K_CLASSES, src.ADE20K_PALETTE,
+        tuple(src.ADE20K_SPLITS), label_map=src.ade20k_label_map),
+    "camvid": _Entry("CamVid, 11 classes (SegNet layout: <split>.txt lists, void 11 ignored)",
+                     **_CAMVID),
+    "camvid_demo": _Entry("bundled CamVid subset: 48 train / 16 val images at 240x180",
+                          **_CAMVID, bundled_root=DEMO_ROOT),
+    "folder": _Entry("images/<split>/* + labels/<split>/*.png matched by name, dataset.yaml",
+                     src.scan_folder, src.folder_splits),
+    "list": _Entry("<split>.txt files of '<image> <label>' lines, dataset.yaml",
+                   src.scan_list, src.list_splits),
+}
+
+
+def available_datasets() -> list[str]:
+    """Registered dataset names, in registry order."""
+    return list(_REGISTRY)
+
+
+def _lookup(text: str) -> tuple[str, str]:
+    """Split ``NAME[:PATH]`` and check the name; returns (name, path text, '' if none)."""
+    name, _, path = text.strip().partition(":")
+    name = name.strip().lower()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise NassegError(f"unknown dataset {name!r}{hint}; available: {', '.join(_REGISTRY)}")
+    return name, path.strip()
+
+
+def parse_data_spec(text: str) -> tuple[str, Path | None]:
+    """``"camvid:data/camvid"`` -> ``("camvid", Path("data/camvid"))``; bundled -> ``(name, None)``.
+
+    Unknown names get a did-you-mean and the list; a missing (or, for bundled data, a superfluous)
+    path is an error too.
+    """
+    name, path = _lookup(text)
+    if _REGISTRY[name].needs_path and not path:
+        raise NassegError(f"dataset {name} needs a path: expected DATASET:PATH, "
+                          f"e.g. {name}:/data/{name}")
+    if not _REGISTRY[name].needs_path and path:
+        raise NassegError(f"dataset {name} is bundled with nasseg and takes no path; use '{name}'")
+    return name, Path(path).expanduser() if path else None
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A registered dataset bound to its folder: metadata, the splits on disk, a split's pairs."""
+
+    spec: str
+    root: Path
+    info: DatasetInfo
+    entry: _Entry
+
+    def present_splits(self) -> tuple[str, ...]:
+        """Splits that exist on disk (``nasseg data check`` checks these by default)."""
+        return tuple(s for s in self.entry.present(self.root) if s in self.info.splits)
+
+    def require_split(self, split: str) -> None:
+        if split not in self.info.splits:
+            known = ", ".join(self.info.splits) or f"none found under {self.root}"
+            raise NassegError(f"{self.spec}: unknown split {split!r}; splits: {known}")
+
+    def scan(self, split: str) -> PairList:
+        """The pairs of ``split`` and every pairing problem (unknown split name: NassegError)."""
+        self.require_split(split)
+        return self.entry.scan(self.root, split)
+
+    def dataset(self, pairs: list[Pair], source: str | Path, transform: Transform | None = None,
+                seed: int = 0) -> PairDataset:
+        info, entry = self.info, self.entry
+        return PairDataset(pairs, info.num_classes, info.ignore_index, entry.label_map, transform,
+                           void_value=entry.void_value, classes=info.classes,
+                           palette=info.palette, seed=seed, source=source)
+
+
+def _info(name: str, entry: _Entry, root: Path | None) -> DatasetInfo:
+    if entry.classes:
+        return DatasetInfo(name, entry.classes, entry.ignore_index, entry.palette, entry.splits,
+                           entry.needs_path, entry.description)
+    assert root is not None, "folder/list datasets always come with a path"
+    meta = src.read_dataset_yaml(root)
+    return DatasetInfo(name, meta.classes, meta.ignore_index, meta.palette, entry.present(root),
+                       True, entry.description)
+
+
+def open_source(spec: str) -> DataSource:
+    """Resolve a spec to its folder and metadata; a missing folder is a NassegError."""
+    name, path = parse_data_spec(spec)
+    entry = _REGISTRY[name]
+    root = path if path is not None else entry.bundled_root
+    assert root is not None
+    if not root.is_dir():
+        raise NassegError(f"{root}: dataset folder not found (from {spec.strip()!r})")
+    return DataSource(spec.strip(), root, _info(name, entry, root), entry)
+
+
+def dataset_info(name_or_spec: str) -> DatasetInfo:
+    """Metadata of a dataset; folder/list datasets need their path (the info is in dataset.yaml)."""
+    name, path = _lookup(name_or_spec)
+    entry = _REGISTRY[name]
+    if entry.classes and not path:
+        return _info(name, entry, None)
+    return open_source(name_or_spec).info
+
+
+def build_dataset(spec: str, split: str, transform: Transform | None = None,
+                  seed: int = 0) -> PairDataset:
+    """The ``split`` of the dataset ``spec`` names; the first missing/unmatched file fails here."""
+    source = open_source(spec)
+    found = source.scan(split)
+    return source.dataset(found.require(), found.source, transform, seed)
