@@ -158,8 +158,8 @@ class NetworkCIFAR(nn.Module):
     Set ``drop_path_prob`` during training (DARTS ramps it linearly to 0.2).
     """
 
+    output_loss_weights = (DARTS_AUX_WEIGHT, 1.0)  # [aux, main] in training mode
     default_input = (32, 32)  # what `nasseg info` assumes without --input: CIFAR images
-
 
     def __init__(self, C: int = 36, num_classes: int = 10, layers: int = 20, auxiliary: bool = False,
                  genotype: ArchSpec | None = None):

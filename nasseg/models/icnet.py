@@ -92,6 +92,8 @@ class CascadeFeatureFusion(nn.Module):
 class ICNet(nn.Module):
     """Image cascade network; see the module docstring for the branches and the outputs."""
 
+    output_loss_weights = ICNET_LOSS_WEIGHTS  # read by the trainer for the training-mode outputs
+
     def __init__(self, num_classes: int, width_mult: float = 1.0):
         super().__init__()
         base = int(64 * width_mult)

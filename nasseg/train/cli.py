@@ -1,0 +1,97 @@
+"""``nasseg train``: retrain a decoded architecture or a baseline (a model, an ArchSpec or a job file)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import NassegError
+
+# flag -> job key; flags left unset keep the job's value (or the default)
+FLAG_KEYS = {"data": "data.dataset", "size": "data.size", "crop": "data.crop",
+             "batch_size": "data.batch_size", "workers": "data.workers", "iters": "iters",
+             "lr": "optim.lr", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
+             "seed": "seed", "device": "device", "name": "name", "pretrained": "pretrained"}
+
+
+def load_config(args: argparse.Namespace):
+    from .config import is_train_job, job_from_flags, load_train_job
+
+    flags = {FLAG_KEYS[k]: getattr(args, k) for k in FLAG_KEYS}
+    overrides = list(args.set)
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise NassegError(f"--model-arg: expected KEY=VALUE, got {item!r}")
+        overrides.append(f"model_args.{key}={value}")
+    target = args.target
+    if target.endswith((".yaml", ".yml")) and Path(target).is_file() and is_train_job(target):
+        given = [f"{key}={_yaml(value)}" for key, value in flags.items() if value is not None]
+        return load_train_job(target, given + overrides)
+    if target.endswith((".yaml", ".yml")) and not Path(target).is_file():
+        raise NassegError(f"{target}: file not found (expected a training job, an ArchSpec or a model name)")
+    return job_from_flags(target, flags, overrides)
+
+
+def _yaml(value) -> str:
+    import yaml
+    return yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
+                          default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+
+    config = load_config(args)
+    trainer = Trainer(config, args.out, resume=args.resume, restart=args.restart, progress=not args.quiet)
+    where = f"resuming {trainer.run_dir} at iteration {trainer.iteration}" if args.resume \
+        else f"training {config.name} -> {trainer.run_dir}"
+    print(f"{where} ({config.iters} iterations, {len(trainer.train_set)} training images, "
+          f"device {trainer.device})", flush=True)
+    result = trainer.run()
+    if result is None:
+        return 0
+    print(f"val mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
+          f"({result['iterations']} iterations, {result['train_seconds']:.0f} s training)")
+    print(f"weights: {trainer.run_dir / 'final.pt'}   results: {trainer.run_dir / 'result.json'}")
+    return 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction, parse_size) -> None:
+    train = sub.add_parser(
+        "train", help="train a decoded architecture or a baseline model (SGD, poly lr, resumable)",
+        description="Train TARGET: a training job file (see jobs/retrain_*.yaml), an ArchSpec YAML from "
+                    "`nasseg decode`, or a model name (`nasseg info --help` lists them). Flags override the "
+                    "job. Writes OUT/<name>/: log.csv, eval.csv, tb/ (TensorBoard), checkpoints/last.pt, "
+                    "final.pt and result.json (val mIoU, per-class IoU).",
+        epilog="Examples: nasseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid "
+               "--size 180x240 --crop 160x224 --iters 2000;  nasseg train jobs/retrain_camvid_icnet.yaml "
+               "--resume")
+    train.add_argument("target", metavar="MODEL_OR_ARCH_OR_JOB")
+    train.add_argument("--data", metavar="DATASET[:PATH]", default=None,
+                       help="e.g. camvid:../shared/data/camvid, cityscapes:/data/cityscapes, camvid_demo")
+    train.add_argument("--size", type=parse_size, default=None, metavar="HxW",
+                       help="resize images to HxW first (reduced resolution; evaluation too)")
+    train.add_argument("--crop", type=parse_size, default=None, metavar="HxW", help="random training crop")
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--iters", type=int, default=None, help="training iterations")
+    train.add_argument("--lr", type=float, default=None, help="base learning rate (poly decay)")
+    train.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="write a resumable checkpoint every N iterations")
+    train.add_argument("--eval-every", type=int, default=None, metavar="N",
+                       help="validate every N iterations (default: only at the end)")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    train.add_argument("--name", default=None, help="run name (default: the job / model name)")
+    train.add_argument("--pretrained", default=None, metavar="FILE",
+                       help="local backbone weights (torchvision names), never downloaded")
+    train.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="model builder keyword, e.g. --model-arg output_stride=8 (repeatable)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any job key, e.g. --set optim.warmup_iters=100 (value is YAML)")
+    train.add_argument("--out", default="runs/train", metavar="DIR", help="where runs go (default: runs/train)")
+    train.add_argument("--resume", action="store_true", help="continue OUT/<name> from checkpoints/last.pt")
+    train.add_argument("--restart", action="store_true", help="discard an existing OUT/<name> and start over")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
