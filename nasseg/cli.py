@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub, parse_size)
     from .data.check import add_data_parser
     add_data_parser(sub)
+    from .viz.draw import add_show_parser
+    add_show_parser(sub)
     return parser
 
 
