@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     from .viz.draw import add_show_parser
     add_show_parser(sub)
+    from .train.evaluate import add_evaluate_parser
+    add_evaluate_parser(sub)
+    from .train.predict import add_predict_parser
+    add_predict_parser(sub)
+    from .train.export import add_export_parser
+    add_export_parser(sub)
     return parser
 
 

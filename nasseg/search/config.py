@@ -31,13 +31,13 @@ from ..errors import SpecError
 from ..spec_reader import Section, describe, is_instance, load_yaml
 from .stop_rules import make_rule
 
-DATASETS = ("camvid_demo", "camvid")
+from ..data.registry import available_datasets
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "camvid_demo"
-    root: str | None = None  # data set folder (camvid); the bundled subset needs none
+    root: str | None = None  # the data set folder (any registered dataset); camvid_demo needs none
     size: tuple[int, int] | None = None  # resize every image to HxW first (reduced resolution)
     crop: tuple[int, int] | None = None  # random training crop after resizing (None = whole image)
     flip: bool = True
@@ -142,7 +142,7 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     epochs = root.get_int("epochs", 50, minimum=1)
 
     data_sec = root.section("data", {})
-    data_values = {"dataset": data_sec.get_choice("dataset", DATASETS, "camvid_demo"),
+    data_values = {"dataset": data_sec.get_choice("dataset", available_datasets(), "camvid_demo"),
                    "root": data_sec.get("root", str, None),
                    "size": _pair(data_sec, "size", None), "crop": _pair(data_sec, "crop", None),
                    "flip": data_sec.get("flip", bool, True),
@@ -150,8 +150,8 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
                    "val_batch_size": data_sec.get_int("val_batch_size", 4, minimum=1),
                    "limit": data_sec.get_int("limit", None, minimum=2)}
     data_sec.finish()
-    if data_values["dataset"] == "camvid" and not data_values["root"]:
-        raise data_sec.error("root", "missing; the camvid dataset needs the folder holding train.txt")
+    if data_values["dataset"] != "camvid_demo" and not data_values["root"]:
+        raise data_sec.error("root", f"missing; the {data_values['dataset']} dataset needs its folder")
 
     arch_defaults = ArchOptim() if algorithm == "darts" else ArchOptim(lr=3e-3, start_epoch=epochs // 2)
     weights = WeightOptim(**_read_fields(root.section("weights", {}), WeightOptim()))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data import CAMVID_CLASSES, CAMVID_IGNORE, camvid, demo_camvid, eval_transform
+from ..data import eval_transform
 from ..data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, Resize
 from .config import DataConfig
 
@@ -46,20 +46,19 @@ class SearchData:
 
 
 def build_search_data(config: DataConfig, seed: int) -> SearchData:
+    from ..data.registry import build_dataset, dataset_info
+
+    spec = f"{config.dataset}:{config.root}" if config.root else config.dataset
+    ignore = dataset_info(spec).ignore_index
     steps = [Resize(*config.size)] if config.size else []
     if config.crop:
-        steps.append(RandomCrop(*config.crop, ignore_index=CAMVID_IGNORE))
+        steps.append(RandomCrop(*config.crop, ignore_index=ignore))
     if config.flip:
         steps.append(RandomHorizontalFlip())
-    train_transform = Compose([*steps, Normalize()])
-    val_transform = eval_transform(config.size)
-    if config.dataset == "camvid_demo":
-        train, val = demo_camvid("train", train_transform, seed), demo_camvid("val", val_transform, seed)
-    else:
-        train = camvid(config.root, "train", train_transform, seed)
-        val = camvid(config.root, "val", val_transform, seed)
+    train = build_dataset(spec, "train", Compose([*steps, Normalize()]), seed)
+    val = build_dataset(spec, "val", eval_transform(config.size), seed)
     count = min(len(train), config.limit or len(train))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     half = count // 2
     return SearchData(train, Subset(train, order[:half]), Subset(train, order[half:2 * half]), val,
-                      len(CAMVID_CLASSES), CAMVID_IGNORE, CAMVID_CLASSES)
+                      train.num_classes, train.ignore_index, train.classes)

@@ -124,7 +124,8 @@ class Trainer:
         self.ignore_index = probe.ignore_index
         self.train_set = build_dataset(d.dataset, d.train_split, train_transform_for(config, probe.ignore_index),
                                        seed=config.seed)
-        self.val_set = build_dataset(d.dataset, d.val_split, eval_transform(d.size), seed=config.seed)
+        # labels at full resolution, the model sees d.size: the same protocol as `nasseg evaluate`
+        self.val_set = build_dataset(d.dataset, d.val_split, eval_transform(), seed=config.seed)
         self.steps_per_epoch = len(self.train_set) // d.batch_size
         if self.steps_per_epoch == 0:
             raise NassegError(f"data.batch_size {d.batch_size} is larger than the {d.train_split} split "
@@ -289,7 +290,8 @@ class Trainer:
                 writer.add_scalar(f"train/loss_output{i}", term, row["iteration"])
 
     def validate(self, writer: Any, progress: bool = False):
-        result = evaluate(self.model, self.val_set, device=self.device, progress=progress)
+        result = evaluate(self.model, self.val_set, device=self.device, progress=progress,
+                          base_size=self.config.data.size)
         self.model.train()
         row = {"iteration": self.iteration, "miou": result.miou, "pixel_accuracy": result.pixel_accuracy,
                "eval_seconds": result.seconds}

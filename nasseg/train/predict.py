@@ -1,0 +1,188 @@
+"""``nasseg predict``: segment image files with a trained checkpoint.
+
+For every input image ``<stem>.<ext>`` two files go to the output folder: ``<stem>.png``, a
+palette-mode PNG whose pixel values are class ids (so it is both a label map and, in any viewer,
+a colour mask with the checkpoint's palette), and ``<stem>_overlay.<jpg|png>`` (JPEG for JPEG
+inputs, PNG otherwise), the image blended with the colour mask.
+
+Errors: a path that does not exist, an empty folder or two inputs with the same stem fail before
+any work (typos, not data problems). An image that cannot be decoded is skipped with a one-line
+message and the command goes on with the rest, then exits non-zero naming the skipped count: one
+corrupt file in a folder of thousands should not cost the other predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from ..errors import NassegError
+from .checkpoint import TrainedMeta
+from .inference import predict_logits
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted, not recursive)."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise NassegError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise NassegError(f"{item}: no such file or folder")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen and seen[path.stem] != path:
+            raise NassegError(f"{seen[path.stem]} and {path} would both write {path.stem}.png; "
+                              "predict them into different output folders")
+        seen[path.stem] = path
+    return list(dict.fromkeys(paths))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 HxWx3 RGB, EXIF rotation applied; one-line NassegError when it cannot be decoded."""
+    from ..data.datasets import _open  # decodes from memory with one-line errors naming the file
+
+    with _open(path, "image") as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def full_palette(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """``num_classes`` RGB rows: the checkpoint's colours, then PASCAL VOC colours for any missing."""
+    from ..data.datasets import generated_palette
+
+    if num_classes > 256:
+        raise NassegError(f"{num_classes} classes do not fit a palette PNG (at most 256)")
+    rows = [tuple(c) for c in palette][:num_classes]
+    rows += generated_palette(num_classes)[len(rows):]
+    return np.asarray(rows, np.uint8).reshape(num_classes, 3)
+
+
+def predict_mask(model: nn.Module, image: np.ndarray, meta: TrainedMeta, device: torch.device, *,
+                 scales: Sequence[float] = (1.0,), flip: bool = False,
+                 crop: tuple[int, int] | None = None,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+    """Class ids (uint8 HxW) for one uint8 RGB image, normalised with the checkpoint's mean/std;
+    the model sees it resized to ``size`` when given, the mask has the image's own size."""
+    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    x = (image.astype(np.float32) / 255 - mean) / std
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
+    probs = predict_logits(model, x, meta.num_classes, scales=scales, flip=flip, crop=crop,
+                           base_size=size)
+    return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def mask_image(mask: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """Palette-mode PNG image: pixel = class id, colours = ``palette``."""
+    im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
+    im.putpalette(palette.reshape(-1).tolist())
+    return im
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * colour mask`` as uint8."""
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * palette[mask].astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def predict_files(model: nn.Module, meta: TrainedMeta, paths: Sequence[Path], out_dir: Path, *,
+                  device: torch.device, scales: Sequence[float] = (1.0,), flip: bool = False,
+                  crop: tuple[int, int] | None = None, size: tuple[int, int] | None = None,
+                  alpha: float = 0.5, progress: bool = True) -> list[str]:
+    """Write mask and overlay for every path; returns one line per skipped (unreadable) image."""
+    from tqdm import tqdm
+
+    palette = full_palette(meta.palette, meta.num_classes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped: list[str] = []
+    bar = tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2,
+               leave=False)
+    for path in bar:
+        try:
+            image = read_image(path)
+        except NassegError as e:
+            skipped.append(str(e))
+            tqdm.write(f"nasseg: skipped {e}", file=sys.stderr)
+            continue
+        mask = predict_mask(model, image, meta, device, scales=scales, flip=flip, crop=crop, size=size)
+        mask_image(mask, palette).save(out_dir / f"{path.stem}.png")
+        ext = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+        Image.fromarray(overlay(image, mask, palette, alpha)).save(out_dir / f"{path.stem}_overlay{ext}")
+    return skipped
+
+
+def parse_alpha(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = -1.0
+    if not 0 <= alpha <= 1:
+        raise argparse.ArgumentTypeError(f"expected an opacity between 0 and 1, got {text!r}")
+    return alpha
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import load_trained
+    from .evaluate import DEEPLAB_SCALES, resolve_crop, resolve_device, resolve_size
+
+    paths = collect_images(args.images)
+    device = resolve_device(args.device)
+    model, meta = load_trained(args.checkpoint, device)
+    scales = DEEPLAB_SCALES if args.multi_scale else args.scales
+    skipped = predict_files(model, meta, paths, Path(args.output), device=device, scales=scales,
+                            flip=args.flip, crop=resolve_crop(args.crop, meta.crop),
+                            size=resolve_size(args.size, meta.size),
+                            alpha=args.overlay_alpha, progress=not args.quiet)
+    done = len(paths) - len(skipped)
+    print(f"wrote masks and overlays of {done} image{'s' * (done != 1)} to {args.output}")
+    if skipped:
+        raise NassegError(f"{len(skipped)} of {len(paths)} images could not be read and were "
+                          f"skipped (first: {skipped[0]})")
+    return 0
+
+
+def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .evaluate import parse_crop, parse_scales
+
+    p = subparsers.add_parser(
+        "predict", help="segment images with a trained model: palette PNG masks and overlays",
+        description="Segment image files (or every image in the given folders) with a training "
+                    "checkpoint. For each <stem>.<ext> writes <stem>.png (palette PNG, pixel = class "
+                    "id) and <stem>_overlay.jpg|png to the output folder. Unreadable images are "
+                    "skipped with a message; the exit status is then non-zero.",
+        epilog="Example: nasseg predict runs/train/final.pt photos/ street.jpg -o masks --flip")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or training run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders of images")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created)")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--multi-scale", action="store_true",
+                       help="average over DeepLab's scales 0.5,0.75,1,1.25,1.5,1.75")
+    scale.add_argument("--scales", type=parse_scales, default=(1.0,), metavar="S1,S2,...",
+                       help="average over these image scales (default: 1)")
+    p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
+    p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
+                   help="sliding-window size for larger images (default: the checkpoint's training "
+                        "crop); none: whole image in one pass")
+    p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
+                   help="resize images to HxW for the model, masks keep the image size (default: "
+                        "the size the checkpoint was trained at, if any; none: as they are)")
+    p.add_argument("--overlay-alpha", type=parse_alpha, default=0.5, metavar="A",
+                   help="opacity of the colour mask in the overlays, 0..1 (default: 0.5)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_predict)
+    return p
