@@ -203,13 +203,13 @@ def test_evaluate_command_json_and_output_file(checkpoint, tmp_path, capsys) -> 
     printed = json.loads(stdout)
     assert printed == json.loads(out.read_text())
     assert printed["images"] == 3 and len(printed["classes"]) == 11
-    assert printed["settings"]["crop"] == [180, 240] and printed["settings"]["split"] == "val"
+    assert printed["settings"]["crop"] is None and printed["settings"]["split"] == "val"
     model, _ = load_trained(checkpoint)
     expected = evaluate(model, demo_camvid("val"), limit=3, progress=False)
     assert printed["miou"] == pytest.approx(expected.miou)
 
     code, stdout, _ = run_cli(add_evaluate_parser, ["evaluate", str(checkpoint), "--data", "camvid_demo",
-                              "--limit", "1", "--multi-scale", "--flip", "--workers", "0"], capsys)
+                              "--limit", "1", "--multi-scale", "--flip", "--workers", "0", "--crop", "180x240"], capsys)
     assert code == 0 and "scales 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, flip, crop 180x240" in stdout
     assert "mIoU" in stdout and "Bicyclist" in stdout
     assert DEEPLAB_SCALES == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)

@@ -4,11 +4,12 @@ One confusion matrix is summed over every image of the split (batch size 1, so i
 size work, with no resizing of labels) and all metrics come from it, as in the standard
 Cityscapes/CamVid/PASCAL protocol; see :mod:`nasseg.train.metrics`.
 
-``nasseg evaluate`` crops: by default the checkpoint's training crop is the sliding-window size,
-so an image that fits in it takes one pass and a larger one (or a large multi-scale pass) is
-tiled into training-sized windows: the model never sees inputs bigger than in training (its
-global-pooling context stays as trained) and memory is bounded. ``--crop none`` runs every image
-whole in one pass; ``--crop HxW`` sets another window.
+``nasseg evaluate`` runs every image whole in one pass by default, as DeepLab evaluates (the
+models are fully convolutional). ``--crop HxW`` tiles images (or multi-scale passes) larger than
+HxW into overlapping windows of that size instead: use the training crop when the model's
+global-pooling context should stay as trained, or to bound memory on huge images. A model
+trained at reduced resolution (``data.size``) sees images resized to that size (``--size``)
+while the labels are scored at full resolution.
 """
 
 from __future__ import annotations
@@ -185,11 +186,10 @@ def resolve_device(name: str) -> torch.device:
         raise NassegError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
 
 
-def resolve_crop(option: tuple[int, int] | str | None, train_crop: Sequence[int]) -> tuple[int, int] | None:
-    """--crop: None (not given) -> the training crop; 'none' -> whole images."""
-    if option is None:
-        return (int(train_crop[0]), int(train_crop[1]))
-    return None if option == "none" else option
+def resolve_crop(option: tuple[int, int] | str | None) -> tuple[int, int] | None:
+    """--crop: not given or 'none' -> whole images in one pass (as DeepLab evaluates); HxW ->
+    sliding windows of that size over images larger than it."""
+    return None if option in (None, "none") else option
 
 
 def resolve_size(option: tuple[int, int] | str | None, train_size: Sequence[int] | None
@@ -218,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise NassegError(f"{args.checkpoint}: the model predicts {meta.num_classes} classes but "
                           f"dataset {args.data} ({args.split}) has {dataset.num_classes}")
     scales = DEEPLAB_SCALES if args.multi_scale else args.scales
-    crop = resolve_crop(args.crop, meta.crop)
+    crop = resolve_crop(args.crop)
     size = resolve_size(args.size, meta.size)
     result = evaluate(model, dataset, device=device, scales=scales, flip=args.flip, crop=crop,
                       base_size=size, progress=not args.json, limit=args.limit, workers=args.workers)
@@ -259,8 +259,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
                        help="average over these image scales (default: 1)")
     p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
     p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
-                   help="sliding-window size for images (or scaled images) larger than it "
-                        "(default: the checkpoint's training crop); none: whole image in one pass")
+                   help="sliding windows of HxW over images (or scaled images) larger than it, e.g. "
+                        "the training crop (default: none, every image whole in one pass)")
     p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
                    help="resize images to HxW before the model (scale 1), score at the labels' full "
                         "resolution (default: the size the checkpoint was trained at, if any)")

@@ -144,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, meta = load_trained(args.checkpoint, device)
     scales = DEEPLAB_SCALES if args.multi_scale else args.scales
     skipped = predict_files(model, meta, paths, Path(args.output), device=device, scales=scales,
-                            flip=args.flip, crop=resolve_crop(args.crop, meta.crop),
+                            flip=args.flip, crop=resolve_crop(args.crop),
                             size=resolve_size(args.size, meta.size),
                             alpha=args.overlay_alpha, progress=not args.quiet)
     done = len(paths) - len(skipped)
@@ -175,8 +175,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                        help="average over these image scales (default: 1)")
     p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
     p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
-                   help="sliding-window size for larger images (default: the checkpoint's training "
-                        "crop); none: whole image in one pass")
+                   help="sliding windows of HxW over larger images, e.g. the training crop "
+                        "(default: none, every image whole in one pass)")
     p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
                    help="resize images to HxW for the model, masks keep the image size (default: "
                         "the size the checkpoint was trained at, if any; none: as they are)")
