@@ -26,3 +26,35 @@ def test_custom_space_in_dsl_doc(tmp_path):
     out = net(torch.randn(2, 3, 48, 64))
     assert out.shape == (2, 11, 48, 64)
     assert yaml.safe_load(block)["network"]["layers"] == space.network.layers
+
+
+def console_commands(doc: str, heading: str) -> list[list[str]]:
+    """The `$ nasseg ...` lines of the first console block after ``heading``."""
+    import shlex
+
+    text = (DOCS / doc).read_text()
+    block = re.search(re.escape(heading) + r".*?```console\n(.*?)```", text, re.S).group(1)
+    return [shlex.split(line[2:]) for line in block.splitlines() if line.startswith("$ nasseg ")]
+
+
+def test_training_walkthrough_commands_run(tmp_path, monkeypatch):
+    """docs/training.md "In one minute": every command exits 0 and leaves what the text says."""
+    from nasseg.arch import load as load_arch
+    from nasseg.cli import main
+    from nasseg.data import DEMO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nasseg" / "data").mkdir(parents=True)
+    (tmp_path / "nasseg" / "data" / "demo").symlink_to(DEMO_ROOT)
+    load_arch("darts_v2").save(tmp_path / "runs" / "demo" / "seed0" / "arch.yaml")  # stands in for make demo's
+    commands = console_commands("training.md", "## In one minute")
+    assert len(commands) == 7
+    for argv in commands:
+        assert main(argv[1:] + (["--quiet"] if argv[1] in ("train", "predict") else [])) == 0, argv
+    run = tmp_path / "runs" / "train" / "icnet_resnet50"
+    assert (run / "final.pt").is_file() and (run / "tb").is_dir()
+    logged = [line.split(",")[0] for line in open(run / "log.csv")]
+    assert logged == ["iteration", "6", "8"]  # log_every 10: the last iteration of each session, once
+    assert len(list((tmp_path / "runs" / "train" / "masks").glob("*_overlay.jpg"))) == 16
+    assert (tmp_path / "runs" / "train" / "icnet.onnx").stat().st_size > 1e6
+    assert (tmp_path / "runs" / "train" / "arch" / "final.pt").is_file()
