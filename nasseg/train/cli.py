@@ -51,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = trainer.run()
     if result is None:
         return 0
+    if not args.quiet:
+        print(trainer.final_eval.format())
     print(f"val mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
           f"({result['iterations']} iterations, {result['train_seconds']:.0f} s training)")
     print(f"weights: {trainer.run_dir / 'final.pt'}   results: {trainer.run_dir / 'result.json'}")

@@ -147,6 +147,7 @@ class Trainer:
         self.model_record = model_record(config, probe.num_classes)
         self.iteration = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
+        self.final_eval = None  # the EvalResult of the final validation, once run() finished
         if resume:
             self._load_resume_state()
 
@@ -303,6 +304,7 @@ class Trainer:
     def finish(self, writer: Any) -> dict[str, Any]:
         """Final validation on the whole split, final.pt and result.json."""
         result = self.validate(writer, progress=self.progress)
+        self.final_eval = result
         save_checkpoint(self.run_dir / "final.pt", self._payload(with_training=False))
         summary = {"name": self.config.name, "model": self.config.model,
                    "dataset": self.config.data.dataset, "iterations": self.iteration,
