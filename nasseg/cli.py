@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     from .viz.draw import add_show_parser
     add_show_parser(sub)
+    from .viz.report import add_report_parser
+    add_report_parser(sub)
     from .train.evaluate import add_evaluate_parser
     add_evaluate_parser(sub)
     from .train.predict import add_predict_parser

@@ -11,6 +11,8 @@
     arch: {lr: 3.0e-4, betas: [0.5, 0.999], weight_decay: 1.0e-3, start_epoch: 0}
     hessian: {every: 1, iters: 20}
     early_stop: {rule: paper, window: 5, ratio: 0.75}
+    resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads)
+    max_failures: 2              # Ray: restarts of a trial whose worker died, from its last epoch
 
 Defaults follow REFERENCE.md: DARTS (weights SGD 0.025 cosine to 0.001, momentum 0.9, wd 3e-4,
 clip 5; alphas Adam 3e-4, betas (0.5, 0.999), wd 1e-3) and Auto-DeepLab (alphas+betas Adam 3e-3,
@@ -72,6 +74,13 @@ class HessianConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """What one seed's trial reserves on a Ray cluster; in-process runs ignore it."""
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     name: str
     space: str
@@ -87,6 +96,8 @@ class SearchConfig:
     alpha_limit: float = 1e3  # |alpha| above this counts as divergence
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     file: str | None = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,6 +144,7 @@ def _read_fields(sec: Section, defaults: Any) -> dict[str, Any]:
 
 def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     root = Section(data, file)
+    root.get_choice("kind", ("search",), "search")  # kind: hpo files are read by nasseg.runner.hpo
     name = root.get("name", str, Path(file).stem if file else "search")
     space = root.get("space", str)
     algorithm = root.get_choice("algorithm", ("darts", "autodeeplab"), "darts")
@@ -175,14 +187,31 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     if early_stop.get("rule", "paper") != "none" and hessian.every != 1:
         raise root.error("hessian.every", "stop rules need the eigenvalue of every epoch; set hessian.every: 1 "
                          "or early_stop.rule: none")
+    resources = _read_resources(root.section("resources", {}))
+    max_failures = root.get_int("max_failures", 2, minimum=0)
     root.finish()
     config = SearchConfig(name, space, algorithm, order, DataConfig(**data_values), epochs, tuple(seeds),
-                          weights, arch, hessian, early_stop, alpha_limit, device, file)
+                          weights, arch, hessian, early_stop, alpha_limit, device, file,
+                          resources=resources, max_failures=max_failures)
     try:
         resolve_space_path(config)
     except SpecError as exc:
         raise root.error("space", exc.message) from None
     return config
+
+
+def _read_resources(sec: Section) -> ResourcesConfig:
+    """``resources: {cpus: 1, gpus: 0}``; fractions are allowed (Ray packs several trials per GPU)."""
+    cpus = sec.get("cpus", float, 1.0)
+    gpus = sec.get("gpus", float, 0.0)
+    sec.finish()
+    if cpus <= 0:
+        raise sec.error("cpus", f"must be > 0, got {cpus:g}")
+    if gpus < 0:
+        raise sec.error("gpus", f"must be >= 0, got {gpus:g}")
+    if gpus > 1 and gpus != int(gpus):
+        raise sec.error("gpus", f"more than one GPU must be a whole number, got {gpus:g}")
+    return ResourcesConfig(cpus, gpus)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -206,13 +235,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_job(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
+def load_job_data(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """A job file's YAML with ``--set`` overrides applied (any kind of job)."""
     data = load_yaml(path)
     if overrides:
         if not isinstance(data, dict):
             raise SpecError(str(path), None, "expected a mapping")
         data = apply_overrides(data, overrides)
-    return parse_job(data, str(path))
+    return data
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
+    return parse_job(load_job_data(path, overrides), str(path))
 
 
 def resolve_space_path(config: SearchConfig) -> str:

@@ -25,8 +25,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import SpecError
-from ..search.config import _pair, _plain, _read_fields, apply_overrides
+from ..search.config import _pair, _plain, _read_fields, apply_overrides, load_job_data
 from ..spec_reader import Section, describe, load_yaml
 
 
@@ -137,12 +136,7 @@ def is_train_job(path: str | Path) -> bool:
 
 
 def load_train_job(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    data = load_yaml(path)
-    if overrides:
-        if not isinstance(data, dict):
-            raise SpecError(str(path), None, "expected a mapping")
-        data = apply_overrides(data, overrides)
-    return parse_train_job(data, str(path))
+    return parse_train_job(load_job_data(path, overrides), str(path))
 
 
 def job_from_flags(model: str, flags: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:

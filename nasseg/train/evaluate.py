@@ -239,6 +239,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """Test-time options shared by ``nasseg evaluate`` and ``nasseg predict``."""
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--multi-scale", action="store_true",
+                       help="average over DeepLab's scales 0.5,0.75,1,1.25,1.5,1.75")
+    scale.add_argument("--scales", type=parse_scales, default=(1.0,), metavar="S1,S2,...",
+                       help="average over these image scales (default: 1)")
+    p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
+    p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
+                   help="sliding windows of HxW over images (or scaled images) larger than it, e.g. "
+                        "the training crop (default: none, every image whole in one pass)")
+    p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
+                   help="resize images to HxW for the model (scale 1); predictions keep the image's "
+                        "full resolution (default: the size the checkpoint was trained at, if any; "
+                        "none: as they are)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+
+
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate", help="mIoU, pixel accuracy and per-class IoU of a trained model on a split",
@@ -252,23 +270,11 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--data", required=True, metavar="DATASET[:PATH]",
                    help="the dataset, e.g. camvid_demo or cityscapes:PATH (see nasseg data)")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--multi-scale", action="store_true",
-                       help="average over DeepLab's scales 0.5,0.75,1,1.25,1.5,1.75")
-    scale.add_argument("--scales", type=parse_scales, default=(1.0,), metavar="S1,S2,...",
-                       help="average over these image scales (default: 1)")
-    p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
-    p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
-                   help="sliding windows of HxW over images (or scaled images) larger than it, e.g. "
-                        "the training crop (default: none, every image whole in one pass)")
-    p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
-                   help="resize images to HxW before the model (scale 1), score at the labels' full "
-                        "resolution (default: the size the checkpoint was trained at, if any)")
+    add_inference_arguments(p)
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="only the first N images")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="data loading processes (default: 2)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("-o", "--output", default=None, metavar="RESULTS.json",
                    help="also write the JSON results here")

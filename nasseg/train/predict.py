@@ -156,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .evaluate import parse_crop, parse_scales
+    from .evaluate import add_inference_arguments
 
     p = subparsers.add_parser(
         "predict", help="segment images with a trained model: palette PNG masks and overlays",
@@ -168,21 +168,9 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or training run directory")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders of images")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created)")
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--multi-scale", action="store_true",
-                       help="average over DeepLab's scales 0.5,0.75,1,1.25,1.5,1.75")
-    scale.add_argument("--scales", type=parse_scales, default=(1.0,), metavar="S1,S2,...",
-                       help="average over these image scales (default: 1)")
-    p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
-    p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
-                   help="sliding windows of HxW over larger images, e.g. the training crop "
-                        "(default: none, every image whole in one pass)")
-    p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
-                   help="resize images to HxW for the model, masks keep the image size (default: "
-                        "the size the checkpoint was trained at, if any; none: as they are)")
+    add_inference_arguments(p)
     p.add_argument("--overlay-alpha", type=parse_alpha, default=0.5, metavar="A",
                    help="opacity of the colour mask in the overlays, 0..1 (default: 0.5)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_predict)
     return p

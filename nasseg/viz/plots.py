@@ -1,43 +1,347 @@
-"""Curves of a search run, read from its metrics.csv (matplotlib, no display needed)."""
+"""Curves of a search run, read from its run directory (matplotlib Agg, no display needed).
+
+Every ``plot_*`` function takes a run directory and an output path and returns the path; the
+suffix picks the format (.png at 110 dpi, .svg, .pdf). Ops keep one colour in every plot
+(skip_connect a strong red, since its growth is what early stopping watches).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from ..errors import NassegError  # noqa: E402
+
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
+                     "axes.spines.top": False, "axes.spines.right": False})
+
+OP_COLORS = {"none": "#b0b0b0", "skip_connect": "#d62728", "identity": "#d62728",
+             "max_pool_3x3": "#1f77b4", "avg_pool_3x3": "#7fb8e0",
+             "sep_conv_3x3": "#2ca02c", "sep_conv_5x5": "#98d98e",
+             "dil_conv_3x3": "#ff7f0e", "dil_conv_5x5": "#ffc285",
+             "atrous_conv_3x3": "#9467bd", "atrous_conv_5x5": "#c9b3e0"}
+_SPARE = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#843c39"]
+SKIP_OPS = ("skip_connect", "identity")
+DIRECTION_COLORS = {"finer": "#1f77b4", "same": "#333333", "coarser": "#d62728"}
+
+
+def op_colors(ops: Sequence[str]) -> dict[str, str]:
+    """Known ops keep their colour in every plot; unknown ones take spare colours in order."""
+    spare = iter(_SPARE * (len(ops) // len(_SPARE) + 1))
+    return {op: OP_COLORS.get(op) or next(spare) for op in ops}
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "metrics.csv")
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise NassegError(f"{run_dir}: no metrics.csv (not a search run directory, or no epoch finished yet)")
+    return pd.read_csv(path)
 
 
-def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
-    """Eigenvalue per epoch (stop point marked) above the share of skip / parameter-free ops."""
-    run_dir = Path(run_dir)
-    metrics = load_metrics(run_dir)
-    result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else {}
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
-    top.plot(metrics["epoch"], metrics["eigenvalue"], marker="o", color="tab:red")
-    top.set_ylabel("dominant eigenvalue of\n$\\nabla^2_\\alpha L_{val}$")
-    if result.get("status") == "stopped":
-        top.axvline(result["epochs_run"], color="black", linestyle="--", label=f"stop (epoch {result['epochs_run']})")
-        top.axvline(result["arch_epoch"], color="tab:green", linestyle=":", label=f"returned (epoch {result['arch_epoch']})")
-        top.legend()
-    bottom.plot(metrics["epoch"], metrics["param_free_share"], marker="s", label="parameter-free ops")
-    bottom.plot(metrics["epoch"], metrics["skip_share"], marker="^", label="skip_connect")
-    bottom.set_ylabel("share of kept edges\n(normal cell)")
-    bottom.set_xlabel("epoch")
-    bottom.set_ylim(-0.05, 1.05)
-    bottom.legend()
-    top.set_title(title or run_dir.parent.name)
-    fig.tight_layout()
+def load_result(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save(fig: Figure, output: str | Path) -> Path:
+    """Write the figure (epochs on integer ticks in every panel) and close it."""
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
     plt.close(fig)
     return output
+
+
+def _mark_epochs(ax: Axes, result: dict[str, Any], label: bool = False, returned: str = "tab:green") -> None:
+    """The stop epoch (dashed) and the returned epoch (dotted, colour ``returned``), when the
+    rule stopped the run."""
+    if result.get("status") != "stopped":
+        return
+    ax.axvline(result["epochs_run"], color="black", linestyle="--", linewidth=1, zorder=5,
+               label=f"stop (epoch {result['epochs_run']})" if label else None)
+    ax.axvline(result["arch_epoch"], color=returned, linestyle=":", linewidth=2, zorder=5,
+               label=f"returned (epoch {result['arch_epoch']})" if label else None)
+
+
+def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tuple[Figure, list[Axes]]:
+    """Small multiples with shared axes; unused slots are removed so len(fig.axes) == panels."""
+    ncols = min(ncols, panels)
+    nrows = math.ceil(panels / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.9),
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax in flat[panels:]:
+        ax.remove()
+    for ax in flat[:panels]:
+        ax.tick_params(labelbottom=True)
+    return fig, flat[:panels]
+
+
+# --- eigenvalue --------------------------------------------------------------------------------
+
+def paper_windows(run_dir: str | Path) -> list[tuple[int, int, float]] | None:
+    """The two windows of the paper rule at the stop epoch, [(first, last, lambda_bar)], from the
+    measured eigenvalues; None unless the paper rule stopped the run."""
+    from ..search.stop_rules import PaperRule, make_rule
+    from ..spec_reader import load_yaml
+
+    run_dir = Path(run_dir)
+    result = load_result(run_dir)
+    if result.get("status") != "stopped" or not (run_dir / "config.yaml").is_file():
+        return None
+    rule = make_rule(load_yaml(run_dir / "config.yaml").get("early_stop"))
+    if not isinstance(rule, PaperRule):
+        return None
+    epochs, values = measured_eigenvalues(load_metrics(run_dir), upto=result["epochs_run"])
+    k = rule.window
+    if len(values) < 2 * k:
+        return None
+    return [(epochs[-2 * k], epochs[-k - 1], float(np.mean(values[-2 * k:-k]))),
+            (epochs[-k], epochs[-1], float(np.mean(values[-k:])))]
+
+
+def measured_eigenvalues(metrics: pd.DataFrame, upto: int | None = None) -> tuple[list[int], list[float]]:
+    """Epochs and eigenvalues the stop rule saw: measured, architecture steps on (as the loop)."""
+    rows = metrics[metrics["eigenvalue"].notna()]
+    if "arch_active" in rows:
+        rows = rows[rows["arch_active"].astype(str).str.lower() == "true"]
+    if upto is not None:
+        rows = rows[rows["epoch"] <= upto]
+    return [int(e) for e in rows["epoch"]], [float(v) for v in rows["eigenvalue"]]
+
+
+def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
+    """Eigenvalue per epoch (stop point, returned epoch and the paper rule's two lambda_bar
+    windows marked) above the share of skip / parameter-free ops."""
+    run_dir = Path(run_dir)
+    metrics = load_metrics(run_dir)
+    result = load_result(run_dir)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.6), sharex=True, layout="constrained")
+    top.plot(metrics["epoch"], metrics["eigenvalue"], marker="o", color="tab:red", label="eigenvalue")
+    top.set_ylabel("dominant eigenvalue of\n$\\nabla^2_\\alpha L_{val}$")
+    for first, last, mean in paper_windows(run_dir) or []:
+        top.hlines(mean, first - 0.3, last + 0.3, color="tab:purple", linewidth=3, alpha=0.7)
+        top.annotate(f"$\\bar\\lambda({last})$={mean:.3g}", (last + 0.3, mean), fontsize=8,
+                     color="tab:purple", xytext=(3, 3), textcoords="offset points")
+    _mark_epochs(top, result, label=True)
+    top.legend(loc="upper left")
+    bottom.plot(metrics["epoch"], metrics["param_free_share"], marker="s", label="parameter-free ops")
+    bottom.plot(metrics["epoch"], metrics["skip_share"], marker="^", color=OP_COLORS["skip_connect"],
+                label="skip_connect")
+    _mark_epochs(bottom, result)
+    bottom.set_ylabel("share of kept edges\n(normal cell)")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.legend(loc="upper left")
+    top.set_title(title or run_dir.parent.name)
+    return _save(fig, output)
+
+
+# --- losses and mIoU ---------------------------------------------------------------------------
+
+def _shade_warmup(ax: Axes, metrics: pd.DataFrame) -> None:
+    """Epochs without architecture steps (Auto-DeepLab's warm-up) in grey."""
+    if "arch_active" not in metrics:
+        return
+    off = metrics[metrics["arch_active"].astype(str).str.lower() != "true"]["epoch"]
+    if len(off):
+        ax.axvspan(off.min() - 0.5, off.max() + 0.5, color="#eeeeee", zorder=0)
+
+
+def plot_training_curves(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
+    """Train/val loss and train/val mIoU per epoch (grey: weights-only warm-up epochs)."""
+    run_dir = Path(run_dir)
+    metrics, result = load_metrics(run_dir), load_result(run_dir)
+    fig, (loss, miou) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True, layout="constrained")
+    epoch = metrics["epoch"]
+    loss.plot(epoch, metrics["train_loss"], marker="o", markersize=3, label="train loss")
+    loss.plot(epoch, metrics["val_loss"], marker="s", markersize=3, label="val loss")
+    loss.set_ylabel("cross-entropy")
+    for column, label, style in (("train_miou", "train mIoU", "o-"), ("val_miou", "val mIoU", "s-"),
+                                 ("val_pixel_acc", "val pixel accuracy", "--")):
+        if column in metrics:
+            miou.plot(epoch, metrics[column], style, markersize=3, label=label,
+                      color="tab:purple" if column == "val_pixel_acc" else None)
+    miou.set_ylabel("mIoU / pixel accuracy")
+    for ax in (loss, miou):
+        _shade_warmup(ax, metrics)
+        _mark_epochs(ax, result, label=ax is miou)
+        ax.set_xlabel("epoch")
+        ax.legend(loc="best")
+    fig.suptitle(title or f"{run_dir.parent.name}/{run_dir.name}: training curves")
+    return _save(fig, output)
+
+
+# --- architecture weights ----------------------------------------------------------------------
+
+def _run_space(run_dir: Path):
+    from ..space import load
+
+    if not (run_dir / "space.yaml").is_file():
+        raise NassegError(f"{run_dir}: no space.yaml (not a search run directory)")
+    return load(run_dir / "space.yaml")
+
+
+def _arch_weights(run_dir: Path) -> list[tuple[int, dict[str, Any]]]:
+    from ..search.rundir import RunDir
+
+    run = RunDir(run_dir)
+    epochs = run.epochs_recorded()
+    if not epochs:
+        raise NassegError(f"{run_dir}: no alphas/epoch_*.json recorded yet")
+    return [(epoch, run.read_arch_weights(epoch)) for epoch in epochs]
+
+
+def _answer(run_dir: Path):
+    """The run's answer (arch.yaml), else the last recorded epoch's decoded architecture."""
+    from ..search import decode_run
+
+    return decode_run(run_dir)
+
+
+def edge_label(source: int, node: int, inputs: int) -> str:
+    """Edge names as in the cell drawings: inputs c_{k-2}, c_{k-1}, intermediates 0, 1, ..."""
+    name = f"$c_{{k-{inputs - source}}}$" if source < inputs else str(source - inputs)
+    return f"{name} → {node - inputs}"
+
+
+def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "normal") -> Path:
+    """softmax(alpha) of every op per edge over epochs: one panel per candidate edge, a line per
+    op. Panels of edges the answer keeps have bold titles and their kept op drawn thick."""
+    from .draw import _edge_weight_rows
+
+    run_dir = Path(run_dir)
+    space = _run_space(run_dir)
+    if kind not in space.cell_types:
+        raise NassegError(f"{run_dir}: space {space.name!r} has cell types {', '.join(space.cell_types)}; got {kind!r}")
+    records = _arch_weights(run_dir)
+    epochs = [e for e, _ in records]
+    # rows[epoch][edge] -> the weights of that edge's ops
+    rows = [_edge_weight_rows(space, kind, p.get("alphas") or p["alphas_raw"]) for _, p in records]
+    edges = sorted(space.cell_graph.edges(data=True), key=lambda e: e[2]["index"])
+    inputs = sum(1 for _, role in space.cell_graph.nodes(data="role") if role == "input")
+    answer = _answer(run_dir)
+    kept = {(s, n): op for s, n, op in answer.cells[kind].edges()} if kind in answer.cells else {}
+    colors = op_colors(space.op_names)
+    fig, axes = _grid(len(edges), 5)
+    for ax, (index, (source, node, data)) in zip(axes, enumerate(edges)):
+        for j, op in enumerate(data["ops"]):
+            chosen = kept.get((source, node)) == op
+            ax.plot(epochs, [rows[t][index][j] for t in range(len(epochs))], color=colors[op],
+                    linewidth=2.6 if chosen else 1.2, zorder=3 if chosen else 2)
+        title = edge_label(source, node, inputs)
+        ax.set_title(f"{title}  [{kept[(source, node)]}]" if (source, node) in kept else title,
+                     fontweight="bold" if (source, node) in kept else "normal", fontsize=9)
+        ax.axvline(answer.meta.get("epoch", epochs[-1]), color="tab:green", linestyle=":", linewidth=1)
+        ax.axhline(1 / len(data["ops"]), color="#999999", linewidth=0.6, zorder=1)
+    for ax in axes[-5:]:
+        ax.set_xlabel("epoch")
+    handles = [Line2D([], [], color=colors[op], linewidth=2.5, label=op) for op in space.op_names]
+    handles.append(Line2D([], [], color="tab:green", linestyle=":", label="returned epoch"))
+    handles.append(Line2D([], [], color="#999999", linewidth=0.6, label="uniform"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.suptitle(f"softmax(alpha) per edge of the {kind} cell; bold title: an edge the answer keeps "
+                 "(its op in brackets, drawn thick)", fontsize=11)
+    return _save(fig, output)
+
+
+def _state(path: Sequence[int], strides: Sequence[int], layer: int) -> tuple[int, int]:
+    return (0, 0) if layer == 0 else (layer, list(strides).index(path[layer - 1]))
+
+
+def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
+    """softmax(beta) over epochs of the transitions leaving each state of the answer's path (one
+    panel per layer; the transition the path takes thick), for lattice (Auto-DeepLab) runs."""
+    from .draw import _transition_weights
+
+    run_dir = Path(run_dir)
+    space = _run_space(run_dir)
+    if space.network.type != "lattice":
+        raise NassegError(f"{run_dir}: space {space.name!r} is a chain; only lattice runs have betas")
+    network, strides = space.network_graph, list(space.network.strides)
+    records = _arch_weights(run_dir)
+    epochs = [e for e, _ in records]
+    weights = [_transition_weights(network, p.get("betas") or p["betas_raw"]) for _, p in records]
+    path = list(_answer(run_dir).path or [])
+    fig, axes = _grid(len(path), 4, size=(2.9, 2.0))
+    for layer, ax in enumerate(axes):
+        state, chosen = _state(path, strides, layer), _state(path, strides, layer + 1)
+        for target in sorted(network.successors(state), key=lambda n: n[1]):
+            direction = "same" if target[1] == state[1] else "finer" if target[1] < state[1] else "coarser"
+            ax.plot(epochs, [w.get((state, target), np.nan) for w in weights], marker="o", markersize=2.5,
+                    color=DIRECTION_COLORS[direction], linewidth=2.6 if target == chosen else 1.1,
+                    linestyle="-" if target == chosen else "--")
+        source = "stem" if layer == 0 else f"layer {layer}"
+        ax.set_title(f"{source} (stride {strides[state[1]]}) → {strides[chosen[1]]}", fontsize=9)
+        ax.set_ylim(0, 1.02)
+    for ax in axes[-4:]:
+        ax.set_xlabel("epoch")
+    handles = [Line2D([], [], color=c, label=f"to a {d} stride" if d != "same" else "same stride")
+               for d, c in DIRECTION_COLORS.items()]
+    handles.append(Line2D([], [], color="black", linewidth=2.6, label="the path's transition"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(f"softmax(beta) of the transitions leaving each state of the path {path}", fontsize=11)
+    return _save(fig, output)
+
+
+def op_shares(run_dir: str | Path, kind: str = "normal") -> pd.DataFrame:
+    """Share of each op among the kept edges of the decoded ``kind`` cell, one row per epoch."""
+    from ..arch import load_arch
+
+    run_dir = Path(run_dir)
+    files = sorted((run_dir / "arch").glob("epoch_*.yaml"))
+    if not files:
+        raise NassegError(f"{run_dir}: no decoded architectures (arch/epoch_*.yaml)")
+    rows = {}
+    for file in files:
+        cell = load_arch(file).cells.get(kind)
+        if cell is None:
+            raise NassegError(f"{file}: no {kind!r} cell")
+        ops = pd.Series([op for *_, op in cell.edges()])
+        rows[int(file.stem.split("_")[1])] = ops.value_counts(normalize=True)
+    return pd.DataFrame.from_dict(rows, orient="index").fillna(0.0).sort_index()
+
+
+def plot_op_share(run_dir: str | Path, output: str | Path, kind: str = "normal") -> Path:
+    """Stacked shares of op types among the decoded cell's kept edges per epoch; skip_connect
+    at the bottom, hatched, so its growth (the DARTS failure mode) stands out."""
+    run_dir = Path(run_dir)
+    shares = op_shares(run_dir, kind)
+    space_ops = list(_run_space(run_dir).op_names) if (run_dir / "space.yaml").is_file() else []
+    order = sorted(shares.columns, key=lambda op: (op not in SKIP_OPS, space_ops.index(op) if op in space_ops else 99))
+    colors = op_colors(space_ops + [op for op in order if op not in space_ops])
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    layers = ax.stackplot(shares.index, *(shares[op] for op in order), labels=order,
+                          colors=[colors[op] for op in order], alpha=0.9, edgecolor="white", linewidth=0.5)
+    for layer, op in zip(layers, order):
+        if op in SKIP_OPS:
+            layer.set_hatch("//")
+            layer.set_edgecolor("black")
+    _mark_epochs(ax, load_result(run_dir), label=True, returned="black")
+    ax.set_xlim(shares.index.min(), shares.index.max())
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"share of kept edges\n({kind} cell)")
+    ax.set_title(f"ops of the decoded {kind} cell per epoch")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, output)
+
+
+__all__ = ["OP_COLORS", "op_colors", "load_metrics", "load_result", "measured_eigenvalues", "paper_windows",
+           "plot_eigenvalue_and_ops", "plot_training_curves", "plot_alpha_evolution", "plot_beta_evolution",
+           "op_shares", "plot_op_share"]

@@ -1,0 +1,186 @@
+"""`nasseg report`: the HTML page of a search run / experiment, and the search curves it embeds."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import yaml
+
+from nasseg.errors import NassegError
+from nasseg.viz import plots
+from nasseg.viz.draw import PATH_CLASS
+from nasseg.viz.report import SECTIONS, add_report_parser, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+CAMVID_RUN = Path("/work/exp/runs/camvid_darts/seed0")
+SVG = "{http://www.w3.org/2000/svg}"
+pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz dot is not installed")
+
+
+def svgs(page: str) -> list[ET.Element]:
+    return [ET.fromstring(m) for m in re.findall(r"<svg.*?</svg>", page, flags=re.S)]
+
+
+def svg_texts(svg: ET.Element) -> list[str]:
+    return [html.unescape("".join(t.itertext())).strip() for t in svg.iter(f"{SVG}text")]
+
+
+def links(page: str) -> list[str]:
+    return [unquote(h) for h in re.findall(r"<a href='([^'#][^']*)'", page)]
+
+
+def check_self_contained(page: str) -> None:
+    assert "<script" not in page and "<link" not in page
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src='([^']*)'", page))
+    assert not re.search(r"(href|src)=['\"]https?:", page)
+
+
+def check_common(page: str, report: Path, run_dir: Path) -> None:
+    """Every section; the decoded ops in the cells drawing; links resolving to the run's files."""
+    for title in SECTIONS.values():
+        assert f"<h2>{title}</h2>" in page
+    check_self_contained(page)
+    arch = yaml.safe_load((run_dir / "arch.yaml").read_text())
+    drawn = Counter(svg_texts(svgs(page)[0]))  # the first drawing: the decoded cells
+    for cell in arch["cells"].values():
+        for op, count in Counter(op for edges in cell["nodes"].values() for op, _ in edges).items():
+            assert drawn[op] >= count, op
+    targets = {(report.parent / href).resolve() for href in links(page)}
+    assert all(t.is_file() for t in targets)
+    for name in ("arch.yaml", "metrics.csv", "checkpoints/last.pt", f"arch/epoch_{arch['meta']['epoch']:03d}.yaml"):
+        assert (run_dir / name).resolve() in targets, name
+
+
+# --- a real DARTS run --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def camvid_report(tmp_path_factory) -> tuple[Path, str]:
+    if not (CAMVID_RUN / "metrics.csv").is_file():
+        pytest.skip(f"{CAMVID_RUN} is not on this machine")
+    report = write_report(CAMVID_RUN, tmp_path_factory.mktemp("camvid") / "camvid.html")
+    return report, report.read_text()
+
+
+def test_camvid_report_sections_cells_links(camvid_report):
+    report, page = camvid_report
+    check_common(page, report, CAMVID_RUN)
+    assert page.count("<img ") == 6  # training, eigenvalue, 2 op shares, 2 alpha evolutions (no betas: chain)
+
+
+def test_camvid_report_explains_the_stop(camvid_report):
+    _, page = camvid_report
+    stop = page[page.index("<section id='stop'>"):page.index("<section id='curves'>")]
+    text = re.sub(r"<[^>]+>", " ", stop)
+    assert re.search(r"stopped\s+the search at epoch\s+18\s+and returned the architecture of epoch\s+13", text)
+    assert "λ̄(13): mean eigenvalue of epochs 9–13" in text and "0.03747" in text
+    assert "λ̄(18): mean eigenvalue of epochs 14–18" in text and "0.0526" in text
+    assert "0.712 &lt; 0.75" in stop
+    metrics = page[page.index("<section id='metrics'>"):]
+    assert metrics.count("<tr class='returned'>") == 1 and metrics.count("<tr class='stop'>") == 1
+
+
+# --- a tiny real lattice (Auto-DeepLab) search, as an experiment of two trials --------------------------
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    from nasseg.search import Search, parse_job
+
+    root = tmp_path_factory.mktemp("adl")
+    space = yaml.safe_load((REPO / "search_spaces" / "autodeeplab.yaml").read_text())
+    space["name"] = "tiny_lattice"
+    space["cell"]["nodes"] = 3
+    space["network"].update(F=2, layers=4)
+    (root / "tiny_lattice.yaml").write_text(yaml.safe_dump(space))
+    job = {"name": "tiny_adl", "space": str(root / "tiny_lattice.yaml"), "algorithm": "autodeeplab", "epochs": 2,
+           "data": {"dataset": "camvid_demo", "size": [32, 32], "crop": [32, 32], "limit": 4, "batch_size": 2,
+                    "val_batch_size": 8},
+           "arch": {"lr": 0.3, "start_epoch": 1}, "hessian": {"every": 0}, "early_stop": {"rule": "none"},
+           "device": "cpu"}
+    seed0 = root / "exp" / "tiny_adl" / "seed0"
+    Search(parse_job(job), 0, seed0, progress=False).run_search()
+    seed1 = shutil.copytree(seed0, seed0.parent / "seed1")
+    result = json.loads((seed1 / "result.json").read_text())
+    (seed1 / "result.json").write_text(json.dumps({**result, "seed": 1}))
+    write_report(root / "exp")
+    return root / "exp"
+
+
+def test_lattice_report(experiment):
+    run = experiment / "tiny_adl" / "seed0"
+    page = (run / "report.html").read_text()
+    check_common(page, run / "report.html", run)
+    assert "finished without stopping" in page and "none: early stopping is off" in page
+    assert "alt='betas'" in page
+    path = yaml.safe_load((run / "arch.yaml").read_text())["path"]
+    lattice = next(s for s in svgs(page) if s.find(f"{SVG}g").get("id").startswith("lattice_"))
+    marked = [g for g in lattice.iter(f"{SVG}g") if PATH_CLASS in g.get("class", "").split()]
+    assert sum("node" in g.get("class") for g in marked) == len(path) + 1  # stem + a state per layer
+    assert sum("edge" in g.get("class") for g in marked) == len(path)
+
+
+def test_experiment_index_links_every_trial(experiment):
+    index = experiment / "index.html"
+    page = index.read_text()
+    check_self_contained(page)
+    reports = {(index.parent / href).resolve() for href in links(page)}
+    assert reports == {(experiment / "tiny_adl" / s / "report.html").resolve() for s in ("seed0", "seed1")}
+    rows = re.findall(r"<tr><td class='l'><a[^>]*>[^<]*</a></td><td>(\d+)</td><td>(\w+)</td>", page)
+    assert sorted(rows) == [("0", "finished"), ("1", "finished")]
+    assert "path " in page  # the genotype summary names the lattice path
+
+
+def test_plot_panels_and_formats(experiment, tmp_path, monkeypatch):
+    run = experiment / "tiny_adl" / "seed0"
+    panels: list[int] = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out: (panels.append(len(fig.axes)), save(fig, out))[1])
+    outputs = [plots.plot_alpha_evolution(run, tmp_path / "alphas.png"),  # 2 + 3 + 4 candidate edges
+               plots.plot_beta_evolution(run, tmp_path / "betas.png"),  # a panel per layer
+               plots.plot_training_curves(run, tmp_path / "training.png"),
+               plots.plot_op_share(run, tmp_path / "ops.svg"),
+               plots.plot_eigenvalue_and_ops(run, tmp_path / "eigen.png")]
+    assert panels == [9, 4, 2, 1, 2]
+    for out in outputs:
+        assert out.stat().st_size > 1000
+    assert outputs[0].read_bytes().startswith(b"\x89PNG") and b"<svg" in outputs[3].read_bytes()
+    shares = plots.op_shares(run)
+    assert list(shares.index) == [1, 2] and shares.sum(axis=1).round(6).eq(1).all()
+
+
+# --- errors and the command line ----------------------------------------------------------------------
+
+def test_errors_are_one_line(tmp_path, experiment):
+    with pytest.raises(NassegError, match="no such directory"):
+        write_report(tmp_path / "missing")
+    with pytest.raises(NassegError, match="neither a search run directory"):
+        write_report(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    with pytest.raises(NassegError, match="no metrics.csv"):
+        write_report(tmp_path)
+    with pytest.raises(NassegError, match=r"\.html"):
+        write_report(experiment / "tiny_adl" / "seed0", tmp_path / "report.png")
+    chain = tmp_path / "chain"
+    shutil.copytree(experiment / "tiny_adl" / "seed0", chain)
+    (chain / "space.yaml").write_text((REPO / "search_spaces" / "darts.yaml").read_text())
+    with pytest.raises(NassegError, match="only lattice runs have betas"):
+        plots.plot_beta_evolution(chain, tmp_path / "b.png")
+
+
+def test_report_parser(monkeypatch, capsys, tmp_path):
+    from nasseg.viz import report
+
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers())
+    args = parser.parse_args(["report", "runs/x/seed0", "-o", str(tmp_path / "r.html")])
+    monkeypatch.setattr(report, "write_report", lambda target, out: Path(out))
+    assert args.run(args) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'r.html'}"
