@@ -64,36 +64,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 # --- nasseg search / decode -------------------------------------------------------------------
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from .search import Search, load_job, run_dir_for
-
-    config = load_job(args.job, args.set)
-    seeds = [args.seed] if args.seed is not None else list(config.seeds)
-    for seed in seeds:
-        run_dir = run_dir_for(config, seed, args.out)
-        if args.restart and run_dir.exists():
-            import shutil
-            shutil.rmtree(run_dir)
-        search = Search(config, seed, run_dir, progress=not args.quiet)
-        if args.resume:
-            search.resume()
-            print(f"resuming {run_dir} after epoch {search.epoch}")
-        elif (run_dir / "checkpoints" / "last.pt").exists():
-            raise NassegError(f"{run_dir} already holds a search; pass --resume to continue it, "
-                              "--restart to discard it, or --out DIR to start a new one elsewhere")
-
-        def show(row: dict[str, Any]) -> None:
-            eig = f"{row['eigenvalue']:.4g}" if row["eigenvalue"] is not None else "-"
-            print(f"[seed {seed}] epoch {row['epoch']:3d}/{config.epochs}  train loss {row['train_loss']:.3f}"
-                  f"  val loss {row['val_loss']:.3f}  val mIoU {row['val_miou']:.3f}  eigenvalue {eig}"
-                  f"  skip share {row['skip_share']:.2f}  {row['epoch_seconds']:.1f}s", flush=True)
-
-        result = search.run_search(on_epoch=show)
-        print(f"[seed {seed}] {result.status}: {result.reason}; architecture of epoch {result.arch_epoch} "
-              f"-> {result.run_dir / 'arch.yaml'}")
-    return 0
-
-
 def cmd_decode(args: argparse.Namespace) -> int:
     from .search import decode_run
 
@@ -138,21 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser(
         "search", help="run a search job (DARTS 1st/2nd order or Auto-DeepLab) with Hessian early stopping",
-        description="Run every seed of a search job file. Each seed writes OUT/<job name>/seed<N>/: "
-                    "metrics.csv, per-epoch alphas/betas and decoded architectures, checkpoints, "
-                    "arch.yaml (the answer) and result.json.",
+        description="Run every seed of a search job file as a Ray Tune trial (embedded local Ray unless "
+                    "--address / RAY_ADDRESS names a cluster; --no-ray runs the seeds one after another in "
+                    "this process). Each seed writes OUT/<job name>/seed<N>/: metrics.csv, per-epoch "
+                    "alphas/betas and decoded architectures, checkpoints, arch.yaml (the answer) and "
+                    "result.json. A job with `kind: hpo` runs an Optuna study of searches instead.",
         epilog="Example: nasseg search jobs/demo.yaml --set epochs=3 --set data.crop=[64,64]")
     search.add_argument("job", metavar="JOB.yaml", help="the search job file (see jobs/)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a job key, e.g. --set weights.lr=0.01 (repeatable; value is YAML)")
     search.add_argument("--resume", action="store_true",
-                        help="continue from each seed's last checkpoint (settings given by --set apply)")
+                        help="continue the job's experiment: unfinished and failed trials from their last "
+                             "epoch (settings given by --set apply)")
     search.add_argument("--restart", action="store_true",
                         help="discard an existing run directory of the same job and seed, start over")
     search.add_argument("--out", default="runs", metavar="DIR", help="where runs are written (default: runs)")
     search.add_argument("--seed", type=int, default=None, help="run only this seed")
     search.add_argument("--quiet", action="store_true", help="no progress bars")
-    search.set_defaults(run=cmd_search)
+    from .runner.cli import add_search_ray_arguments, run_search_command
+    add_search_ray_arguments(search)
+    search.set_defaults(run=run_search_command)
 
     dec = sub.add_parser(
         "decode", help="write the discrete architecture (ArchSpec) of a search run",
@@ -177,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     from .train.export import add_export_parser
     add_export_parser(sub)
+    from .runner.cli import add_results_parser
+    add_results_parser(sub)
     return parser
 
 

@@ -1,0 +1,154 @@
+"""Command-line pieces of the runner: the body of ``nasseg search`` and ``nasseg results``.
+
+``nasseg.cli`` wires them in (``add_search_ray_arguments``, ``run_search_command``,
+``add_results_parser``); ``python -m nasseg.runner`` runs the two commands on their own.
+Ray is imported only when a command needs it, so ``--help`` and ``--no-ray`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from ..errors import NassegError
+from ..spec_reader import load_yaml
+
+
+def add_search_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """--address / --num-cpus / --no-ray on the ``nasseg search`` parser."""
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="Ray cluster to run the trials on (default: RAY_ADDRESS, else an embedded local Ray)")
+    parser.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                        help="CPUs of the embedded local Ray (default: all of this machine's)")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="run the seeds one after another in this process, without Ray (debugging)")
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    """``nasseg search``: a search job's seeds as Ray Tune trials (or in-process with --no-ray);
+    ``kind: hpo`` jobs run an Optuna study over a search job."""
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise NassegError(f"--num-cpus must be >= 1, got {args.num_cpus}")
+    if args.resume and args.restart:
+        raise NassegError("--resume continues a search and --restart discards it; pass one of them")
+    data = load_yaml(args.job)
+    from .hpo import is_hpo_job
+    if is_hpo_job(data):
+        return _run_hpo(args)
+    from ..search import load_job
+
+    config = load_job(args.job, args.set)
+    seeds = [args.seed] if args.seed is not None else list(config.seeds)
+    if getattr(args, "no_ray", False):
+        from .inprocess import run_in_process
+        run_in_process(config, seeds, args.out, resume=args.resume, restart=args.restart,
+                       progress=not args.quiet)
+        return 0
+    if args.resume and args.seed is not None:
+        raise NassegError("--resume continues the whole Ray experiment of the job; drop --seed "
+                          "(or use --no-ray --resume --seed N)")
+    from .tune_search import run_tune_search
+    run_tune_search(config, args.out, seeds, resume=args.resume, restart=args.restart, address=args.address,
+                    num_cpus=args.num_cpus)
+    return 0
+
+
+def _run_hpo(args: argparse.Namespace) -> int:
+    from .hpo import load_hpo_job, run_hpo
+
+    if getattr(args, "no_ray", False) or args.seed is not None:
+        raise NassegError(f"{args.job}: an HPO job runs its trials on Ray; --no-ray and --seed apply to "
+                          "search jobs (set the trials' seed with --set seed=N)")
+    hpo = load_hpo_job(args.job, args.set)
+    table = run_hpo(hpo, args.out, resume=args.resume, restart=args.restart, address=args.address,
+                    num_cpus=args.num_cpus)
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
+        print(table.drop(columns=["checkpoint"], errors="ignore").to_string(index=False))
+    print(f"{(table['pareto']).sum()} trials on the Pareto front of {len(table)}; "
+          f"table: {args.out}/{hpo.name}/pareto.csv, plot: {args.out}/{hpo.name}/pareto.png")
+    return 0
+
+
+# --- nasseg results ------------------------------------------------------------------------------
+
+def add_results_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "results", help="table of the searches of an experiment (seeds, HPO trials), mean ± std over seeds",
+        description="One row per search run under EXPERIMENT_DIR (OUT/<job name>, from nasseg search with or "
+                    "without Ray): overrides, seed, status, epochs run and the returned epoch, final / best "
+                    "val mIoU, the decoded normal cell, the checkpoint. Then mean ± std over the seeds of "
+                    "each config.",
+        epilog="Example: nasseg results runs/demo --sort best_val_miou")
+    parser.add_argument("experiment", metavar="EXPERIMENT_DIR", help="OUT/<job name> (or one run dir)")
+    parser.add_argument("--sort", default=None, metavar="COL",
+                        help="sort by this column, best first (mIoU columns descending, others ascending)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="print the trial table as CSV")
+    output.add_argument("--json", action="store_true", help="print {'trials': [...], 'configs': [...]} as JSON")
+    parser.set_defaults(run=cmd_results)
+    return parser
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .results import collect_results, format_summary, sort_table, summarize
+
+    table = collect_results(args.experiment)
+    if args.sort:
+        table = sort_table(table, args.sort)
+    summary = summarize(table)
+    if args.csv:
+        sys.stdout.write(table.to_csv(index=False))
+    elif args.json:
+        print(json.dumps({"trials": json.loads(table.to_json(orient="records")),
+                          "configs": json.loads(summary.to_json(orient="records"))}, indent=2))
+    else:
+        with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
+            print(table.drop(columns=["checkpoint"]).to_string(index=False))
+            if (summary["runs"] > 1).any() or len(summary) > 1:
+                print()
+                print(format_summary(summary).to_string(index=False))
+    return 0
+
+
+# --- python -m nasseg.runner ----------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """``search`` and ``results`` alone: the same options as in ``nasseg``."""
+    parser = argparse.ArgumentParser(prog="python -m nasseg.runner",
+                                     description="nasseg search / results (Ray Tune runner)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    search = sub.add_parser("search", help="run a search or HPO job")
+    search.add_argument("job", metavar="JOB.yaml")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    search.add_argument("--resume", action="store_true")
+    search.add_argument("--restart", action="store_true")
+    search.add_argument("--out", default="runs", metavar="DIR")
+    search.add_argument("--seed", type=int, default=None)
+    search.add_argument("--quiet", action="store_true")
+    add_search_ray_arguments(search)
+    search.set_defaults(run=run_search_command)
+    add_results_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except NassegError as exc:
+        print(f"nasseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasseg: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader left
+        sys.stdout = open(os.devnull, "w")
+        return 0

@@ -1,0 +1,107 @@
+"""The experiment directory shared by the driver and its trials.
+
+    OUT/<name>/experiment.yaml   what every trial runs: the resolved job (absolute paths), kind, seeds,
+                                 for HPO the objectives; rewritten by ``--resume --set``
+    OUT/<name>/seed<N>/          a search trial's nasseg run dir (same layout as in-process runs)
+    OUT/<name>/trial_<id>/       an HPO trial's run dir
+    OUT/<name>/_tune/            Ray Tune's experiment state (Tuner.restore reads it)
+    OUT/<name>/optuna.db         the Optuna study of an HPO experiment (SQLite)
+
+Trials read the job from experiment.yaml rather than from their Tune config so that settings
+changed on ``--resume`` reach trials that Tune restores with their original config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import NassegError
+from ..io import atomic_write_text
+from ..search.config import SearchConfig, parse_job, resolve_space_path
+
+EXPERIMENT_FILE = "experiment.yaml"
+TUNE_DIR = "_tune"
+TRIAL_FILE = "trial.json"  # in each run dir: experiment, trial id, seed, sampled overrides
+PID_FILE = "worker.pid"  # in each run dir: the process running the trial (fault-injection tests, ps)
+
+
+@dataclass
+class Experiment:
+    path: Path
+    kind: str  # search | hpo
+    job: dict[str, Any]  # the resolved search job (before per-trial overrides)
+    job_file: str | None
+    seeds: list[int]
+    hpo: dict[str, Any] = field(default_factory=dict)  # objectives, cost_input, ... (kind hpo)
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.path / TUNE_DIR
+
+    def run_dir(self, seed: int, trial_id: str) -> Path:
+        """seed<N> for a search (the in-process layout), trial_<id> for HPO trials."""
+        return self.path / (f"seed{seed}" if self.kind == "search" else f"trial_{trial_id}")
+
+    def save(self) -> None:
+        data = {"kind": self.kind, "job_file": self.job_file, "seeds": self.seeds, "job": self.job}
+        if self.hpo:
+            data["hpo"] = self.hpo
+        atomic_write_text(self.path / EXPERIMENT_FILE, yaml.safe_dump(data, sort_keys=False))
+
+    def search_config(self, overrides: dict[str, Any] | None = None) -> SearchConfig:
+        """The SearchConfig of one trial: the job with ``{"weights.lr": 0.01, ...}`` applied."""
+        return parse_job(set_dotted(self.job, overrides or {}), self.job_file)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    file = path / EXPERIMENT_FILE
+    if not file.exists():
+        raise NassegError(f"{path}: not a nasseg Ray experiment (no {EXPERIMENT_FILE})")
+    data = yaml.safe_load(file.read_text())
+    return Experiment(path, data["kind"], data["job"], data.get("job_file"), list(data["seeds"]),
+                      data.get("hpo") or {})
+
+
+def set_dotted(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with ``{"weights.lr": 0.01}`` set at data["weights"]["lr"]."""
+    data = copy.deepcopy(data)
+    for key, value in values.items():
+        target = data
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise NassegError(f"cannot set {key}: {part} is not a mapping in the job")
+        target[last] = value.item() if hasattr(value, "item") else value  # numpy scalars from Optuna
+    return data
+
+
+def portable_job(config: SearchConfig) -> dict[str, Any]:
+    """The job as a dict that means the same in any working directory: trials run in Tune's trial
+    folders, so the space file and the data root become absolute paths."""
+    data = config.to_dict()
+    data["space"] = str(Path(resolve_space_path(config)).resolve())
+    if data["data"].get("root"):
+        data["data"]["root"] = str(Path(data["data"]["root"]).expanduser().resolve())
+    return data
+
+
+def config_digest(job: dict[str, Any]) -> str:
+    """Identifies the settings that shape a search, not where or with what it runs: runs with equal
+    digests differ only in their seed (``nasseg results`` averages over them)."""
+    data = {k: v for k, v in job.items() if k not in ("seeds", "resources", "max_failures", "device", "name")}
+    if isinstance(data.get("space"), str):
+        data["space"] = Path(data["space"]).stem  # a built-in name and its absolute path are the same space
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def job_digest(config: SearchConfig) -> str:
+    return config_digest(config.to_dict())

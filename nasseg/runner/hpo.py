@@ -1,0 +1,335 @@
+"""Hyper-parameter search over a search job: Optuna TPE through Ray Tune, ASHA stopping weak trials.
+
+    kind: hpo
+    name: demo_hpo
+    search: demo.yaml            # the base search job: a path (relative to this file) or a mapping
+    epochs: 4                    # per trial (replaces the base job's epochs; ASHA's max_t)
+    seed: 0                      # the search seed of every trial; also seeds the TPE sampler
+    trials: 8
+    objectives: [val_miou: max]  # or several, e.g. [val_miou: max, macs: min] (a Pareto front)
+    space:                       # job keys (dotted) -> distributions
+      weights.lr: {loguniform: [1.0e-3, 1.0e-1]}
+      arch.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      data.batch_size: {choice: [2, 4]}
+    asha: {grace_period: 1, reduction_factor: 2}
+    cost_input: [360, 480]       # input size for macs / params / latency_ms (default data.size or crop)
+
+Every trial runs the same trainable as ``nasseg search`` (checkpointed, restartable). ASHA judges
+trials on the first objective at rungs of ``grace_period * reduction_factor**k`` epochs; with
+several objectives the others only shape the Pareto front, which is computed over the trials that
+ran all their epochs (a pruned trial's numbers are from an earlier epoch). The Optuna study lives
+in OUT/<name>/optuna.db (SQLite), so it outlives the driver and ``--resume`` continues it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import NassegError, SpecError
+from ..io import atomic_write_text
+from ..search.config import SearchConfig, apply_overrides, parse_job
+from ..spec_reader import Section, describe, is_instance, load_yaml
+from .experiment import Experiment, portable_job, set_dotted
+
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+OBJECTIVE_MODES = {"val_miou": "max", "val_pixel_acc": "max", "val_loss": "min", "train_loss": "min",
+                   "macs": "min", "params": "min", "latency_ms": "min"}
+FIXED_KEYS = ("name", "seeds", "epochs", "resources", "max_failures", "device")  # set by the HPO job itself
+
+
+@dataclass(frozen=True)
+class HpoConfig:
+    name: str
+    search: SearchConfig  # the base job (epochs and seed of the HPO job applied)
+    base: dict[str, Any]  # the same as a portable mapping, before per-trial overrides
+    space: dict[str, tuple[str, list[Any]]]  # "weights.lr" -> ("loguniform", [1e-3, 1e-1])
+    trials: int
+    objectives: tuple[tuple[str, str], ...]  # (metric, "max" | "min")
+    epochs: int
+    seed: int
+    grace_period: int
+    reduction_factor: float
+    max_concurrent: int | None
+    cost_input: tuple[int, int] | None
+    file: str | None
+
+    @property
+    def cost_metrics(self) -> list[str]:
+        return [m for m, _ in self.objectives if m in ("macs", "params", "latency_ms")]
+
+
+def is_hpo_job(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("kind") == "hpo"
+
+
+def load_hpo_job(path: str | Path, overrides: list[str] | None = None) -> HpoConfig:
+    data = load_yaml(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return parse_hpo_job(data, str(path))
+
+
+def parse_hpo_job(data: Any, file: str | None = None) -> HpoConfig:
+    root = Section(data, file)
+    root.get_choice("kind", ("hpo",))
+    name = root.get("name", str, Path(file).stem if file else "hpo")
+    epochs = root.get_int("epochs", 10, minimum=1)
+    seed = root.get_int("seed", 0)
+    trials = root.get_int("trials", 10, minimum=1)
+    base_data, base_file = _base_job(root, file)
+    base_data = {**base_data, "name": name, "epochs": epochs, "seeds": [seed]}
+    try:
+        search = parse_job(base_data, base_file)
+    except SpecError as exc:
+        raise root.error("search", str(exc)) from None
+    space = _read_space(root.section("space"), base_data, base_file)
+    objectives = _read_objectives(root.get("objectives", (list, dict), [{"val_miou": "max"}]), root)
+    asha = root.section("asha", {})
+    grace = asha.get_int("grace_period", 1, minimum=1)
+    factor = asha.get("reduction_factor", float, 2.0)
+    asha.finish()
+    if factor <= 1:
+        raise root.error("asha.reduction_factor", f"must be > 1, got {factor:g}")
+    max_concurrent = root.get_int("max_concurrent", None, minimum=1)
+    cost_input = root.get("cost_input", list, None)
+    if cost_input is not None and (len(cost_input) != 2 or not all(is_instance(v, int) for v in cost_input)):
+        raise root.error("cost_input", f"expected [H, W] (two integers), got {describe(cost_input)}")
+    root.finish()
+    return HpoConfig(name, search, portable_job(search), space, trials, objectives, epochs, seed, grace, factor,
+                     max_concurrent, tuple(cost_input) if cost_input else None, file)
+
+
+def _base_job(root: Section, file: str | None) -> tuple[dict[str, Any], str | None]:
+    """The base search job: a file (relative to the HPO file) or an inline mapping."""
+    value = root.get("search", (str, dict))
+    if isinstance(value, dict):
+        return dict(value), file
+    path = Path(value)
+    if file and not path.is_absolute() and not path.exists():
+        path = Path(file).parent / path
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(str(path), None, "expected a mapping (a search job)")
+    return data, str(path)
+
+
+def _read_space(sec: Section, base: dict[str, Any], base_file: str | None) -> dict[str, tuple[str, list[Any]]]:
+    """``key: {loguniform: [a, b]}`` entries; each key is tried on the base job so a typo or a bad
+    range fails now, naming the key, not in trial 7."""
+    space = {}
+    for key in list(sec.data):
+        entry = sec.section(key)
+        kinds = [k for k in DISTRIBUTIONS if entry.has(k)]
+        if len(kinds) != 1 or len(entry.data) != 1:
+            raise entry.error(None, f"expected one of {{{', '.join(f'{k}: [...]' for k in DISTRIBUTIONS)}}}, "
+                              f"got {describe(entry.data)}")
+        kind = kinds[0]
+        values = entry.get(kind, list)
+        if key.split(".")[0] in FIXED_KEYS:
+            raise sec.error(key, f"set by the HPO job itself ({', '.join(FIXED_KEYS)}), not searchable")
+        if kind == "choice":
+            if not values or not all(isinstance(v, (bool, int, float, str)) for v in values):
+                raise entry.error(kind, f"expected a non-empty list of numbers or strings, got {describe(values)}")
+        else:
+            wanted = int if kind == "randint" else float
+            if len(values) != 2 or not all(is_instance(v, wanted) for v in values) or not values[0] < values[1]:
+                raise entry.error(kind, f"expected [low, high] with low < high, got {describe(values)}")
+            if kind == "loguniform" and values[0] <= 0:
+                raise entry.error(kind, f"loguniform needs low > 0, got {values[0]}")
+            values = [wanted(v) for v in values]
+        for sample in values:  # both ends of a range, every choice
+            try:
+                parse_job(set_dotted(base, {key: sample}), base_file)
+            except SpecError as exc:
+                raise sec.error(key, f"{sample!r} is not a valid value: {exc}") from None
+        space[key] = (kind, values)
+    if not space:
+        raise sec.error(None, "empty; list at least one job key to search, e.g. weights.lr: {loguniform: [1.0e-3, 1.0e-1]}")
+    return space
+
+
+def _read_objectives(value: Any, root: Section) -> tuple[tuple[str, str], ...]:
+    items = [value] if isinstance(value, dict) else value
+    objectives = []
+    for item in items:
+        pairs = list(item.items()) if isinstance(item, dict) else [(item, None)]
+        for metric, mode in pairs:
+            if metric not in OBJECTIVE_MODES:
+                raise root.error("objectives", f"unknown metric {metric!r}; expected one of "
+                                 f"{', '.join(OBJECTIVE_MODES)}")
+            mode = mode or OBJECTIVE_MODES[metric]
+            if mode not in ("max", "min"):
+                raise root.error("objectives", f"{metric}: expected max or min, got {describe(mode)}")
+            objectives.append((metric, mode))
+    if not objectives or len({m for m, _ in objectives}) != len(objectives):
+        raise root.error("objectives", "expected one or more distinct metrics, e.g. [val_miou: max, macs: min]")
+    return tuple(objectives)
+
+
+# --- running -------------------------------------------------------------------------------------
+
+def tune_domain(kind: str, values: list[Any]):
+    from ray import tune
+
+    if kind == "loguniform":
+        return tune.loguniform(*values)
+    if kind == "uniform":
+        return tune.uniform(*values)
+    if kind == "randint":
+        return tune.randint(values[0], values[1] + 1)  # inclusive [low, high] in the job file
+    return tune.choice(values)
+
+
+def make_searcher(hpo: HpoConfig, experiment_path: Path):
+    """OptunaSearch with TPE (seeded) and the study in SQLite next to the experiment."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment_path / 'optuna.db'}")
+    metrics = [m for m, _ in hpo.objectives]
+    modes = [mode for _, mode in hpo.objectives]
+    return OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0],
+                        mode=modes if len(modes) > 1 else modes[0],
+                        sampler=optuna.samplers.TPESampler(seed=hpo.seed), storage=storage, study_name=hpo.name)
+
+
+def new_tuner(hpo: HpoConfig, experiment: Experiment, callbacks: Sequence[Any]):
+    """Optuna suggests each trial's overrides; ASHA stops trials that trail on the first objective."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .tune_search import make_run_config, trainable_with_resources
+
+    metric, mode = hpo.objectives[0]
+    scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=hpo.epochs,
+                              grace_period=hpo.grace_period, reduction_factor=hpo.reduction_factor,
+                              stop_last_trials=False)  # let the last epoch reach Search._finish
+    return tune.Tuner(
+        trainable_with_resources(hpo.search),
+        param_space={"experiment": str(experiment.path), "seed": hpo.seed,
+                     "params": {k: tune_domain(*v) for k, v in hpo.space.items()}},
+        tune_config=tune.TuneConfig(search_alg=make_searcher(hpo, experiment.path), scheduler=scheduler,
+                                    num_samples=hpo.trials, max_concurrent_trials=hpo.max_concurrent,
+                                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+        run_config=make_run_config(experiment, hpo.search.max_failures, callbacks))
+
+
+def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, restart: bool = False,
+            address: str | None = None, num_cpus: int | None = None,
+            callbacks: Sequence[Any] = ()) -> pd.DataFrame:
+    """Run (or continue) the study; returns the trial table with a ``pareto`` column."""
+    from ray import tune
+
+    from .ray_session import check_resources, ray_session
+    from .tune_search import EpochLines, check_fresh, collect_outcomes, quiet_tune_logs, restored_tuner
+
+    path = (Path(out) / hpo.name).resolve()
+    experiment = Experiment(path, "hpo", hpo.base, hpo.file, [hpo.seed],
+                            {"objectives": [list(o) for o in hpo.objectives], "cost_metrics": hpo.cost_metrics,
+                             "cost_input": list(hpo.cost_input) if hpo.cost_input else None})
+    with ray_session(address, num_cpus):
+        check_resources(hpo.search.resources, hpo.file, hpo.search.device)
+        if resume:
+            if not tune.Tuner.can_restore(str(experiment.tune_dir)):
+                raise NassegError(f"nothing to resume: {path} holds no Ray Tune experiment; start it without --resume")
+            tuner = restored_tuner(path, hpo.search)
+        else:
+            check_fresh(path, sorted(path.glob("trial_*")), restart)
+            if restart and (path / "optuna.db").exists():
+                (path / "optuna.db").unlink()
+            path.mkdir(parents=True, exist_ok=True)
+            experiment.save()
+            tuner = new_tuner(hpo, experiment, [EpochLines(path, hpo.epochs, kind="hpo"), *callbacks])
+        with quiet_tune_logs():  # a diverged trial is a data point, not a reason to stop
+            collect_outcomes(tuner.fit(), experiment, raise_on_error=False)
+    return write_pareto(path, hpo.objectives)
+
+
+# --- the Pareto front ----------------------------------------------------------------------------
+
+def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+    """Rows not dominated by any other row (>= on every objective, > on one), per objective mode."""
+    signed = values * np.array([1.0 if m == "max" else -1.0 for m in modes])
+    mask = np.ones(len(signed), dtype=bool)
+    for i, row in enumerate(signed):
+        dominated = np.all(signed >= row, axis=1) & np.any(signed > row, axis=1)
+        mask[i] = not dominated.any()
+    return mask
+
+
+def objective_table(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """One row per trial: its overrides, status and the objective values of its last epoch."""
+    import json
+
+    from .results import collect_results
+
+    table = collect_results(experiment_path)
+    for metric, _ in objectives:
+        values = []
+        for run in table["run"]:
+            run_dir = Path(experiment_path) / run
+            if metric in ("macs", "params", "latency_ms"):
+                costs = json.loads((run_dir / "arch_cost.json").read_text()) if (run_dir / "arch_cost.json").exists() else {}
+                last = costs[max(costs, key=int)] if costs else {}
+                values.append(last.get(metric))
+            else:
+                values.append(pd.read_csv(run_dir / "metrics.csv")[metric].iloc[-1])
+        table[metric] = values
+    return table
+
+
+def write_pareto(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """pareto.csv (every trial, ``pareto`` marks the front) and pareto.png in the experiment dir."""
+    experiment_path = Path(experiment_path)
+    metrics = [m for m, _ in objectives]
+    table = objective_table(experiment_path, objectives)
+    complete = table["status"].isin(["finished", "stopped"]) & table[metrics].notna().all(axis=1)
+    table["pareto"] = False
+    if complete.any():
+        table.loc[complete, "pareto"] = pareto_mask(table.loc[complete, metrics].to_numpy(float),
+                                                    [mode for _, mode in objectives])
+    first, mode = objectives[0]
+    table = table.sort_values(["pareto", first], ascending=[False, mode == "min"]).reset_index(drop=True)
+    columns = ["run", "overrides", "status", "epochs", *metrics, "pareto", "genotype", "checkpoint"]
+    table = table[[c for c in dict.fromkeys(columns) if c in table]]
+    atomic_write_text(experiment_path / "pareto.csv", table.to_csv(index=False))
+    plot_pareto(table, objectives, experiment_path / "pareto.png")
+    return table
+
+
+def plot_pareto(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    pruned = ~table["status"].isin(["finished", "stopped"])
+    if len(objectives) >= 2:
+        (x, _), (y, _) = objectives[0], objectives[1]
+        ax.scatter(table.loc[~pruned, x], table.loc[~pruned, y], c="tab:blue", label="ran all epochs")
+        ax.scatter(table.loc[pruned, x], table.loc[pruned, y], c="lightgray", label="stopped early (ASHA)")
+        front = table[table["pareto"]].sort_values(x)
+        ax.plot(front[x], front[y], "o-", c="tab:red", label="Pareto front")
+        ax.set_xlabel(f"{x} ({objectives[0][1]})")
+        ax.set_ylabel(f"{y} ({objectives[1][1]})")
+    else:
+        metric, mode = objectives[0]
+        order = table.sort_values(metric, ascending=mode == "min").reset_index(drop=True)
+        colors = ["tab:red" if p else ("lightgray" if s not in ("finished", "stopped") else "tab:blue")
+                  for p, s in zip(order["pareto"], order["status"])]
+        ax.bar(range(len(order)), order[metric], color=colors)
+        ax.set_xticks(range(len(order)), order["run"].str.replace("trial_", ""), rotation=60, fontsize=7)
+        ax.set_ylabel(f"{metric} ({mode}); red: best, gray: stopped early")
+    ax.set_title(f"{path.parent.name}: {len(table)} trials")
+    if len(objectives) >= 2:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

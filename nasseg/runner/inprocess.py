@@ -1,0 +1,43 @@
+"""Searches without Ray: the seeds of a job one after another in this process (``--no-ray``).
+
+For debugging (a breakpoint or a profiler sees the search directly) and for tests; writes exactly
+the run dirs a Ray trial writes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import NassegError
+from ..search import Search, SearchConfig, SearchResult, run_dir_for
+
+
+def epoch_line(label: str, epochs: int, row: dict[str, Any]) -> str:
+    eig = f"{row['eigenvalue']:.4g}" if row.get("eigenvalue") is not None else "-"
+    return (f"[{label}] epoch {row['epoch']:3d}/{epochs}  train loss {row['train_loss']:.3f}"
+            f"  val loss {row['val_loss']:.3f}  val mIoU {row['val_miou']:.3f}  eigenvalue {eig}"
+            f"  skip share {row['skip_share']:.2f}  {row['epoch_seconds']:.1f}s")
+
+
+def run_in_process(config: SearchConfig, seeds: Sequence[int], out: str | Path = "runs", *,
+                   resume: bool = False, restart: bool = False, progress: bool = True) -> list[SearchResult]:
+    results = []
+    for seed in seeds:
+        run_dir = run_dir_for(config, seed, out)
+        if restart and run_dir.exists():
+            shutil.rmtree(run_dir)
+        search = Search(config, seed, run_dir, progress=progress)
+        if resume:
+            search.resume()
+            print(f"resuming {run_dir} after epoch {search.epoch}")
+        elif (run_dir / "checkpoints" / "last.pt").exists():
+            raise NassegError(f"{run_dir} already holds a search; pass --resume to continue it, "
+                              "--restart to discard it, or --out DIR to start a new one elsewhere")
+        result = search.run_search(on_epoch=lambda row, seed=seed: print(
+            epoch_line(f"seed {seed}", config.epochs, row), flush=True))
+        print(f"[seed {seed}] {result.status}: {result.reason}; architecture of epoch {result.arch_epoch} "
+              f"-> {result.run_dir / 'arch.yaml'}")
+        results.append(result)
+    return results

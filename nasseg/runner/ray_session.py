@@ -1,0 +1,95 @@
+"""Connecting to Ray: an embedded local instance by default, a cluster with ``--address``/RAY_ADDRESS.
+
+The embedded instance is started quietly (no dashboard, no worker log forwarding: trials report
+through Tune, and their stdout is only tqdm noise) and shut down again when the command ends.
+When Ray is already initialised (a notebook, the tests) it is reused and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+from typing import Iterator
+
+from ..errors import NassegError
+from ..search.config import ResourcesConfig
+
+# Small: trials pass file paths and a few numbers through Ray, never tensors.
+EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the duration of a command; ``address`` (or RAY_ADDRESS) attaches to a cluster."""
+    import ray
+
+    # Tune's new console output and Ray's own INFO lines would bury the per-epoch lines
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a checkpoint per epoch of short epochs triggers a "snapshotting may become a bottleneck" warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and num_cpus is not None:
+        raise NassegError("--num-cpus sizes the embedded local Ray; a cluster given by --address or "
+                          "RAY_ADDRESS has its own CPUs (drop --num-cpus)")
+    kwargs = dict(logging_level=logging.WARNING, include_dashboard=False, log_to_driver=False)
+    try:
+        if address:
+            check_reachable(address)
+            ray.init(address=address, **kwargs)
+        else:
+            # the embedded instance creates its own token; the notice about it is not news to the user
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,  # never a stray `ray start`
+                     object_store_memory=EMBEDDED_OBJECT_STORE_BYTES, **kwargs)
+    except ConnectionError as exc:
+        hint = ("; if the cluster uses token authentication (the default of recent Ray), set RAY_AUTH_MODE=token "
+                "and provide its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+                if not os.environ.get("RAY_AUTH_MODE") else "")
+        raise NassegError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Ray retries an unreachable GCS for minutes, logging as it goes: try the port once first."""
+    match = re.fullmatch(r"(?:ray://)?\[?([\w.:-]+?)\]?:(\d+)", address.strip())
+    if not match:  # "auto", "local" and the like: Ray resolves them itself
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise NassegError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is the head "
+                          "node running (ray start --head) and the port open?") from None
+
+
+def check_resources(resources: ResourcesConfig, job_file: str | None, device: str = "auto") -> None:
+    """Fail fast instead of leaving a trial PENDING forever on a cluster that can never fit it."""
+    import ray
+
+    total = ray.cluster_resources()
+    where = job_file or "the job file"
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if resources.cpus > cpus:
+        raise NassegError(f"trial needs {resources.cpus:g} CPUs, the cluster has {cpus:g} in total; "
+                          f"lower resources.cpus in {where}")
+    if resources.gpus > gpus:
+        raise NassegError(f"trial needs {resources.gpus:g} GPUs, the cluster has {gpus:g} in total; "
+                          f"lower resources.gpus in {where} (0 runs on CPU)")
+    if device.startswith("cuda") and resources.gpus == 0:
+        raise NassegError(f"device {device!r} needs a GPU, but a trial reserves none; set resources.gpus: 1 "
+                          f"in {where} (Ray hides GPUs from trials that did not reserve one)")
+
+
+def torch_threads(resources: ResourcesConfig) -> int:
+    """Intra-op threads for a trial: its CPU share. More threads than reserved cores made torch
+    20-40x slower here (OpenMP oversubscription) when two trials shared two cores."""
+    return max(1, int(resources.cpus))

@@ -1,0 +1,148 @@
+"""The Ray Tune trainable: one seed of one search job (or one HPO trial), checkpointed every epoch.
+
+A plain function of its Tune config (``experiment``: the experiment dir, ``seed``, ``params``:
+HPO overrides, ``resume_run_dir``: continue from the run dir's last.pt when Tune has no checkpoint). It builds the same :class:`~nasseg.search.Search` as an in-process run,
+restores the state of the last finished epoch from ``tune.get_checkpoint()`` when Tune restarts
+it (a dead worker, or ``Tuner.restore`` after the driver died), and reports each epoch with a
+checkpoint holding a copy of the nasseg checkpoint, so Tune can restart it on any worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import NassegError
+from ..io import atomic_write_text
+from ..search import Search, SearchDiverged
+from ..search.config import SearchConfig
+from ..search.rundir import RunDir
+from .experiment import PID_FILE, TRIAL_FILE, job_digest, load_experiment
+from .ray_session import torch_threads
+
+CHECKPOINT_FILE = "last.pt"
+REPORTED = ("epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_pixel_acc", "eigenvalue",
+            "lr", "skip_share", "param_free_share", "epoch_seconds")
+COST_METRICS = ("macs", "params", "latency_ms")  # of the architecture decoded after each epoch
+COST_FILE = "arch_cost.json"
+
+
+def search_trainable(trial_config: dict[str, Any]) -> None:
+    """Run (or continue) one search as a Tune trial."""
+    from ray import tune
+
+    experiment = load_experiment(trial_config["experiment"])
+    overrides = dict(trial_config.get("params") or {})
+    config = experiment.search_config(overrides)
+    torch.set_num_threads(torch_threads(config.resources))
+    seed = int(trial_config["seed"])
+    run = RunDir(experiment.run_dir(seed, tune.get_context().get_trial_id()))
+    digest = job_digest(config)
+    refuse_known_divergence(run, digest)
+    search = Search(config, seed, run.path, progress=False)
+    atomic_write_text(run.file(PID_FILE), str(os.getpid()))
+    atomic_write_text(run.file(TRIAL_FILE), json.dumps(
+        {"experiment": experiment.path.name, "trial_id": tune.get_context().get_trial_id(), "seed": seed,
+         "overrides": overrides, "job_digest": digest}, indent=2))
+
+    restore(search, resume_run_dir=bool(trial_config.get("resume_run_dir")))
+    costs = [m for m in experiment.hpo.get("cost_metrics", []) if m in COST_METRICS]
+    cost_input = tuple(experiment.hpo.get("cost_input") or default_cost_input(config))
+
+    def report(row: dict[str, Any]) -> None:
+        metrics = {k: row[k] for k in REPORTED if row.get(k) is not None}
+        if costs:
+            metrics.update(record_arch_cost(run, row["epoch"], search.data.num_classes, cost_input, costs))
+        with tempfile.TemporaryDirectory(prefix="nasseg-ckpt-") as folder:
+            shutil.copyfile(run.file("checkpoints", CHECKPOINT_FILE), Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    try:
+        search.run_search(on_epoch=report)
+    except SearchDiverged as exc:
+        run.write_result({"status": "diverged", "reason": str(exc), "job_digest": digest, "seed": seed,
+                          "epochs_run": search.epoch, "arch_epoch": search.epoch})
+        raise
+
+
+def restore(search: Search, resume_run_dir: bool) -> None:
+    """The state of the last epoch Tune checkpointed (a restarted or restored trial), else, with
+    ``resume_run_dir``, the run dir's own last.pt (``--resume`` of a run Tune never saw)."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        search.load_state(state)
+        search.run.log_event("restored", epoch=search.epoch, source="tune checkpoint")
+    elif resume_run_dir and search.run.has_checkpoint():
+        state = search.run.load_checkpoint()
+        check_same_search(search.run, state["config"], search.config)
+        search.load_state(state)
+        search.run.log_event("resumed", epoch=search.epoch, source="run dir")
+
+
+def refuse_known_divergence(run: RunDir, digest: str) -> None:
+    """A retry of a diverged search with unchanged settings would diverge again, epoch for epoch:
+    fail at once so Tune's retries cost seconds; ``--resume --set ...`` changes the digest (and
+    the stale result.json goes)."""
+    result_file = run.file("result.json")
+    if result_file.exists():
+        result = json.loads(result_file.read_text())
+        if result.get("status") == "diverged":
+            if result.get("job_digest") == digest:
+                raise SearchDiverged(result["reason"])
+            result_file.unlink()
+
+
+def check_same_search(run: RunDir, saved: dict[str, Any], config: SearchConfig) -> None:
+    """Search.resume's check, by the space's content: trials name the space by absolute path, an
+    in-process run as written in its job file."""
+    same_space = (run.file("space.yaml").read_text() == Path(config.space).read_text()
+                  if run.file("space.yaml").exists() else Path(saved["space"]).stem == Path(config.space).stem)
+    for key, same in (("space", same_space), ("algorithm", saved["algorithm"] == config.algorithm)):
+        if not same:
+            raise NassegError(f"{run.path}: cannot resume a {key}={saved[key]!r} run with "
+                              f"{key}={getattr(config, key)!r}")
+
+
+def default_cost_input(config: SearchConfig) -> tuple[int, int]:
+    return config.data.size or config.data.crop or (512, 512)
+
+
+def arch_cost(arch_file: str | Path, num_classes: int, size: tuple[int, int],
+              wanted: list[str]) -> dict[str, float]:
+    """Multiply-adds and parameters (counted on the meta device) and, if asked, the CPU/GPU latency
+    of the retrain network of a decoded architecture."""
+    from ..complexity import count_macs, count_params, meta_device, median_latency
+    from ..models import build
+
+    cost: dict[str, float] = {}
+    if "macs" in wanted or "params" in wanted:
+        with meta_device():
+            model = build(str(arch_file), num_classes)
+            x = torch.zeros(1, 3, *size)
+            cost["macs"] = count_macs(lambda: model.eval()(x))
+            cost["params"] = count_params(model.parameters())
+    if "latency_ms" in wanted:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        cost["latency_ms"] = median_latency(build(str(arch_file), num_classes), size, device=device) * 1e3
+    return {k: v for k, v in cost.items() if k in wanted}
+
+
+def record_arch_cost(run: RunDir, epoch: int, num_classes: int, size: tuple[int, int],
+                     wanted: list[str]) -> dict[str, float]:
+    """The cost of epoch ``epoch``'s architecture, also kept in arch_cost.json for `nasseg results`."""
+    cost = arch_cost(run.epoch_file("arch", epoch, ".yaml"), num_classes, size, wanted)
+    path = run.file(COST_FILE)
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[str(epoch)] = cost
+    atomic_write_text(path, json.dumps(table, indent=2))
+    return cost

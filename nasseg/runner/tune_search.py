@@ -1,0 +1,223 @@
+"""The seeds of a search job as the trials of one Ray Tune experiment (OUT/<job name>/).
+
+Each seed is a trial with the job's ``resources`` (several run at once when they fit), checkpointed
+every epoch; ``max_failures`` restarts a trial whose worker died from its last epoch, and
+``--resume`` restores the whole experiment after the driver died (``Tuner.restore``). Trials
+write the same run dirs as in-process searches (OUT/<job>/seed<N>), so decode/show/report and
+``nasseg results`` treat both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ray import tune
+
+from ..errors import NassegError
+from ..io import atomic_write_text
+from ..search.config import SearchConfig
+from ..search.rundir import RunDir
+from .experiment import Experiment, load_experiment, portable_job
+from .ray_session import check_resources, ray_session
+from .inprocess import epoch_line
+from .trainable import COST_METRICS, search_trainable
+
+
+class EpochLines(tune.Callback):
+    """Prints one line per reported epoch and one summary line per trial, in the format of the
+    in-process ``nasseg search`` (Tune's own progress tables stay off)."""
+
+    def __init__(self, experiment_path: str | Path, epochs: int, kind: str = "search"):
+        self.experiment_path = str(experiment_path)
+        self.epochs = epochs
+        self.kind = kind
+
+    def label(self, trial: Any) -> str:
+        return f"seed {trial.config['seed']}" if self.kind == "search" else f"trial {trial.trial_id}"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = trial.config.get("params")
+        if params:  # an HPO trial: show what Optuna sampled
+            print(f"[{self.label(trial)}] " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                       for k, v in sorted(params.items())), flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        extra = "".join(f"  {k} {result[k]:.4g}" for k in COST_METRICS if k in result)
+        print(epoch_line(self.label(trial), self.epochs, result) + extra, flush=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get("epoch")
+        where = f"epoch {epoch}" if epoch and trial.checkpoint else "the start"
+        print(f"[{self.label(trial)}] worker failed ({error_line(trial).split('. ')[0]}); restarting from {where} "
+              f"(failure {trial.num_failures})", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = finish_run_dir(trial, self.experiment_path)
+        print(f"[{self.label(trial)}] {result['status']}: {result['reason']}; architecture of epoch "
+              f"{result['arch_epoch']} -> {result['run_dir']}/arch.yaml", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"[{self.label(trial)}] failed: {error_line(trial)} (traceback: {Path(trial.path) / 'error.txt'})",
+              flush=True)
+
+
+def error_text(error: BaseException | str | None) -> str:
+    """One line for a trial's error: the exception line at the end of Ray's wrapped traceback,
+    without the module path of the exception class."""
+    if error is None:
+        return "unknown error"
+    text = str(getattr(error, "cause", None) or error)
+    if "ActorDiedError" in text or "actor died" in text.lower() or "RayActorError" in type(error).__name__:
+        return "its worker process died"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return re.sub(r"^[\w.]+\.(\w+): ", "", lines[-1]) if lines else "unknown error"
+
+
+def error_line(trial: Any) -> str:
+    """The error of a trial that just failed, from the driver's copy of its error file (Tune syncs
+    it to storage later, so trial.get_error() may not see it yet)."""
+    path = Path(trial.error_file) if trial.error_file else None
+    if path and path.exists():
+        return error_text(path.read_text().split("Failure #")[-1].split("\n", 1)[-1])
+    return error_text(trial.get_error())
+
+
+@contextlib.contextmanager
+def quiet_tune_logs() -> Iterator[None]:
+    """Tune logs every trial failure with its full traceback; EpochLines prints one line and the
+    traceback stays in the trial's error.txt (OUT/<name>/_tune/<trial>/error.txt)."""
+    logger = logging.getLogger("ray.tune")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def finish_run_dir(trial: Any, experiment_path: str | Path) -> dict[str, Any]:
+    """result.json of a completed trial. A trial stopped by the scheduler (ASHA) never reached
+    Search._finish: record it as 'pruned' at its last epoch, or as 'finished' when ASHA's last rung
+    fell on its final epoch (it ran them all; its numbers are final)."""
+    experiment = load_experiment(experiment_path)
+    run = RunDir(experiment.run_dir(int(trial.config["seed"]), trial.trial_id))
+    path = run.file("result.json")
+    if path.exists():
+        result = json.loads(path.read_text())
+    else:
+        last = trial.last_result or {}
+        epoch = int(last.get("epoch", 0))
+        planned = experiment.search_config(trial.config.get("params")).epochs
+        status, reason = (("finished", f"ran all {planned} epochs") if epoch >= planned else
+                          ("pruned", f"stopped by the scheduler after epoch {epoch}"))
+        result = {"status": status, "reason": reason, "epochs_run": epoch, "arch_epoch": epoch,
+                  "seed": int(trial.config["seed"]), "final_val_miou": last.get("val_miou")}
+        if epoch and run.epoch_file("arch", epoch, ".yaml").exists():
+            atomic_write_text(run.file("arch.yaml"), run.epoch_file("arch", epoch, ".yaml").read_text())
+        run.write_result(result)
+    return {**result, "run_dir": str(run.path)}
+
+
+def make_run_config(experiment: Experiment, max_failures: int, callbacks: Sequence[Any]) -> tune.RunConfig:
+    """Storage in OUT/<name>/_tune. Keeping one checkpoint per trial also makes Tune snapshot the
+    experiment after every trial checkpoint, so Tuner.restore continues from the last epoch."""
+    return tune.RunConfig(name=experiment.tune_dir.name, storage_path=str(experiment.path),
+                          failure_config=tune.FailureConfig(max_failures=max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          verbose=0, callbacks=list(callbacks))
+
+
+def trainable_with_resources(config: SearchConfig):
+    return tune.with_resources(search_trainable, {"cpu": config.resources.cpus, "gpu": config.resources.gpus})
+
+
+def check_fresh(experiment_path: Path, run_dirs: Sequence[Path], restart: bool) -> None:
+    """Refuse to overwrite an experiment unless --restart; --restart discards exactly what would be rerun."""
+    existing = [p for p in run_dirs if (p / "checkpoints" / "last.pt").exists()]
+    tune_dir = experiment_path / "_tune"
+    if restart:
+        for path in [*run_dirs, tune_dir]:
+            if path.exists():
+                shutil.rmtree(path)
+        return
+    if existing or tune_dir.exists():
+        where = existing[0] if existing else experiment_path
+        raise NassegError(f"{where} already holds a search; pass --resume to continue it, --restart to "
+                          "discard it, or --out DIR to start a new one elsewhere")
+
+
+def restored_tuner(experiment_path: Path, config: SearchConfig) -> tune.Tuner:
+    """``Tuner.restore`` of an experiment whose driver stopped; errored trials run again from their
+    last checkpoint (with settings changed by ``--set``, which trials read from experiment.yaml).
+    The callbacks are Tune's pickled ones from the first run."""
+    experiment = load_experiment(experiment_path)
+    if experiment.kind != "hpo":
+        experiment.job = portable_job(config)  # --resume --set: new settings for the remaining epochs
+        experiment.save()
+    print(f"resuming {experiment_path}: unfinished and failed trials continue from their last epoch", flush=True)
+    return tune.Tuner.restore(str(experiment.tune_dir), trainable=trainable_with_resources(config),
+                              resume_errored=True)
+
+
+def check_resumable(experiment: Experiment, seeds: Sequence[int]) -> None:
+    """``--resume`` without Tune state (a run made with --no-ray, or a driver that died before Tune
+    saved anything): new trials continue from the run dirs' checkpoints/last.pt."""
+    found = [s for s in seeds if RunDir(experiment.run_dir(s, "")).has_checkpoint()]
+    if not found:
+        raise NassegError(f"nothing to resume: {experiment.path} holds neither a Ray Tune experiment nor "
+                          "seed checkpoints; start it without --resume")
+    if experiment.tune_dir.exists():  # a snapshot-less leftover that Tuner.restore cannot read
+        shutil.rmtree(experiment.tune_dir)
+    print(f"resuming {experiment.path}: seeds {', '.join(map(str, found))} continue from their "
+          "checkpoints/last.pt", flush=True)
+
+
+def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Sequence[int] | None = None, *,
+                    resume: bool = False, restart: bool = False, address: str | None = None,
+                    num_cpus: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Run the seeds of a job as parallel Tune trials; the results (result.json + run_dir) per seed."""
+    experiment_path = (Path(out) / config.name).resolve()
+    seeds = list(seeds if seeds is not None else config.seeds)
+    experiment = Experiment(experiment_path, "search", portable_job(config), config.file, seeds)
+    with ray_session(address, num_cpus):
+        check_resources(config.resources, config.file, config.device)
+        if resume and tune.Tuner.can_restore(str(experiment.tune_dir)):
+            tuner = restored_tuner(experiment_path, config)
+        else:
+            if resume:
+                check_resumable(experiment, seeds)
+            else:
+                check_fresh(experiment_path, [experiment.run_dir(s, "") for s in seeds], restart)
+            experiment.save()
+            tuner = tune.Tuner(
+                trainable_with_resources(config),
+                param_space={"experiment": str(experiment_path), "seed": tune.grid_search(seeds),
+                             "resume_run_dir": resume},
+                tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"seed{trial.config['seed']}"),
+                run_config=make_run_config(experiment, config.max_failures,
+                                           [EpochLines(experiment_path, config.epochs), *callbacks]))
+        with quiet_tune_logs():
+            return collect_outcomes(tuner.fit(), load_experiment(experiment_path))
+
+
+def collect_outcomes(grid: tune.ResultGrid, experiment: Experiment, raise_on_error: bool = True) -> list[dict[str, Any]]:
+    """One dict per trial (result.json + run_dir); raises if a trial failed for good, after the
+    others finished. Tune trial dirs are named like the run dirs (seed<N>, trial_<id>)."""
+    outcomes, failed = [], []
+    for result in grid:
+        run = RunDir(experiment.path / Path(result.path).name)
+        data = json.loads(run.file("result.json").read_text()) if run.file("result.json").exists() else {}
+        outcomes.append({**data, "seed": int(result.config["seed"]), "run_dir": str(run.path),
+                         "error": bool(result.error)})
+        if result.error:
+            failed.append(f"{run.path.name}: {error_text(result.error)}")
+    if failed and raise_on_error:
+        raise NassegError(f"{len(failed)} of {len(outcomes)} trials failed ({'; '.join(failed)}); fix the cause "
+                          f"and continue with --resume (optionally --set ...)")
+    return outcomes
