@@ -58,3 +58,23 @@ def test_training_walkthrough_commands_run(tmp_path, monkeypatch):
     assert len(list((tmp_path / "runs" / "train" / "masks").glob("*_overlay.jpg"))) == 16
     assert (tmp_path / "runs" / "train" / "icnet.onnx").stat().st_size > 1e6
     assert (tmp_path / "runs" / "train" / "arch" / "final.pt").is_file()
+
+
+def test_every_documented_command_parses():
+    """Each `$ nasseg ...` line in README.md and docs/*.md is valid for today's command line."""
+    import shlex
+
+    from nasseg.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for doc in [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            if line.startswith("$ nasseg "):
+                argv = shlex.split(line[2:].split("  #")[0])
+                try:
+                    parser.parse_args(argv[1:])
+                except SystemExit:
+                    raise AssertionError(f"{doc.name}: {line}") from None
+                checked += 1
+    assert checked >= 20

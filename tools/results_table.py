@@ -35,12 +35,32 @@ def macs_at(meta, size) -> int:
     return count_macs(lambda: model(x))
 
 
+def plot_curves(runs: list[Path], labels: list[str], out: Path) -> None:
+    """Training loss (log.csv) and val mIoU at each validation pass (eval.csv), one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run, label in zip(runs, labels):
+        log, val = pd.read_csv(run / "log.csv"), pd.read_csv(run / "eval.csv")
+        loss_ax.plot(log["iteration"], log["loss"].rolling(5, min_periods=1).mean(), label=label)
+        miou_ax.plot(val["iteration"], 100 * val["miou"], marker="o", label=label)
+    loss_ax.set(xlabel="iteration", ylabel="training loss (mean of 5 logs)", title="loss")
+    miou_ax.set(xlabel="iteration", ylabel="val mIoU (%)", title="CamVid val mIoU during training")
+    miou_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--split", default="val")
     parser.add_argument("--ms-flip", action="store_true")
+    parser.add_argument("--plot", type=Path, default=None, help="also write training curves (PNG)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows, per_class = [], {}
@@ -65,6 +85,8 @@ def main() -> None:
         print(f"| {label}{kw} | {params / 1e6:.2f}M | {macs / 1e9:.2f}G | {iters} | "
               f"{size[0]}x{size[1]} ({crop[0]}x{crop[1]}) | {100 * single.miou:.2f} |{extra} "
               f"{100 * single.pixel_accuracy:.2f} | {seconds / 60:.0f} min |")
+    if args.plot:
+        plot_curves(args.runs, [r[0] for r in rows], args.plot)
     classes = next(iter(per_class.values())).classes
     print()
     print("| class | " + " | ".join(per_class) + " |")
