@@ -4,11 +4,10 @@
 setup:
 	@bash tools/setup.sh
 
-# The main job on the bundled data: a short DARTS search with Hessian eigenvalue tracking, then
-# the decoded architecture. (Issue 8 turns this into `nasseg demo`: Ray, retraining, the report.)
+# The main job on the bundled data: a short DARTS search with Hessian eigenvalue tracking on an
+# embedded local Ray, decode, drawings, a short retrain, evaluation and the HTML report.
 demo: setup
-	.venv/bin/nasseg search jobs/demo.yaml --restart
-	.venv/bin/nasseg decode runs/demo/seed0
+	.venv/bin/nasseg demo
 
 # The default test suite (CI runs this through .ci/run). Exit status 5 = no tests collected.
 test: setup

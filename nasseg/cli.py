@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-o", "--output", default=None, metavar="ARCH.yaml", help="write here instead of stdout")
     dec.set_defaults(run=cmd_decode)
 
+    from .demo import add_demo_parser
+    add_demo_parser(sub)
     from .train.cli import add_train_parser
     add_train_parser(sub, parse_size)
     from .data.check import add_data_parser
