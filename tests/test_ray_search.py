@@ -17,7 +17,7 @@ import yaml
 from ray import tune
 
 from nasseg.errors import NassegError, SpecError
-from nasseg.runner.cli import main as runner_main
+from nasseg.cli import main as runner_main  # the nasseg command line, in-process
 from nasseg.runner.hpo import pareto_mask, parse_hpo_job
 from nasseg.runner.inprocess import run_in_process
 from nasseg.runner.results import collect_results, summarize

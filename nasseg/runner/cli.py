@@ -1,7 +1,7 @@
 """Command-line pieces of the runner: the body of ``nasseg search`` and ``nasseg results``.
 
 ``nasseg.cli`` wires them in (``add_search_ray_arguments``, ``run_search_command``,
-``add_results_parser``); ``python -m nasseg.runner`` runs the two commands on their own.
+``add_results_parser``).
 Ray is imported only when a command needs it, so ``--help`` and ``--no-ray`` stay fast.
 """
 
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import Sequence
 
 from ..errors import NassegError
 from ..spec_reader import load_yaml
@@ -115,40 +113,3 @@ def cmd_results(args: argparse.Namespace) -> int:
                 print()
                 print(format_summary(summary).to_string(index=False))
     return 0
-
-
-# --- python -m nasseg.runner ----------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    """``search`` and ``results`` alone: the same options as in ``nasseg``."""
-    parser = argparse.ArgumentParser(prog="python -m nasseg.runner",
-                                     description="nasseg search / results (Ray Tune runner)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    search = sub.add_parser("search", help="run a search or HPO job")
-    search.add_argument("job", metavar="JOB.yaml")
-    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    search.add_argument("--resume", action="store_true")
-    search.add_argument("--restart", action="store_true")
-    search.add_argument("--out", default="runs", metavar="DIR")
-    search.add_argument("--seed", type=int, default=None)
-    search.add_argument("--quiet", action="store_true")
-    add_search_ray_arguments(search)
-    search.set_defaults(run=run_search_command)
-    add_results_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except NassegError as exc:
-        print(f"nasseg: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nasseg: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `... | head`: the reader left
-        sys.stdout = open(os.devnull, "w")
-        return 0
