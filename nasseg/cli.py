@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     from .runner.cli import add_results_parser
     add_results_parser(sub)
+    from .runner.cluster_cli import add_cluster_parsers
+    add_cluster_parsers(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ from ..errors import NassegError
 
 # flag -> job key; flags left unset keep the job's value (or the default)
 FLAG_KEYS = {"data": "data.dataset", "size": "data.size", "crop": "data.crop",
-             "batch_size": "data.batch_size", "workers": "data.workers", "iters": "iters",
+             "batch_size": "data.batch_size", "loader_workers": "data.workers", "iters": "iters",
              "lr": "optim.lr", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
              "seed": "seed", "device": "device", "name": "name", "pretrained": "pretrained"}
 
@@ -43,6 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     config = load_config(args)
+    if args.workers is not None:
+        return _train_distributed(args, config)
+    if args.address:
+        raise NassegError("--address runs Ray Train workers on a cluster; pass --workers N with it")
     trainer = Trainer(config, args.out, resume=args.resume, restart=args.restart, progress=not args.quiet)
     where = f"resuming {trainer.run_dir} at iteration {trainer.iteration}" if args.resume \
         else f"training {config.name} -> {trainer.run_dir}"
@@ -59,6 +63,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_distributed(args: argparse.Namespace, config) -> int:
+    """``--workers N``: data-parallel training on Ray Train workers (nasseg.runner.distributed_train)."""
+    from ..runner.distributed_train import resume_point, run_distributed
+
+    run_dir = Path(args.out).resolve() / config.name
+    if args.resume and (run_dir / "checkpoints" / "last.pt").is_file():
+        verb = f"resuming {run_dir} at iteration {resume_point(run_dir)}"
+    else:
+        verb = f"training {config.name} -> {run_dir}"
+    print(f"{verb} on {args.workers} Ray Train workers ({config.iters} iterations, global batch "
+          f"{config.data.batch_size})", flush=True)
+    result = run_distributed(config, args.out, args.workers, resume=args.resume, restart=args.restart,
+                             address=args.address, progress=not args.quiet)
+    if result is None:
+        return 0
+    print(f"val mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
+          f"({result['iterations']} iterations, {result['train_seconds']:.0f} s training)")
+    print(f"weights: {run_dir / 'final.pt'}   results: {run_dir / 'result.json'}")
+    return 0
+
+
 def add_train_parser(sub: argparse._SubParsersAction, parse_size) -> None:
     train = sub.add_parser(
         "train", help="train a decoded architecture or a baseline model (SGD, poly lr, resumable)",
@@ -68,7 +93,7 @@ def add_train_parser(sub: argparse._SubParsersAction, parse_size) -> None:
                     "final.pt and result.json (val mIoU, per-class IoU).",
         epilog="Examples: nasseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid "
                "--size 180x240 --crop 160x224 --iters 2000;  nasseg train jobs/retrain_camvid_icnet.yaml "
-               "--resume")
+               "--resume;  nasseg train jobs/retrain_camvid_icnet.yaml --workers 2")
     train.add_argument("target", metavar="MODEL_OR_ARCH_OR_JOB")
     train.add_argument("--data", metavar="DATASET[:PATH]", default=None,
                        help="e.g. camvid:../shared/data/camvid, cityscapes:/data/cityscapes, camvid_demo")
@@ -78,7 +103,13 @@ def add_train_parser(sub: argparse._SubParsersAction, parse_size) -> None:
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--iters", type=int, default=None, help="training iterations")
     train.add_argument("--lr", type=float, default=None, help="base learning rate (poly decay)")
-    train.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
+    train.add_argument("--loader-workers", type=int, default=None, metavar="N",
+                       help="data-loading processes per training process (job key data.workers)")
+    train.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="data-parallel training on N Ray Train workers (gloo on CPU, NCCL on GPU); "
+                            "data.batch_size stays the global batch")
+    train.add_argument("--address", default=None, metavar="ADDR",
+                       help="with --workers: the Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                        help="write a resumable checkpoint every N iterations")
     train.add_argument("--eval-every", type=int, default=None, metavar="N",

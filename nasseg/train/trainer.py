@@ -16,6 +16,11 @@ of item i by (seed, e, i) (see nasseg.data.datasets), the learning rate is a clo
 iteration, and the checkpoint carries the optimiser and RNG states; so a run killed after its
 checkpoint at iteration k and resumed ends with the same weights as an uninterrupted run (CPU:
 bitwise, tested).
+
+Data-parallel runs (``nasseg train --workers N``, nasseg.runner.distributed_train) construct one
+Trainer per process with ``rank``/``world_size``: every rank takes its slice of each global batch
+(so data.batch_size stays the global batch), losses are averaged over ranks, and only rank 0
+writes the run directory.
 """
 
 from __future__ import annotations
@@ -62,13 +67,19 @@ class EpochBatches(Sampler[list[int]]):
     """Batches of one epoch in a (seed, epoch)-seeded order, starting at batch ``start``.
 
     Starting mid-epoch without loading the skipped batches is what makes resume cheap; dropping
-    the last partial batch keeps BatchNorm away from batches of one.
+    the last partial batch keeps BatchNorm away from batches of one. With ``world_size`` > 1 this
+    rank gets its contiguous slice of every global batch: the ranks together see exactly the
+    batches of a one-process run.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0):
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0,
+                 rank: int = 0, world_size: int = 1):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(size, generator=generator).tolist()
         self.batches = [order[i:i + batch_size] for i in range(0, size - batch_size + 1, batch_size)]
+        if world_size > 1:
+            per = batch_size // world_size
+            self.batches = [batch[rank * per:(rank + 1) * per] for batch in self.batches]
         self.start = start
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -107,17 +118,43 @@ def model_record(config: TrainConfig, num_classes: int) -> dict[str, Any]:
             "args": dict(config.model_args), "num_classes": num_classes}
 
 
+def prepare_run_dir(config: TrainConfig, out: str | Path, resume: bool, restart: bool) -> Path:
+    """Check OUT/<name> against --resume/--restart (once, before any training process starts)
+    and write config.yaml; the run directory."""
+    run_dir = Path(out) / config.name
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and not last.is_file():
+        raise NassegError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        if not restart:
+            raise NassegError(f"{run_dir} already exists; pass --resume to continue it or "
+                              f"--restart to discard it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_train_job(config))
+    return run_dir
+
+
 class Trainer:
-    """One training run; ``run()`` trains to ``config.iters`` (or ``stop_at``) and evaluates."""
+    """One training run; ``run()`` trains to ``config.iters`` (or ``stop_at``) and evaluates.
+
+    ``rank``/``world_size`` make it one process of a data-parallel run: a subclass wraps
+    ``self.net`` (DistributedDataParallel) and hooks ``after_checkpoint``; rank 0 alone writes.
+    """
 
     def __init__(self, config: TrainConfig, out: str | Path = "runs/train", *, resume: bool = False,
-                 restart: bool = False, progress: bool = True):
+                 restart: bool = False, progress: bool = True, rank: int = 0, world_size: int = 1):
         from ..data.registry import build_dataset
 
         self.config = config
         self.run_dir = Path(out) / config.name
-        self.progress = progress
+        self.rank, self.world_size = rank, world_size
+        self.is_writer = rank == 0
+        self.progress = progress and self.is_writer
         self.device = pick_device(config.device)
+        if config.data.batch_size % world_size:
+            raise NassegError(f"data.batch_size {config.data.batch_size} does not split over {world_size} "
+                              f"workers; use a multiple of {world_size}")
         self._prepare_run_dir(resume, restart)
         d = config.data
         probe = build_dataset(d.dataset, d.train_split)
@@ -134,6 +171,7 @@ class Trainer:
         self.model = build_model_for(config, probe.num_classes).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: nn.Module = self.model  # what the training step calls (a DDP wrapper in parallel runs)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.optim.lr,
                                          momentum=config.optim.momentum,
                                          weight_decay=config.optim.weight_decay,
@@ -154,19 +192,10 @@ class Trainer:
     # --- run directory -------------------------------------------------------------------------
 
     def _prepare_run_dir(self, resume: bool, restart: bool) -> None:
-        last = self.run_dir / "checkpoints" / "last.pt"
-        if resume and not last.is_file():
-            raise NassegError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt)")
-        if not resume and self.run_dir.exists() and any(self.run_dir.iterdir()):
-            if not restart:
-                raise NassegError(f"{self.run_dir} already exists; pass --resume to continue it or "
-                                  f"--restart to discard it")
-            shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", dump_train_job(self.config))
+        prepare_run_dir(self.config, self.run_dir.parent, resume, restart)
 
-    def _load_resume_state(self) -> None:
-        payload = read_checkpoint(self.run_dir / "checkpoints" / "last.pt", map_location=self.device)
+    def _load_resume_state(self, path: Path | None = None) -> None:
+        payload = read_checkpoint(path or self.run_dir / "checkpoints" / "last.pt", map_location=self.device)
         state = payload["training"]
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -176,8 +205,9 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         self.iteration = int(payload["iteration"])
         self.elapsed = float(state["elapsed"])
-        _truncate_csv(self.run_dir / "log.csv", self.iteration)  # rows written after the checkpoint
-        _truncate_csv(self.run_dir / "eval.csv", self.iteration)
+        if self.is_writer:
+            _truncate_csv(self.run_dir / "log.csv", self.iteration)  # rows written after the checkpoint
+            _truncate_csv(self.run_dir / "eval.csv", self.iteration)
 
     def _payload(self, with_training: bool) -> dict[str, Any]:
         payload = {"model": self.model_record, "data": self.meta,
@@ -194,6 +224,19 @@ class Trainer:
     def save(self) -> None:
         save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._payload(with_training=True))
 
+    def after_checkpoint(self) -> None:
+        """Called on every rank at each checkpoint (after rank 0 wrote last.pt); a hook."""
+
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a per-rank scalar over all ranks (itself in a one-process run)."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
     # --- training ------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -202,7 +245,8 @@ class Trainer:
         epoch, start = divmod(self.iteration, spe)
         while True:
             self.train_set.set_epoch(epoch)
-            sampler = EpochBatches(len(self.train_set), d.batch_size, self.config.seed, epoch, start)
+            sampler = EpochBatches(len(self.train_set), d.batch_size, self.config.seed, epoch, start,
+                                   self.rank, self.world_size)
             # own generator: a DataLoader iterator otherwise draws its base seed from the global RNG
             loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=d.workers,
                                 generator=torch.Generator().manual_seed(epoch),
@@ -221,11 +265,12 @@ class Trainer:
             group["lr"] = lr
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         with autocast:
-            outputs = as_outputs(self.model(image))
+            outputs = as_outputs(self.net(image))
         weights = loss_weights_for(self.model, len(outputs), config.loss_weights)
         loss, terms = segmentation_loss(outputs, label, weights, self.ignore_index)
-        if not torch.isfinite(loss):
-            raise NassegError(f"training diverged at iteration {self.iteration + 1}: loss is {loss.item()}; "
+        mean_loss = self.mean_over_ranks(loss.detach())  # every rank sees the same value: all stop together
+        if not torch.isfinite(mean_loss):
+            raise NassegError(f"training diverged at iteration {self.iteration + 1}: loss is {mean_loss.item()}; "
                               f"checkpoints/last.pt holds the last good state; lower optim.lr "
                               f"or set optim.grad_clip and resume with --resume")
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,18 +280,18 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.item(), [t.item() for t in terms], float(grad_norm)
+        return mean_loss.item(), [t.item() for t in terms], float(grad_norm)
 
     def run(self, stop_at: int | None = None) -> dict[str, Any] | None:
         """Train up to ``stop_at`` (default: the end), then evaluate and write final.pt when done."""
         config = self.config
         stop_at = config.iters if stop_at is None else min(stop_at, config.iters)
-        writer = _tensorboard(self.run_dir / "tb", purge_step=self.iteration)
+        writer = _tensorboard(self.run_dir / "tb", purge_step=self.iteration) if self.is_writer else None
         bar = tqdm(total=config.iters, initial=self.iteration, disable=not self.progress,
                    desc=config.name, unit="it", dynamic_ncols=True)
         window: list[float] = []
         window_start = time.perf_counter()
-        self.model.train()
+        self.net.train()
         try:
             for image, label in self.batches():
                 if self.iteration >= stop_at:
@@ -257,7 +302,7 @@ class Trainer:
                 self.elapsed += time.perf_counter() - started
                 window.append(loss)
                 bar.update(1)
-                if self.iteration % config.log_every == 0 or self.iteration == config.iters:
+                if self.is_writer and (self.iteration % config.log_every == 0 or self.iteration == config.iters):
                     seconds = time.perf_counter() - window_start
                     row = {"iteration": self.iteration, "epoch": (self.iteration - 1) // self.steps_per_epoch,
                            "loss": sum(window) / len(window), "lr": poly_lr(config, self.iteration - 1),
@@ -268,15 +313,18 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}",
                                     img_s=f"{row['images_per_s']:.1f}")
                     window, window_start = [], time.perf_counter()
-                if config.eval_every and self.iteration % config.eval_every == 0 \
+                if self.is_writer and config.eval_every and self.iteration % config.eval_every == 0 \
                         and self.iteration < config.iters:
                     self.validate(writer)
                 if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iters:
-                    self.save()
+                    if self.is_writer:
+                        self.save()
+                    self.after_checkpoint()
         finally:
             bar.close()
-        if self.iteration < config.iters:
-            writer.close()
+        if self.iteration < config.iters or not self.is_writer:
+            if writer is not None:
+                writer.close()
             return None
         result = self.finish(writer)
         writer.close()

@@ -1,0 +1,244 @@
+"""``nasseg train --workers N``: data-parallel retraining with Ray Train (``TorchTrainer``).
+
+Every worker runs the ordinary :class:`~nasseg.train.trainer.Trainer` on its slice of each
+seeded global batch (data.batch_size stays the global batch, so a 2-worker run follows the same
+learning-rate schedule and sees the same images as a 1-process run); DistributedDataParallel
+averages the gradients (gloo on CPU, NCCL on GPU, SyncBatchNorm on GPU). Rank 0 writes the normal
+run directory (log.csv, checkpoints/last.pt, final.pt, result.json), so evaluate / predict / export
+and ``--resume`` treat it like any other run. Each checkpoint is also reported to Ray Train
+(OUT/<name>/ray_train/): when a worker dies, Ray Train restarts the group from it
+(``max_failures``), and a resumed run starts from the newer of it and checkpoints/last.pt.
+
+BatchNorm on CPU uses each worker's share of the batch for its statistics (torch has no
+SyncBatchNorm on CPU), and the loss is a mean per rank before averaging: with different worker
+counts the losses stay close but the weights take another path (numbers in docs/ray.md). One
+worker matches a run without Ray bitwise; the same worker count resumes bitwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..errors import NassegError
+from ..train.checkpoint import read_checkpoint
+from ..train.config import TrainConfig
+from ..train.trainer import Trainer, prepare_run_dir
+
+MAX_FAILURES = 2  # worker-group restarts from the last reported checkpoint before giving up
+RAY_TRAIN_DIR = "ray_train"  # Ray Train's storage inside the run directory
+
+
+def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resume: bool = False,
+                    restart: bool = False, address: str | None = None, num_cpus: int | None = None,
+                    progress: bool = True, stop_at: int | None = None,
+                    max_failures: int = MAX_FAILURES) -> dict[str, Any] | None:
+    """Train ``config`` on ``workers`` Ray Train workers; result.json's contents once finished
+    (None when stopped early by ``stop_at``, which tests use to interrupt a run)."""
+    from .ray_session import ray_session
+
+    if workers < 1:
+        raise NassegError(f"--workers must be >= 1, got {workers}")
+    if config.data.batch_size % workers:
+        raise NassegError(f"data.batch_size {config.data.batch_size} does not split over {workers} workers; "
+                          f"use a multiple of {workers} (it stays the global batch)")
+    run_dir = prepare_run_dir(config, Path(out).resolve(), resume, restart)
+    with ray_session(address, num_cpus):
+        use_gpu, cpus = plan_workers(config, workers)
+        trainer = _torch_trainer(config, run_dir, workers, use_gpu, cpus, resume, stop_at, max_failures)
+        follower = LogFollower(run_dir, config.iters, resume_point(run_dir) if resume else 0) if progress else None
+        try:
+            trainer.fit()
+        except Exception as exc:  # a worker's exception, wrapped by Ray Train
+            raise NassegError(f"distributed training of {run_dir} failed: {worker_error(exc)}; "
+                              f"fix the cause and continue with --resume") from None
+        finally:
+            if follower:
+                follower.stop()
+    result = run_dir / "result.json"
+    if stop_at is not None and stop_at < config.iters or not result.exists():
+        return None
+    import json
+
+    return json.loads(result.read_text())
+
+
+def resume_point(run_dir: Path) -> int:
+    """The iteration a resumed run continues from (its checkpoints/last.pt)."""
+    return _iteration(run_dir / "checkpoints" / "last.pt")
+
+
+def plan_workers(config: TrainConfig, workers: int) -> tuple[bool, int]:
+    """GPU or not, and CPUs per worker; fails fast when the workers can never be placed (Ray
+    would otherwise wait for them forever)."""
+    import ray
+
+    total = ray.cluster_resources()
+    gpus, cpus = total.get("GPU", 0.0), total.get("CPU", 0.0)
+    if config.device == "cpu":
+        use_gpu = False
+    elif config.device.startswith("cuda"):
+        use_gpu = True
+    else:  # auto: GPUs when the cluster has one per worker
+        use_gpu = gpus >= workers
+    if use_gpu and gpus < workers:
+        raise NassegError(f"{workers} GPU workers need {workers} GPUs, the cluster has {gpus:g}; "
+                          f"lower --workers or use --device cpu")
+    if cpus < workers:
+        raise NassegError(f"{workers} workers need a CPU each, the cluster has {cpus:g}; lower --workers")
+    largest_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=cpus)
+    return use_gpu, max(1, int(min(cpus // workers, largest_node)))
+
+
+def _torch_trainer(config: TrainConfig, run_dir: Path, workers: int, use_gpu: bool, cpus: int,
+                   resume: bool, stop_at: int | None, max_failures: int):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    loop_config = {"config": portable_config(config), "out": str(run_dir.parent), "resume": resume, "stop_at": stop_at,
+                   "use_gpu": use_gpu, "threads": cpus}
+    return TorchTrainer(
+        train_worker, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
+        run_config=RunConfig(name=RAY_TRAIN_DIR, storage_path=str(run_dir),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+
+
+def portable_config(config: TrainConfig) -> TrainConfig:
+    """Relative paths (an ArchSpec model, pretrained weights, a dataset folder) made absolute:
+    workers need not run in the driver's folder."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    name, sep, folder = config.data.dataset.partition(":")
+    data = dataclasses.replace(config.data, dataset=name + sep + absolute(folder) if sep else name)
+    model = absolute(config.model) if config.model.endswith((".yaml", ".yml")) else config.model
+    return dataclasses.replace(config, model=model, pretrained=absolute(config.pretrained), data=data)
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: the Trainer on this rank's shard."""
+    context = ray.train.get_context()
+    torch.set_num_threads(int(loop_config["threads"]))
+    config: TrainConfig = loop_config["config"]
+    if loop_config["use_gpu"]:
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+        config = dataclasses.replace(config, device=str(device))
+    else:
+        config = dataclasses.replace(config, device="cpu")
+    trainer = RankTrainer(config, loop_config["out"], resume=bool(loop_config["resume"]),
+                          rank=context.get_world_rank(), world_size=context.get_world_size(),
+                          ray_checkpoint=ray.train.get_checkpoint())
+    trainer.run(stop_at=loop_config["stop_at"])
+
+
+class RankTrainer(Trainer):
+    """A Trainer as one rank of a Ray Train worker group."""
+
+    def __init__(self, config: TrainConfig, out: str | Path, *, resume: bool, rank: int, world_size: int,
+                 ray_checkpoint: Any = None):
+        self.ray_checkpoint = ray_checkpoint  # set by Ray Train after a worker-group restart or on resume
+        super().__init__(config, out, resume=resume or ray_checkpoint is not None, progress=False,
+                         rank=rank, world_size=world_size)
+        if self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # keeps the parameters
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device])
+        else:
+            self.net = DistributedDataParallel(self.model)
+
+    def _prepare_run_dir(self, resume: bool, restart: bool) -> None:
+        """The driver prepared the run directory before starting the workers."""
+
+    def _load_resume_state(self, path: Path | None = None) -> None:
+        """Continue from the newer of checkpoints/last.pt and Ray Train's latest checkpoint."""
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if self.ray_checkpoint is None:
+            return super()._load_resume_state(last)
+        with self.ray_checkpoint.as_directory() as folder:
+            reported = Path(folder) / "last.pt"
+            newer = not last.is_file() or _iteration(reported) > _iteration(last)
+            return super()._load_resume_state(reported if newer else last)
+
+    def after_checkpoint(self) -> None:
+        """Report the checkpoint to Ray Train (a barrier: every rank reports, rank 0 with the file)."""
+        metrics = {"iteration": self.iteration}
+        if not self.is_writer:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="nasseg-ckpt-") as folder:
+            last = self.run_dir / "checkpoints" / "last.pt"
+            try:
+                os.link(last, Path(folder) / "last.pt")  # no copy on the same filesystem
+            except OSError:
+                shutil.copy2(last, Path(folder) / "last.pt")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _iteration(path: Path) -> int:
+    return int(read_checkpoint(path)["iteration"])
+
+
+def worker_error(exc: BaseException) -> str:
+    """The last line of the worker's traceback that Ray Train wraps into its own error."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(("nasseg.errors.", "NassegError", "SpecError")):
+            return line.split(": ", 1)[-1]
+    return lines[-1] if lines else type(exc).__name__
+
+
+class LogFollower:
+    """Prints the rows rank 0 appends to log.csv / eval.csv while the workers train (their own
+    output stays in Ray's worker logs). Rows up to iteration ``start`` are old: a resumed run
+    rewrites the ones after its checkpoint, and those are printed (again)."""
+
+    def __init__(self, run_dir: Path, iters: int, start: int = 0, interval: float = 1.0):
+        self.paths = {"log": run_dir / "log.csv", "eval": run_dir / "eval.csv"}
+        self.printed = {name: start for name in self.paths}  # the last iteration shown, per file
+        self.iters = iters
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        for name, path in self.paths.items():
+            if not path.exists():
+                continue
+            with path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            for row in rows:
+                if row.get("iteration") and int(row["iteration"]) > self.printed[name]:
+                    print(self.format(name, row), flush=True)
+                    self.printed[name] = int(row["iteration"])
+
+    def format(self, name: str, row: dict[str, str]) -> str:
+        it = f"iteration {int(row['iteration']):>{len(str(self.iters))}}/{self.iters}"
+        if name == "eval":
+            return f"{it}  val mIoU {float(row['miou']):.4f}  pixel accuracy {float(row['pixel_accuracy']):.4f}"
+        return (f"{it}  loss {float(row['loss']):.4f}  lr {float(row['lr']):.2e}  "
+                f"{float(row['images_per_s']):.1f} images/s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
