@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from nasseg import cli
-from nasseg.runner.cluster_cli import add_cluster_parsers
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -33,28 +32,6 @@ VENV_BIN = Path(sys.executable).parent
 TINY_SEARCH = ["--set", "epochs=1", "--set", "data.crop=[32,32]", "--set", "data.limit=8",
                "--set", "hessian.iters=2"]
 OUTPUTS: list[str] = []  # everything the commands printed: the token must appear in none of it
-# `nasseg ...` in a fresh process (the cluster commands added to nasseg.cli's parser if it lacks them)
-CLI_PROCESS = ("import sys, nasseg.cli as cli\n"
-               "from nasseg.runner.cluster_cli import add_cluster_parsers\n"
-               "build = cli.build_parser\n"
-               "def with_cluster_commands():\n"
-               "    parser = build()\n"
-               "    commands = parser._subparsers._group_actions[0]\n"
-               "    if 'submit' not in commands.choices:\n"
-               "        add_cluster_parsers(commands)\n"
-               "    return parser\n"
-               "cli.build_parser = with_cluster_commands\n"
-               "sys.exit(cli.main(sys.argv[1:]))\n")
-
-
-def parser_with_cluster_commands(build=cli.build_parser):
-    parser = build()
-    commands = parser._subparsers._group_actions[0]
-    if "submit" not in commands.choices:  # until nasseg.cli wires add_cluster_parsers in
-        add_cluster_parsers(commands)
-    return parser
-
-
 @dataclass(frozen=True)
 class Cluster:
     address: str  # the dashboard (Jobs API), http://127.0.0.1:PORT
@@ -160,11 +137,7 @@ def client(cluster, monkeypatch, tmp_path):
 
 def nasseg(capsys, argv: list[str]) -> tuple[int, str, str]:
     """Runs one `nasseg` command in this process; (exit status, stdout, stderr)."""
-    build, cli.build_parser = cli.build_parser, parser_with_cluster_commands
-    try:
-        code = cli.main(argv)
-    finally:
-        cli.build_parser = build
+    code = cli.main(argv)
     out, err = capsys.readouterr()
     OUTPUTS.append(out + err)
     return code, out, err
@@ -318,7 +291,7 @@ def test_token_is_required_checked_and_never_printed(client, tmp_path, capsys, m
     # no token at all: a fresh process, so that no Ray state of this one can supply one
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(tmp_path / "empty_home")
-    done = subprocess.run([sys.executable, "-c", CLI_PROCESS, "status", "--address", client.address],
+    done = subprocess.run([sys.executable, "-m", "nasseg.cli", "status", "--address", client.address],
                           env=env, capture_output=True, text=True, timeout=120)
     OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 2, done.stderr
@@ -337,7 +310,7 @@ def test_token_from_the_environment_works_in_a_fresh_process(client, tmp_path):
     """The whole output of a real `status` run (Ray's own logging included) never shows the token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(tmp_path / "home"), RAY_AUTH_TOKEN=client.token, RAY_ADDRESS=client.address)
-    done = subprocess.run([sys.executable, "-c", CLI_PROCESS, "status"], env=env,
+    done = subprocess.run([sys.executable, "-m", "nasseg.cli", "status"], env=env,
                           capture_output=True, text=True, timeout=120)
     OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 0 and done.stdout.startswith("JOB"), done.stderr

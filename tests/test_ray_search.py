@@ -229,7 +229,7 @@ def test_results_of_in_process_runs(work):
 
 def start_search(job, out, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nasseg.runner", "search", str(job), "--out", str(out), *extra],
+    return subprocess.Popen([sys.executable, "-m", "nasseg.cli", "search", str(job), "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
 
@@ -257,7 +257,7 @@ def test_killed_driver_then_resume_finishes_every_trial(work):
     unfinished = [s for s in (0, 1) if not (out / "t" / f"seed{s}" / "result.json").exists()]
     assert unfinished, "both trials finished before the driver was killed"
 
-    resumed = subprocess.run([sys.executable, "-m", "nasseg.runner", "search", str(job), "--out", str(out),
+    resumed = subprocess.run([sys.executable, "-m", "nasseg.cli", "search", str(job), "--out", str(out),
                               "--resume"], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -151,6 +151,10 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
     return config.name, config.data.root
 
 
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+STARTUP_GRACE_S = 5.0  # how long submit watches a started job for an immediate failure
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .jobs_api import UPLOAD_EXCLUDES, ClusterJobs, safe_address
 
@@ -174,6 +178,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.follow:
         return follow_job(jobs, job_id)
     info = wait_for(jobs, job_id, until=lambda s: s != "PENDING", timeout=300)
+    if str(info.status) == "RUNNING":  # a broken entrypoint shows RUNNING for a moment before FAILED
+        info = wait_for(jobs, job_id, until=lambda s: s in TERMINAL, timeout=STARTUP_GRACE_S)
     print(f"job {job_id}: {info.status}", flush=True)
     if info.status in ("FAILED", "STOPPED"):
         tail = jobs.logs(job_id).strip().splitlines()[-15:]
@@ -210,7 +216,6 @@ def follow_job(jobs: Any, job_id: str) -> int:
     return 1
 
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def one_line(text: str | None) -> str:
