@@ -6,6 +6,9 @@ match the paper; the only change is that :class:`FactorizedReduce` also accepts 
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,3 +113,25 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True),
         )
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
+    """Forward passes keep using batch statistics but leave the running averages as they were.
+
+    For passes that are not a real training step: architecture gradients, Hessian products, and
+    the recomputed forward of an activation-checkpointed block (which must not count twice).
+    """
+    saved = []
+    for module in (m for root in modules for m in root.modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            saved.append((module, module.running_mean.clone(), module.running_var.clone(),
+                          module.num_batches_tracked.clone()))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, mean, var, count in saved:
+                module.running_mean.copy_(mean)
+                module.running_var.copy_(var)
+                module.num_batches_tracked.copy_(count)

@@ -4,36 +4,21 @@ First order: grad_alpha L_val(w, alpha).
 Second order: with the real optimizer update w' = w - xi (momentum * buf + grad_w L_train(w) + wd w),
     grad = grad_alpha L_val(w', alpha) - xi * H v,   v = grad_w' L_val(w', alpha),
     H v ~ (grad_alpha L_train(w + R v) - grad_alpha L_train(w - R v)) / (2R),  R = 0.01 / ||v||.
-All passes here leave BatchNorm running statistics untouched (only real weight steps update them).
+All passes here leave BatchNorm running statistics untouched (only real weight steps update them),
+and each freezes the parameters it needs no gradient for (see steps.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from ..layers import frozen_bn_stats
+from .steps import frozen
+
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Forward passes keep using batch statistics but do not move the running averages."""
-    saved = []
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            saved.append((module, module.running_mean.clone(), module.running_var.clone(),
-                          module.num_batches_tracked.clone()))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for module, mean, var, count in saved:
-                module.running_mean.copy_(mean)
-                module.running_var.copy_(var)
-                module.num_batches_tracked.copy_(count)
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -42,7 +27,7 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def first_order_grads(model, loss_fn: LossFn, x_val, y_val) -> list[torch.Tensor]:
     arch = model.arch_parameters()
-    with frozen_bn_stats(model):
+    with frozen_bn_stats(model), frozen(model.weight_parameters()):
         loss = loss_fn(model, x_val, y_val)
         return list(torch.autograd.grad(loss, arch))
 
@@ -61,7 +46,8 @@ def second_order_grads(model, loss_fn: LossFn, x_train, y_train, x_val, y_val,
     with frozen_bn_stats(model):
         saved = [w.detach().clone() for w in weights]
         # virtual step w' = w - xi * (momentum * buf + grad + wd * w)
-        grads = torch.autograd.grad(loss_fn(model, x_train, y_train), weights, allow_unused=True)
+        with frozen(arch):
+            grads = torch.autograd.grad(loss_fn(model, x_train, y_train), weights, allow_unused=True)
         with torch.no_grad():
             for w, g in zip(weights, grads):
                 step = (g if g is not None else torch.zeros_like(w)) + weight_decay * w
@@ -84,7 +70,8 @@ def second_order_grads(model, loss_fn: LossFn, x_train, y_train, x_val, y_val,
             with torch.no_grad():
                 for w, d in zip(weights, v):
                     w.add_(sign * radius * d)
-            arch_grads.append(torch.autograd.grad(loss_fn(model, x_train, y_train), arch))
+            with frozen(weights):
+                arch_grads.append(torch.autograd.grad(loss_fn(model, x_train, y_train), arch))
         with torch.no_grad():
             for w, s in zip(weights, saved):
                 w.copy_(s)

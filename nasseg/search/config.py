@@ -9,7 +9,8 @@
     seeds: [0]
     weights: {lr: 0.025, lr_min: 0.001, momentum: 0.9, weight_decay: 3.0e-4, grad_clip: 5}
     arch: {lr: 3.0e-4, betas: [0.5, 0.999], weight_decay: 1.0e-3, start_epoch: 0}
-    hessian: {every: 1, iters: 20}
+    hessian: {every: 1, iters: 20, tol: 1.0e-3, warm_start: true}
+    supernet: {checkpoint: false, prune_below: 0.0}   # memory/time trade-offs (docs/performance.md)
     early_stop: {rule: paper, window: 5, ratio: 0.75}
     resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads)
     max_failures: 2              # Ray: restarts of a trial whose worker died, from its last epoch
@@ -71,6 +72,17 @@ class HessianConfig:
     every: int = 1  # compute the dominant eigenvalue every N epochs (0 = never)
     iters: int = 20  # Lanczos steps
     batch_size: int | None = None  # the fixed validation batch; default: data.batch_size
+    tol: float = 1e-3  # Lanczos stops when the Ritz residual is below tol * |eigenvalue|
+    warm_start: bool = True  # start Lanczos from the previous epoch's eigenvector (converges in few steps)
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """How the supernet is computed; none of these changes what is searched except prune_below."""
+    checkpoint: bool = False  # recompute each state's activations in backward: far less memory, ~1.3x time
+    prune_below: float = 0.0  # skip candidate ops whose softmax weight fell below this (0 = never)
+    channels_last: bool = True  # CUDA only: NHWC memory format for the convolutions
+    amp: bool = False  # CUDA only: bfloat16 autocast in the weight and first-order architecture steps
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ class SearchConfig:
     file: str | None = None
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,8 +184,14 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     hessian_sec = root.section("hessian", {})
     hessian = HessianConfig(every=hessian_sec.get_int("every", 1, minimum=0),
                             iters=hessian_sec.get_int("iters", 20, minimum=2),
-                            batch_size=hessian_sec.get_int("batch_size", None, minimum=1))
+                            batch_size=hessian_sec.get_int("batch_size", None, minimum=1),
+                            tol=hessian_sec.get("tol", float, 1e-3),
+                            warm_start=hessian_sec.get("warm_start", bool, True))
     hessian_sec.finish()
+    if not 0 < hessian.tol < 1:
+        raise hessian_sec.error("tol", f"expected a number between 0 and 1, got {hessian.tol:g}")
+    supernet_sec = root.section("supernet", {})
+    supernet = SupernetConfig(**_read_fields(supernet_sec, SupernetConfig()))
 
     seeds = root.get("seeds", (list, int), [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
@@ -192,12 +211,24 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     root.finish()
     config = SearchConfig(name, space, algorithm, order, DataConfig(**data_values), epochs, tuple(seeds),
                           weights, arch, hessian, early_stop, alpha_limit, device, file,
-                          resources=resources, max_failures=max_failures)
+                          resources=resources, max_failures=max_failures, supernet=supernet)
     try:
-        resolve_space_path(config)
+        space_path = resolve_space_path(config)
     except SpecError as exc:
         raise root.error("space", exc.message) from None
+    _check_prune_threshold(supernet_sec, supernet.prune_below, space_path)
     return config
+
+
+def _check_prune_threshold(sec: Section, threshold: float, space_path: str) -> None:
+    """A threshold at or above 1/(ops on an edge) could prune every op of a fresh edge."""
+    if threshold == 0:
+        return
+    from .. import space as spaces
+    widest = max(len(data["ops"]) for _, _, data in spaces.load(space_path).cell_graph.edges(data=True))
+    if not 0 < threshold < 1 / widest:
+        raise sec.error("prune_below", f"expected 0 (off) or a weight below 1/{widest} = {1 / widest:.3g} "
+                        f"(an edge with {widest} candidates starts at that weight), got {threshold:g}")
 
 
 def _read_resources(sec: Section) -> ResourcesConfig:

@@ -46,18 +46,23 @@ def hessian_vector_product(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> C
 
 
 def dominant_eigenvalue(loss_fn: LossFn, params: Sequence[torch.Tensor], iters: int = 50, tol: float = 1e-4,
-                        generator: torch.Generator | None = None) -> tuple[float, torch.Tensor, int]:
+                        generator: torch.Generator | None = None,
+                        start: torch.Tensor | None = None) -> tuple[float, torch.Tensor, int]:
     """(largest algebraic eigenvalue, unit eigenvector flattened over ``params``, Lanczos steps).
 
     Lanczos runs at most ``iters`` steps (one Hessian-vector product each, and never more than
     the dimension) and stops once the Ritz residual ``|beta_j s_j|`` is at most ``tol`` times
-    the eigenvalue's magnitude. ``generator`` (a CPU generator) seeds the start vector.
+    the eigenvalue's magnitude. ``generator`` (a CPU generator) seeds the start vector; ``start``
+    (e.g. the previous epoch's eigenvector: the Hessian moves little between epochs, so Lanczos
+    then needs a few steps instead of a dozen) replaces it.
     """
     params = list(params)
     hvp = hessian_vector_product(loss_fn, params)
     reference = params[0]
     n = sum(p.numel() for p in params)
-    start = torch.randn(n, generator=generator, dtype=torch.float64)
+    if start is None or start.numel() != n or not torch.isfinite(start).all() or start.norm() == 0:
+        start = torch.randn(n, generator=generator, dtype=torch.float64)
+    start = start.detach().to(dtype=torch.float64, device="cpu")
     q = (start / start.norm()).to(device=reference.device, dtype=reference.dtype)
 
     basis = [q]

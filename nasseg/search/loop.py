@@ -11,10 +11,12 @@ Epochs are numbered from 1; "epoch e" is the state after e finished epochs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,13 +29,15 @@ from ..arch.decode import decode
 from ..errors import NassegError
 from ..io import atomic_write_text
 from ..space.ops import OPS
+from ..layers import frozen_bn_stats
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
-from .architect import first_order_grads, frozen_bn_stats, second_order_grads, set_arch_grads
+from .architect import first_order_grads, second_order_grads, set_arch_grads
 from .config import SearchConfig, dump_job, resolve_space_path
 from .data import build_search_data
 from .hessian import dominant_eigenvalue
 from .rundir import RunDir
+from .steps import frozen, weight_step
 from .stop_rules import DartsADA, make_rule
 
 
@@ -79,7 +83,12 @@ class Search:
         self.space = space or spaces.load(resolve_space_path(config))
         self.data = build_search_data(config.data, seed)
         self.device = pick_device(config.device)
-        self.model = Supernet(self.space, self.data.num_classes).to(self.device)
+        net = config.supernet
+        self.model = Supernet(self.space, self.data.num_classes, checkpoint_cells=net.checkpoint,
+                              prune_below=net.prune_below).to(self.device)
+        if self.device.type == "cuda" and net.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = self.device.type == "cuda" and net.amp
         if not self.model.segmentation:
             raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
                               "classification head; searching on segmentation data needs a dense head "
@@ -93,6 +102,8 @@ class Search:
         self.rule = make_rule(config.early_stop, file=config.file, key="early_stop")
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.eigen_steps = 0
+        self.eigenvector: torch.Tensor | None = None  # the last one, to warm-start the next (CPU, float64)
         batch = config.hessian.batch_size or config.data.batch_size
         self.hessian_batch = tuple(t.to(self.device) for t in self.data.fixed_batch(batch))
 
@@ -101,27 +112,30 @@ class Search:
     def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x), y, ignore_index=self.data.ignore_index)
 
+    def autocast(self):
+        """bfloat16 autocast on CUDA when supernet.amp is set (no loss scaling needed); else nothing."""
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def arch_step(self, xa, ya, xb, yb) -> None:
         if self.config.algorithm == "darts" and self.config.order == "second":
             lr = self.weight_optimizer.param_groups[0]["lr"]
             grads = second_order_grads(self.model, self.loss, xa, ya, xb, yb, self.weight_optimizer, xi=lr,
                                        r=self.config.arch.fd_radius)
         else:
-            grads = first_order_grads(self.model, self.loss, xb, yb)
+            with self.autocast():
+                grads = first_order_grads(self.model, self.loss, xb, yb)
         self.arch_optimizer.zero_grad()
         set_arch_grads(self.model, grads)
         self.arch_optimizer.step()
 
     def weight_step(self, x, y, confusion: ConfusionMatrix) -> float:
-        weights = list(self.model.weight_parameters())
-        self.weight_optimizer.zero_grad()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y, ignore_index=self.data.ignore_index)
-        loss.backward(inputs=weights)
-        torch.nn.utils.clip_grad_norm_(weights, self.config.weights.grad_clip)
-        self.weight_optimizer.step()
-        confusion.update(logits.detach(), y)
-        return loss.item()
+        criterion = partial(F.cross_entropy, ignore_index=self.data.ignore_index)
+        with self.autocast():
+            loss, logits = weight_step(self.model, criterion, x, y, self.weight_optimizer, self.config.weights.grad_clip)
+        confusion.update(logits, y)
+        return loss
 
     def check_finite(self, loss: float, step: int) -> None:
         problem = None
@@ -192,9 +206,13 @@ class Search:
         alphas and betas, on a fixed batch of B, in train mode with BN statistics frozen."""
         x, y = self.hessian_batch
         generator = torch.Generator().manual_seed(self.seed)
-        with frozen_bn_stats(self.model):
-            value, _, _ = dominant_eigenvalue(lambda: self.loss(self.model, x, y), self.model.arch_parameters(),
-                                              iters=self.config.hessian.iters, generator=generator)
+        hessian = self.config.hessian
+        start = self.eigenvector if hessian.warm_start else None
+        with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()):
+            value, vector, self.eigen_steps = dominant_eigenvalue(lambda: self.loss(self.model, x, y), self.model.arch_parameters(),
+                                                   iters=hessian.iters, tol=hessian.tol, generator=generator,
+                                                   start=start)
+        self.eigenvector = vector.detach().to("cpu", torch.float64)
         return value
 
     def record_architecture(self, epoch: int) -> dict[str, float]:
@@ -224,6 +242,7 @@ class Search:
                 "config": self.config.to_dict(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
                 "python_rng": list(random.getstate()[1]), "python_rng_version": random.getstate()[0],
+                "eigenvector": self.eigenvector,
                 "ada": {"history": ada.history, "first_epoch": ada.first_epoch, "rollbacks": ada.rollbacks}
                 if ada else None}
 
@@ -233,6 +252,7 @@ class Search:
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
+        self.eigenvector = state.get("eigenvector")
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
@@ -311,6 +331,7 @@ class Search:
             measure = config.hessian.every and epoch % config.hessian.every == 0 and row["arch_active"]
             row["eigenvalue"] = self.eigenvalue() if measure else None
             row["eigen_seconds"] = time.perf_counter() - eigen_start if measure else 0.0
+            row["eigen_steps"] = self.eigen_steps if measure else 0  # Hessian-vector products (Lanczos)
             row.update(self.record_architecture(epoch))
             row["epoch_seconds"] = time.perf_counter() - start
             self.history.append(row)

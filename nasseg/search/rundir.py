@@ -26,7 +26,7 @@ from ..io import atomic_write, atomic_write_text
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_pixel_acc",
                   "eigenvalue", "lr", "weight_decay", "arch_active", "param_free_share", "skip_share",
-                  "epoch_seconds", "eval_seconds", "eigen_seconds"]
+                  "epoch_seconds", "eval_seconds", "eigen_seconds", "eigen_steps"]
 
 
 class RunDir:

@@ -6,10 +6,49 @@ from typing import Sequence
 
 import networkx as nx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..layers import FactorizedReduce
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
+
+
+def strip_leading_relu(module: nn.Module) -> bool:
+    """Replace the ReLU a block applies first to its input by an identity; True if it had one.
+
+    Most candidate ops (sep/dil convs, ReLU-conv-BN, factorized reduce) start with their own ReLU
+    of the same input (DARTS operations.py). The supernet strips it and applies one ReLU per
+    state instead, for every op and transition reading that state: the same function, with one
+    activation kept for backward instead of one per op. Parameter names do not change.
+    """
+    if isinstance(module, FactorizedReduce):
+        if isinstance(module.relu, nn.ReLU):
+            module.relu = nn.Identity()
+            return True
+        return False
+    if isinstance(module, nn.Sequential) and len(module) > 0:
+        if isinstance(module[0], nn.ReLU):
+            module[0] = nn.Identity()
+            return True
+        return strip_leading_relu(module[0])
+    return False
+
+
+class ReluCache:
+    """relu(state), computed at most once per state and only when some reader needs it."""
+
+    def __init__(self, states: dict, known: dict | None = None):
+        self.states = states
+        self.cache: dict = dict(known or {})
+
+    def __call__(self, key) -> torch.Tensor:
+        if key not in self.cache:
+            self.cache[key] = F.relu(self.states[key])
+        return self.cache[key]
+
+    def forget(self, key) -> None:
+        self.cache.pop(key, None)
 
 
 class MixedOp(nn.Module):
@@ -17,13 +56,18 @@ class MixedOp(nn.Module):
 
     `none` contributes weight * 0 = 0 to the sum and nothing to any gradient, so it is not
     computed at all (exact, and the cheapest op there is); its alpha still receives gradient
-    through the softmax.
+    through the softmax. Ops that begin with a ReLU get it stripped (:func:`strip_leading_relu`)
+    and read the caller's shared ``relu(x)`` instead.
+
+    ``active`` (optional, one bool per candidate) skips ops pruned by ``prune_below``: their
+    weight fell below the threshold, so their term is dropped as if it were `none`.
     """
 
     def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool):
         super().__init__()
         self.stride = stride
         self.positions: list[int] = []  # index into the edge's weights of each computed op
+        self.reads_relu: list[bool] = []  # whether the op takes relu(x) (its own ReLU stripped)
         ops = []
         for position, name in enumerate(op_names):
             spec = space.op(name)
@@ -33,17 +77,24 @@ class MixedOp(nn.Module):
             op = definition.build(C, stride, affine, **spec.params)
             if definition.bn_in_search:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            self.reads_relu.append(strip_leading_relu(op))
             ops.append(op)
             self.positions.append(position)
         self.ops = nn.ModuleList(ops)
+        self.needs_relu = any(self.reads_relu)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        if not self.ops:  # an edge whose only candidate is `none`
-            return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: torch.Tensor | None = None,
+                active: Sequence[bool] | None = None) -> torch.Tensor:
         out = None
-        for position, op in zip(self.positions, self.ops):
-            term = weights[position] * op(x)
+        for position, op, reads_relu in zip(self.positions, self.ops, self.reads_relu):
+            if active is not None and not active[position]:
+                continue
+            if reads_relu and relu_x is None:
+                relu_x = F.relu(x)
+            term = weights[position] * op(relu_x if reads_relu else x)
             out = term if out is None else out + term
+        if out is None:  # only `none` (or only pruned ops) on this edge
+            return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         return out
 
 
@@ -69,10 +120,21 @@ class SearchCell(nn.Module):
             stride = 2 if reduction and u < self.inputs else 1
             self.edges[data["index"]] = MixedOp(space, data["ops"], C, stride, affine)
 
-    def forward(self, inputs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, inputs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor],
+                active: Sequence[Sequence[bool]] | None = None,
+                input_relus: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """``input_relus``: relu of some inputs, already computed by a caller that shares an input
+        between several cell evaluations (an Auto-DeepLab state's l-2 input, one per transition)."""
         states: dict[int, torch.Tensor | None] = dict(enumerate(inputs))
+        relu = ReluCache(states, input_relus)
         for v in self.order:
-            terms = [self.edges[i](states[u], weights[i]) for u, i in self.incoming[v] if states[u] is not None]
+            terms = []
+            for u, i in self.incoming[v]:
+                if states[u] is None:
+                    continue
+                edge = self.edges[i]
+                terms.append(edge(states[u], weights[i], relu(u) if edge.needs_relu else None,
+                                  None if active is None else active[i]))
             if not terms:
                 states[v] = None
                 continue

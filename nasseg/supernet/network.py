@@ -7,12 +7,19 @@ transitions (Auto-DeepLab); a chain state has a single transition and no beta. T
 are shared by the transitions of one state, each transition has its own pre-processing (as in
 the Auto-DeepLab search code).
 
+Shared work (exact, same function as the papers' code): `none` is never computed, and the ReLU that
+most ops and every pre-processing block apply first is computed once per state for all its
+readers (:func:`strip_leading_relu`). Optional: ``checkpoint_cells`` recomputes each state's
+forward during backward instead of keeping its activations (memory for time), and
+``prune_below`` skips ops whose softmax weight fell below a threshold (an approximation).
+
 Architecture parameters are kept apart from the weights: :meth:`arch_parameters` (alphas per
 cell type, betas) and :meth:`weight_parameters` (everything else).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterator
 
@@ -20,14 +27,15 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import NassegError
 from ..arch.decode import beta_groups
-from ..layers import FactorizedReduce, ReLUConvBN
+from ..layers import FactorizedReduce, ReLUConvBN, frozen_bn_stats
 from ..space.blocks import HEADS, STEMS, upsample_to
 from ..space.compile import cell_input_stride
 from ..space.spec import SearchSpace
-from .mixed import SearchCell
+from .mixed import ReluCache, SearchCell, strip_leading_relu
 
 Node = tuple[int, int]
 
@@ -40,7 +48,8 @@ class Resample(nn.Module):
     """Project a state to ``c_out`` channels and move it ``factor`` = stride_out / stride_in.
 
     1: ReLU-conv1x1-BN; 2, 4, ...: factorized reduce per halving; 1/2, 1/4, ...: ReLU-conv1x1-BN
-    then bilinear upsampling to the target size.
+    then bilinear upsampling to the target size. The leading ReLU is stripped: the caller passes
+    relu(x), shared with every other reader of the state.
     """
 
     def __init__(self, c_in: int, c_out: int, factor: float, affine: bool):
@@ -52,18 +61,22 @@ class Resample(nn.Module):
                                       for i in range(halvings)])
         else:
             self.op = ReLUConvBN(c_in, c_out, 1, affine=affine)
+        strip_leading_relu(self.op)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = self.op(x)
+    def forward(self, relu_x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.op(relu_x)
         if self.upsample:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
 
 
 class Supernet(nn.Module):
-    def __init__(self, space: SearchSpace, num_classes: int | None = None, affine: bool = False):
+    def __init__(self, space: SearchSpace, num_classes: int | None = None, affine: bool = False,
+                 checkpoint_cells: bool = False, prune_below: float = 0.0):
         super().__init__()
         self.space = space
+        self.checkpoint_cells = checkpoint_cells  # recompute each state in backward (less memory)
+        self.prune_below = prune_below  # skip candidate ops whose softmax weight is below this
         self.graph: nx.DiGraph = space.network_graph
         net = space.network
         self.num_classes = num_classes or net.classes
@@ -150,6 +163,50 @@ class Supernet(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
 
+    def state_inputs(self, node: Node) -> list[Node]:
+        """The states a state reads: its transitions' sources, then its l-2 input if it has one."""
+        sources = list(self.graph.predecessors(node))
+        pp = self.graph.nodes[node]["prev_prev"]
+        if f"{node_key(node)}_pp" in self.resample and pp not in sources:
+            sources.append(pp)
+        return sources
+
+    def state_forward(self, node: Node, inputs: dict[Node, torch.Tensor], relu: ReluCache | None,
+                      sizes: list[tuple[int, int]], alphas: dict[str, list[torch.Tensor]],
+                      betas: dict[tuple[Node, Node], torch.Tensor],
+                      active: dict[str, list[list[bool]]] | None) -> torch.Tensor:
+        """One state: sum over its transitions of beta * cell(pre-processed l-2 state, pre-processed source)."""
+        data = self.graph.nodes[node]
+        key = node_key(node)
+        size = sizes[self.work_level[node]]
+        relu = relu if relu is not None else ReluCache(inputs)
+        cell_type = data["cell_type"]
+        pp = None
+        if f"{key}_pp" in self.resample:
+            pp = self.resample[f"{key}_pp"](relu(data["prev_prev"]), size)
+        pp_relu = {0: F.relu(pp)} if pp is not None and self._shares_pp(node) else None
+        out = None
+        for source in self.graph.predecessors(node):
+            prev = self.resample[f"{key}_from_{node_key(source)}"](relu(source), size)
+            cell_inputs = [pp, prev] if self.space.cell.inputs == 2 else [prev]
+            y = self.cells[key](cell_inputs, alphas[cell_type], None if active is None else active[cell_type],
+                                input_relus=pp_relu)
+            if (source, node) in betas:
+                y = betas[(source, node)] * y
+            out = y if out is None else out + y
+        return out
+
+    def _shares_pp(self, node: Node) -> bool:
+        """More than one cell evaluation reads this state's pre-processed l-2 input."""
+        return self.graph.in_degree(node) > 1
+
+    def _recompute_contexts(self, node: Node):
+        """For checkpoint(): the first forward runs as usual; the recomputation in backward must not
+        move BatchNorm running statistics a second time."""
+        key = node_key(node)
+        modules = [self.cells[key]] + [m for name, m in self.resample.items() if name.startswith(f"{key}_")]
+        return contextlib.nullcontext(), frozen_bn_stats(*modules)
+
     def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:
         h, w = stem_out.shape[-2:]
         sizes = []
@@ -158,32 +215,37 @@ class Supernet(nn.Module):
             h, w = (h + 1) // 2, (w + 1) // 2
         return sizes
 
+    def active_ops(self, alphas: dict[str, list[torch.Tensor]]) -> dict[str, list[list[bool]]] | None:
+        """Per cell type and edge, which candidates are computed (``prune_below``); None = all."""
+        if self.prune_below <= 0:
+            return None
+        return {cell_type: [w.detach().ge(self.prune_below).tolist() for w in weights]
+                for cell_type, weights in alphas.items()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states: dict[Node, torch.Tensor] = {(0, 0): self.stem(x)}
+        relu = ReluCache(states)
         sizes = self.level_sizes(states[(0, 0)])
         alphas = {cell_type: self.edge_weights(cell_type) for cell_type in self.alphas}
         betas = self.transition_weights()
+        active = self.active_ops(alphas)
+        recompute = self.checkpoint_cells and torch.is_grad_enabled()
 
         for layer in self.layers[1:]:
             for node in layer:
-                data = self.graph.nodes[node]
-                key = node_key(node)
-                size = sizes[self.work_level[node]]
-                pp = None
-                if f"{key}_pp" in self.resample:
-                    pp = self.resample[f"{key}_pp"](states[data["prev_prev"]], size)
-                out = None
-                for source in self.graph.predecessors(node):
-                    prev = self.resample[f"{key}_from_{node_key(source)}"](states[source], size)
-                    inputs = [pp, prev] if self.space.cell.inputs == 2 else [prev]
-                    y = self.cells[key](inputs, alphas[data["cell_type"]])
-                    if (source, node) in betas:
-                        y = betas[(source, node)] * y
-                    out = y if out is None else out + y
-                states[node] = out
+                inputs = {source: states[source] for source in self.state_inputs(node)}
+                if recompute:
+                    # relu() is recomputed inside: a tensor made in one checkpointed region must
+                    # not be cached and read by another
+                    states[node] = checkpoint(self.state_forward, node, inputs, None, sizes, alphas, betas, active,
+                                              use_reentrant=False,
+                                              context_fn=lambda node=node: self._recompute_contexts(node))
+                else:
+                    states[node] = self.state_forward(node, inputs, relu, sizes, alphas, betas, active)
             # states two layers back are no longer needed by anything
             for node in [n for n in states if n[0] == layer[0][0] - 2]:
                 del states[node]
+                relu.forget(node)
 
         logits = None
         for node in self.final_nodes:

@@ -1,0 +1,168 @@
+"""The supernet's memory/time options compute what they promise: the same function with less kept
+for backward (shared ReLU, frozen parameters, activation checkpointing), and pruning that really
+skips ops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from nasseg.search.config import parse_job
+from nasseg.errors import SpecError
+from nasseg.search.hessian import dominant_eigenvalue
+from nasseg.search.steps import frozen, weight_step
+from nasseg.space import load as load_space
+from nasseg.supernet import Supernet, build
+from nasseg.supernet.mixed import MixedOp
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = [("darts", 10, 24), ("autodeeplab", 5, 33)]
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward while ``fn()`` runs."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+def small(name, classes, seed=0, tmp_path=None):
+    """The built-in space; Auto-DeepLab's lattice cut to 4 layers (every transition kind still there)."""
+    torch.manual_seed(seed)
+    if name == "autodeeplab":
+        space = yaml.safe_load((REPO / "search_spaces" / "autodeeplab.yaml").read_text())
+        space["name"] = "lattice_4"
+        space["network"].update(layers=4)
+        path = tmp_path / "lattice_4.yaml"
+        path.write_text(yaml.safe_dump(space))
+        return Supernet(load_space(path), classes).double().train()
+    return build(name, classes).double().train()
+
+
+@pytest.mark.parametrize("name,classes,size", CASES)
+def test_checkpoint_mode_gives_the_same_outputs_gradients_and_bn_statistics(name, classes, size, tmp_path):
+    net = small(name, classes, tmp_path=tmp_path)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    y = torch.randint(0, classes, (2, size, size))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    results = []
+    for checkpointing in (False, True):
+        net.load_state_dict(start)
+        net.checkpoint_cells = checkpointing
+        kept, logits = saved_bytes(lambda: net(x))
+        grads = torch.autograd.grad(F.cross_entropy(logits, y), list(net.parameters()), allow_unused=True)
+        results.append((logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}, kept))
+    (out_a, grads_a, state_a, kept_a), (out_b, grads_b, state_b, kept_b) = results
+    assert torch.equal(out_a, out_b)
+    for a, b in zip(grads_a, grads_b):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    # the recomputation in backward did not move the running statistics a second time
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert kept_b * 2.5 < kept_a, (kept_a, kept_b)
+
+
+def test_the_leading_relu_is_shared_per_state():
+    net = build("darts", 10)
+    edge = next(m for m in net.modules() if isinstance(m, MixedOp))
+    # sep 3/5 and dil 3/5 read relu(x); pools and skip read x; none is not built at all
+    assert sum(edge.reads_relu) == 4 and len(edge.ops) == 7
+    assert not any(isinstance(m, torch.nn.ReLU) for op in edge.ops for m in list(op.modules())[:2])
+
+
+@pytest.mark.parametrize("name,classes,size", CASES)
+def test_each_step_keeps_only_what_its_gradients_need(name, classes, size, tmp_path):
+    net = small(name, classes, tmp_path=tmp_path)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    y = torch.randint(0, classes, (2, size, size))
+    everything, _ = saved_bytes(lambda: net(x))
+    with frozen(net.arch_parameters()):
+        weights_only, _ = saved_bytes(lambda: net(x))
+    with frozen(net.weight_parameters()):
+        arch_only, logits = saved_bytes(lambda: net(x))
+        arch_grads = torch.autograd.grad(F.cross_entropy(logits, y), net.arch_parameters())
+    assert all(p.requires_grad for p in net.parameters())  # restored
+    # (the weight step drops every op output kept for d/d alpha; the alpha step keeps conv inputs
+    # anyway: PyTorch saves them whether or not the conv weight needs a gradient)
+    assert weights_only < 0.95 * everything and arch_only < everything, (everything, weights_only, arch_only)
+    # the same gradients as the full backward
+    full = torch.autograd.grad(F.cross_entropy(net(x), y), net.arch_parameters())
+    for a, b in zip(arch_grads, full):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_weight_step_matches_a_full_backward_step():
+    net_a, net_b = small("darts", 10), small("darts", 10)
+    x = torch.randn(2, 3, 24, 24, dtype=torch.float64)
+    y = torch.randint(0, 10, (2, 24, 24))
+    opt_a = torch.optim.SGD(net_a.weight_parameters(), lr=0.1, momentum=0.9)
+    opt_b = torch.optim.SGD(net_b.weight_parameters(), lr=0.1, momentum=0.9)
+    weight_step(net_a, F.cross_entropy, x, y, opt_a, grad_clip=5.0)
+    opt_b.zero_grad()
+    F.cross_entropy(net_b(x), y).backward()  # DARTS' own weight step: the alphas get gradients too
+    torch.nn.utils.clip_grad_norm_(list(net_b.weight_parameters()), 5.0)
+    opt_b.step()
+    for (name, a), b in zip(net_a.named_parameters(), net_b.parameters()):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-13), name
+    assert all(p.grad is None for p in net_a.arch_parameters())
+
+
+def test_pruned_ops_are_not_computed():
+    net = small("darts", 10)
+    with torch.no_grad():
+        for alpha in net.alphas.values():
+            alpha.view(-1, 8)[:, 7] = -20.0  # dil_conv_5x5 weight ~ 3e-10 on every edge
+    x = torch.randn(2, 3, 24, 24, dtype=torch.float64)
+    calls = []
+    dil5 = [edge.ops[edge.positions.index(7)] for edge in net.modules() if isinstance(edge, MixedOp)]
+    hooks = [op.register_forward_hook(lambda *_: calls.append(1)) for op in dil5]
+    full = net(x)
+    assert len(calls) == len(dil5)
+    calls.clear()
+    net.prune_below = 0.01
+    pruned = net(x)
+    assert not calls
+    for hook in hooks:
+        hook.remove()
+    assert torch.allclose(full, pruned, atol=1e-4)  # what was skipped weighed ~3e-10 (BN amplifies it)
+
+
+def test_prune_threshold_is_checked_against_the_space():
+    job = {"name": "j", "space": "darts", "supernet": {"prune_below": 0.2}}
+    with pytest.raises(SpecError, match=r"prune_below.*below 1/8"):
+        parse_job(job)
+    assert parse_job({**job, "supernet": {"prune_below": 0.05, "checkpoint": True}}).supernet.checkpoint
+
+
+def test_warm_started_lanczos_needs_fewer_steps():
+    """The previous epoch's eigenvector as start vector: the same eigenvalue in fewer products."""
+    generator = torch.Generator().manual_seed(3)
+    n = 40
+    basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    spectrum = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+    spectrum[-1] = 2.0
+    before = basis @ torch.diag(spectrum) @ basis.T
+    noise = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    after = before + 0.01 * (noise + noise.T)  # the Hessian one epoch later
+    v = torch.randn(n, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    def loss_of(matrix):
+        return lambda: 0.5 * v @ matrix @ v
+
+    _, previous, _ = dominant_eigenvalue(loss_of(before), [v], tol=1e-6, generator=generator)
+    cold, _, cold_steps = dominant_eigenvalue(loss_of(after), [v], tol=1e-6, generator=generator)
+    warm, _, warm_steps = dominant_eigenvalue(loss_of(after), [v], tol=1e-6, start=previous)
+    exact = float(torch.linalg.eigvalsh(after)[-1])
+    assert abs(cold - exact) < 1e-6 and abs(warm - exact) < 1e-6
+    assert warm_steps < cold_steps, (warm_steps, cold_steps)
