@@ -135,3 +135,69 @@ def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
                 module.running_mean.copy_(mean)
                 module.running_var.copy_(var)
                 module.num_batches_tracked.copy_(count)
+
+
+class _CompactMaxPool(torch.autograd.Function):
+    """Max pooling whose backward keeps one int8 per output (the winner's offset in its window)
+    instead of PyTorch's int64 flat index and the input: 1/8 of the bytes of the indices alone.
+    The backward is a scatter-add, itself differentiable (double backward for Hessian products)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel: int, stride: int, padding: int):
+        out, index = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        width = x.shape[-1]
+        base = _window_origins(out.shape[-2:], width, stride, padding, x.device)
+        relative = index - base  # = row * width + col, with row, col in [0, kernel)
+        offset = (torch.div(relative, width, rounding_mode="floor") * kernel + relative.remainder(width))
+        ctx.save_for_backward(offset.to(torch.int8))
+        ctx.geometry = (x.shape, kernel, stride, padding)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (offset,) = ctx.saved_tensors
+        shape, kernel, stride, padding = ctx.geometry
+        offset = offset.long()
+        base = _window_origins(grad_out.shape[-2:], shape[-1], stride, padding, grad_out.device)
+        index = base + torch.div(offset, kernel, rounding_mode="floor") * shape[-1] + offset.remainder(kernel)
+        grad_in = grad_out.new_zeros(shape[0], shape[1], shape[2] * shape[3])
+        grad_in = grad_in.scatter_add(2, index.flatten(2), grad_out.flatten(2))
+        return grad_in.view(shape), None, None, None
+
+
+def _window_origins(out_size, width: int, stride: int, padding: int, device) -> torch.Tensor:
+    """Flat input index of each pooling window's top-left corner (may lie in the padding)."""
+    rows = torch.arange(out_size[0], device=device) * stride - padding
+    cols = torch.arange(out_size[1], device=device) * stride - padding
+    return rows[:, None] * width + cols[None, :]
+
+
+class CompactMaxPool2d(nn.Module):
+    """nn.MaxPool2d (square kernel <= 11, no dilation, floor mode) with the lean backward above.
+    The supernet uses it for the `max_pool_3x3` candidate: same outputs and gradients."""
+
+    def __init__(self, kernel: int, stride: int, padding: int):
+        super().__init__()
+        if kernel > 11:
+            raise ValueError(f"CompactMaxPool2d stores window offsets in int8: kernel <= 11, got {kernel}")
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    @classmethod
+    def replaces(cls, pool: nn.Module) -> bool:
+        def single(v):
+            return v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)
+        return (isinstance(pool, nn.MaxPool2d) and not pool.ceil_mode and not pool.return_indices
+                and single(pool.dilation) == 1 and single(pool.kernel_size) is not None
+                and single(pool.kernel_size) <= 11 and single(pool.stride) is not None
+                and single(pool.padding) is not None)
+
+    @classmethod
+    def from_pool(cls, pool: nn.MaxPool2d) -> "CompactMaxPool2d":
+        def single(v):
+            return v if isinstance(v, int) else v[0]
+        return cls(single(pool.kernel_size), single(pool.stride), single(pool.padding))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding)
+        return _CompactMaxPool.apply(x, self.kernel, self.stride, self.padding)

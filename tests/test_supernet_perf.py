@@ -166,3 +166,21 @@ def test_warm_started_lanczos_needs_fewer_steps():
     exact = float(torch.linalg.eigvalsh(after)[-1])
     assert abs(cold - exact) < 1e-6 and abs(warm - exact) < 1e-6
     assert warm_steps < cold_steps, (warm_steps, cold_steps)
+
+
+@pytest.mark.parametrize("stride,size", [(1, (9, 7)), (2, (9, 7)), (2, (8, 8))])
+def test_compact_max_pool_is_max_pool_with_int8_indices(stride, size):
+    from nasseg.layers import CompactMaxPool2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 3, *F.max_pool2d(x, 3, stride, 1).shape[-2:], dtype=torch.float64, requires_grad=True)
+    kept, out = saved_bytes(lambda: CompactMaxPool2d(3, stride, 1)(x))
+    kept_native, reference = saved_bytes(lambda: F.max_pool2d(x, 3, stride, 1))
+    assert torch.equal(out, reference) and kept * 8 <= kept_native - x.numel() * 8
+    ours, = torch.autograd.grad(out, x, grad, create_graph=True)
+    native, = torch.autograd.grad(reference, x, grad, create_graph=True)
+    assert torch.equal(ours, native)
+    probe = torch.randn_like(ours)  # double backward (Hessian-vector products go through it)
+    assert torch.equal(torch.autograd.grad((ours * probe).sum(), grad)[0],
+                       torch.autograd.grad((native * probe).sum(), grad)[0])
