@@ -78,3 +78,64 @@ def test_every_documented_command_parses():
                     raise AssertionError(f"{doc.name}: {line}") from None
                 checked += 1
     assert checked >= 20
+    assert len(doc_commands("quickstart.md", "nasseg ")) >= 8  # docs/quickstart.md is among the docs checked
+
+
+# The tiny settings added to each command of docs/quickstart.md's walkthrough (later flags win).
+QUICKSTART_TINY = {
+    "search": ["--no-ray", "--quiet", "--set", "epochs=1", "--set", "hessian.iters=2", "--set", "hessian.batch_size=2",
+               "--set", "data.limit=4", "--set", "data.size=[32,48]", "--set", "data.batch_size=2"],
+    "train": ["--size", "36x48", "--crop", "32x32", "--batch-size", "2", "--iters", "2", "--model-arg", "C=8",
+              "--model-arg", "layers=3", "--device", "cpu", "--quiet"],
+    "evaluate": ["--limit", "4", "--device", "cpu"],
+}
+
+
+def doc_commands(doc: str, prefix: str) -> list[list[str]]:
+    """Every ``$ <prefix>...`` line of the console blocks of ``doc``, in order."""
+    import shlex
+
+    blocks = re.findall(r"```console\n(.*?)```", (DOCS / doc).read_text(), re.S)
+    return [shlex.split(line[2:].split("  #")[0]) for block in blocks for line in block.splitlines()
+            if line.startswith(f"$ {prefix}")]
+
+
+def test_quickstart_make_targets_exist():
+    makefile = (DOCS.parent / "Makefile").read_text()
+    commands = doc_commands("quickstart.md", "make ")
+    assert [c[1] for c in commands] == ["demo", "test"]
+    for command in commands:
+        assert re.search(rf"^{command[1]}:", makefile, re.M), command
+
+
+def test_quickstart_walkthrough_runs(tmp_path, monkeypatch):
+    """docs/quickstart.md from `nasseg data check` to the report with the retraining, in order, on
+    the bundled images standing in for ../shared/data/camvid, with QUICKSTART_TINY added."""
+    import json
+    import shutil
+
+    import pytest
+
+    from nasseg.cli import main
+    from nasseg.data import DEMO_ROOT
+
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz dot is not installed (nasseg show / report draw with it)")
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "camvid").symlink_to(DEMO_ROOT)  # the same layout as CamVid's
+    (tmp_path / "clone").mkdir()
+    (tmp_path / "clone" / "jobs").symlink_to(DOCS.parent / "jobs")
+    monkeypatch.chdir(tmp_path / "clone")
+    commands = doc_commands("quickstart.md", "nasseg ")
+    assert [c[1] for c in commands] == ["data", "search", "show", "report", "results", "train", "evaluate", "report"]
+    run, reports = Path("runs/camvid_darts/seed0"), []
+    for argv in commands:
+        assert main(argv[1:] + QUICKSTART_TINY.get(argv[1], [])) == 0, argv
+        if argv[1] == "report":
+            reports.append((run / "report.html").read_text())
+    assert (run / "arch.yaml").is_file() and Path("cells.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    retrain = json.loads(Path("runs/camvid_darts/arch/result.json").read_text())
+    assert retrain["model"] == str(run / "arch.yaml") and retrain["iterations"] == 2
+    first, second = (page[page.index("<section id='retrain'>"):] for page in reports)
+    assert "No retraining of this architecture yet" in first
+    assert "No retraining" not in second and f"{100 * retrain['miou']:.2f} %" in second

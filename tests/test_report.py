@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import html
 import json
 import re
@@ -154,6 +155,130 @@ def test_plot_panels_and_formats(experiment, tmp_path, monkeypatch):
     assert outputs[0].read_bytes().startswith(b"\x89PNG") and b"<svg" in outputs[3].read_bytes()
     shares = plots.op_shares(run)
     assert list(shares.index) == [1, 2] and shares.sum(axis=1).round(6).eq(1).all()
+
+
+# --- the retraining of a search's architecture (a tiny real nasseg.train run next to the search) -------
+
+RETRAIN_JOB = {"model_args": {"F": 2}, "iters": 4, "log_every": 1, "eval_every": 2, "checkpoint_every": 4,
+               "data": {"dataset": "camvid_demo", "size": [36, 48], "crop": [32, 32], "batch_size": 2},
+               "device": "cpu"}
+
+
+def section(page: str, key: str) -> str:
+    return page[page.index(f"<section id='{key}'>"):].split("</section>", 1)[0]
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment)))
+
+
+@pytest.fixture(scope="module")
+def retrained(experiment, tmp_path_factory) -> Path:
+    """OUT/tiny_adl/seed0 (a copy of the lattice search) and OUT/tiny_adl/retrain, a real 4-iteration
+    retraining of its arch.yaml (validated at iterations 2 and 4), laid out as `nasseg demo` does."""
+    from nasseg.train.config import parse_train_job
+    from nasseg.train.trainer import Trainer
+
+    run = shutil.copytree(experiment / "tiny_adl" / "seed0", tmp_path_factory.mktemp("out") / "tiny_adl" / "seed0")
+    job = parse_train_job({**RETRAIN_JOB, "name": "retrain", "model": str(run / "arch.yaml")})
+    assert Trainer(job, run.parent, progress=False).run() is not None
+    write_report(run)
+    return run
+
+
+def test_report_shows_the_retraining(retrained):
+    report, retrain = retrained / "report.html", retrained.parent / "retrain"
+    page = report.read_text()
+    check_common(page, report, retrained)
+    res = json.loads((retrain / "result.json").read_text())
+    body = section(page, "retrain")
+    text = text_of(body)
+    for key in ("miou", "pixel_accuracy", "mean_accuracy"):
+        assert f"{100 * res[key]:.2f} %" in text, key
+    assert f"{res['iterations']} of 4, batch 2" in text and res["iterations"] == 4
+    assert f"{res['params'] / 1e6:.2f} M ({res['params']:,})" in text
+    assert "36x48 / random 32x32 crops" in text and f"{res['train_seconds']:.1f} s" in text
+    assert "arch.yaml (the returned architecture, epoch 2), model_args F=2" in text
+    assert str(retrain.resolve()) in text
+    rows = re.findall(r"<tr class=''><td class='l'>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", body)
+    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    assert rows == [(c["class"], pct(c["iou"]), pct(c["accuracy"]), f"{c['pixels']:,}") for c in res["classes"]]
+    assert len(rows) == 11
+    images = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,([^']*)'", body)
+    assert [alt for alt, _ in images] == ["retrain_0"]
+    assert base64.b64decode(images[0][1]).startswith(b"\x89PNG")
+    targets = {(report.parent / href).resolve() for href in links(body)}
+    assert targets == {(retrain / name).resolve() for name in ("final.pt", "result.json", "config.yaml", "log.csv",
+                                                                "eval.csv")}
+    header = text_of(page[:page.index("<section")])
+    assert f"retrained val mIoU {res['miou']:.4g} (4 iterations, retrain)" in header
+
+
+def test_retrain_curves(retrained, tmp_path, monkeypatch):
+    from nasseg.viz.report import plot_retrain_curves
+
+    retrain = retrained.parent / "retrain"
+    assert [line.split(",")[0] for line in (retrain / "log.csv").read_text().split()] == ["iteration", "1", "2",
+                                                                                            "3", "4"]
+    assert [line.split(",")[0] for line in (retrain / "eval.csv").read_text().split()] == ["iteration", "2", "4"]
+    axes: list[list[str]] = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out: (axes.append([a.get_ylabel() for a in fig.axes]),
+                                                          save(fig, out))[1])
+    out = plot_retrain_curves(retrain, tmp_path / "curves.png")
+    assert axes == [["loss (mean over the log interval)", "mIoU / pixel accuracy", "learning rate"]]
+    assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 10_000
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NassegError, match="no training iterations logged"):
+        plot_retrain_curves(tmp_path / "empty", tmp_path / "none.png")
+
+
+def test_which_training_runs_are_this_runs_retraining(retrained, tmp_path, monkeypatch):
+    """A relative model path to arch/epoch_001.yaml in OUT/train/arch counts (resolved against the
+    folders above the training run); a retraining of another search's arch.yaml, a baseline and an
+    unfinished run do not."""
+    from nasseg.viz.report import find_retrains, load_run
+
+    out = tmp_path / "runs"
+    run = shutil.copytree(retrained, out / "tiny_adl" / "seed0")
+    original = retrained.parent / "retrain"
+
+    def training_run(where: Path, model: str, finished: bool = True) -> None:
+        shutil.copytree(original, where)
+        config = yaml.safe_load((where / "config.yaml").read_text())
+        (where / "config.yaml").write_text(yaml.safe_dump({**config, "model": model}))
+        if not finished:
+            (where / "result.json").unlink()
+
+    training_run(out / "train" / "arch", "runs/tiny_adl/seed0/arch/epoch_001.yaml")
+    shutil.copytree(original, out / "tiny_adl" / "other")  # retrained the original run's arch.yaml, not this one
+    training_run(out / "tiny_adl" / "baseline", "icnet_resnet50")
+    training_run(out / "tiny_adl" / "unfinished", str(run / "arch.yaml"), finished=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the relative path resolves against the folders above the run
+    found = find_retrains(load_run(run))
+    assert [(r.path, r.epoch) for r in found] == [(out / "train" / "arch", 1)]
+    page = write_report(run).read_text()
+    assert "arch/epoch_001.yaml (the architecture of epoch 1)" in text_of(section(page, "retrain"))
+
+
+def test_report_without_retraining_says_how(experiment, tmp_path, monkeypatch):
+    """No retraining: the section says how to make one; that command, run, is what the report finds."""
+    from nasseg.cli import main
+
+    run = shutil.copytree(experiment / "tiny_adl" / "seed0", tmp_path / "tiny_adl" / "seed0")
+    monkeypatch.chdir(tmp_path)
+    body = section(write_report(run).read_text(), "retrain")
+    assert "No retraining of this architecture yet" in body and "<img" not in body
+    command = html.unescape(re.search(r"<pre>(nasseg train [^<]*)</pre>", body).group(1))
+    assert command == "nasseg train tiny_adl/seed0/arch.yaml --data camvid_demo --iters 1000 --out tiny_adl"
+    argv = command.split()[1:]
+    argv[argv.index("--iters") + 1] = "2"
+    assert main(argv + ["--size", "36x48", "--crop", "32x32", "--batch-size", "2", "--model-arg", "F=2",
+                        "--device", "cpu", "--quiet"]) == 0
+    page = write_report(run).read_text()
+    res = json.loads((tmp_path / "tiny_adl" / "arch" / "result.json").read_text())
+    assert f"{100 * res['miou']:.2f} %" in text_of(section(page, "retrain"))
 
 
 # --- errors and the command line ----------------------------------------------------------------------

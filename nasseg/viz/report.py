@@ -6,6 +6,9 @@ files (arch.yaml, checkpoints, ...) are relative paths, valid next to the run di
 
 A run directory holds config.yaml and metrics.csv (see :mod:`nasseg.search.rundir`); any other
 directory is an experiment whose trials are the run directories up to two levels below it.
+A retraining of a run's decoded architecture (a ``nasseg train`` run directory whose job's
+``model`` is the run's arch.yaml or arch/epoch_NNN.yaml, found next to the run, in it, or in
+OUT/train) gets its own section: settings, final validation metrics, per-class IoU, curves.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import html
 import json
 import os
 import re
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,8 +36,8 @@ from . import plots
 
 REPORT_FILE, INDEX_FILE = "report.html", "index.html"
 SECTIONS = {"config": "Configuration", "stop": "Early stopping", "curves": "Curves",
-            "arch": "Decoded architecture", "size": "Network size", "metrics": "Per-epoch metrics",
-            "files": "Files"}
+            "arch": "Decoded architecture", "size": "Network size", "retrain": "Retraining and evaluation",
+            "metrics": "Per-epoch metrics", "files": "Files"}
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1280px;padding:0 24px 48px;
   color:#222;line-height:1.45}
@@ -46,12 +50,13 @@ tr.returned td{background:#e6f4e6}tr.stop td{background:#fbe3e3}tr.returned.stop
 .scroll{overflow-x:auto}pre{background:#f7f7f7;padding:10px;overflow-x:auto;font-size:12px}
 details{margin:8px 0}summary{cursor:pointer;font-weight:bold}
 .figure{margin:12px 0 24px}.figure img{max-width:100%;height:auto;border:1px solid #eee}
-.figure svg{max-width:100%;height:auto}.tall svg{max-height:760px;width:auto}
+.figure svg{max-width:100%;height:auto}.tall svg{max-height:1400px;width:auto}
 .caption{color:#555;font-size:90%;margin-top:4px}
 .badge{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-size:90%}
 .stopped{background:#c0392b}.finished{background:#27ae60}.running{background:#7f8c8d}.other{background:#8e44ad}
 .decision{background:#fdf6e3;border-left:4px solid #e0a800;padding:8px 14px;margin:8px 0}
 ul.files li{margin:3px 0}
+.cols{display:flex;flex-wrap:wrap;gap:0 32px;align-items:flex-start}h3{margin:20px 0 6px}
 """
 
 
@@ -141,11 +146,13 @@ def _kv(rows: Iterable[tuple[str, Any]], raw: bool = False) -> str:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], left: Sequence[int] = (),
-           classes: Sequence[str] | None = None) -> str:
-    """Escaped, formatted cells; columns in ``left`` left-aligned; ``classes`` per row (CSS)."""
+           classes: Sequence[str] | None = None, wrap_head: bool = False) -> str:
+    """Escaped, formatted cells; columns in ``left`` left-aligned; ``classes`` per row (CSS);
+    ``wrap_head``: header names may break after underscores (wide tables of snake_case columns)."""
     def cell(tag: str, i: int, value: Any) -> str:
         align = " class='l'" if i in left else ""
-        return f"<{tag}{align}>{_e(_fmt(value))}</{tag}>"
+        text = _e(_fmt(value))
+        return f"<{tag}{align}>{text.replace('_', '_<wbr>') if tag == 'th' and wrap_head else text}</{tag}>"
 
     header = "".join(cell("th", i, h) for i, h in enumerate(head))
     body = "".join(f"<tr class='{c}'>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>"
@@ -196,7 +203,7 @@ def _status(result: dict[str, Any]) -> str:
 
 # --- sections ----------------------------------------------------------------------------------------
 
-def _header(run: Run) -> str:
+def _header(run: Run, retrains: Sequence[Any] = ()) -> str:
     cfg, res, m = run.config, run.result, run.metrics
     data = cfg.get("data") or {}
     best = m.loc[m["val_miou"].idxmax()] if m["val_miou"].notna().any() else None
@@ -216,6 +223,10 @@ def _header(run: Run) -> str:
     if "seconds" in res:
         rows.append(("search time", _e(f"{res['seconds'] / 3600:.2f} h, {100 * res.get('eigen_share', 0):.0f}% "
                                        "of it on Hessian eigenvalues")))
+    if retrains:
+        newest = retrains[0].result
+        rows.append(("retrained val mIoU", f"<a href='#retrain'>{_e(_fmt(newest.get('miou')))}</a> ("
+                     f"{_e(newest.get('iterations', '?'))} iterations, {_e(retrains[0].path.name)})"))
     nav = "".join(f"<a href='#{k}'>{v}</a>" for k, v in SECTIONS.items())
     return (f"<h1>{_e(run.name)} — seed {_e(_fmt(run.seed))}</h1><p class='sub'>{_e(run.path.resolve())}</p>"
             f"<nav>{nav}</nav>{_kv(rows, raw=True)}")
@@ -448,13 +459,231 @@ def _size_section(run: Run, space: Any) -> str:
     return _section("size", f"<p class='note'>{_e(note)}</p>{table}")
 
 
+# --- the retraining of the decoded architecture ------------------------------------------------------
+
+@dataclass
+class Retrain:
+    """A finished training run (nasseg.train) of this search's arch.yaml or arch/epoch_NNN.yaml."""
+    path: Path
+    config: dict[str, Any]
+    result: dict[str, Any]
+    arch_file: Path  # the search run's file it retrained
+
+    @property
+    def epoch(self) -> int | None:
+        """The search epoch of arch/epoch_NNN.yaml; None for arch.yaml (the returned epoch)."""
+        stem = self.arch_file.stem
+        return int(stem.split("_")[1]) if stem.startswith("epoch_") else None
+
+
+def _train_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config, result) of a finished training run directory, else None (never raises)."""
+    if not ((path / "result.json").is_file() and (path / "config.yaml").is_file()):
+        return None
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        result = json.loads((path / "result.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not (isinstance(config, dict) and isinstance(config.get("model"), str) and isinstance(result, dict)):
+        return None
+    return config, result
+
+
+def _model_file(model: str, train_dir: Path) -> list[Path]:
+    """Where a training job's ``model`` path can point: itself when absolute; else relative to the
+    working directory or to any folder above the training run (the directory it was started in)."""
+    path = Path(model)
+    if path.is_absolute():
+        return [path]
+    return [Path.cwd() / path, *(folder / path for folder in train_dir.resolve().parents)]
+
+
+def find_retrains(run: Run) -> list[Retrain]:
+    """Finished training runs of this run's arch.yaml (or arch/epoch_NNN.yaml), newest first: the
+    run's siblings (OUT/<job>/retrain from ``nasseg demo``), its children, and OUT/train/* (``nasseg
+    train``'s default ``--out runs/train`` for a search in runs/<job>/seed<N>)."""
+    ours = {(run.path / "arch.yaml").resolve(), *(f.resolve() for f in run.path.glob("arch/epoch_*.yaml"))}
+    folders = [run.path.parent, run.path, run.path.parent.parent / "train"]
+    seen, found = set(), []
+    for folder in folders:
+        for candidate in sorted(folder.iterdir()) if folder.is_dir() else []:
+            key = candidate.resolve()
+            if key in seen or key == run.path.resolve() or not candidate.is_dir():
+                continue
+            seen.add(key)
+            loaded = _train_run(candidate)
+            if loaded is None or not loaded[0]["model"].endswith((".yaml", ".yml")):
+                continue
+            target = next((f.resolve() for f in _model_file(loaded[0]["model"], candidate)
+                           if f.is_file() and f.resolve() in ours), None)
+            if target is not None:
+                found.append(Retrain(candidate, loaded[0], loaded[1], target))
+    return sorted(found, key=lambda r: (r.path / "result.json").stat().st_mtime, reverse=True)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return pd.DataFrame()
+
+
+def plot_retrain_curves(train_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
+    """Training loss (and learning rate) per iteration from log.csv; val mIoU and pixel accuracy per
+    validation pass from eval.csv, when it has rows."""
+    train_dir = Path(train_dir)
+    log, evals = _read_csv(train_dir / "log.csv"), _read_csv(train_dir / "eval.csv")
+    if "loss" not in log or log.empty:
+        raise NassegError(f"{train_dir}/log.csv: no training iterations logged")
+    has_eval = "miou" in evals and not evals.empty
+    fig, axes = plots.plt.subplots(1, 2 if has_eval else 1, figsize=(10 if has_eval else 5.5, 3.4),
+                                   layout="constrained", squeeze=False)
+    loss = axes[0][0]
+    loss.plot(log["iteration"], log["loss"], marker="o", markersize=3, label="training loss")
+    loss.set_xlabel("iteration")
+    loss.set_ylabel("loss (mean over the log interval)")
+    loss.set_xlim(left=0)
+    handles, labels = loss.get_legend_handles_labels()
+    if "lr" in log:
+        lr = loss.twinx()
+        lr.plot(log["iteration"], log["lr"], color="tab:gray", linestyle="--", linewidth=1, label="learning rate")
+        lr.set_ylabel("learning rate", color="tab:gray")
+        lr.tick_params(axis="y", colors="tab:gray")
+        lr.set_ylim(bottom=0)
+        more = lr.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    loss.legend(handles, labels, loc="upper right")
+    if has_eval:
+        miou = axes[0][1]
+        miou.plot(evals["iteration"], evals["miou"], "s-", markersize=5, label="val mIoU")
+        if "pixel_accuracy" in evals:
+            miou.plot(evals["iteration"], evals["pixel_accuracy"], "o--", markersize=4, color="tab:purple",
+                      label="val pixel accuracy")
+        miou.set_xlim(0, max(float(log["iteration"].max()), float(evals["iteration"].max())) * 1.05)
+        miou.set_ylim(0, 1)
+        miou.set_xlabel("iteration")
+        miou.set_ylabel("mIoU / pixel accuracy")
+        miou.legend(loc="upper left")
+    fig.suptitle(title or f"{train_dir.name}: retraining")
+    return plots._save(fig, output)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.2f} h"
+
+
+def _size_text(value: Any) -> str:
+    return "x".join(map(str, value)) if value else "as stored"
+
+
+def _retrain_block(run: Run, retrain: Retrain, base: Path, tmp: Path, index: int) -> str:
+    cfg, res = retrain.config, retrain.result
+    data, optim = cfg.get("data") or {}, cfg.get("optim") or {}
+
+    def link(path: Path, text: str) -> str:
+        return f"<a href='{_href(path, base)}'>{_e(text)}</a>"
+
+    which = (f"arch/{retrain.arch_file.name} (the architecture of epoch {retrain.epoch})" if retrain.epoch is not None
+             else f"arch.yaml (the returned architecture, epoch {run.arch_epoch})")
+    args = ", ".join(f"{k}={v}" for k, v in (cfg.get("model_args") or {}).items())
+    settings = _kv([
+        ("run directory", _e(retrain.path.resolve())),
+        ("model", _e(which + (f", model_args {args}" if args else ""))),
+        ("dataset", _e(f"{res.get('dataset', data.get('dataset', '?'))}: train split {data.get('train_split', '?')}"
+                       f", val split {data.get('val_split', '?')}")),
+        ("iterations", _e(f"{res.get('iterations', '?')} of {cfg.get('iters', '?')}, batch "
+                          f"{data.get('batch_size', '?')}, lr {optim.get('lr', '?')} (poly), "
+                          f"seed {cfg.get('seed', '?')}")),
+        ("image size / crop", _e(f"{_size_text(res.get('size'))} / random {_size_text(res.get('crop'))} crops")),
+        ("parameters", _e(f"{res['params'] / 1e6:.2f} M ({res['params']:,})" if "params" in res else "–")),
+        ("train time", _e(_duration(res.get("train_seconds")))),
+    ], raw=True)
+    settings_eval = res.get("settings") or {}
+    scales = ",".join(map(str, settings_eval.get("scales") or [1.0]))
+    results = _kv([
+        ("val mIoU", f"<b>{_e(_pct(res.get('miou')))}</b>"),
+        ("pixel accuracy", _e(_pct(res.get("pixel_accuracy")))),
+        ("mean class accuracy", _e(_pct(res.get("mean_accuracy")))),
+        ("evaluated on", _e(f"{res.get('images', '?')} val images at {_size_text(settings_eval.get('size'))}, scales "
+                            f"{scales}{', flipped' if settings_eval.get('flip') else ''}; "
+                            f"{_duration(res.get('seconds'))}")),
+    ], raw=True)
+    classes = res.get("classes") or []
+    table = _table(("class", "IoU %", "accuracy %", "pixels"),
+                   [(c["class"], _pct(c.get("iou")).removesuffix(" %"), _pct(c.get("accuracy")).removesuffix(" %"),
+                     f"{c.get('pixels', 0):,}") for c in classes], left=(0,)) if classes else ""
+    try:
+        figure = _figure(_png(plot_retrain_curves(retrain.path, tmp / f"retrain_{index}.png",
+                                                  f"{retrain.path.name}: retraining of {which.split(' (')[0]}"),
+                              f"retrain_{index}"),
+                         _e("Training loss per logged interval (log.csv) with the learning rate (dashed), and val "
+                            "mIoU / pixel accuracy at each validation pass (eval.csv; the last one is the final "
+                            "evaluation)."))
+    except NassegError as exc:
+        figure = f"<p class='note'>training curves: not available ({_e(exc)})</p>"
+    files = [(name, what) for name, what in (("final.pt", "the trained weights (nasseg evaluate / predict / export)"),
+                                             ("result.json", "final metrics"), ("config.yaml", "the training job"),
+                                             ("log.csv", "training log"), ("eval.csv", "validation passes"))
+             if (retrain.path / name).is_file()]
+    items = "".join(f"<li>{link(retrain.path / name, name)} — {_e(what)}</li>" for name, what in files)
+    return (f"<div class='cols'><div>{settings}</div><div>{results}</div></div>{figure}"
+            f"{_details(f'per-class IoU and accuracy ({len(classes)} classes)', table, open_=True) if table else ''}"
+            f"<ul class='files'>{items}</ul>")
+
+
+def _retrain_command(run: Run) -> str:
+    def short(path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(path.resolve())
+
+    data = run.config.get("data") or {}
+    dataset = str(data.get("dataset") or "camvid_demo")
+    if data.get("root"):
+        dataset += f":{data['root']}"
+    return (f"nasseg train {shlex.quote(short(run.path / 'arch.yaml'))} --data {shlex.quote(dataset)} --iters 1000 "
+            f"--out {shlex.quote(short(run.path.parent))}")
+
+
+def _retrain_section(run: Run, retrains: Sequence[Retrain], base: Path, tmp: Path) -> str:
+    if not retrains:
+        body = ("<p>No retraining of this architecture yet: no finished training run (result.json) of "
+                f"{_e((run.path / 'arch.yaml').name)} or arch/epoch_NNN.yaml was found next to this run "
+                f"({_e(run.path.parent.resolve())}/*), in it, or in {_e(run.path.parent.parent.resolve())}/train/*. "
+                "Retrain and evaluate it with</p>"
+                f"<pre>{_e(_retrain_command(run))}</pre>"
+                "<p class='note'>(--out next to the run, so that this report finds it; add --size HxW and --crop HxW "
+                "for large images, see docs/training.md), then run nasseg report again.</p>")
+        return _section("retrain", body)
+    parts = []
+    for i, retrain in enumerate(retrains):
+        block = _retrain_block(run, retrain, base, tmp, i)
+        if len(retrains) == 1:
+            parts.append(block)
+        else:
+            title = f"{retrain.path.name}: val mIoU {_pct(retrain.result.get('miou'))}" + " (newest)" * (i == 0)
+            parts.append(f"<div class='retrain'><h3>{_e(title)}</h3>{block}</div>" if i == 0
+                         else _details(title, block))
+    return _section("retrain", "".join(parts))
+
+
 def _metrics_section(run: Run) -> str:
     m, res = run.metrics, run.result
     stop = res.get("epochs_run") if res.get("status") == "stopped" else None
     classes = [" ".join(c for c, on in (("returned", e == res.get("arch_epoch")), ("stop", e == stop)) if on)
                for e in m["epoch"]]
     return _section("metrics", "<p class='note'>metrics.csv; green: the returned epoch, red: the stop epoch.</p>"
-                    + _table(list(m.columns), [row.tolist() for _, row in m.iterrows()], classes=classes))
+                    + _table(list(m.columns), [row.tolist() for _, row in m.iterrows()], classes=classes,
+                             wrap_head=True))
 
 
 def _files_section(run: Run, base: Path) -> str:
@@ -478,9 +707,11 @@ def _files_section(run: Run, base: Path) -> str:
 def render_run_report(run: Run, base: Path) -> str:
     """The HTML page of one run; links are relative to ``base`` (the report's folder)."""
     space = _space(run)
+    retrains = find_retrains(run)
     with tempfile.TemporaryDirectory(prefix="nasseg_report_") as tmp:
-        body = [_header(run), _config_section(run), _stop_section(run), _curves_section(run, space, Path(tmp)),
-                _arch_section(run, space, Path(tmp)), _size_section(run, space), _metrics_section(run),
+        body = [_header(run, retrains), _config_section(run), _stop_section(run),
+                _curves_section(run, space, Path(tmp)), _arch_section(run, space, Path(tmp)),
+                _size_section(run, space), _retrain_section(run, retrains, base, Path(tmp)), _metrics_section(run),
                 _files_section(run, base)]
     return _page(f"{run.name} seed {_fmt(run.seed)}: search report", "\n".join(body))
 
@@ -582,7 +813,9 @@ REPORT_DESCRIPTION = """\
 Write one self-contained HTML page (plots and drawings embedded, no network needed) about a search:
 its configuration, the early-stop decision and why, loss / mIoU / eigenvalue / op-share / alpha
 (and beta) curves, the decoded cells, lattice path and network, its parameters and multiply-adds,
-the per-epoch metrics table and links to arch.yaml, the per-epoch ArchSpecs and the checkpoint.
+the retraining of the decoded architecture when there is one (a finished `nasseg train` run of
+arch.yaml next to the run: its settings, val mIoU, per-class IoU and training curves), the
+per-epoch metrics table and links to arch.yaml, the per-epoch ArchSpecs and the checkpoint.
 
 DIR is a run directory (OUT/<job>/seed<N>: report.html in it) or an experiment directory holding
 run directories (a report in each, plus index.html with a summary table of the trials)."""
@@ -609,4 +842,5 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 __all__ = ["write_report", "load_run", "is_run_dir", "find_trials", "describe_rule", "stop_trace",
-           "network_size", "genotype_summary", "add_report_parser", "cmd_report"]
+           "network_size", "find_retrains", "plot_retrain_curves", "SECTIONS", "genotype_summary",
+           "add_report_parser", "cmd_report"]
