@@ -139,3 +139,13 @@ def test_quickstart_walkthrough_runs(tmp_path, monkeypatch):
     first, second = (page[page.index("<section id='retrain'>"):] for page in reports)
     assert "No retraining of this architecture yet" in first
     assert "No retraining" not in second and f"{100 * retrain['miou']:.2f} %" in second
+
+
+def test_search_doc_job_keys_are_a_valid_job():
+    """The annotated job in docs/search.md lists real keys with valid values."""
+    from nasseg.search import parse_job
+
+    text = (DOCS / "search.md").read_text()
+    block = re.search(r"## Job file keys.*?```yaml\n(.*?)```", text, re.S).group(1)
+    config = parse_job(yaml.safe_load(block), "docs/search.md")
+    assert config.hessian.tol == 0.01 and config.hessian.warm_start and not config.supernet.checkpoint
