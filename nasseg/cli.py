@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_parser(sub)
     from .runner.cluster_cli import add_cluster_parsers
     add_cluster_parsers(sub)
+    from .bench import add_bench_parser
+    add_bench_parser(sub)
     return parser
 
 
