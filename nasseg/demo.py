@@ -7,7 +7,6 @@ Everything lands in ``OUT/demo/`` (the search run in ``seed0/``, the retrain in 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +34,9 @@ def run_demo(out: str | Path = "runs", *, progress: bool = True, address: str | 
     from .viz.report import write_report
 
     started = time.perf_counter()
-    cpus = min(2, os.cpu_count() or 1)
+    # One thread: a Ray worker runs niced, beside Ray's own processes, and two torch threads on two
+    # cores then spin-wait on each other (measured: >4 min without finishing epoch 1, vs 36 s).
+    cpus = 1
     config = load_job(DEMO_JOB, [f"resources.cpus={cpus}"])
     _step(1, f"search: DARTS on the bundled CamVid subset, {config.epochs} epochs, a Ray Tune trial "
              f"with {cpus} CPU(s)")

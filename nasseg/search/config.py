@@ -73,7 +73,7 @@ class HessianConfig:
     iters: int = 20  # Lanczos steps
     batch_size: int | None = None  # the fixed validation batch; default: data.batch_size
     tol: float = 1e-2  # Lanczos stops when the Ritz residual is below tol * |eigenvalue| (error <= 1%)
-    warm_start: bool = True  # start Lanczos from the previous epoch's eigenvector (converges in few steps)
+    warm_start: bool = True  # start Lanczos from the previous epoch's eigenvector
 
 
 @dataclass(frozen=True)
