@@ -172,6 +172,13 @@ def _window_origins(out_size, width: int, stride: int, padding: int, device) -> 
     return rows[:, None] * width + cols[None, :]
 
 
+def _square(value: int | tuple[int, ...]) -> int | None:
+    """An int, or the one value of a tuple whose entries are equal; else None."""
+    if isinstance(value, int):
+        return value
+    return value[0] if len(set(value)) == 1 else None
+
+
 class CompactMaxPool2d(nn.Module):
     """nn.MaxPool2d (square kernel <= 11, no dilation, floor mode) with the lean backward above.
     The supernet uses it for the `max_pool_3x3` candidate: same outputs and gradients."""
@@ -184,18 +191,16 @@ class CompactMaxPool2d(nn.Module):
 
     @classmethod
     def replaces(cls, pool: nn.Module) -> bool:
-        def single(v):
-            return v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)
-        return (isinstance(pool, nn.MaxPool2d) and not pool.ceil_mode and not pool.return_indices
-                and single(pool.dilation) == 1 and single(pool.kernel_size) is not None
-                and single(pool.kernel_size) <= 11 and single(pool.stride) is not None
-                and single(pool.padding) is not None)
+        """Whether ``pool`` is a max pooling this class computes identically."""
+        if not isinstance(pool, nn.MaxPool2d) or pool.ceil_mode or pool.return_indices:
+            return False
+        kernel, stride, padding, dilation = (_square(v) for v in (pool.kernel_size, pool.stride, pool.padding,
+                                                                   pool.dilation))
+        return None not in (kernel, stride, padding) and dilation == 1 and kernel <= 11
 
     @classmethod
     def from_pool(cls, pool: nn.MaxPool2d) -> "CompactMaxPool2d":
-        def single(v):
-            return v if isinstance(v, int) else v[0]
-        return cls(single(pool.kernel_size), single(pool.stride), single(pool.padding))
+        return cls(_square(pool.kernel_size), _square(pool.stride), _square(pool.padding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled() or not x.requires_grad:
