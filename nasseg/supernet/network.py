@@ -175,7 +175,10 @@ class Supernet(nn.Module):
                       sizes: list[tuple[int, int]], alphas: dict[str, list[torch.Tensor]],
                       betas: dict[tuple[Node, Node], torch.Tensor],
                       active: dict[str, list[list[bool]]] | None) -> torch.Tensor:
-        """One state: sum over its transitions of beta * cell(pre-processed l-2 state, pre-processed source)."""
+        """One state: sum over its transitions of beta * cell(pre-processed l-2 state, pre-processed source).
+
+        ``inputs`` holds (at least) the states it reads; ``relu`` caches their ReLUs across states,
+        None makes a cache local to this call (checkpointed regions)."""
         data = self.graph.nodes[node]
         key = node_key(node)
         size = sizes[self.work_level[node]]
@@ -233,15 +236,15 @@ class Supernet(nn.Module):
 
         for layer in self.layers[1:]:
             for node in layer:
-                inputs = {source: states[source] for source in self.state_inputs(node)}
                 if recompute:
                     # relu() is recomputed inside: a tensor made in one checkpointed region must
                     # not be cached and read by another
+                    inputs = {source: states[source] for source in self.state_inputs(node)}
                     states[node] = checkpoint(self.state_forward, node, inputs, None, sizes, alphas, betas, active,
                                               use_reentrant=False,
                                               context_fn=lambda node=node: self._recompute_contexts(node))
                 else:
-                    states[node] = self.state_forward(node, inputs, relu, sizes, alphas, betas, active)
+                    states[node] = self.state_forward(node, states, relu, sizes, alphas, betas, active)
             # states two layers back are no longer needed by anything
             for node in [n for n in states if n[0] == layer[0][0] - 2]:
                 del states[node]
