@@ -149,3 +149,4 @@ def test_search_doc_job_keys_are_a_valid_job():
     block = re.search(r"## Job file keys.*?```yaml\n(.*?)```", text, re.S).group(1)
     config = parse_job(yaml.safe_load(block), "docs/search.md")
     assert config.hessian.tol == 0.01 and config.hessian.warm_start and not config.supernet.checkpoint
+    assert config.hessian.method == "forward" and config.arch.fd == "central"

@@ -45,12 +45,14 @@ def write_job(tmp_path, space=TINY_SPACE, **job):
 
 # --- second order ---------------------------------------------------------------------------
 
-def test_second_order_matches_exact():
+@pytest.mark.parametrize("difference, r, tolerance", [("central", 1e-4, 1e-5), ("central", 1e-2, None),
+                                                     ("forward", 1e-4, 1e-3), ("forward", 1e-2, 0.1)])
+def test_second_order_matches_exact(difference, r, tolerance):
     """Finite-difference unrolled gradient vs autograd through the virtual SGD step (float64).
 
-    The step R = r / ||v|| uses r = 1e-4 here: in a 4-channel network DARTS' r = 0.01 moves the
-    weights far enough to cross ReLU / max-pool kinks (39% error measured), which tests the
-    network's smoothness rather than our formula. At r = 1e-4 the error is ~5e-7."""
+    Central differences (DARTS) at r = 1e-4: error ~5e-7. At DARTS' r = 0.01 the weights of this
+    4-channel network move far enough to cross ReLU / max-pool kinks: 39% error. The forward
+    difference freezes the kinks of w: O(r) error, 6.4e-4 at r = 1e-4 and 6.9% at r = 0.01."""
     torch.manual_seed(0)
     space = spaces.parse_space(TINY_SPACE)
     model = Supernet(space).double().train()
@@ -65,7 +67,8 @@ def test_second_order_matches_exact():
         loss_fn(model, x_train, y_train).backward()
     optimizer.step()
     xi = 0.05
-    approx = second_order_grads(model, loss_fn, x_train, y_train, x_val, y_val, optimizer, xi, r=1e-4)
+    approx = second_order_grads(model, loss_fn, x_train, y_train, x_val, y_val, optimizer, xi, r=r,
+                                difference=difference)
 
     names = [n for n, p in model.named_parameters() if not n.startswith(("alphas", "betas"))]
     weights = [p for n, p in model.named_parameters() if n in names]
@@ -85,7 +88,10 @@ def test_second_order_matches_exact():
         return torch.cat([t.flatten() for t in tensors])
 
     relative = (flat(approx) - flat(exact)).norm() / flat(exact).norm()
-    assert relative <= 1e-4, f"relative error {relative:.2e}"
+    if tolerance is None:  # the kinks: documents why DARTS' radius is not tested against exact
+        assert relative > 0.3, f"relative error {relative:.2e}"
+    else:
+        assert relative <= tolerance, f"relative error {relative:.2e}"
     # the implicit (Hessian-vector) term is far from negligible, so the check has teeth
     assert (flat(direct) - flat(exact)).norm() / flat(exact).norm() > 0.1
 
@@ -97,9 +103,9 @@ def alphas_of(run_dir):
     return {k: v for k, v in state["model"].items()}
 
 
-@pytest.mark.parametrize("order", ["first", "second"])
-def test_resume_is_bitwise_identical(tmp_path, order):
-    job = write_job(tmp_path, order=order, epochs=2)
+@pytest.mark.parametrize("order, fd", [("first", "central"), ("second", "central"), ("second", "forward")])
+def test_resume_is_bitwise_identical(tmp_path, order, fd):
+    job = write_job(tmp_path, order=order, epochs=2, arch={"fd": fd})
     config = load_job(job)
     straight = Search(config, 0, tmp_path / "a", progress=False)
     straight.run_search()
@@ -191,6 +197,12 @@ def test_job_validation(tmp_path):
         load_job(job)
     with pytest.raises(SpecError, match=r"weights.momentun: unknown key.*did you mean 'momentum'"):
         load_job(write_job(tmp_path), ["weights.momentun=0.5"])
+    with pytest.raises(SpecError, match=r"arch.fd: expected one of central, forward, got 'backward'"):
+        load_job(write_job(tmp_path), ["arch.fd=backward"])
+    with pytest.raises(SpecError, match=r"hessian.method: expected one of exact, forward, central, got 'power'"):
+        load_job(write_job(tmp_path), ["hessian.method=power"])
+    with pytest.raises(SpecError, match=r"hessian.epsilon: expected a number between 0 and 1, got 0"):
+        load_job(write_job(tmp_path), ["hessian.epsilon=0.0"])
 
 
 def test_cli_search_then_decode(tmp_path, capsys):

@@ -9,7 +9,7 @@
     seeds: [0]
     weights: {lr: 0.025, lr_min: 0.001, momentum: 0.9, weight_decay: 3.0e-4, grad_clip: 5}
     arch: {lr: 3.0e-4, betas: [0.5, 0.999], weight_decay: 1.0e-3, start_epoch: 0}
-    hessian: {every: 1, iters: 20, tol: 1.0e-2, warm_start: true}
+    hessian: {every: 1, iters: 20, tol: 1.0e-2, warm_start: true, method: forward, epsilon: 1.0e-3}
     supernet: {checkpoint: false, prune_below: 0.0}   # memory/time trade-offs (docs/performance.md)
     early_stop: {rule: paper, window: 5, ratio: 0.75}
     resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads)
@@ -32,6 +32,8 @@ import yaml
 
 from ..errors import SpecError
 from ..spec_reader import Section, describe, is_instance, load_yaml
+from .architect import DIFFERENCES
+from .hessian import METHODS
 from .stop_rules import make_rule
 
 from ..data.registry import available_datasets
@@ -65,6 +67,7 @@ class ArchOptim:
     weight_decay: float = 1e-3
     start_epoch: int = 0
     fd_radius: float = 0.01  # second order: finite-difference step R = fd_radius / ||v|| (DARTS: 0.01)
+    fd: str = "central"  # second order: central (DARTS) or forward difference (one pass fewer; architect.py)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class HessianConfig:
     batch_size: int | None = None  # the fixed validation batch; default: data.batch_size
     tol: float = 1e-2  # Lanczos stops when the Ritz residual is below tol * |eigenvalue| (error <= 1%)
     warm_start: bool = True  # start Lanczos from the previous epoch's eigenvector
+    method: str = "forward"  # Hessian-vector products: exact (double backward) | forward | central differences
+    epsilon: float = 1e-3  # finite-difference step along the unit Lanczos vector
 
 
 @dataclass(frozen=True)
@@ -181,15 +186,21 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     arch_defaults = ArchOptim() if algorithm == "darts" else ArchOptim(lr=3e-3, start_epoch=epochs // 2)
     weights = WeightOptim(**_read_fields(root.section("weights", {}), WeightOptim()))
     arch = ArchOptim(**_read_fields(root.section("arch", {}), arch_defaults))
+    if arch.fd not in DIFFERENCES:
+        raise root.error("arch.fd", f"expected one of {', '.join(DIFFERENCES)}, got {arch.fd!r}")
     hessian_sec = root.section("hessian", {})
     hessian = HessianConfig(every=hessian_sec.get_int("every", 1, minimum=0),
                             iters=hessian_sec.get_int("iters", 20, minimum=2),
                             batch_size=hessian_sec.get_int("batch_size", None, minimum=1),
                             tol=hessian_sec.get("tol", float, 1e-2),
-                            warm_start=hessian_sec.get("warm_start", bool, True))
+                            warm_start=hessian_sec.get("warm_start", bool, True),
+                            method=hessian_sec.get_choice("method", METHODS, "forward"),
+                            epsilon=hessian_sec.get("epsilon", float, 1e-3))
     hessian_sec.finish()
     if not 0 < hessian.tol < 1:
         raise hessian_sec.error("tol", f"expected a number between 0 and 1, got {hessian.tol:g}")
+    if not 0 < hessian.epsilon < 1:
+        raise hessian_sec.error("epsilon", f"expected a number between 0 and 1, got {hessian.epsilon:g}")
     supernet_sec = root.section("supernet", {})
     supernet = SupernetConfig(**_read_fields(supernet_sec, SupernetConfig()))
 

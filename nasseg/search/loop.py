@@ -37,7 +37,7 @@ from .config import SearchConfig, dump_job, resolve_space_path
 from .data import build_search_data
 from .hessian import dominant_eigenvalue
 from .rundir import RunDir
-from .steps import frozen, weight_step
+from .steps import fixed_structure, frozen, weight_step
 from .stop_rules import DartsADA, make_rule
 
 
@@ -122,7 +122,7 @@ class Search:
         if self.config.algorithm == "darts" and self.config.order == "second":
             lr = self.weight_optimizer.param_groups[0]["lr"]
             grads = second_order_grads(self.model, self.loss, xa, ya, xb, yb, self.weight_optimizer, xi=lr,
-                                       r=self.config.arch.fd_radius)
+                                       r=self.config.arch.fd_radius, difference=self.config.arch.fd)
         else:
             with self.autocast():
                 grads = first_order_grads(self.model, self.loss, xb, yb)
@@ -208,10 +208,12 @@ class Search:
         generator = torch.Generator().manual_seed(self.seed)
         hessian = self.config.hessian
         start = self.eigenvector if hessian.warm_start else None
-        with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()):
+        # fixed_structure: finite differences replay the ReLU pattern call by call, and a double
+        # backward through checkpointed states fails (BN statistics restored in place)
+        with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()), fixed_structure(self.model):
             value, vector, self.eigen_steps = dominant_eigenvalue(lambda: self.loss(self.model, x, y), self.model.arch_parameters(),
                                                    iters=hessian.iters, tol=hessian.tol, generator=generator,
-                                                   start=start)
+                                                   start=start, method=hessian.method, epsilon=hessian.epsilon)
         self.eigenvector = vector.detach().to("cpu", torch.float64)
         return value
 

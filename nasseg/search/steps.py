@@ -32,6 +32,26 @@ def frozen(params: Iterable[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def fixed_structure(model) -> Iterator[None]:
+    """Inside the block every forward pass makes the same calls in the same order, whatever the
+    alphas: the ops kept by ``prune_below`` are those of the alphas on entry, and activation
+    checkpointing is off. Finite differences under hessian.FrozenKinks need both: the pattern is
+    replayed call by call, and CUDA runs backward (so the recomputation) on another thread,
+    where the mode does not apply."""
+    if not hasattr(model, "checkpoint_cells"):
+        yield
+        return
+    checkpointing, pinned = model.checkpoint_cells, model.pinned_active
+    with torch.no_grad():
+        model.pinned_active = model.active_ops({t: model.edge_weights(t) for t in model.alphas})
+    model.checkpoint_cells = False
+    try:
+        yield
+    finally:
+        model.checkpoint_cells, model.pinned_active = checkpointing, pinned
+
+
 def weight_step(model, criterion: Criterion, x: torch.Tensor, y: torch.Tensor,
                 optimizer: torch.optim.Optimizer, grad_clip: float | None) -> tuple[float, torch.Tensor]:
     """One SGD step of the supernet weights on (x, y), the alphas/betas held fixed; (loss, logits)."""
@@ -47,4 +67,4 @@ def weight_step(model, criterion: Criterion, x: torch.Tensor, y: torch.Tensor,
     return loss.item(), logits.detach()
 
 
-__all__ = ["frozen", "weight_step"]
+__all__ = ["fixed_structure", "frozen", "weight_step"]

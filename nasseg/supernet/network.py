@@ -77,6 +77,7 @@ class Supernet(nn.Module):
         self.space = space
         self.checkpoint_cells = checkpoint_cells  # recompute each state in backward (less memory)
         self.prune_below = prune_below  # skip candidate ops whose softmax weight is below this
+        self.pinned_active: dict[str, list[list[bool]]] | None = None  # active_ops held fixed (search.steps)
         self.graph: nx.DiGraph = space.network_graph
         net = space.network
         self.num_classes = num_classes or net.classes
@@ -222,6 +223,8 @@ class Supernet(nn.Module):
         """Per cell type and edge, which candidates are computed (``prune_below``); None = all."""
         if self.prune_below <= 0:
             return None
+        if self.pinned_active is not None:
+            return self.pinned_active
         return {cell_type: [w.detach().ge(self.prune_below).tolist() for w in weights]
                 for cell_type, weights in alphas.items()}
 
