@@ -7,11 +7,13 @@ Suites (``--suite``, comma-separated; ``all`` = every one):
   supernet vs the straightforward one of ``benchmarks/straightforward.py`` with the same weights;
 * ``autodeeplab``: the same for the Auto-DeepLab supernet (F=8, 12 layers, batch 2) at each crop of
   ``--adl-crops`` (default 129 and the paper's 321);
-* ``order``: DARTS second-order vs first-order search step (nasseg's code, the ``darts`` net);
+* ``order``: DARTS second-order vs first-order search step (nasseg's code, the ``darts`` net),
+  central (DARTS) and forward (``arch.fd: forward``) finite differences;
 * ``checkpoint``: ``checkpoint_cells`` (activation checkpointing per state) vs normal, time and
   memory, on the ``darts`` net and the first Auto-DeepLab crop;
 * ``hessian``: one dominant-eigenvalue computation vs one search epoch of ``jobs/camvid_darts.yaml``
-  (``--epoch-steps N`` times N steps and extrapolates the epoch's training part);
+  (``--epoch-steps N`` times N steps and extrapolates the epoch's training part), and the same
+  eigenvalue with exact Hessian-vector products when the job uses finite differences;
 * ``ray`` (not in the default set: it starts a local Ray): N seeds of a tiny search as parallel
   Ray Tune trials vs one after another in this process.
 
@@ -200,42 +202,17 @@ def criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _steps_api() -> tuple[Callable, Callable, Callable]:
     """(weight_step(model, x, y, optimizer, clip) -> loss, first-order grads, second-order grads)
-    as nasseg's search loop runs them.
-
-    ``nasseg.search.steps`` when present (its weight step takes a criterion ``(logits, y)`` or a
-    loss function ``(model, x, y)``, and returns the loss or ``(loss, logits)``); else the
-    equivalent of the loop's former weight step."""
-    import inspect
-
+    as nasseg's search loop runs them."""
     from .search.architect import first_order_grads, second_order_grads
-    try:
-        from .search import steps  # type: ignore[attr-defined]
-    except ImportError:
-        steps = None
-    if steps is not None and hasattr(steps, "weight_step"):
-        params = list(inspect.signature(steps.weight_step).parameters)
-        takes_criterion = len(params) > 1 and params[1] == "criterion"
-
-        def weight_step(model, x, y, optimizer, grad_clip) -> float:
-            out = steps.weight_step(model, criterion if takes_criterion else loss_fn, x, y, optimizer, grad_clip)
-            return float(out[0] if isinstance(out, tuple) else out)
-
-        arch_first = getattr(steps, "arch_grads_first", first_order_grads)
-        return weight_step, arch_first, getattr(steps, "second_order_grads", second_order_grads)
+    from .search.steps import weight_step as loop_weight_step
 
     def weight_step(model, x, y, optimizer, grad_clip) -> float:
-        weights = list(model.weight_parameters())
-        optimizer.zero_grad()
-        value = loss_fn(model, x, y)
-        value.backward(inputs=weights)
-        torch.nn.utils.clip_grad_norm_(weights, grad_clip)
-        optimizer.step()
-        return value.item()
+        return loop_weight_step(model, criterion, x, y, optimizer, grad_clip)[0]
 
     return weight_step, first_order_grads, second_order_grads
 
 
-VARIANTS = ("ours", "ours_ckpt", "ours_2nd", "straightforward")
+VARIANTS = ("ours", "ours_ckpt", "ours_2nd", "ours_2nd_fwd", "straightforward")
 
 
 class Variant:
@@ -295,9 +272,10 @@ class Variant:
         from .search.architect import set_arch_grads
 
         _, arch_first, second = self._api
-        if self.kind == "ours_2nd":
+        if self.kind in ("ours_2nd", "ours_2nd_fwd"):
+            difference = {"difference": "forward"} if self.kind == "ours_2nd_fwd" else {}
             grads = second(self.model, loss_fn, self.xa, self.ya, self.xb, self.yb, self.weight_optimizer,
-                           xi=self.weight_optimizer.param_groups[0]["lr"], r=0.01)
+                           xi=self.weight_optimizer.param_groups[0]["lr"], r=0.01, **difference)
         else:
             self.arch_optimizer.zero_grad()
             grads = arch_first(self.model, loss_fn, self.xb, self.yb)
@@ -588,20 +566,26 @@ class Bench:
                          "ours / straightforward")
 
     def suite_order(self) -> None:
+        """Second-order step (DARTS' central difference, and our forward difference: arch.fd) vs first order."""
         net = self.s.darts_net()
         self.say(f"[order] {net.label}: 2nd / 1st order")
         first = Variant(net, "ours", self.device, self.s.seed)
-        second = Variant(net, "ours_2nd", self.device, self.s.seed, source=first.model)
+        variants = {"first": first,
+                    "second": Variant(net, "ours_2nd", self.device, self.s.seed, source=first.model),
+                    "forward": Variant(net, "ours_2nd_fwd", self.device, self.s.seed, source=first.model)}
         with tqdm(total=self.s.warmup + self.s.repeats, disable=not self.s.progress, leave=False,
                   desc=f"order {net.label}", unit="round") as bar:
-            timed = self._time({"first": first, "second": second}, bar)
-        label = "2nd / 1st order"
-        self.rows.append(Row("order", net.label, "step time", label, timed["second"]["total"],
-                             timed["first"]["total"], "s", target_for("order", "step time")))
-        self.rows.append(Row("order", net.label, "arch step time", label, timed["second"]["arch"],
-                             timed["first"]["arch"], "s"))
-        first.release(), second.release()
-        del first, second
+            timed = self._time(variants, bar)
+        for key, label, note in (("second", "2nd / 1st order", "arch.fd: central (DARTS)"),
+                                 ("forward", "2nd (forward difference) / 1st order",
+                                  "arch.fd: forward (one training pass fewer, kinks frozen)")):
+            self.rows.append(Row("order", net.label, "step time", label, timed[key]["total"],
+                                 timed["first"]["total"], "s", target_for("order", "step time"), note))
+            self.rows.append(Row("order", net.label, "arch step time", label, timed[key]["arch"],
+                                 timed["first"]["arch"], "s"))
+        for variant in variants.values():
+            variant.release()
+        del first, variants
         release_memory()
 
     def suite_checkpoint(self) -> None:
@@ -712,13 +696,28 @@ def hessian_share(s: Settings, say: Callable[[str], None] = print) -> list[Row]:
             notes.append(f"training part extrapolated from {limit} of {steps_per_epoch} steps")
         eval_seconds = timed(search.evaluate)
         # as at the end of a later epoch: warm-started from the previous eigenvector when the loop does that
+        previous = search.eigenvector
+        values = {}
         with lanczos_steps() as warm_steps:
-            eigen = timed(search.eigenvalue)
+            eigen = timed(lambda: values.setdefault("warm", search.eigenvalue()))
+        exact = None
+        if config.hessian.method != "exact":  # the same computation with exact (double-backward) products
+            search.eigenvector = previous
+            search.config = dataclasses.replace(config, hessian=dataclasses.replace(config.hessian, method="exact"))
+            with lanczos_steps() as exact_steps:
+                exact = timed(lambda: values.setdefault("exact", search.eigenvalue()))
+            search.config = config
     steps_done = f"{warm_steps[0]} of " if warm_steps else "at most "
     notes.append(f"epoch = training {train_seconds:.1f}s + evaluation {eval_seconds:.1f}s + eigenvalue "
                  f"({steps_done}{config.hessian.iters} Lanczos steps{', warm start' if warm else ''})")
     rows = [Row("hessian", label, "eigen share", "eigenvalue / epoch", eigen, train_seconds + eval_seconds + eigen,
                 "s", target_for("hessian", "eigen share"), "; ".join(notes))]
+    if exact is not None:
+        rows.append(Row("hessian", label, "eigen share, exact products", "eigenvalue / epoch", exact,
+                        train_seconds + eval_seconds + exact, "s", None,
+                        f"hessian.method: exact instead of {config.hessian.method}: eigenvalue "
+                        f"{values['exact']:.5g} vs {values['warm']:.5g}"
+                        + (f", {exact_steps[0]} Lanczos steps" if exact_steps else "")))
     if warm:
         rows.append(Row("hessian", label, "eigen share, epoch 1", "eigenvalue / epoch", eigen_cold,
                         train_seconds + eval_seconds + eigen_cold, "s", None,
