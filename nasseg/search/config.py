@@ -9,7 +9,7 @@
     seeds: [0]
     weights: {lr: 0.025, lr_min: 0.001, momentum: 0.9, weight_decay: 3.0e-4, grad_clip: 5}
     arch: {lr: 3.0e-4, betas: [0.5, 0.999], weight_decay: 1.0e-3, start_epoch: 0}
-    hessian: {every: 1, iters: 20, tol: 1.0e-2, warm_start: true, method: forward, epsilon: 1.0e-3}
+    hessian: {every: 1, iters: 20, tol: 1.0e-2, warm_start: true, method: forward, epsilon: 1.0e-4}
     supernet: {checkpoint: false, prune_below: 0.0}   # memory/time trade-offs (docs/performance.md)
     early_stop: {rule: paper, window: 5, ratio: 0.75}
     resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads)
@@ -78,7 +78,7 @@ class HessianConfig:
     tol: float = 1e-2  # Lanczos stops when the Ritz residual is below tol * |eigenvalue| (error <= 1%)
     warm_start: bool = True  # start Lanczos from the previous epoch's eigenvector
     method: str = "forward"  # Hessian-vector products: exact (double backward) | forward | central differences
-    epsilon: float = 1e-3  # finite-difference step along the unit Lanczos vector
+    epsilon: float = 1e-4  # finite-difference step along the unit Lanczos vector (accuracy: docs/search.md)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
                             tol=hessian_sec.get("tol", float, 1e-2),
                             warm_start=hessian_sec.get("warm_start", bool, True),
                             method=hessian_sec.get_choice("method", METHODS, "forward"),
-                            epsilon=hessian_sec.get("epsilon", float, 1e-3))
+                            epsilon=hessian_sec.get("epsilon", float, 1e-4))
     hessian_sec.finish()
     if not 0 < hessian.tol < 1:
         raise hessian_sec.error("tol", f"expected a number between 0 and 1, got {hessian.tol:g}")
