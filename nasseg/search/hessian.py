@@ -21,9 +21,9 @@ Three ways to get ``H v`` (``method``):
   ReLU masks and max-pool choices of ``a`` frozen (:class:`FrozenKinks`): that function has
   exactly autograd's gradient and Hessian at ``a``, and the quotient converges to the exact
   product with an O(e) (``forward``) or O(e^2) error, until float32 rounding takes over (below
-  e = 1e-4 on a flat CamVid loss; measured accuracies in docs/search.md). The forward passes must make the same
-  calls in the same order: the search loop holds pruning and checkpointing fixed around them
-  (``steps.fixed_structure``).
+  e = 1e-4 on a flat CamVid loss; measured accuracies in docs/search.md). The forward passes
+  must make the same calls in the same order: the search loop holds pruning and checkpointing
+  fixed around them (``steps.fixed_structure``).
 
 The loss is evaluated in whatever mode the model is in: RobustDARTS evaluates it in train mode
 (BatchNorm with batch statistics) on a validation batch, and its Hessian includes the alpha

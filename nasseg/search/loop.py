@@ -211,9 +211,9 @@ class Search:
         # fixed_structure: finite differences replay the ReLU pattern call by call, and a double
         # backward through checkpointed states fails (BN statistics restored in place)
         with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()), fixed_structure(self.model):
-            value, vector, self.eigen_steps = dominant_eigenvalue(lambda: self.loss(self.model, x, y), self.model.arch_parameters(),
-                                                   iters=hessian.iters, tol=hessian.tol, generator=generator,
-                                                   start=start, method=hessian.method, epsilon=hessian.epsilon)
+            value, vector, self.eigen_steps = dominant_eigenvalue(
+                lambda: self.loss(self.model, x, y), self.model.arch_parameters(), iters=hessian.iters,
+                tol=hessian.tol, generator=generator, start=start, method=hessian.method, epsilon=hessian.epsilon)
         self.eigenvector = vector.detach().to("cpu", torch.float64)
         return value
 
