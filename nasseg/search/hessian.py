@@ -190,14 +190,12 @@ def make_hvp(loss_fn: LossFn, params: Sequence[torch.Tensor], method: str = "exa
 
 def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol: float = 1e-4,
                 generator: torch.Generator | None = None,
-                start: torch.Tensor | None = None,
-                on_step: Callable[[int, float, float], None] | None = None) -> tuple[float, torch.Tensor, int]:
+                start: torch.Tensor | None = None) -> tuple[float, torch.Tensor, int]:
     """(largest algebraic eigenvalue, unit eigenvector, steps) of the symmetric n x n operator ``hvp``.
 
     Lanczos runs at most ``iters`` steps (one product each, never more than ``n``) and stops once
     the Ritz residual ``|beta_j s_j|`` is at most ``tol`` times the eigenvalue's magnitude.
-    ``reference`` gives the device and dtype of the vectors; ``on_step(step, ritz value, residual)``
-    sees every step (to study convergence).
+    ``reference`` gives the device and dtype of the vectors.
     """
     if start is None or start.numel() != n or not torch.isfinite(start).all() or start.norm() == 0:
         start = torch.randn(n, generator=generator, dtype=torch.float64)
@@ -220,8 +218,6 @@ def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol:
             tridiagonal += torch.diag(offsets, 1) + torch.diag(offsets, -1)
         ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
         theta, s = float(ritz_values[-1]), ritz_vectors[:, -1]
-        if on_step:
-            on_step(step, theta, beta * abs(float(s[-1])))
         if beta * abs(float(s[-1])) <= tol * abs(theta) or step == min(iters, n) or beta == 0.0:
             break
         off_diagonal.append(beta)
