@@ -4,7 +4,8 @@ Suites (``--suite``, comma-separated; ``all`` = every one):
 
 * ``darts``: one DARTS search step (first-order architecture step + weight step) of the DARTS
   CIFAR search net (``darts_cifar``: C=16, 8 cells, batch 64, 32x32, 10 classes), nasseg's
-  supernet vs the straightforward one of ``benchmarks/straightforward.py`` with the same weights;
+  supernet vs the straightforward one of ``benchmarks/straightforward.py`` with the same weights
+  (ours in channels-last, ``supernet.channels_last``, and also timed in NCHW);
 * ``autodeeplab``: the same for the Auto-DeepLab supernet (F=8, 12 layers, batch 2) at each crop of
   ``--adl-crops`` (default 129 and the paper's 321);
 * ``order``: DARTS second-order vs first-order search step (nasseg's code, the ``darts`` net),
@@ -212,7 +213,7 @@ def _steps_api() -> tuple[Callable, Callable, Callable]:
     return weight_step, first_order_grads, second_order_grads
 
 
-VARIANTS = ("ours", "ours_ckpt", "ours_2nd", "ours_2nd_fwd", "straightforward")
+VARIANTS = ("ours", "ours_nchw", "ours_ckpt", "ours_2nd", "ours_2nd_fwd", "straightforward")
 
 
 class Variant:
@@ -241,8 +242,10 @@ class Variant:
                 else:
                     self.available = False
         self.model.to(device).train()
-        if device.type == "cuda" and kind != "straightforward" and _channels_last_default():
-            self.model.to(memory_format=torch.channels_last)  # as nasseg's search loop does on CUDA
+        if kind not in ("straightforward", "ours_nchw") and _channels_last_default():
+            from .layers import to_channels_last
+
+            self.model = to_channels_last(self.model)  # as nasseg's search loop does (supernet.channels_last)
         self.lattice = space.network.type == "lattice"
         self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=0.025, momentum=0.9,
                                                 weight_decay=3e-4)
@@ -511,8 +514,10 @@ class Bench:
         if self.s.progress:
             tqdm.write(text, file=sys.stderr)
 
-    def compare(self, suite: str, net: NetConfig, kinds: dict[str, str], label: str) -> None:
-        """Memory, then time, of ``kinds`` = {'value': variant, 'baseline': variant} on one net.
+    def compare(self, suite: str, net: NetConfig, kinds: dict[str, str], label: str,
+                extra: Sequence[tuple[str, str]] = ()) -> None:
+        """Memory, then time, of ``kinds`` = {'value': variant, 'baseline': variant} on one net;
+        ``extra`` = ((variant, label), ...): more variants timed in the same run against the baseline.
 
         Memory first: each variant in its own process while this one is still small."""
         value_kind, base_kind = kinds["value"], kinds["baseline"]
@@ -526,7 +531,7 @@ class Bench:
         mv, mb = self.memory(net, value_kind), self.memory(net, base_kind)
         first = Variant(net, "ours", self.device, self.s.seed)
         variants = {}
-        for kind in (value_kind, base_kind):
+        for kind in (value_kind, base_kind, *(kind for kind, _ in extra)):
             variants[kind] = first if kind == "ours" else Variant(net, kind, self.device, self.s.seed,
                                                                    source=first.model)
         with tqdm(total=self.s.warmup + self.s.repeats, disable=not self.s.progress, leave=False,
@@ -536,11 +541,13 @@ class Bench:
             variant.release()
         del variants, first
         release_memory()
-        v, b = timed[value_kind], timed[base_kind]
-        self.rows.append(Row(suite, net.label, "step time", label, v["total"], b["total"], "s",
-                             target_for(suite, "step time")))
-        self.rows.append(Row(suite, net.label, "weight step time", label, v["weight"], b["weight"], "s"))
-        self.rows.append(Row(suite, net.label, "arch step time", label, v["arch"], b["arch"], "s"))
+        b = timed[base_kind]
+        for kind, row_label, target in ((value_kind, label, target_for(suite, "step time")),
+                                        *((kind, row_label, None) for kind, row_label in extra)):
+            v = timed[kind]
+            self.rows.append(Row(suite, net.label, "step time", row_label, v["total"], b["total"], "s", target))
+            self.rows.append(Row(suite, net.label, "weight step time", row_label, v["weight"], b["weight"], "s"))
+            self.rows.append(Row(suite, net.label, "arch step time", row_label, v["arch"], b["arch"], "s"))
         failed = [m.get("error", "unavailable") for m in (mv, mb) if m is not None and not m.get("available", True)]
         if failed:
             self.rows.append(Row(suite, net.label, "peak memory", label, None, None, "MB",
@@ -558,7 +565,7 @@ class Bench:
 
     def suite_darts(self) -> None:
         self.compare("darts", self.s.darts_net(), {"value": "ours", "baseline": "straightforward"},
-                     "ours / straightforward")
+                     "ours / straightforward", extra=(("ours_nchw", "ours in NCHW / straightforward"),))
 
     def suite_autodeeplab(self) -> None:
         for net in self.s.adl_nets():

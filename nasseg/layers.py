@@ -206,3 +206,51 @@ class CompactMaxPool2d(nn.Module):
         if not torch.is_grad_enabled() or not x.requires_grad:
             return F.max_pool2d(x, self.kernel, self.stride, self.padding)
         return _CompactMaxPool.apply(x, self.kernel, self.stride, self.padding)
+
+
+class SubsampledPointwiseConv2d(nn.Conv2d):
+    """A strided, unpadded 1x1 conv computed as "subsample, then a stride-1 1x1 conv": the same
+    function and gradients with the same parameters (``weight`` / ``bias`` keep their names).
+
+    Why it exists: in channels-last on CPU, torch 2.13's oneDNN weight-gradient kernel for strided
+    1x1 convs (``jit_avx2_1x1_convolution_bwd_weights``, its reduce-to-unit-stride path) writes
+    past its scratch buffer (valgrind: invalid write; glibc aborts with "corrupted double-linked
+    list"). A stride-1 1x1 conv never takes that path. See docs/performance.md.
+    """
+
+    @classmethod
+    def replaces(cls, conv: nn.Module) -> bool:
+        """Whether ``conv`` is a strided 1x1 conv without padding that this class computes identically."""
+        return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride != (1, 1)
+                and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros")
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "SubsampledPointwiseConv2d":
+        new = cls(conv.in_channels, conv.out_channels, 1, stride=conv.stride, groups=conv.groups,
+                  bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        new.weight = conv.weight  # the same Parameter objects: optimisers and state dicts see no change
+        new.bias = conv.bias
+        new.train(conv.training)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step_h, step_w = self.stride
+        return F.conv2d(x[:, :, ::step_h, ::step_w], self.weight, self.bias, 1, 0, 1, self.groups)
+
+
+def subsample_strided_pointwise_convs(module: nn.Module) -> nn.Module:
+    """Swap every strided 1x1 ``nn.Conv2d`` inside ``module`` for :class:`SubsampledPointwiseConv2d`;
+    returns the module (replaced if it is one)."""
+    if SubsampledPointwiseConv2d.replaces(module):
+        return SubsampledPointwiseConv2d.from_conv(module)
+    for name, child in module.named_children():
+        setattr(module, name, subsample_strided_pointwise_convs(child))
+    return module
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` in NHWC memory format (faster convolutions on CPU and GPU), with the strided 1x1
+    convs that corrupt memory in channels-last on CPU swapped for their subsampled equivalent.
+    Parameters stay the same objects; returns the model."""
+    model = subsample_strided_pointwise_convs(model)
+    return model.to(memory_format=torch.channels_last)

@@ -184,3 +184,74 @@ def test_compact_max_pool_is_max_pool_with_int8_indices(stride, size):
     probe = torch.randn_like(ours)  # double backward (Hessian-vector products go through it)
     assert torch.equal(torch.autograd.grad((ours * probe).sum(), grad)[0],
                        torch.autograd.grad((native * probe).sum(), grad)[0])
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 7)])
+def test_subsampled_pointwise_conv_is_the_strided_conv(size):
+    from nasseg.layers import SubsampledPointwiseConv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(5, 6, 1, stride=2, bias=True).double()
+    twin = SubsampledPointwiseConv2d.from_conv(conv)
+    assert twin.weight is conv.weight and twin.bias is conv.bias
+    x = torch.randn(2, 5, *size, dtype=torch.float64, requires_grad=True)
+    ours, reference = twin(x), F.conv2d(x, conv.weight, conv.bias, stride=2)
+    assert torch.equal(ours, reference)
+    grad = torch.randn_like(ours)
+    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(ours, [x, conv.weight], grad),
+                                                 torch.autograd.grad(reference, [x, conv.weight], grad)))
+
+
+@pytest.mark.parametrize("name,classes,size", CASES)
+def test_channels_last_supernet_computes_the_same_step(name, classes, size, tmp_path):
+    """supernet.channels_last: same parameters (objects and state-dict names), strided 1x1 convs
+    swapped for their subsampled form, and the same loss and gradients: against float64, NHWC
+    float32 errs no more than NCHW float32 does (the search nets amplify float32 rounding through
+    a dozen BatchNorms on batches of 2: ~0.3 % on their own)."""
+    from nasseg.layers import SubsampledPointwiseConv2d, to_channels_last
+
+    exact = small(name, classes, tmp_path=tmp_path)
+    nchw = small(name, classes, tmp_path=tmp_path).float()
+    nhwc = small(name, classes, tmp_path=tmp_path).float()
+    before = {key: id(p) for key, p in nhwc.named_parameters()}
+    nhwc = to_channels_last(nhwc)
+    assert {key: id(p) for key, p in nhwc.named_parameters()} == before
+    assert list(nhwc.state_dict()) == list(exact.state_dict())
+    assert any(isinstance(m, SubsampledPointwiseConv2d) for m in nhwc.modules())
+    assert not any(type(m) is torch.nn.Conv2d and m.stride != (1, 1) and m.kernel_size == (1, 1)
+                   for m in nhwc.modules())
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    y = torch.randint(0, classes, (2, size, size))
+    results = []
+    for model in (exact, nchw, nhwc):
+        loss = F.cross_entropy(model(x.to(next(model.parameters()).dtype)), y)
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        results.append((loss.item(), torch.cat([g.double().flatten() for g in grads if g is not None])))
+    (loss_64, grad_64), (loss_nchw, grad_nchw), (loss_nhwc, grad_nhwc) = results
+    assert abs(loss_nhwc - loss_64) < 1e-5 * loss_64
+    error_nchw = float((grad_nchw - grad_64).norm() / grad_64.norm())
+    error_nhwc = float((grad_nhwc - grad_64).norm() / grad_64.norm())
+    assert error_nhwc < max(2 * error_nchw, 1e-4), (error_nhwc, error_nchw)
+
+
+def test_channels_last_factorized_reduce_does_not_corrupt_the_heap():
+    """Regression: in channels-last on CPU, torch 2.13's oneDNN weight gradient of a strided 1x1 conv
+    with few input channels writes past its buffer (glibc then aborts, often only later). With the
+    convs swapped by to_channels_last the same loop runs clean under glibc's strict heap checks."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from nasseg.layers import FactorizedReduce, to_channels_last
+torch.set_num_threads(1)
+for c_in, c_out in [(2, 2), (3, 4), (4, 4), (5, 8), (6, 16)]:
+    op = to_channels_last(FactorizedReduce(c_in, c_out))
+    for _ in range(10):
+        x = torch.randn(2, c_in, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+        op(x).sum().backward()
+print("clean")
+"""
+    env = {**__import__("os").environ, "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]

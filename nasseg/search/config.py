@@ -86,7 +86,7 @@ class SupernetConfig:
     """How the supernet is computed; none of these changes what is searched except prune_below."""
     checkpoint: bool = False  # recompute each state's activations in backward: far less memory, ~1.3x time
     prune_below: float = 0.0  # skip candidate ops whose softmax weight fell below this (0 = never)
-    channels_last: bool = True  # CUDA only: NHWC memory format for the convolutions
+    channels_last: bool = True  # NHWC memory format for the convolutions (CPU and CUDA)
     amp: bool = False  # CUDA only: bfloat16 autocast in the weight and first-order architecture steps
 
 

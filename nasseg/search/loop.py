@@ -29,7 +29,7 @@ from ..arch.decode import decode
 from ..errors import NassegError
 from ..io import atomic_write_text
 from ..space.ops import OPS
-from ..layers import frozen_bn_stats
+from ..layers import frozen_bn_stats, to_channels_last
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
 from .architect import first_order_grads, second_order_grads, set_arch_grads
@@ -86,8 +86,8 @@ class Search:
         net = config.supernet
         self.model = Supernet(self.space, self.data.num_classes, checkpoint_cells=net.checkpoint,
                               prune_below=net.prune_below).to(self.device)
-        if self.device.type == "cuda" and net.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if net.channels_last:
+            self.model = to_channels_last(self.model)
         self.amp = self.device.type == "cuda" and net.amp
         if not self.model.segmentation:
             raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
