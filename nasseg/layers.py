@@ -148,7 +148,12 @@ class _CompactMaxPool(torch.autograd.Function):
         width = x.shape[-1]
         base = _window_origins(out.shape[-2:], width, stride, padding, x.device)
         relative = index - base  # = row * width + col, with row, col in [0, kernel)
-        offset = (torch.div(relative, width, rounding_mode="floor") * kernel + relative.remainder(width))
+        # offset = row * kernel + col = relative - row * (width - kernel); row by comparisons, as
+        # int64 division / remainder are scalar loops (4.5 ms a call on a DARTS CIFAR batch)
+        if width >= kernel:
+            offset = relative - _window_row(relative, width, kernel) * (width - kernel)
+        else:  # a column can lie past the width inside a padded window: the general formula
+            offset = torch.div(relative, width, rounding_mode="floor") * kernel + relative.remainder(width)
         ctx.save_for_backward(offset.to(torch.int8))
         ctx.geometry = (x.shape, kernel, stride, padding)
         return out
@@ -159,10 +164,21 @@ class _CompactMaxPool(torch.autograd.Function):
         shape, kernel, stride, padding = ctx.geometry
         offset = offset.long()
         base = _window_origins(grad_out.shape[-2:], shape[-1], stride, padding, grad_out.device)
-        index = base + torch.div(offset, kernel, rounding_mode="floor") * shape[-1] + offset.remainder(kernel)
+        if shape[-1] >= kernel:
+            index = base + offset + _window_row(offset, kernel, kernel) * (shape[-1] - kernel)
+        else:
+            index = base + torch.div(offset, kernel, rounding_mode="floor") * shape[-1] + offset.remainder(kernel)
         grad_in = grad_out.new_zeros(shape[0], shape[1], shape[2] * shape[3])
         grad_in = grad_in.scatter_add(2, index.flatten(2), grad_out.flatten(2))
         return grad_in.view(shape), None, None, None
+
+
+def _window_row(flat: torch.Tensor, width: int, kernel: int) -> torch.Tensor:
+    """``flat // width`` for 0 <= flat < kernel * width (width >= kernel): the row starts passed."""
+    row = torch.zeros_like(flat)
+    for r in range(1, kernel):
+        row += flat >= r * width
+    return row
 
 
 def _window_origins(out_size, width: int, stride: int, padding: int, device) -> torch.Tensor:

@@ -168,7 +168,7 @@ def test_warm_started_lanczos_needs_fewer_steps():
     assert warm_steps < cold_steps, (warm_steps, cold_steps)
 
 
-@pytest.mark.parametrize("stride,size", [(1, (9, 7)), (2, (9, 7)), (2, (8, 8))])
+@pytest.mark.parametrize("stride,size", [(1, (9, 7)), (2, (9, 7)), (2, (8, 8)), (1, (2, 2)), (2, (1, 1)), (1, (3, 1))])
 def test_compact_max_pool_is_max_pool_with_int8_indices(stride, size):
     from nasseg.layers import CompactMaxPool2d
 
