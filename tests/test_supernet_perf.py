@@ -4,6 +4,9 @@ skips ops."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -238,9 +241,6 @@ def test_channels_last_factorized_reduce_does_not_corrupt_the_heap():
     """Regression: in channels-last on CPU, torch 2.13's oneDNN weight gradient of a strided 1x1 conv
     with few input channels writes past its buffer (glibc then aborts, often only later). With the
     convs swapped by to_channels_last the same loop runs clean under glibc's strict heap checks."""
-    import subprocess
-    import sys
-
     code = """
 import torch
 from nasseg.layers import FactorizedReduce, to_channels_last
@@ -252,6 +252,6 @@ for c_in, c_out in [(2, 2), (3, 4), (4, 4), (5, 8), (6, 16)]:
         op(x).sum().backward()
 print("clean")
 """
-    env = {**__import__("os").environ, "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
+    env = {**os.environ, "MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
