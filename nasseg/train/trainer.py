@@ -44,6 +44,7 @@ from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, Rand
                                RandomScale, Resize, eval_transform)
 from ..errors import NassegError
 from ..io import atomic_write_text
+from ..layers import to_channels_last
 from ..search.loop import pick_device
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig, dump_train_job
@@ -169,8 +170,8 @@ class Trainer:
                               f"({len(self.train_set)} images)")
         torch.manual_seed(config.seed)  # model initialisation
         self.model = build_model_for(config, probe.num_classes).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":  # CPU: the baselines' ops are not yet checked in NHWC (docs/performance.md)
+            self.model = to_channels_last(self.model)
         self.net: nn.Module = self.model  # what the training step calls (a DDP wrapper in parallel runs)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.optim.lr,
                                          momentum=config.optim.momentum,
