@@ -26,6 +26,68 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+def _is_nhwc(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class DilatedDepthwiseConv2d(nn.Conv2d):
+    """A depthwise conv (``groups`` = channels) that, on CPU, computes its dilated form (dilation d,
+    stride 1 or d) as undilated convs on the d x d interleaved sub-grids of the input ("space to
+    batch", as TensorFlow's ``atrous_conv2d``): the same function with the same parameters.
+
+    Why: torch 2.13's CPU kernels have no fast path for the backward of a dilated depthwise conv.
+    On DARTS CIFAR batches in NHWC, forward + backward of a 5x5 dilation-2 conv takes 39 ms against
+    19 ms this way (64 x 16 x 32 x 32), and with stride 2 52 ms against 5 ms. Output pixel
+    ``(d i + a, d j + b)`` reads only input pixels of sub-grid ``(a, b)``, so an undilated conv with
+    padding ``p / d`` on each sub-grid (a strided view: autograd keeps views, no copies) gives that
+    output sub-grid; with stride d only sub-grid (0, 0) is read. Other shapes, CUDA, and passes that
+    need no gradient of this conv take the native conv (its forward is faster).
+    """
+
+    def _phase_plan(self, x: torch.Tensor) -> int | None:
+        """The dilation d if the sub-grid form applies to ``x`` in this pass, else None."""
+        d, kernel, stride = self.dilation[0], self.kernel_size[0], self.stride[0]
+        if x.is_cuda or x.dim() != 4 or d == 1 or not torch.is_grad_enabled():
+            return None
+        # measured gains: with stride d in both gradients, with stride 1 in the weight gradient only
+        if not (self.weight.requires_grad or (stride == d and x.requires_grad)):
+            return None
+        padding = None if isinstance(self.padding, str) else self.padding[0]
+        if (padding is None or padding % d or self.padding != (padding, padding) or self.dilation != (d, d)
+                or self.kernel_size != (kernel, kernel) or self.stride != (stride, stride) or stride not in (1, d)
+                or self.padding_mode != "zeros" or not self.groups == self.in_channels == self.out_channels):
+            return None
+        for size in x.shape[-2:]:
+            native = (size + 2 * padding - d * (kernel - 1) - 1) // stride + 1
+            grid = -(-size // d) if stride == d else size // d  # rows of sub-grid (0, 0)
+            if grid + 2 * (padding // d) - kernel + 1 != (native if stride == d else grid):
+                return None  # not the native output size (stride 1: padding other than "same")
+            if stride == 1 and (size % d or grid < kernel):  # unequal sub-grids; or smaller than the
+                return None  # kernel, where the native conv was as fast (64 x 64 x 8 x 8, 5x5)
+        return d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self._phase_plan(x)
+        if d is None:
+            return super().forward(x)
+        q = self.padding[0] // d
+
+        def conv(grid: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(grid, self.weight, self.bias, 1, q, 1, self.groups)
+
+        if self.stride[0] == d:
+            out = conv(x[:, :, ::d, ::d])
+            # torch may not read an odd-sized subsampled NHWC view as channels-last: keep x's layout
+            return out.contiguous(memory_format=torch.channels_last) if _is_nhwc(x) else out
+        rows = [[conv(x[:, :, a::d, b::d]) for b in range(d)] for a in range(d)]
+        n, c, height, width = x.shape
+        if _is_nhwc(x):
+            # interleave in NHWC memory: (N, H/d, d, W/d, d, C) is (N, H, W, C)
+            nhwc = torch.stack([torch.stack([y.permute(0, 2, 3, 1) for y in row], dim=3) for row in rows], dim=2)
+            return nhwc.view(n, height, width, c).permute(0, 3, 1, 2)
+        return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=3).view(n, c, height, width)
+
+
 class DilConv(nn.Sequential):
     """ReLU -> depthwise conv (dilated) -> pointwise conv -> BN (DARTS ``dil_conv``, ADL ``atrous_conv``)."""
 
@@ -33,8 +95,8 @@ class DilConv(nn.Sequential):
                  affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
-                      groups=c_in, bias=False),
+            DilatedDepthwiseConv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
+                                   groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )

@@ -205,6 +205,63 @@ def test_subsampled_pointwise_conv_is_the_strided_conv(size):
                                                  torch.autograd.grad(reference, [x, conv.weight], grad)))
 
 
+# (kernel, stride, padding, dilation, size, sub-grid form expected)
+DILATED = [(3, 1, 2, 2, (8, 12), True), (5, 1, 4, 2, (16, 10), True), (3, 1, 3, 3, (12, 12), True),
+           (3, 2, 2, 2, (7, 9), True), (5, 2, 4, 2, (8, 8), True),
+           (3, 1, 2, 2, (9, 9), False),    # odd size: unequal sub-grids
+           (5, 1, 4, 2, (6, 6), False),    # sub-grids smaller than the kernel
+           (3, 1, 1, 2, (8, 8), False),    # not "same" padding
+           (3, 1, 1, 1, (8, 8), False)]    # undilated
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("kernel,stride,padding,dilation,size,phased", DILATED)
+def test_dilated_depthwise_conv_is_the_native_conv(kernel, stride, padding, dilation, size, phased, layout):
+    """The sub-grid form of a dilated depthwise conv gives the native conv's output, gradients and
+    second derivatives (the exact Hessian method differentiates through it), and keeps NHWC."""
+    from nasseg.layers import DilatedDepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DilatedDepthwiseConv2d(4, 4, kernel, stride=stride, padding=padding, dilation=dilation, groups=4,
+                                  bias=False).double()
+    x = torch.randn(2, 4, *size, dtype=torch.float64)
+    if layout == "nhwc":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    assert (conv._phase_plan(x) is not None) == phased
+    ours = conv(x)
+    reference = F.conv2d(x, conv.weight, None, stride, padding, dilation, 4)
+    assert ours.shape == reference.shape and torch.allclose(ours, reference, rtol=0, atol=1e-12)
+    assert ours.is_contiguous(memory_format=torch.channels_last) == (layout == "nhwc")
+    grad = torch.randn_like(ours)
+    for a, b in zip(torch.autograd.grad(ours, [x, conv.weight], grad),
+                    torch.autograd.grad(reference, [x, conv.weight], grad)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    # d/dweight of a function of the input gradient: a second derivative through the conv
+    second = []
+    for out in (conv(x), F.conv2d(x, conv.weight, None, stride, padding, dilation, 4)):
+        grad_x, = torch.autograd.grad((out ** 2).sum(), x, create_graph=True)
+        second.append(torch.autograd.grad((grad_x * grad_x).sum(), conv.weight)[0])
+    assert torch.allclose(*second, rtol=1e-10, atol=1e-10)
+
+
+def test_dilated_depthwise_conv_takes_the_native_path_without_its_gradients():
+    """No gradient of the conv in the pass (frozen weights, stride 1; no_grad): the native conv,
+    whose forward is faster."""
+    from nasseg.layers import DilatedDepthwiseConv2d
+
+    conv = DilatedDepthwiseConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    assert conv._phase_plan(x) == 2
+    with torch.no_grad():
+        assert conv._phase_plan(x) is None
+    conv.weight.requires_grad_(False)
+    assert conv._phase_plan(x) is None  # stride 1: only the weight gradient gains
+    strided = DilatedDepthwiseConv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
+    strided.weight.requires_grad_(False)
+    assert strided._phase_plan(x) == 2  # stride d: the input gradient gains too
+
+
 @pytest.mark.parametrize("name,classes,size", CASES)
 def test_channels_last_supernet_computes_the_same_step(name, classes, size, tmp_path):
     """supernet.channels_last: same parameters (objects and state-dict names), strided 1x1 convs
