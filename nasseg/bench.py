@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .errors import NassegError
+from .heap import keep_freed_heap
 
 SUITES = ("darts", "autodeeplab", "order", "checkpoint", "hessian", "ray")
 DEFAULT_SUITES = ("darts", "autodeeplab", "order", "checkpoint", "hessian")
@@ -608,6 +609,7 @@ class Bench:
 
     def run(self) -> list[Row]:
         torch.set_num_threads(self.s.threads)
+        keep_freed_heap()  # as nasseg's search and training processes do (nasseg/heap.py)
         for suite in tqdm(self.s.suites, disable=not self.s.progress, desc="bench", unit="suite"):
             getattr(self, f"suite_{suite}")()
         return self.rows

@@ -29,6 +29,7 @@ from ..arch.decode import decode
 from ..errors import NassegError
 from ..io import atomic_write_text
 from ..space.ops import OPS
+from ..heap import keep_freed_heap
 from ..layers import frozen_bn_stats, to_channels_last
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
@@ -80,6 +81,7 @@ class Search:
         self.run = RunDir(run_dir)
         self.progress = progress
         seed_everything(seed)
+        keep_freed_heap()  # no page faults for regrowing the heap on every step (nasseg/heap.py)
         self.space = space or spaces.load(resolve_space_path(config))
         self.data = build_search_data(config.data, seed)
         self.device = pick_device(config.device)

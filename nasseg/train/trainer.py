@@ -44,6 +44,7 @@ from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, Rand
                                RandomScale, Resize, eval_transform)
 from ..errors import NassegError
 from ..io import atomic_write_text
+from ..heap import keep_freed_heap
 from ..layers import to_channels_last
 from ..search.loop import pick_device
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -168,6 +169,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise NassegError(f"data.batch_size {d.batch_size} is larger than the {d.train_split} split "
                               f"({len(self.train_set)} images)")
+        keep_freed_heap()  # no page faults for regrowing the heap on every step (nasseg/heap.py)
         torch.manual_seed(config.seed)  # model initialisation
         self.model = build_model_for(config, probe.num_classes).to(self.device)
         if self.device.type == "cuda":  # CPU: the baselines' ops are not yet checked in NHWC (docs/performance.md)
