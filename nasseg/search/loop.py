@@ -27,9 +27,9 @@ from tqdm import tqdm
 from .. import space as spaces
 from ..arch.decode import decode
 from ..errors import NassegError
+from ..heap import keep_freed_heap
 from ..io import atomic_write_text
 from ..space.ops import OPS
-from ..heap import keep_freed_heap
 from ..layers import frozen_bn_stats, to_channels_last
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix

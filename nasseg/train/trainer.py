@@ -43,8 +43,8 @@ from tqdm import tqdm
 from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, RandomHorizontalFlip,
                                RandomScale, Resize, eval_transform)
 from ..errors import NassegError
-from ..io import atomic_write_text
 from ..heap import keep_freed_heap
+from ..io import atomic_write_text
 from ..layers import to_channels_last
 from ..search.loop import pick_device
 from .checkpoint import read_checkpoint, save_checkpoint
