@@ -26,7 +26,8 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-def _is_nhwc(x: torch.Tensor) -> bool:
+def is_nhwc(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-d tensor laid out channels-last (and not also plain contiguous)."""
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
@@ -78,10 +79,10 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         if self.stride[0] == d:
             out = conv(x[:, :, ::d, ::d])
             # torch may not read an odd-sized subsampled NHWC view as channels-last: keep x's layout
-            return out.contiguous(memory_format=torch.channels_last) if _is_nhwc(x) else out
+            return out.contiguous(memory_format=torch.channels_last) if is_nhwc(x) else out
         rows = [[conv(x[:, :, a::d, b::d]) for b in range(d)] for a in range(d)]
         n, c, height, width = x.shape
-        if _is_nhwc(x):
+        if is_nhwc(x):
             # interleave in NHWC memory: (N, H/d, d, W/d, d, C) is (N, H, W, C)
             nhwc = torch.stack([torch.stack([y.permute(0, 2, 3, 1) for y in row], dim=3) for row in rows], dim=2)
             return nhwc.view(n, height, width, c).permute(0, 3, 1, 2)

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..layers import is_nhwc
+
 LossFn = Callable[[], torch.Tensor]
 Hvp = Callable[[torch.Tensor], torch.Tensor]
 METHODS = ("exact", "forward", "central")
@@ -145,7 +147,7 @@ class FrozenKinks(TorchFunctionMode):
 def _gather_pooled(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x`` (N, C, H, W) at the flat H*W positions ``index`` (N, C, h, w): a max pool whose choice is
     given. Gathers in x's own memory layout, so an NHWC tensor is not copied to NCHW first."""
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+    if not is_nhwc(x):
         return x.flatten(2).gather(2, index.flatten(2)).view(index.shape)
     n, c, h, w = index.shape
     nhwc = x.permute(0, 2, 3, 1).flatten(1, 2)  # (N, H*W, C), a view
