@@ -31,6 +31,15 @@ def is_nhwc(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+def conv_on_subsampled(x: torch.Tensor, step_h: int, step_w: int, weight: torch.Tensor,
+                       bias: torch.Tensor | None, padding: int, groups: int) -> torch.Tensor:
+    """A stride-1 conv of ``x[:, :, ::step_h, ::step_w]``, in ``x``'s memory layout: torch does not
+    read an odd-sized subsampled NHWC view as channels-last and would return NCHW, and every op
+    after it would then mix layouts."""
+    out = F.conv2d(x[:, :, ::step_h, ::step_w], weight, bias, 1, padding, 1, groups)
+    return out.contiguous(memory_format=torch.channels_last) if is_nhwc(x) else out
+
+
 class DilatedDepthwiseConv2d(nn.Conv2d):
     """A depthwise conv (``groups`` = channels) that, on CPU, computes its dilated form (dilation d,
     stride 1 or d) as undilated convs on the d x d interleaved sub-grids of the input ("space to
@@ -72,15 +81,10 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         if d is None:
             return super().forward(x)
         q = self.padding[0] // d
-
-        def conv(grid: torch.Tensor) -> torch.Tensor:
-            return F.conv2d(grid, self.weight, self.bias, 1, q, 1, self.groups)
-
         if self.stride[0] == d:
-            out = conv(x[:, :, ::d, ::d])
-            # torch may not read an odd-sized subsampled NHWC view as channels-last: keep x's layout
-            return out.contiguous(memory_format=torch.channels_last) if is_nhwc(x) else out
-        rows = [[conv(x[:, :, a::d, b::d]) for b in range(d)] for a in range(d)]
+            return conv_on_subsampled(x, d, d, self.weight, self.bias, q, self.groups)
+        rows = [[F.conv2d(x[:, :, a::d, b::d], self.weight, self.bias, 1, q, 1, self.groups) for b in range(d)]
+                for a in range(d)]
         n, c, height, width = x.shape
         if is_nhwc(x):
             # interleave in NHWC memory: (N, H/d, d, W/d, d, C) is (N, H, W, C)
@@ -314,8 +318,7 @@ class SubsampledPointwiseConv2d(nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        step_h, step_w = self.stride
-        return F.conv2d(x[:, :, ::step_h, ::step_w], self.weight, self.bias, 1, 0, 1, self.groups)
+        return conv_on_subsampled(x, *self.stride, self.weight, self.bias, 0, self.groups)
 
 
 def subsample_strided_pointwise_convs(module: nn.Module) -> nn.Module:

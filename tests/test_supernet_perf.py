@@ -205,6 +205,19 @@ def test_subsampled_pointwise_conv_is_the_strided_conv(size):
                                                  torch.autograd.grad(reference, [x, conv.weight], grad)))
 
 
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (17, 17)])
+def test_subsampled_pointwise_conv_keeps_channels_last(size):
+    """An NHWC input gives an NHWC output also at odd sizes, where torch's conv of the subsampled
+    view would return NCHW and leave the ops after it mixing layouts."""
+    from nasseg.layers import SubsampledPointwiseConv2d
+
+    conv = SubsampledPointwiseConv2d(3, 4, 1, stride=2, bias=False).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64).to(memory_format=torch.channels_last)
+    out = conv(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, F.conv2d(x, conv.weight, None, stride=2), rtol=0, atol=1e-12)
+
+
 # (kernel, stride, padding, dilation, size, sub-grid form expected)
 DILATED = [(3, 1, 2, 2, (8, 12), True), (5, 1, 4, 2, (16, 10), True), (3, 1, 3, 3, (12, 12), True),
            (3, 2, 2, 2, (7, 9), True), (5, 2, 4, 2, (8, 8), True),
