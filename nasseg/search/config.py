@@ -75,7 +75,7 @@ class HessianConfig:
     every: int = 1  # compute the dominant eigenvalue every N epochs (0 = never)
     iters: int = 20  # Lanczos steps
     batch_size: int | None = None  # the fixed validation batch; default: data.batch_size
-    tol: float = 1e-2  # Lanczos stops when the eigenvalue's error bound min(r, r^2/gap) is below tol * |eigenvalue|
+    tol: float = 1e-2  # Lanczos stops when the top Ritz pair's residual r is below tol * |eigenvalue|
     warm_start: bool = True  # start Lanczos from the previous epoch's eigenvector
     method: str = "forward"  # Hessian-vector products: exact (double backward) | forward | central differences
     epsilon: float = 1e-4  # finite-difference step along the unit Lanczos vector (accuracy: docs/search.md)

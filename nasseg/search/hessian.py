@@ -209,12 +209,14 @@ def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol:
     """(largest algebraic eigenvalue, unit eigenvector, steps) of the symmetric n x n operator ``hvp``.
 
     Lanczos runs at most ``iters`` steps (one product each, never more than ``n``) and stops once
-    the eigenvalue's error bound is at most ``tol`` times its magnitude. The bound is
-    ``min(r, r**2 / gap)`` with ``r = |beta_j s_j|`` the Ritz residual and ``gap`` the distance to
-    the next Ritz value: ``r`` alone bounds the error of any Ritz value, ``r**2 / gap`` that of an
-    isolated one (Kato-Temple; Parlett, The Symmetric Eigenvalue Problem, ch. 11), and is far
-    tighter once the top Ritz vector has settled (CamVid supernet: 5 products instead of 7 for 1 %,
-    the true error then 0.3 %). ``reference`` gives the device and dtype of the vectors.
+    the Ritz residual ``r = |beta_j s_j|`` of the top Ritz pair is at most ``tol`` times its value,
+    ARPACK's test: some eigenvalue then lies within ``r`` of it. A sharper, gap-based estimate
+    ``r**2 / gap`` (Kato-Temple with the next Ritz value as the gap) is not safe here: it assumes
+    the top Ritz value already approximates the top eigenvalue, and when the start vector leans
+    towards the second eigenvector of a close pair, the Ritz value settles on that one first.
+    On a CamVid supernet (top eigenvalues 0.0978 and 0.0885, warm start) the estimate fell below
+    1 % at step 4 with the value 9.5 % low; the residual rule ran to step 10 (0.05 % low).
+    ``reference`` gives the device and dtype of the vectors.
     """
     if start is None or start.numel() != n or not torch.isfinite(start).all() or start.norm() == 0:
         start = torch.randn(n, generator=generator, dtype=torch.float64)
@@ -238,9 +240,7 @@ def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol:
         ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
         theta, s = float(ritz_values[-1]), ritz_vectors[:, -1]
         residual = beta * abs(float(s[-1]))
-        gap = theta - float(ritz_values[-2]) if step > 1 else 0.0
-        error_bound = min(residual, residual ** 2 / gap) if gap > 0 else residual
-        if error_bound <= tol * abs(theta) or step == min(iters, n) or beta == 0.0:
+        if residual <= tol * abs(theta) or step == min(iters, n) or beta == 0.0:
             break
         off_diagonal.append(beta)
         basis.append(w / beta)
