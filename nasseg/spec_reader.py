@@ -6,8 +6,10 @@ so that all of them fail the same way: one line, ``file: key.path: what is wrong
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -146,3 +148,71 @@ def resolve_builtin(name_or_path: str | Path, folder: Path, kind: str) -> Path:
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     raise SpecError(str(name_or_path), None, f"no such file or built-in {kind}; built-in: "
                     + ", ".join(names) + did_you_mean(str(name_or_path), names))
+
+
+def plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def read_pair(sec: Section, key: str, default: Any, kind: type = int) -> Any:
+    """Two numbers: [H, W] sizes (ints) or e.g. Adam's betas (floats)."""
+    value = sec.get(key, list, None)
+    if value is None:
+        return default
+    if len(value) != 2 or not all(is_instance(v, kind) for v in value):
+        shape = "[H, W] (two integers)" if kind is int else "two numbers [a, b]"
+        raise sec.error(key, f"expected {shape}, got {describe(value)}")
+    return tuple(kind(v) for v in value)
+
+
+def read_fields(sec: Section, defaults: Any) -> dict[str, Any]:
+    """Read every field of a dataclass instance ``defaults`` from ``sec``, typed like the default."""
+    values = {}
+    for name, default in asdict(defaults).items():
+        if isinstance(default, tuple):
+            values[name] = read_pair(sec, name, default, type(default[0]))
+        elif isinstance(default, float):
+            values[name] = sec.get(name, float, default)
+        elif isinstance(default, bool):
+            values[name] = sec.get(name, bool, default)
+        elif isinstance(default, int):
+            values[name] = sec.get_int(name, default, minimum=0)
+        else:
+            values[name] = sec.get(name, object, default)
+    sec.finish()
+    return values
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["weights.lr=0.01", "data.crop=[64,64]"]`` applied to a parsed job (values are YAML)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(None, "--set", f"expected key.path=value, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SpecError(None, f"--set {key}", f"value {text!r} is not valid YAML") from None
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SpecError(None, f"--set {key}", f"{part} is not a mapping")
+        target[parts[-1]] = value
+    return data
+
+
+def load_job_data(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """A job file's YAML with ``--set`` overrides applied (any kind of job)."""
+    data = load_yaml(path)
+    if overrides:
+        if not isinstance(data, dict):
+            raise SpecError(str(path), None, "expected a mapping")
+        data = apply_overrides(data, overrides)
+    return data

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from nasseg.bench import (NetConfig, Settings, Variant, load_straightforward, main, parse_suites, run_bench)
+from nasseg.shell.bench.suites import NetConfig, Settings, Variant, load_straightforward, parse_suites, run_bench
+from nasseg.shell.cli.main import main as nasseg_main
+
+
+def main(argv):
+    return nasseg_main(["bench", *argv])
 from nasseg.errors import NassegError
 
 TINY_DARTS = NetConfig("darts_cifar", 2, 3, 10, 2, (8, 8))

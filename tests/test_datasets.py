@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nasseg.data.check import add_data_parser, check_dataset
+from nasseg.data.check import check_dataset
+from nasseg.shell.cli.data import add_data_parser
 from nasseg.data.datasets import CAMVID_PALETTE, PairDataset
 from nasseg.data.registry import (available_datasets, build_dataset, dataset_info,
                                   parse_data_spec)

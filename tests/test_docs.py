@@ -40,7 +40,7 @@ def console_commands(doc: str, heading: str) -> list[list[str]]:
 def test_training_walkthrough_commands_run(tmp_path, monkeypatch):
     """docs/training.md "In one minute": every command exits 0 and leaves what the text says."""
     from nasseg.arch import load as load_arch
-    from nasseg.cli import main
+    from nasseg.shell.cli.main import main
     from nasseg.data import DEMO_ROOT
 
     monkeypatch.chdir(tmp_path)
@@ -64,7 +64,7 @@ def test_every_documented_command_parses():
     """Each `$ nasseg ...` line in README.md and docs/*.md is valid for today's command line."""
     import shlex
 
-    from nasseg.cli import build_parser
+    from nasseg.shell.cli.main import build_parser
 
     parser = build_parser()
     checked = 0
@@ -116,7 +116,7 @@ def test_quickstart_walkthrough_runs(tmp_path, monkeypatch):
 
     import pytest
 
-    from nasseg.cli import main
+    from nasseg.shell.cli.main import main
     from nasseg.data import DEMO_ROOT
 
     if shutil.which("dot") is None:

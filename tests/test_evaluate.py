@@ -19,11 +19,10 @@ from nasseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from nasseg.errors import NassegError
 from nasseg.models import build
 from nasseg.train.checkpoint import load_trained, save_checkpoint
-from nasseg.train.evaluate import (DEEPLAB_SCALES, add_evaluate_parser, evaluate,
-                                   result_from_confusion)
+from nasseg.shell.cli.inference import add_evaluate_parser, add_predict_parser
+from nasseg.train.evaluate import DEEPLAB_SCALES, evaluate, result_from_confusion
 from nasseg.train.inference import _window_starts, predict_logits, sliding_window_logits
 from nasseg.train.metrics import ConfusionMatrix
-from nasseg.train.predict import add_predict_parser
 
 CAMVID_PALETTE = [list(c) for c in CAMVID_PALETTE]
 

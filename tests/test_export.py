@@ -11,7 +11,8 @@ import torch
 from nasseg.errors import NassegError
 from nasseg.models import build
 from nasseg.train import export as export_mod
-from nasseg.train.export import add_export_parser, export_onnx
+from nasseg.shell.cli.inference import add_export_parser
+from nasseg.train.export import export_onnx
 from test_evaluate import make_checkpoint, run_cli
 
 SIZE = (64, 96)

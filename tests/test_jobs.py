@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nasseg.cli import main
+from nasseg.shell.cli.main import main
 from nasseg.search import load_job
 
 JOBS = sorted(p for p in (Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml")
@@ -20,7 +20,7 @@ def test_jobs_exist():
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
 def test_job_file_is_valid(job):
-    from nasseg.runner.hpo import is_hpo_job, load_hpo_job
+    from nasseg.shell.runner.hpo import is_hpo_job, load_hpo_job
     from nasseg.spec_reader import load_yaml
 
     if is_hpo_job(load_yaml(job)):

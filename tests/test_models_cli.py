@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from nasseg import arch as archs
-from nasseg.cli import main
+from nasseg.shell.cli.main import main
 from nasseg.complexity import count_params
 from nasseg.data import demo_camvid
 from nasseg.models import available_models, build

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasseg import cli
+from nasseg.shell.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -176,7 +176,7 @@ def test_submit_logs_status_results_walkthrough(client, tmp_path, capsys, monkey
 
     code, out, err = nasseg(capsys, doc_argv(lines[1], client, shared))  # submit --no-wait
     assert code == 0, err
-    assert "submitted job demo-1: python -m nasseg.cli search jobs/demo.yaml --out " + str(shared / "runs") in out, repr(out)
+    assert "submitted job demo-1: python -m nasseg search jobs/demo.yaml --out " + str(shared / "runs") in out, repr(out)
     assert "nasseg logs demo-1 --follow" in out
 
     code, out, err = nasseg(capsys, doc_argv(lines[2], client, shared))  # logs --follow
@@ -257,7 +257,7 @@ def test_submitted_training_job_on_two_workers(client, tmp_path, capsys):
                                      "--out", str(tmp_path), "--job-id", "train-2", *tiny, "--workers", "2",
                                      "--follow"])
     assert code == 0, out + err
-    assert "python -m nasseg.cli train jobs/retrain_camvid_icnet.yaml" in out and "--workers 2" in out
+    assert "python -m nasseg train jobs/retrain_camvid_icnet.yaml" in out and "--workers 2" in out
     assert "on 2 Ray Train workers (4 iterations, global batch 2)" in out and "iteration 4/4  loss" in out
     assert "job train-2 SUCCEEDED" in out
     run = tmp_path / "camvid_icnet"
@@ -291,7 +291,7 @@ def test_token_is_required_checked_and_never_printed(client, tmp_path, capsys, m
     # no token at all: a fresh process, so that no Ray state of this one can supply one
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(tmp_path / "empty_home")
-    done = subprocess.run([sys.executable, "-m", "nasseg.cli", "status", "--address", client.address],
+    done = subprocess.run([sys.executable, "-m", "nasseg", "status", "--address", client.address],
                           env=env, capture_output=True, text=True, timeout=120)
     OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 2, done.stderr
@@ -302,7 +302,7 @@ def test_token_is_required_checked_and_never_printed(client, tmp_path, capsys, m
 def test_a_job_that_fails_at_once_is_reported(client, capsys):
     code, out, err = nasseg(capsys, ["submit", "jobs/demo.yaml", "--address", client.address, "--job-id", "broken",
                                      "--python", "/no/such/python", *TINY_SEARCH])
-    assert code == 2 and "submitted job broken: /no/such/python -m nasseg.cli search" in out
+    assert code == 2 and "submitted job broken: /no/such/python -m nasseg search" in out
     assert "nasseg: error: job broken FAILED: " in err and "/no/such/python" in err  # the log's end
 
 
@@ -310,7 +310,7 @@ def test_token_from_the_environment_works_in_a_fresh_process(client, tmp_path):
     """The whole output of a real `status` run (Ray's own logging included) never shows the token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(tmp_path / "home"), RAY_AUTH_TOKEN=client.token, RAY_ADDRESS=client.address)
-    done = subprocess.run([sys.executable, "-m", "nasseg.cli", "status"], env=env,
+    done = subprocess.run([sys.executable, "-m", "nasseg", "status"], env=env,
                           capture_output=True, text=True, timeout=120)
     OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 0 and done.stdout.startswith("JOB"), done.stderr
@@ -373,10 +373,10 @@ def test_train_with_two_workers_then_resume(local_ray, tmp_path, capsys, monkeyp
 def test_interrupted_two_worker_run_resumes_bitwise(local_ray, tmp_path, capsys, monkeypatch):
     """A 2-worker run stopped after iteration 3 (checkpoint at 2) and resumed with the CLI ends
     with bitwise the weights of an uninterrupted 2-worker run."""
-    from nasseg.cli import build_parser
-    from nasseg.runner.distributed_train import run_distributed
+    from nasseg.shell.cli.main import build_parser
+    from nasseg.shell.runner.distributed_train import run_distributed
     from nasseg.train.checkpoint import read_checkpoint
-    from nasseg.train.cli import load_config
+    from nasseg.shell.cli.train import load_config
 
     monkeypatch.chdir(tmp_path)
     argv = docs_train_argv()
@@ -402,7 +402,7 @@ def test_killed_worker_restarts_from_the_checkpoint(local_ray, tmp_path):
     run ends."""
     import threading
 
-    from nasseg.runner.distributed_train import run_distributed
+    from nasseg.shell.runner.distributed_train import run_distributed
     from nasseg.train.checkpoint import read_checkpoint
     from nasseg.train.config import parse_train_job
 

@@ -17,11 +17,11 @@ import yaml
 from ray import tune
 
 from nasseg.errors import NassegError, SpecError
-from nasseg.cli import main as runner_main  # the nasseg command line, in-process
-from nasseg.runner.hpo import pareto_mask, parse_hpo_job
-from nasseg.runner.inprocess import run_in_process
-from nasseg.runner.results import collect_results, summarize
-from nasseg.runner.tune_search import run_tune_search
+from nasseg.shell.cli.main import main as runner_main  # the nasseg command line, in-process
+from nasseg.shell.runner.hpo import pareto_mask, parse_hpo_job
+from nasseg.shell.runner.inprocess import run_in_process
+from nasseg.shell.runner.results import collect_results, summarize
+from nasseg.shell.runner.tune_search import run_tune_search
 from nasseg.search import Search, load_job
 from nasseg.search.config import parse_job
 
@@ -229,7 +229,7 @@ def test_results_of_in_process_runs(work):
 
 def start_search(job, out, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nasseg.cli", "search", str(job), "--out", str(out), *extra],
+    return subprocess.Popen([sys.executable, "-m", "nasseg", "search", str(job), "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
 
@@ -257,7 +257,7 @@ def test_killed_driver_then_resume_finishes_every_trial(work):
     unfinished = [s for s in (0, 1) if not (out / "t" / f"seed{s}" / "result.json").exists()]
     assert unfinished, "both trials finished before the driver was killed"
 
-    resumed = subprocess.run([sys.executable, "-m", "nasseg.cli", "search", str(job), "--out", str(out),
+    resumed = subprocess.run([sys.executable, "-m", "nasseg", "search", str(job), "--out", str(out),
                               "--resume"], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

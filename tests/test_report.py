@@ -19,7 +19,8 @@ import yaml
 from nasseg.errors import NassegError
 from nasseg.viz import plots
 from nasseg.viz.draw import PATH_CLASS
-from nasseg.viz.report import SECTIONS, add_report_parser, write_report
+from nasseg.shell.cli.report import add_report_parser
+from nasseg.shell.report import SECTIONS, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_RUN = Path("/work/exp/runs/camvid_darts/seed0")
@@ -215,7 +216,7 @@ def test_report_shows_the_retraining(retrained):
 
 
 def test_retrain_curves(retrained, tmp_path, monkeypatch):
-    from nasseg.viz.report import plot_retrain_curves
+    from nasseg.shell.report import plot_retrain_curves
 
     retrain = retrained.parent / "retrain"
     assert [line.split(",")[0] for line in (retrain / "log.csv").read_text().split()] == ["iteration", "1", "2",
@@ -237,7 +238,7 @@ def test_which_training_runs_are_this_runs_retraining(retrained, tmp_path, monke
     """A relative model path to arch/epoch_001.yaml in OUT/train/arch counts (resolved against the
     folders above the training run); a retraining of another search's arch.yaml, a baseline and an
     unfinished run do not."""
-    from nasseg.viz.report import find_retrains, load_run
+    from nasseg.shell.report import find_retrains, load_run
 
     out = tmp_path / "runs"
     run = shutil.copytree(retrained, out / "tiny_adl" / "seed0")
@@ -264,7 +265,7 @@ def test_which_training_runs_are_this_runs_retraining(retrained, tmp_path, monke
 
 def test_report_without_retraining_says_how(experiment, tmp_path, monkeypatch):
     """No retraining: the section says how to make one; that command, run, is what the report finds."""
-    from nasseg.cli import main
+    from nasseg.shell.cli.main import main
 
     run = shutil.copytree(experiment / "tiny_adl" / "seed0", tmp_path / "tiny_adl" / "seed0")
     monkeypatch.chdir(tmp_path)
@@ -301,7 +302,7 @@ def test_errors_are_one_line(tmp_path, experiment):
 
 
 def test_report_parser(monkeypatch, capsys, tmp_path):
-    from nasseg.viz import report
+    from nasseg.shell import report
 
     parser = argparse.ArgumentParser()
     add_report_parser(parser.add_subparsers())

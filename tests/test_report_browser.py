@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nasseg.viz.report import SECTIONS
+from nasseg.shell.report import SECTIONS
 
 TESTS = Path(__file__).resolve().parent
 pytestmark = [

@@ -8,7 +8,7 @@ import yaml
 from torch.func import functional_call
 
 from nasseg import space as spaces
-from nasseg.cli import main
+from nasseg.shell.cli.main import main
 from nasseg.errors import NassegError, SpecError
 from nasseg.search import Search, SearchDiverged, decode_run, load_job, run_dir_for
 from nasseg.search.architect import frozen_bn_stats, second_order_grads

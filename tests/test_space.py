@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from nasseg import space as spaces
-from nasseg.cli import main
+from nasseg.shell.cli.main import main
 from nasseg.errors import SpecError
 from nasseg.space.ops import OPS, register_op
 from nasseg.supernet import Supernet
@@ -186,7 +186,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     data = darts_cifar_dict()
     data["ops"][1] = "max_pool_3x33"
     path = write(tmp_path, data, "broken.yaml")
-    result = subprocess.run([sys.executable, "-m", "nasseg.cli", "info", str(path)],
+    result = subprocess.run([sys.executable, "-m", "nasseg", "info", str(path)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

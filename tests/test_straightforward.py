@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasseg.bench import bench_space, load_straightforward
+from nasseg.shell.bench.suites import bench_space, load_straightforward
 from nasseg.supernet import Supernet
 
 sf = load_straightforward()

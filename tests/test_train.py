@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasseg.cli import main
+from nasseg.shell.cli.main import main
 from nasseg.errors import NassegError, SpecError
 from nasseg.train.checkpoint import load_trained, read_checkpoint
 from nasseg.train.config import TrainConfig, TrainOptim, job_from_flags, load_train_job, parse_train_job
@@ -103,7 +103,7 @@ def test_resume_after_interruption_is_bitwise_identical(tmp_path):
 
 def test_killed_training_process_resumes_to_the_same_weights(tmp_path):
     """SIGKILL a real `nasseg train` after its checkpoint at iteration 4, resume, compare."""
-    args = [sys.executable, "-m", "nasseg.cli", "train", "icnet_resnet50", "--data", "camvid_demo",
+    args = [sys.executable, "-m", "nasseg", "train", "icnet_resnet50", "--data", "camvid_demo",
             "--size", "90x120", "--crop", "64x64", "--batch-size", "2", "--iters", "8",
             "--checkpoint-every", "2", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -18,7 +18,8 @@ from nasseg import space as spaces
 from nasseg.arch.decode import beta_groups, decode_from_arrays
 from nasseg.errors import NassegError
 from nasseg.viz import draw
-from nasseg.viz.draw import (PATH_CLASS, add_show_parser, draw_arch, draw_cell, draw_lattice, draw_network,
+from nasseg.shell.cli.show import add_show_parser
+from nasseg.viz.draw import (PATH_CLASS, draw_arch, draw_cell, draw_lattice, draw_network,
                              draw_space_cell, render, show)
 
 CAMVID_RUN = Path("/work/exp/runs/camvid_darts/seed0")

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import NassegError
 from ..space import SearchSpace, load
+from ..space.compile import beta_groups
 from .spec import ArchSpec, CellGenotype
 
 Node = tuple[int, int]
@@ -64,18 +65,7 @@ def decode_cell(cell_graph: nx.DiGraph, edge_weights: Sequence[Weights],
     return CellGenotype(inputs, nodes, tuple(cell_graph.graph["outputs"]))
 
 
-def beta_groups(network_graph: nx.DiGraph) -> list[tuple[Node, list[Node]]]:
-    """The softmax groups of the betas, in the supernet's order: every state with more than one
-    outgoing transition, its targets sorted by level. The supernet orders its betas by it."""
-    groups = []
-    for node in sorted(network_graph.nodes):
-        targets = sorted(network_graph.successors(node), key=lambda n: n[1])
-        if len(targets) > 1:
-            groups.append((node, targets))
-    return groups
-
-
-def _log_transition_weights(groups: Sequence[tuple[Node, Sequence[Node]]],
+def log_transition_weights(groups: Sequence[tuple[Node, Sequence[Node]]],
                             betas: Weights) -> dict[tuple[Node, Node], float]:
     """log softmax(beta) of every transition, computed in float64 from the raw betas."""
     values = _as_array(betas)
@@ -139,7 +129,7 @@ def decode(supernet, name: str | None = None, meta: Mapping | None = None) -> Ar
         path = None
         if space.network.type == "lattice":
             weights = {} if supernet.betas is None else \
-                _log_transition_weights(supernet.beta_groups, supernet.betas)
+                log_transition_weights(supernet.beta_groups, supernet.betas)
             path = tuple(decode_path(supernet.graph, weights, log_space=True))
     return ArchSpec(name or f"{space.name}_decoded", cells, path, space.name, dict(meta or {}))
 
@@ -176,11 +166,11 @@ def decode_from_arrays(space: SearchSpace | str | Path, alphas: Mapping[str, Wei
         if betas is None and groups:
             raise NassegError(f"space {space.name!r} is a lattice with transition choices; "
                               "betas are needed to decode its path")
-        weights = _log_transition_weights(groups, betas) if groups else {}
+        weights = log_transition_weights(groups, betas) if groups else {}
         path = tuple(decode_path(space.network_graph, weights, log_space=True))
     elif betas is not None:
         raise NassegError(f"space {space.name!r} is a chain; it has no betas")
     return ArchSpec(name or f"{space.name}_decoded", cells, path, space.name, dict(meta or {}))
 
 
-__all__ = ["decode", "decode_from_arrays", "decode_cell", "decode_path", "beta_groups"]
+__all__ = ["decode", "decode_from_arrays", "decode_cell", "decode_path", "log_transition_weights"]

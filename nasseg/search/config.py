@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from ..spec_reader import Section, describe, is_instance, load_yaml
+from ..spec_reader import (Section, apply_overrides, describe, is_instance, load_job_data, load_yaml, plain,
+                           read_fields, read_pair)
 from .architect import DIFFERENCES
 from .hessian import METHODS
 from .stop_rules import make_rule
@@ -120,44 +121,7 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("file")
-        return _plain(data)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _pair(sec: Section, key: str, default: Any, kind: type = int) -> Any:
-    """Two numbers: [H, W] sizes (ints) or e.g. Adam's betas (floats)."""
-    value = sec.get(key, list, None)
-    if value is None:
-        return default
-    if len(value) != 2 or not all(is_instance(v, kind) for v in value):
-        shape = "[H, W] (two integers)" if kind is int else "two numbers [a, b]"
-        raise sec.error(key, f"expected {shape}, got {describe(value)}")
-    return tuple(kind(v) for v in value)
-
-
-def _read_fields(sec: Section, defaults: Any) -> dict[str, Any]:
-    """Read every field of a dataclass instance ``defaults`` from ``sec``, typed like the default."""
-    values = {}
-    for name, default in asdict(defaults).items():
-        if isinstance(default, tuple):
-            values[name] = _pair(sec, name, default, type(default[0]))
-        elif isinstance(default, float):
-            values[name] = sec.get(name, float, default)
-        elif isinstance(default, bool):
-            values[name] = sec.get(name, bool, default)
-        elif isinstance(default, int):
-            values[name] = sec.get_int(name, default, minimum=0)
-        else:
-            values[name] = sec.get(name, object, default)
-    sec.finish()
-    return values
+        return plain(data)
 
 
 def parse_job(data: Any, file: str | None = None) -> SearchConfig:
@@ -174,7 +138,7 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     data_sec = root.section("data", {})
     data_values = {"dataset": data_sec.get_choice("dataset", available_datasets(), "camvid_demo"),
                    "root": data_sec.get("root", str, None),
-                   "size": _pair(data_sec, "size", None), "crop": _pair(data_sec, "crop", None),
+                   "size": read_pair(data_sec, "size", None), "crop": read_pair(data_sec, "crop", None),
                    "flip": data_sec.get("flip", bool, True),
                    "batch_size": data_sec.get_int("batch_size", 4, minimum=1),
                    "val_batch_size": data_sec.get_int("val_batch_size", 4, minimum=1),
@@ -184,8 +148,8 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
         raise data_sec.error("root", f"missing; the {data_values['dataset']} dataset needs its folder")
 
     arch_defaults = ArchOptim() if algorithm == "darts" else ArchOptim(lr=3e-3, start_epoch=epochs // 2)
-    weights = WeightOptim(**_read_fields(root.section("weights", {}), WeightOptim()))
-    arch = ArchOptim(**_read_fields(root.section("arch", {}), arch_defaults))
+    weights = WeightOptim(**read_fields(root.section("weights", {}), WeightOptim()))
+    arch = ArchOptim(**read_fields(root.section("arch", {}), arch_defaults))
     if arch.fd not in DIFFERENCES:
         raise root.error("arch.fd", f"expected one of {', '.join(DIFFERENCES)}, got {arch.fd!r}")
     hessian_sec = root.section("hessian", {})
@@ -202,7 +166,7 @@ def parse_job(data: Any, file: str | None = None) -> SearchConfig:
     if not 0 < hessian.epsilon < 1:
         raise hessian_sec.error("epsilon", f"expected a number between 0 and 1, got {hessian.epsilon:g}")
     supernet_sec = root.section("supernet", {})
-    supernet = SupernetConfig(**_read_fields(supernet_sec, SupernetConfig()))
+    supernet = SupernetConfig(**read_fields(supernet_sec, SupernetConfig()))
 
     seeds = root.get("seeds", (list, int), [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
@@ -254,37 +218,6 @@ def _read_resources(sec: Section) -> ResourcesConfig:
     if gpus > 1 and gpus != int(gpus):
         raise sec.error("gpus", f"more than one GPU must be a whole number, got {gpus:g}")
     return ResourcesConfig(cpus, gpus)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["weights.lr=0.01", "data.crop=[64,64]"]`` applied to a parsed job (values are YAML)."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise SpecError(None, "--set", f"expected key.path=value, got {item!r}")
-        key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise SpecError(None, f"--set {key}", f"value {text!r} is not valid YAML") from None
-        target = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise SpecError(None, f"--set {key}", f"{part} is not a mapping")
-        target[parts[-1]] = value
-    return data
-
-
-def load_job_data(path: str | Path, overrides: list[str] | None = None) -> Any:
-    """A job file's YAML with ``--set`` overrides applied (any kind of job)."""
-    data = load_yaml(path)
-    if overrides:
-        if not isinstance(data, dict):
-            raise SpecError(str(path), None, "expected a mapping")
-        data = apply_overrides(data, overrides)
-    return data
 
 
 def load_job(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from .. import space as spaces
 from ..arch.decode import decode
+from ..device import resolve_device
 from ..errors import NassegError
-from ..heap import keep_freed_heap
 from ..io import atomic_write_text
 from ..space.ops import OPS
 from ..layers import frozen_bn_stats, to_channels_last
@@ -60,14 +60,6 @@ def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NassegError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -81,10 +73,9 @@ class Search:
         self.run = RunDir(run_dir)
         self.progress = progress
         seed_everything(seed)
-        keep_freed_heap()  # no page faults for regrowing the heap on every step (nasseg/heap.py)
         self.space = space or spaces.load(resolve_space_path(config))
         self.data = build_search_data(config.data, seed)
-        self.device = pick_device(config.device)
+        self.device = resolve_device(config.device)
         net = config.supernet
         self.model = Supernet(self.space, self.data.num_classes, checkpoint_cells=net.checkpoint,
                               prune_below=net.prune_below).to(self.device)

@@ -15,11 +15,17 @@ from the stem exist. A chain is the special case with one node per layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import networkx as nx
 
 from ..errors import SpecError
 from .blocks import STEMS
-from .spec import SearchSpace
+
+if TYPE_CHECKING:
+    from .spec import SearchSpace
+
+Node = tuple[int, int]
 
 _LEVEL_STEP = {"down": 1, "same": 0, "up": -1}
 
@@ -124,3 +130,14 @@ def cell_input_stride(graph: nx.DiGraph, node: tuple[int, int]) -> int:
         (previous,) = graph.predecessors(node)
         return graph.nodes[previous]["stride"]
     return data["stride"]
+
+
+def beta_groups(network_graph: nx.DiGraph) -> list[tuple[Node, list[Node]]]:
+    """The softmax groups of the betas, in the supernet's order: every state with more than one
+    outgoing transition, its targets sorted by level. The supernet orders its betas by it."""
+    groups = []
+    for node in sorted(network_graph.nodes):
+        targets = sorted(network_graph.successors(node), key=lambda n: n[1])
+        if len(targets) > 1:
+            groups.append((node, targets))
+    return groups

@@ -30,10 +30,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import NassegError
-from ..arch.decode import beta_groups
 from ..layers import FactorizedReduce, ReLUConvBN, frozen_bn_stats
 from ..space.blocks import HEADS, STEMS, upsample_to
-from ..space.compile import cell_input_stride
+from ..space.compile import beta_groups, cell_input_stride
 from ..space.spec import SearchSpace
 from .mixed import ReluCache, SearchCell, strip_leading_relu
 

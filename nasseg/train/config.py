@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from ..search.config import _pair, _plain, _read_fields, apply_overrides, load_job_data
-from ..spec_reader import Section, describe, load_yaml
+from ..spec_reader import (Section, apply_overrides, describe, load_job_data, load_yaml, plain, read_fields,
+                           read_pair)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("file")
-        return _plain(data)
+        return plain(data)
 
 
 def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
@@ -89,9 +89,9 @@ def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
     values = {"dataset": data_sec.get("dataset", str, defaults.dataset),
               "train_split": data_sec.get("train_split", str, defaults.train_split),
               "val_split": data_sec.get("val_split", str, defaults.val_split),
-              "size": _pair(data_sec, "size", None),
-              "crop": _pair(data_sec, "crop", defaults.crop),
-              "scale": _pair(data_sec, "scale", defaults.scale, float),
+              "size": read_pair(data_sec, "size", None),
+              "crop": read_pair(data_sec, "crop", defaults.crop),
+              "scale": read_pair(data_sec, "scale", defaults.scale, float),
               "flip": data_sec.get("flip", bool, defaults.flip),
               "jitter": data_sec.get("jitter", float, defaults.jitter),
               "batch_size": data_sec.get_int("batch_size", defaults.batch_size, minimum=1),
@@ -99,7 +99,7 @@ def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
     data_sec.finish()
     if not 0 < values["scale"][0] <= values["scale"][1]:
         raise data_sec.error("scale", f"expected [min, max] with 0 < min <= max, got {list(values['scale'])}")
-    optim = TrainOptim(**_read_fields(root.section("optim", {}), TrainOptim()))
+    optim = TrainOptim(**read_fields(root.section("optim", {}), TrainOptim()))
     loss_weights = root.get("loss_weights", list, None)
     if loss_weights is not None and not all(isinstance(w, (int, float)) for w in loss_weights):
         raise root.error("loss_weights", f"expected a list of numbers, got {describe(loss_weights)}")

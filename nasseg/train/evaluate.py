@@ -14,7 +14,6 @@ while the labels are scored at full resolution.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -144,48 +143,6 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: str | torch.device =
     return result_from_confusion(cm, classes, count, seconds, settings)
 
 
-# --- nasseg evaluate ----------------------------------------------------------------------------
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    """'0.75,1,1.25' -> (0.75, 1.0, 1.25); every scale must be positive."""
-    try:
-        scales = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected scales such as 0.75,1,1.25, got {text!r}") from None
-    if not scales or min(scales) <= 0:
-        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
-    return scales
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def parse_crop(text: str) -> tuple[int, int] | str:
-    """'HxW' -> (h, w); 'none' -> 'none' (whole image in one pass)."""
-    from ..cli import parse_size
-
-    return "none" if text.lower() == "none" else parse_size(text)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for an absent CUDA is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NassegError(f"--device {name}: CUDA is not available on this machine (use cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise NassegError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
-
-
 def resolve_crop(option: tuple[int, int] | str | None) -> tuple[int, int] | None:
     """--crop: not given or 'none' -> whole images in one pass (as DeepLab evaluates); HxW ->
     sliding windows of that size over images larger than it."""
@@ -208,75 +165,3 @@ def load_dataset(spec: str, split: str, mean: Sequence[float], std: Sequence[flo
     return build_dataset(spec, split, transform=Compose([Normalize(mean, std)]))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import load_trained
-
-    device = resolve_device(args.device)
-    model, meta = load_trained(args.checkpoint, device)
-    dataset = load_dataset(args.data, args.split, meta.mean, meta.std)
-    if dataset.num_classes != meta.num_classes:
-        raise NassegError(f"{args.checkpoint}: the model predicts {meta.num_classes} classes but "
-                          f"dataset {args.data} ({args.split}) has {dataset.num_classes}")
-    scales = DEEPLAB_SCALES if args.multi_scale else args.scales
-    crop = resolve_crop(args.crop)
-    size = resolve_size(args.size, meta.size)
-    result = evaluate(model, dataset, device=device, scales=scales, flip=args.flip, crop=crop,
-                      base_size=size, progress=not args.json, limit=args.limit, workers=args.workers)
-    result.settings.update(checkpoint=str(args.checkpoint), model=meta.label, data=args.data,
-                           split=args.split)
-    if args.output:
-        from ..io import atomic_write_text
-        atomic_write_text(args.output, json.dumps(result.to_dict(), indent=2) + "\n")
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(f"{meta.label} on {args.data} ({args.split}), input "
-              f"{'x'.join(map(str, size)) if size else 'as stored'}, scales {', '.join(map(str, scales))}"
-              f"{', flip' if args.flip else ''}, crop {'x'.join(map(str, crop)) if crop else 'none'}")
-        print(result.format())
-        if args.output:
-            print(f"wrote {args.output}")
-    return 0
-
-
-def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """Test-time options shared by ``nasseg evaluate`` and ``nasseg predict``."""
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--multi-scale", action="store_true",
-                       help="average over DeepLab's scales 0.5,0.75,1,1.25,1.5,1.75")
-    scale.add_argument("--scales", type=parse_scales, default=(1.0,), metavar="S1,S2,...",
-                       help="average over these image scales (default: 1)")
-    p.add_argument("--flip", action="store_true", help="also average over horizontally flipped inputs")
-    p.add_argument("--crop", type=parse_crop, default=None, metavar="HxW|none",
-                   help="sliding windows of HxW over images (or scaled images) larger than it, e.g. "
-                        "the training crop (default: none, every image whole in one pass)")
-    p.add_argument("--size", type=parse_crop, default=None, metavar="HxW|none",
-                   help="resize images to HxW for the model (scale 1); predictions keep the image's "
-                        "full resolution (default: the size the checkpoint was trained at, if any; "
-                        "none: as they are)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-
-
-def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "evaluate", help="mIoU, pixel accuracy and per-class IoU of a trained model on a split",
-        description="Evaluate a training checkpoint on every image of a dataset split, one image at "
-                    "a time, from one confusion matrix summed over the split at the labels' full "
-                    "resolution. A model trained at reduced resolution (data.size) sees images resized "
-                    "to that size unless --size says otherwise.",
-        epilog="Example: nasseg evaluate runs/train/final.pt --data camvid:data/camvid --multi-scale "
-               "--flip -o results.json")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or training run directory")
-    p.add_argument("--data", required=True, metavar="DATASET[:PATH]",
-                   help="the dataset, e.g. camvid_demo or cityscapes:PATH (see nasseg data)")
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    add_inference_arguments(p)
-    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                   help="only the first N images")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="data loading processes (default: 2)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("-o", "--output", default=None, metavar="RESULTS.json",
-                   help="also write the JSON results here")
-    p.set_defaults(run=cmd_evaluate)
-    return p

@@ -27,7 +27,6 @@ weights file); the file is only put in place after it verified.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -208,43 +207,3 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
                       + "; ".join(problems))
 
 
-# --- nasseg export -------------------------------------------------------------------------------
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_trained
-
-    model, meta = load_trained(args.checkpoint)
-    size = args.input or (int(meta.crop[0]), int(meta.crop[1]))
-    metadata = {"nasseg.model": meta.label, "nasseg.classes": json.dumps(list(meta.classes)),
-                "nasseg.mean": json.dumps(list(meta.mean)), "nasseg.std": json.dumps(list(meta.std)),
-                "nasseg.palette": json.dumps([list(c) for c in meta.palette]),
-                "nasseg.input": f"{size[0]}x{size[1]}"}
-    report = export_onnx(model, args.output, size, opset=args.opset, dynamic=args.dynamic,
-                         exporter=args.exporter, metadata=metadata)
-    print(report.format())
-    return 0
-
-
-def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..cli import parse_size
-
-    p = subparsers.add_parser(
-        "export", help="export a trained model to ONNX, verified against PyTorch with onnxruntime",
-        description="Export a training checkpoint to one ONNX file (input 'image': normalised "
-                    "N x 3 x H x W float32; output 'logits': N x C x H x W) and check it with "
-                    "onnxruntime on a random input: fails if max |diff| exceeds 1e-4 x max(1, max "
-                    "|logit|). Class names, mean/std and palette are stored as metadata_props.",
-        epilog="Example: nasseg export runs/train/final.pt -o model.onnx --input 360x480")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or training run directory")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
-    p.add_argument("--input", type=parse_size, default=None, metavar="HxW",
-                   help="input size (default: the checkpoint's training crop)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
-                   help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    p.add_argument("--dynamic", action="store_true",
-                   help="dynamic batch, height and width (verified at a second size)")
-    p.add_argument("--exporter", choices=EXPORTERS, default="auto",
-                   help="torch.onnx exporter: legacy (TorchScript), dynamo, or auto (default): "
-                        "legacy, falling back to dynamo")
-    p.set_defaults(run=cmd_export)
-    return p

@@ -13,7 +13,6 @@ corrupt file in a folder of thousands should not cost the other predictions.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,52 +124,3 @@ def predict_files(model: nn.Module, meta: TrainedMeta, paths: Sequence[Path], ou
     return skipped
 
 
-def parse_alpha(text: str) -> float:
-    try:
-        alpha = float(text)
-    except ValueError:
-        alpha = -1.0
-    if not 0 <= alpha <= 1:
-        raise argparse.ArgumentTypeError(f"expected an opacity between 0 and 1, got {text!r}")
-    return alpha
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import load_trained
-    from .evaluate import DEEPLAB_SCALES, resolve_crop, resolve_device, resolve_size
-
-    paths = collect_images(args.images)
-    device = resolve_device(args.device)
-    model, meta = load_trained(args.checkpoint, device)
-    scales = DEEPLAB_SCALES if args.multi_scale else args.scales
-    skipped = predict_files(model, meta, paths, Path(args.output), device=device, scales=scales,
-                            flip=args.flip, crop=resolve_crop(args.crop),
-                            size=resolve_size(args.size, meta.size),
-                            alpha=args.overlay_alpha, progress=not args.quiet)
-    done = len(paths) - len(skipped)
-    print(f"wrote masks and overlays of {done} image{'s' * (done != 1)} to {args.output}")
-    if skipped:
-        raise NassegError(f"{len(skipped)} of {len(paths)} images could not be read and were "
-                          f"skipped (first: {skipped[0]})")
-    return 0
-
-
-def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .evaluate import add_inference_arguments
-
-    p = subparsers.add_parser(
-        "predict", help="segment images with a trained model: palette PNG masks and overlays",
-        description="Segment image files (or every image in the given folders) with a training "
-                    "checkpoint. For each <stem>.<ext> writes <stem>.png (palette PNG, pixel = class "
-                    "id) and <stem>_overlay.jpg|png to the output folder. Unreadable images are "
-                    "skipped with a message; the exit status is then non-zero.",
-        epilog="Example: nasseg predict runs/train/final.pt photos/ street.jpg -o masks --flip")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or training run directory")
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders of images")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created)")
-    add_inference_arguments(p)
-    p.add_argument("--overlay-alpha", type=parse_alpha, default=0.5, metavar="A",
-                   help="opacity of the colour mask in the overlays, 0..1 (default: 0.5)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_predict)
-    return p

@@ -42,11 +42,10 @@ from tqdm import tqdm
 
 from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, RandomHorizontalFlip,
                                RandomScale, Resize, eval_transform)
+from ..device import resolve_device
 from ..errors import NassegError
-from ..heap import keep_freed_heap
 from ..io import atomic_write_text
 from ..layers import to_channels_last
-from ..search.loop import pick_device
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig, dump_train_job
 from .evaluate import evaluate
@@ -153,7 +152,7 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.is_writer = rank == 0
         self.progress = progress and self.is_writer
-        self.device = pick_device(config.device)
+        self.device = resolve_device(config.device)
         if config.data.batch_size % world_size:
             raise NassegError(f"data.batch_size {config.data.batch_size} does not split over {world_size} "
                               f"workers; use a multiple of {world_size}")
@@ -169,7 +168,6 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise NassegError(f"data.batch_size {d.batch_size} is larger than the {d.train_split} split "
                               f"({len(self.train_set)} images)")
-        keep_freed_heap()  # no page faults for regrowing the heap on every step (nasseg/heap.py)
         torch.manual_seed(config.seed)  # model initialisation
         self.model = build_model_for(config, probe.num_classes).to(self.device)
         if self.device.type == "cuda":  # CPU: the baselines' ops are not yet checked in NHWC (docs/performance.md)

@@ -19,10 +19,10 @@ from typing import Any, Iterator, Sequence
 
 from ray import tune
 
-from ..errors import NassegError
-from ..io import atomic_write_text
-from ..search.config import SearchConfig
-from ..search.rundir import RunDir
+from nasseg.errors import NassegError
+from nasseg.io import atomic_write_text
+from nasseg.search.config import SearchConfig
+from nasseg.search.rundir import RunDir
 from .experiment import Experiment, load_experiment, portable_job
 from .ray_session import check_resources, ray_session
 from .inprocess import epoch_line

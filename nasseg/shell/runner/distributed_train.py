@@ -32,10 +32,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import NassegError
-from ..train.checkpoint import read_checkpoint
-from ..train.config import TrainConfig
-from ..train.trainer import Trainer, prepare_run_dir
+from nasseg.errors import NassegError
+from nasseg.train.checkpoint import read_checkpoint
+from nasseg.train.config import TrainConfig
+from nasseg.train.trainer import Trainer, prepare_run_dir
+
+from ..process import configure_process
 
 MAX_FAILURES = 2  # worker-group restarts from the last reported checkpoint before giving up
 RAY_TRAIN_DIR = "ray_train"  # Ray Train's storage inside the run directory
@@ -132,7 +134,7 @@ def portable_config(config: TrainConfig) -> TrainConfig:
 def train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the Trainer on this rank's shard."""
     context = ray.train.get_context()
-    torch.set_num_threads(int(loop_config["threads"]))
+    configure_process(threads=int(loop_config["threads"]))
     config: TrainConfig = loop_config["config"]
     if loop_config["use_gpu"]:
         device = ray.train.torch.get_device()

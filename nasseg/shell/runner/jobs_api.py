@@ -2,7 +2,7 @@
 ``status``, ``logs`` and ``stop``.
 
 A submitted job uploads the project folder as the job's runtime_env ``working_dir`` and runs
-``python -m nasseg.cli search|train JOB.yaml ...`` there, so the cluster runs this checkout's code
+``python -m nasseg search|train JOB.yaml ...`` there, so the cluster runs this checkout's code
 (its Python needs nasseg's dependencies, not nasseg itself). Ray's own errors (connection refused,
 HTTP 401/403/404 wrapped in RuntimeError, tracebacks) become one NassegError line each.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from ..errors import NassegError
+from nasseg.errors import NassegError
 
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379

@@ -34,9 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasseg.arch.decode import beta_groups
 from nasseg.space.blocks import HEADS, STEMS, upsample_to
-from nasseg.space.compile import cell_input_stride
+from nasseg.space.compile import beta_groups, cell_input_stride
 from nasseg.space.ops import OPS
 from nasseg.space.spec import SearchSpace
 

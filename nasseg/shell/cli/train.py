@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import NassegError
+from nasseg.errors import NassegError
+
+from .args import parse_size
 
 # flag -> job key; flags left unset keep the job's value (or the default)
 FLAG_KEYS = {"data": "data.dataset", "size": "data.size", "crop": "data.crop",
@@ -15,7 +17,7 @@ FLAG_KEYS = {"data": "data.dataset", "size": "data.size", "crop": "data.crop",
 
 
 def load_config(args: argparse.Namespace):
-    from .config import is_train_job, job_from_flags, load_train_job
+    from nasseg.train.config import is_train_job, job_from_flags, load_train_job
 
     flags = {FLAG_KEYS[k]: getattr(args, k) for k in FLAG_KEYS}
     overrides = list(args.set)
@@ -40,7 +42,7 @@ def _yaml(value) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import Trainer
+    from nasseg.train.trainer import Trainer
 
     config = load_config(args)
     if args.workers is not None:
@@ -84,7 +86,7 @@ def _train_distributed(args: argparse.Namespace, config) -> int:
     return 0
 
 
-def add_train_parser(sub: argparse._SubParsersAction, parse_size) -> None:
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train", help="train a decoded architecture or a baseline model (SGD, poly lr, resumable)",
         description="Train TARGET: a training job file (see jobs/retrain_*.yaml), an ArchSpec YAML from "

@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
-from ..errors import NassegError
-from ..io import atomic_write_text
-from ..search import Search, SearchDiverged
-from ..search.config import SearchConfig
-from ..search.rundir import RunDir
+from nasseg.errors import NassegError
+from nasseg.io import atomic_write_text
+from nasseg.search import Search, SearchDiverged
+from nasseg.search.config import SearchConfig
+from nasseg.search.rundir import RunDir
 from .experiment import PID_FILE, TRIAL_FILE, job_digest, load_experiment
+from ..process import configure_process
 from .ray_session import torch_threads
 
 CHECKPOINT_FILE = "last.pt"
@@ -40,7 +41,7 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
     experiment = load_experiment(trial_config["experiment"])
     overrides = dict(trial_config.get("params") or {})
     config = experiment.search_config(overrides)
-    torch.set_num_threads(torch_threads(config.resources))
+    configure_process(threads=torch_threads(config.resources))
     seed = int(trial_config["seed"])
     run = RunDir(experiment.run_dir(seed, tune.get_context().get_trial_id()))
     digest = job_digest(config)
@@ -121,8 +122,8 @@ def arch_cost(arch_file: str | Path, num_classes: int, size: tuple[int, int],
               wanted: list[str]) -> dict[str, float]:
     """Multiply-adds and parameters (counted on the meta device) and, if asked, the CPU/GPU latency
     of the retrain network of a decoded architecture."""
-    from ..complexity import count_macs, count_params, meta_device, median_latency
-    from ..models import build
+    from nasseg.complexity import count_macs, count_params, meta_device, median_latency
+    from nasseg.models import build
 
     cost: dict[str, float] = {}
     if "macs" in wanted or "params" in wanted:

@@ -1,6 +1,6 @@
 """Command-line pieces of the runner: the body of ``nasseg search`` and ``nasseg results``.
 
-``nasseg.cli`` wires them in (``add_search_ray_arguments``, ``run_search_command``,
+``nasseg.shell.cli.main`` wires them in (``add_search_ray_arguments``, ``run_search_command``,
 ``add_results_parser``).
 Ray is imported only when a command needs it, so ``--help`` and ``--no-ray`` stay fast.
 """
@@ -11,8 +11,56 @@ import argparse
 import json
 import sys
 
-from ..errors import NassegError
-from ..spec_reader import load_yaml
+from nasseg.errors import NassegError
+from nasseg.spec_reader import load_yaml
+
+
+def add_search_parsers(sub) -> None:
+    """``nasseg search`` and ``nasseg decode``."""
+    search = sub.add_parser(
+        "search", help="run a search job (DARTS 1st/2nd order or Auto-DeepLab) with Hessian early stopping",
+        description="Run every seed of a search job file as a Ray Tune trial (embedded local Ray unless "
+                    "--address / RAY_ADDRESS names a cluster; --no-ray runs the seeds one after another in "
+                    "this process). Each seed writes OUT/<job name>/seed<N>/: metrics.csv, per-epoch "
+                    "alphas/betas and decoded architectures, checkpoints, arch.yaml (the answer) and "
+                    "result.json. A job with `kind: hpo` runs an Optuna study of searches instead.",
+        epilog="Example: nasseg search jobs/demo.yaml --set epochs=3 --set data.crop=[64,64]")
+    search.add_argument("job", metavar="JOB.yaml", help="the search job file (see jobs/)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a job key, e.g. --set weights.lr=0.01 (repeatable; value is YAML)")
+    search.add_argument("--resume", action="store_true",
+                        help="continue the job's experiment: unfinished and failed trials from their last "
+                             "epoch (settings given by --set apply)")
+    search.add_argument("--restart", action="store_true",
+                        help="discard an existing run directory of the same job and seed, start over")
+    search.add_argument("--out", default="runs", metavar="DIR", help="where runs are written (default: runs)")
+    search.add_argument("--seed", type=int, default=None, help="run only this seed")
+    search.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_search_ray_arguments(search)
+    search.set_defaults(run=run_search_command)
+
+    dec = sub.add_parser(
+        "decode", help="write the discrete architecture (ArchSpec) of a search run",
+        description="Decode a search run: by default its answer (arch.yaml: the stop rule's epoch, else "
+                    "the last), or the architecture after --epoch N.")
+    dec.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (OUT/<job>/seed<N>)")
+    dec.add_argument("--epoch", type=int, default=None, help="decode the alphas/betas after this epoch")
+    dec.add_argument("-o", "--output", default=None, metavar="ARCH.yaml", help="write here instead of stdout")
+    dec.set_defaults(run=cmd_decode)
+
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from nasseg.search import decode_run
+
+    arch = decode_run(args.run_dir, args.epoch)
+    if args.output:
+        arch.save(args.output)
+        print(f"wrote {args.output}")
+    else:
+        print(arch.to_yaml(), end="")
+    return 0
+
 
 
 def add_search_ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,29 +81,29 @@ def run_search_command(args: argparse.Namespace) -> int:
     if args.resume and args.restart:
         raise NassegError("--resume continues a search and --restart discards it; pass one of them")
     data = load_yaml(args.job)
-    from .hpo import is_hpo_job
+    from ..runner.hpo import is_hpo_job
     if is_hpo_job(data):
         return _run_hpo(args)
-    from ..search import load_job
+    from nasseg.search import load_job
 
     config = load_job(args.job, args.set)
     seeds = [args.seed] if args.seed is not None else list(config.seeds)
     if getattr(args, "no_ray", False):
-        from .inprocess import run_in_process
+        from ..runner.inprocess import run_in_process
         run_in_process(config, seeds, args.out, resume=args.resume, restart=args.restart,
                        progress=not args.quiet)
         return 0
     if args.resume and args.seed is not None:
         raise NassegError("--resume continues the whole Ray experiment of the job; drop --seed "
                           "(or use --no-ray --resume --seed N)")
-    from .tune_search import run_tune_search
+    from ..runner.tune_search import run_tune_search
     run_tune_search(config, args.out, seeds, resume=args.resume, restart=args.restart, address=args.address,
                     num_cpus=args.num_cpus)
     return 0
 
 
 def _run_hpo(args: argparse.Namespace) -> int:
-    from .hpo import load_hpo_job, run_hpo
+    from ..runner.hpo import load_hpo_job, run_hpo
 
     if getattr(args, "no_ray", False) or args.seed is not None:
         raise NassegError(f"{args.job}: an HPO job runs its trials on Ray; --no-ray and --seed apply to "
@@ -95,7 +143,7 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_results(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .results import collect_results, format_summary, sort_table, summarize
+    from ..runner.results import collect_results, format_summary, sort_table, summarize
 
     table = collect_results(args.experiment)
     if args.sort:

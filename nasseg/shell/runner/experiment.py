@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import NassegError
-from ..io import atomic_write_text
-from ..search.config import SearchConfig, parse_job, resolve_space_path
+from nasseg.errors import NassegError
+from nasseg.io import atomic_write_text
+from nasseg.search.config import SearchConfig, parse_job, resolve_space_path
 
 EXPERIMENT_FILE = "experiment.yaml"
 TUNE_DIR = "_tune"

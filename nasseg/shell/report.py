@@ -13,7 +13,6 @@ OUT/train) gets its own section: settings, final validation metrics, per-class I
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -30,9 +29,9 @@ from urllib.parse import quote
 import pandas as pd
 import yaml
 
-from ..errors import NassegError
-from ..io import atomic_write_text
-from . import plots
+from nasseg.errors import NassegError
+from nasseg.io import atomic_write_text
+from nasseg.viz import plots
 
 REPORT_FILE, INDEX_FILE = "report.html", "index.html"
 SECTIONS = {"config": "Configuration", "stop": "Early stopping", "curves": "Curves",
@@ -252,7 +251,7 @@ def _config_section(run: Run) -> str:
 
 def describe_rule(early_stop: dict[str, Any] | None) -> str:
     """What the job's stop rule does, in one sentence."""
-    from ..search.stop_rules import DartsADA, NeverStop, PaperRule, ReleasedCodeRule, make_rule
+    from nasseg.search.stop_rules import DartsADA, NeverStop, PaperRule, ReleasedCodeRule, make_rule
 
     rule = make_rule(early_stop)
     base = rule.rule if isinstance(rule, DartsADA) else rule
@@ -278,7 +277,7 @@ def describe_rule(early_stop: dict[str, Any] | None) -> str:
 def stop_trace(run: Run) -> list[tuple[int, float, str, str]]:
     """The rule's decision after every measured epoch (epoch, eigenvalue, decision, reason), as
     the search loop took it; empty for DARTS-ADA, whose rollbacks rewrite the history."""
-    from ..search.stop_rules import DartsADA, make_rule
+    from nasseg.search.stop_rules import DartsADA, make_rule
 
     rule = make_rule(run.config.get("early_stop"))
     if isinstance(rule, DartsADA):
@@ -339,7 +338,7 @@ def _stop_section(run: Run) -> str:
 
 
 def _space(run: Run):
-    from ..space import load
+    from nasseg.space import load
 
     return load(run.file("space.yaml")) if run.file("space.yaml").is_file() else None
 
@@ -380,9 +379,9 @@ def _curves_section(run: Run, space: Any, tmp: Path) -> str:
 
 
 def _arch_section(run: Run, space: Any, tmp: Path) -> str:
-    from ..search import decode_run
-    from ..search.rundir import RunDir
-    from .draw import draw_arch, draw_lattice, draw_network, draw_space_cell, render
+    from nasseg.search import decode_run
+    from nasseg.search.rundir import RunDir
+    from nasseg.viz.draw import draw_arch, draw_lattice, draw_network, draw_space_cell, render
 
     arch = decode_run(run.path)
     epoch = arch.meta.get("epoch", run.arch_epoch)
@@ -413,7 +412,7 @@ def _arch_section(run: Run, space: Any, tmp: Path) -> str:
 
 def _num_classes(run: Run, space: Any) -> int:
     """The job's dataset decides the classes (as in the search); the space's default otherwise."""
-    from ..data.registry import dataset_info
+    from nasseg.data.registry import dataset_info
 
     data = run.config.get("data") or {}
     name = data.get("dataset", "camvid_demo")
@@ -428,8 +427,8 @@ def network_size(arch: Any, classes: int, sizes: Sequence[tuple[int, int]]) -> l
     """Parameters and multiply-adds of ``build_from_arch(arch)`` (its defaults), on the meta device."""
     import torch
 
-    from ..complexity import count_macs, count_params, meta_device
-    from ..models import build
+    from nasseg.complexity import count_macs, count_params, meta_device
+    from nasseg.models import build
 
     rows = []
     with meta_device():
@@ -442,7 +441,7 @@ def network_size(arch: Any, classes: int, sizes: Sequence[tuple[int, int]]) -> l
 
 
 def _size_section(run: Run, space: Any) -> str:
-    from ..search import decode_run
+    from nasseg.search import decode_run
 
     arch = decode_run(run.path)
     data = run.config.get("data") or {}
@@ -729,7 +728,7 @@ def genotype_summary(arch: Any) -> str:
 
 
 def trial_row(run: Run) -> dict[str, Any]:
-    from ..search import decode_run
+    from nasseg.search import decode_run
 
     m, res = run.metrics, run.result
     stop = m[m["epoch"] == res.get("epochs_run", run.last_epoch)]
@@ -809,38 +808,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return write_experiment_report(path, Path(out) if out else path / INDEX_FILE)
 
 
-REPORT_DESCRIPTION = """\
-Write one self-contained HTML page (plots and drawings embedded, no network needed) about a search:
-its configuration, the early-stop decision and why, loss / mIoU / eigenvalue / op-share / alpha
-(and beta) curves, the decoded cells, lattice path and network, its parameters and multiply-adds,
-the retraining of the decoded architecture when there is one (a finished `nasseg train` run of
-arch.yaml next to the run: its settings, val mIoU, per-class IoU and training curves), the
-per-epoch metrics table and links to arch.yaml, the per-epoch ArchSpecs and the checkpoint.
-
-DIR is a run directory (OUT/<job>/seed<N>: report.html in it) or an experiment directory holding
-run directories (a report in each, plus index.html with a summary table of the trials)."""
-
-
-def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``nasseg report`` on the CLI's sub-command parsers."""
-    parser = subparsers.add_parser(
-        "report", help="write a self-contained HTML report of a search run or experiment",
-        description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  nasseg report runs/camvid_darts/seed0\n"
-               "  nasseg report runs/camvid_darts -o camvid_darts.html")
-    parser.add_argument("target", metavar="DIR", help="RUN_DIR | EXPERIMENT_DIR")
-    parser.add_argument("-o", "--output", default=None, metavar="FILE.html",
-                        help="where to write (default: DIR/report.html, or DIR/index.html for an experiment)")
-    parser.set_defaults(run=cmd_report)
-    return parser
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.target, args.output)
-    print(f"wrote {path}")
-    return 0
-
-
 __all__ = ["write_report", "load_run", "is_run_dir", "find_trials", "describe_rule", "stop_trace",
-           "network_size", "find_retrains", "plot_retrain_curves", "SECTIONS", "genotype_summary",
-           "add_report_parser", "cmd_report"]
+           "network_size", "find_retrains", "plot_retrain_curves", "SECTIONS", "genotype_summary"]

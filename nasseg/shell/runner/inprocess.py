@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import NassegError
-from ..search import Search, SearchConfig, SearchResult, run_dir_for
+from nasseg.errors import NassegError
+from nasseg.search import Search, SearchConfig, SearchResult, run_dir_for
 
 
 def epoch_line(label: str, epochs: int, row: dict[str, Any]) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..errors import NassegError
-from ..spec_reader import did_you_mean
+from nasseg.errors import NassegError
+from nasseg.spec_reader import did_you_mean
 from .experiment import TRIAL_FILE, config_digest
 
 RESULT_COLUMNS = ["run", "config", "overrides", "seed", "status", "epochs", "arch_epoch", "final_val_miou",

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import NassegError, SpecError
-from ..io import atomic_write_text
-from ..search.config import SearchConfig, apply_overrides, parse_job
-from ..spec_reader import Section, describe, is_instance, load_yaml
+from nasseg.errors import NassegError, SpecError
+from nasseg.io import atomic_write_text
+from nasseg.search.config import SearchConfig, apply_overrides, parse_job
+from nasseg.spec_reader import Section, describe, is_instance, load_yaml
 from .experiment import Experiment, portable_job, set_dotted
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")

@@ -1,6 +1,6 @@
 """``nasseg submit | status | logs | stop``: jobs on a Ray cluster through its Jobs API.
 
-``nasseg.cli`` wires them in with :func:`add_cluster_parsers`. Ray is imported only when a command
+``nasseg.shell.cli.main`` wires them in with :func:`add_cluster_parsers`. Ray is imported only when a command
 talks to a cluster, so ``--help`` stays fast.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import NassegError
+from nasseg.errors import NassegError
 
 ADDRESS_HELP = "the cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)"
 TOKEN_NOTE = ("Clusters with token authentication: the token is read from RAY_AUTH_TOKEN, the file named by "
@@ -29,7 +29,7 @@ def add_cluster_parsers(subparsers) -> None:
     submit = subparsers.add_parser(
         "submit", help="run a search / HPO / training job on a Ray cluster (Ray Jobs API)",
         description="Upload the project folder (--working-dir, default: the current folder; without .git, .venv, "
-                    "runs/, weights) and run `python -m nasseg.cli search JOB.yaml` (or `train` for a training "
+                    "runs/, weights) and run `python -m nasseg search JOB.yaml` (or `train` for a training "
                     "job) there as a Ray job. Prints the job id and how to follow it. The job writes its runs to "
                     "--out on the cluster: an absolute path, which on a multi-node cluster must be a shared "
                     "filesystem. " + TOKEN_NOTE,
@@ -93,7 +93,7 @@ def add_cluster_parsers(subparsers) -> None:
 def job_command(args: argparse.Namespace) -> tuple[list[str], str, dict[str, str], str | None]:
     """The job's command line (argv), the job name, the job's metadata and a note for the user;
     the job file is checked here, before anything is uploaded."""
-    from ..train.config import is_train_job
+    from nasseg.train.config import is_train_job
 
     job = Path(args.job)
     if not job.is_file():
@@ -113,7 +113,7 @@ def job_command(args: argparse.Namespace) -> tuple[list[str], str, dict[str, str
     if command == "train" and args.seed is not None:
         raise NassegError("--seed applies to search jobs; set a training job's seed with --set seed=N")
     out = Path(args.out or ("runs/train" if command == "train" else "runs")).expanduser().resolve()
-    argv = [args.python, "-m", "nasseg.cli", command, relative, "--out", str(out)]
+    argv = [args.python, "-m", "nasseg", command, relative, "--out", str(out)]
     for item in args.set:
         argv += ["--set", item]
     argv += ["--resume"] * args.resume + ["--restart"] * args.restart
@@ -133,19 +133,19 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
     """Parses the job as the cluster will (one-line errors now, not after the upload); its name
     and its data folder."""
     if command == "train":
-        from ..train.config import load_train_job
+        from nasseg.train.config import load_train_job
 
         config = load_train_job(job, overrides)
         return config.name, config.data.dataset.partition(":")[2] or None
-    from ..spec_reader import load_yaml
-    from .hpo import is_hpo_job
+    from nasseg.spec_reader import load_yaml
+    from ..runner.hpo import is_hpo_job
 
     if is_hpo_job(load_yaml(job)):
-        from .hpo import load_hpo_job
+        from ..runner.hpo import load_hpo_job
 
         hpo = load_hpo_job(job, overrides)
         return hpo.name, hpo.search.data.root
-    from ..search import load_job
+    from nasseg.search import load_job
 
     config = load_job(job, overrides)
     return config.name, config.data.root
@@ -156,7 +156,7 @@ STARTUP_GRACE_S = 5.0  # how long submit watches a started job for an immediate 
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .jobs_api import UPLOAD_EXCLUDES, ClusterJobs, safe_address
+    from ..runner.jobs_api import UPLOAD_EXCLUDES, ClusterJobs, safe_address
 
     argv, name, metadata, note = job_command(args)
     jobs = ClusterJobs(args.address)
@@ -242,7 +242,7 @@ def _time(ms: int | None) -> str | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .jobs_api import ClusterJobs
+    from ..runner.jobs_api import ClusterJobs
 
     jobs = ClusterJobs(args.address)
     if args.job_id:
@@ -278,7 +278,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .jobs_api import ClusterJobs
+    from ..runner.jobs_api import ClusterJobs
 
     jobs = ClusterJobs(args.address)
     if args.follow:
@@ -288,7 +288,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from .jobs_api import ClusterJobs
+    from ..runner.jobs_api import ClusterJobs
 
     jobs = ClusterJobs(args.address)
     if not jobs.stop(args.job_id):

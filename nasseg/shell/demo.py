@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import NassegError
+from nasseg.errors import NassegError
 
 DEMO_JOB = Path(__file__).resolve().parent / "jobs" / "demo.yaml"
 # The retrain: small enough for a minute of CPU, big enough to learn the frequent classes.
@@ -27,11 +27,11 @@ def _step(number: int, text: str) -> float:
 def run_demo(out: str | Path = "runs", *, progress: bool = True, address: str | None = None) -> Path:
     """Run the pipeline; returns the report's path."""
     from .runner.tune_search import run_tune_search
-    from .search import load_job
-    from .train.config import parse_train_job
-    from .train.trainer import Trainer
-    from .viz.draw import show
-    from .viz.report import write_report
+    from nasseg.search import load_job
+    from nasseg.train.config import parse_train_job
+    from nasseg.train.trainer import Trainer
+    from nasseg.viz.draw import show
+    from .report import write_report
 
     started = time.perf_counter()
     # One thread: a Ray worker runs niced, beside Ray's own processes, and two torch threads on two
@@ -63,16 +63,3 @@ def run_demo(out: str | Path = "runs", *, progress: bool = True, address: str | 
     report = write_report(run_dir)
     print(f"done in {time.perf_counter() - started:.0f} s. Open the report: {report}")
     return report
-
-
-def add_demo_parser(sub) -> None:
-    demo = sub.add_parser(
-        "demo", help="the whole pipeline on the bundled data: search, decode, draw, retrain, evaluate, report",
-        description="Run a short DARTS search with Hessian eigenvalue tracking on the bundled CamVid subset "
-                    "(a Ray Tune trial on an embedded local Ray), decode and draw the architecture, retrain "
-                    "it briefly, evaluate it and write the HTML report. A few minutes on 2 CPU cores.")
-    demo.add_argument("--out", default="runs", metavar="DIR", help="where to write (default: runs)")
-    demo.add_argument("--address", default=None, metavar="ADDR",
-                      help="run the search trial on this Ray cluster instead of an embedded local Ray")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(run=lambda args: run_demo(args.out, progress=not args.quiet, address=args.address) and 0)

@@ -8,15 +8,20 @@ if there is one, else on the CPU with torch's current thread count, both reporte
 
 from __future__ import annotations
 
+import argparse
+import json
+
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import space as spaces
-from .complexity import count_macs, count_params, median_latency, meta_device
-from .errors import NassegError
-from .spec_reader import did_you_mean, load_yaml
+from nasseg import space as spaces
+from nasseg.complexity import count_macs, count_params, median_latency, meta_device
+from nasseg.errors import NassegError
+from nasseg.spec_reader import did_you_mean, load_yaml
+
+from .args import parse_size
 
 
 def _default_input(segmentation: bool) -> tuple[int, int]:
@@ -25,7 +30,7 @@ def _default_input(segmentation: bool) -> tuple[int, int]:
 
 def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None,
                    classes: int | None) -> dict[str, Any]:
-    from .supernet import Supernet
+    from nasseg.supernet import Supernet
 
     with meta_device():
         net = Supernet(space, classes)
@@ -57,8 +62,8 @@ def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classe
                    latency: bool = False) -> dict[str, Any]:
     import inspect
 
-    from . import models
-    from .models.registry import MODELS
+    from nasseg import models
+    from nasseg.models.registry import MODELS
 
     builder_default = None
     if name_or_path in MODELS:  # e.g. darts_v2_cifar defaults to its 10 CIFAR classes
@@ -99,7 +104,7 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
         if spaces.is_space_file(data):
             _no_latency_for_spaces(latency, path)
             return describe_space(spaces.load(path), input_size, classes)
-        from .arch import is_arch_file
+        from nasseg.arch import is_arch_file
         if is_arch_file(data):
             return describe_model(str(path), input_size, classes, latency)
         raise NassegError(f"{path}: neither a search space (keys cell, network) nor an ArchSpec "
@@ -107,7 +112,7 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
     if target in spaces.builtin_spaces():
         _no_latency_for_spaces(latency, target)
         return describe_space(spaces.load(target), input_size, classes)
-    from .models.registry import available_models
+    from nasseg.models.registry import available_models
     names = available_models()
     if target in names:
         return describe_model(target, input_size, classes, latency)
@@ -115,3 +120,51 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
     raise NassegError(f"{target}: not a file, a built-in space or a model name; built-in spaces: "
                       f"{', '.join(spaces.builtin_spaces())}; models: {', '.join(names) or 'none'}"
                       + did_you_mean(target, choices))
+
+
+# --- nasseg info ------------------------------------------------------------------------------
+
+def add_info_parser(sub) -> None:
+    info = sub.add_parser(
+        "info", help="parameters and multiply-adds of a search space, an architecture or a model",
+        description="Print weight parameters, architecture parameters (alphas, betas) and multiply-adds "
+                    "of one forward pass. TARGET is a search-space YAML (or a built-in space name such "
+                    "as darts, darts_cifar, autodeeplab), an ArchSpec YAML, or a model name.",
+        epilog="Examples: nasseg info autodeeplab --input 321x321 --classes 19 --json; "
+               "nasseg info icnet_resnet50 --input 512x1024 --latency")
+    info.add_argument("target", metavar="TARGET", help="SPACE.yaml | ARCH.yaml | MODEL_NAME | built-in space")
+    info.add_argument("--input", type=parse_size, default=None, metavar="HxW",
+                      help="input size (default: 32x32 for classification spaces, 512x512 otherwise)")
+    info.add_argument("--classes", type=int, default=None, metavar="N",
+                      help="number of classes (default: the space's network.classes)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--latency", action="store_true",
+                      help="also measure the median CPU/GPU latency of one forward pass on this machine")
+    info.set_defaults(run=cmd_info)
+
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    report = describe_target(args.target, input_size=args.input, classes=args.classes,
+                             latency=args.latency)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    labels = {"params": "weight parameters", "arch_params": "architecture parameters",
+              "macs": "multiply-adds", "latency_ms": "latency (ms, median)"}
+    lines = []
+    width = max(len(labels.get(k, k)) for k in report)
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, int) and key in ("params", "arch_params", "macs"):
+            value = f"{value:,}" + (f"  ({value / 1e9:.2f} G)" if key == "macs" else "")
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"{labels.get(key, key):<{width}}  {value}")
+    return "\n".join(lines)

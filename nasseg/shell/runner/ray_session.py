@@ -14,8 +14,8 @@ import re
 import socket
 from typing import Iterator
 
-from ..errors import NassegError
-from ..search.config import ResourcesConfig
+from nasseg.errors import NassegError
+from nasseg.search.config import ResourcesConfig
 
 # Small: trials pass file paths and a few numbers through Ray, never tensors.
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024

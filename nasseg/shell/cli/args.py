@@ -1,0 +1,55 @@
+"""Argument types shared by the sub-commands: each bad value becomes argparse's one-line usage error."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'321x321' -> (321, 321); one number means a square."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 321x321, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 321x321, got {text!r}")
+    return sizes[0], sizes[1]
+
+
+def parse_size_or_none(text: str) -> tuple[int, int] | str:
+    """'HxW' -> (h, w); 'none' -> 'none' (whole images, or images as stored)."""
+    return "none" if text.lower() == "none" else parse_size(text)
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """'0.75,1,1.25' -> (0.75, 1.0, 1.25); every scale must be positive."""
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected scales such as 0.75,1,1.25, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
+    return scales
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def opacity(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = -1.0
+    if not 0 <= alpha <= 1:
+        raise argparse.ArgumentTypeError(f"expected an opacity between 0 and 1, got {text!r}")
+    return alpha

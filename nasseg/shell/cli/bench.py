@@ -1,0 +1,99 @@
+"""``nasseg bench``: the performance suites' command line (the suites are in nasseg.shell.bench)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nasseg.errors import NassegError
+
+from ..bench.suites import (DEFAULT_SUITES, SUITES, Settings, format_table, parse_suites, plot_ratios, run_bench,
+                            write_csv, write_json)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if args.device.startswith("cuda") and not _cuda_available():
+        raise NassegError(f"--device {args.device}: CUDA is not available on this machine")
+    if (args.repeats is not None and args.repeats < 1) or args.warmup < 0 or args.threads < 1:
+        raise NassegError("--repeats and --threads must be >= 1, --warmup >= 0")
+    crops = tuple(int(c) for c in args.adl_crops.split(",") if c.strip()) if args.adl_crops else None
+    if crops is not None and (not crops or min(crops) < 16):
+        raise NassegError(f"--adl-crops: expected sizes >= 16 such as 129,321, got {args.adl_crops!r}")
+    quick = args.quick
+    return Settings(
+        suites=parse_suites(args.suite) if args.suite else DEFAULT_SUITES, device=args.device, threads=args.threads,
+        repeats=args.repeats if args.repeats is not None else (2 if quick else 3),
+        warmup=args.warmup, quick=quick, darts_space=args.darts_space,
+        adl_crops=crops or ((17,) if quick else (129, 321)), job=args.job,
+        epoch_steps=args.epoch_steps if args.epoch_steps is not None else (2 if quick else 10),
+        ray_trials=args.ray_trials, memory=args.memory, seed=args.seed, progress=not args.quiet)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    rows = run_bench(settings)
+    if args.json == "-":
+        write_json(rows, settings, "-")
+    else:
+        print(format_table(rows, settings), flush=True)
+        if args.json:
+            write_json(rows, settings, args.json)
+            print(f"wrote {args.json}")
+    if args.csv:
+        write_csv(rows, args.csv)
+        if args.csv != "-":
+            print(f"wrote {args.csv}")
+    if args.plot:
+        plot_ratios(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    bench = subparsers.add_parser(
+        "bench", help="supernet step time / peak memory vs the papers' straightforward code, and other ratios",
+        description="Measure nasseg's supernets against the straightforward implementation of the papers' code "
+                    "(benchmarks/straightforward.py) at equal settings, and the other ratios of the performance "
+                    f"targets. Suites: {', '.join(SUITES)} (default: {', '.join(DEFAULT_SUITES)}; ray starts a "
+                    "local Ray and is only run when asked for). Prints the measured numbers, their ratios and "
+                    "whether each target is met.",
+        epilog="Examples: nasseg bench --quick; nasseg bench --suite darts,autodeeplab --adl-crops 129 "
+               "--json bench.json --plot bench.png; nasseg bench --suite all --device cuda")
+    bench.add_argument("--suite", default=None, metavar="LIST",
+                       help=f"comma-separated suites out of {', '.join(SUITES)}, or all (default: "
+                            f"{','.join(DEFAULT_SUITES)})")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    bench.add_argument("--threads", type=int, default=1,
+                       help="torch intra-op threads (default: 1, for stable ratios)")
+    bench.add_argument("--repeats", type=int, default=None, metavar="N",
+                       help="timed steps per variant, median reported (default: 3; 2 with --quick)")
+    bench.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed steps first (default: 1)")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny networks and inputs: a smoke run of the harness in well under a minute")
+    bench.add_argument("--darts-space", default="darts_cifar", metavar="SPACE",
+                       help="space of the DARTS net (default: darts_cifar, the paper's CIFAR search net)")
+    bench.add_argument("--adl-crops", default=None, metavar="LIST",
+                       help="Auto-DeepLab crop sizes (default: 129,321; 17 with --quick)")
+    bench.add_argument("--job", default=None, metavar="JOB.yaml",
+                       help="hessian suite: the search job (default: jobs/camvid_darts.yaml)")
+    bench.add_argument("--epoch-steps", type=int, default=None, metavar="N",
+                       help="hessian suite: time N search steps and extrapolate to the epoch (0: the whole "
+                            "epoch; default: 10, 2 with --quick)")
+    bench.add_argument("--ray-trials", type=int, default=None, metavar="N",
+                       help="ray suite: number of parallel trials (default: the CPU count, 2 to 4)")
+    bench.add_argument("--memory", choices=("subprocess", "inprocess", "off"), default="subprocess",
+                       help="where peak memory is measured: a fresh process per variant (default), this "
+                            "process (less clean on CPU), or not at all")
+    bench.add_argument("--seed", type=int, default=0, help="seed of weights and random batches (default: 0)")
+    bench.add_argument("--csv", nargs="?", const="-", default=None, metavar="PATH",
+                       help="also write the rows as CSV (to stdout without PATH)")
+    bench.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                       help="write settings and rows as JSON to PATH, or print only JSON without PATH")
+    bench.add_argument("--plot", default=None, metavar="PATH", help="bar chart of the ratios (png/svg/pdf)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.set_defaults(run=cmd_bench)
+    return bench
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()

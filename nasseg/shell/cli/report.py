@@ -1,0 +1,39 @@
+"""``nasseg report``: the HTML report of a search run or an experiment."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+REPORT_DESCRIPTION = """\
+Write one self-contained HTML page (plots and drawings embedded, no network needed) about a search:
+its configuration, the early-stop decision and why, loss / mIoU / eigenvalue / op-share / alpha
+(and beta) curves, the decoded cells, lattice path and network, its parameters and multiply-adds,
+the retraining of the decoded architecture when there is one (a finished `nasseg train` run of
+arch.yaml next to the run: its settings, val mIoU, per-class IoU and training curves), the
+per-epoch metrics table and links to arch.yaml, the per-epoch ArchSpecs and the checkpoint.
+
+DIR is a run directory (OUT/<job>/seed<N>: report.html in it) or an experiment directory holding
+run directories (a report in each, plus index.html with a summary table of the trials)."""
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``nasseg report`` on the CLI's sub-command parsers."""
+    parser = subparsers.add_parser(
+        "report", help="write a self-contained HTML report of a search run or experiment",
+        description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  nasseg report runs/camvid_darts/seed0\n"
+               "  nasseg report runs/camvid_darts -o camvid_darts.html")
+    parser.add_argument("target", metavar="DIR", help="RUN_DIR | EXPERIMENT_DIR")
+    parser.add_argument("-o", "--output", default=None, metavar="FILE.html",
+                        help="where to write (default: DIR/report.html, or DIR/index.html for an experiment)")
+    parser.set_defaults(run=cmd_report)
+    return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    path = write_report(args.target, args.output)
+    print(f"wrote {path}")
+    return 0
