@@ -12,6 +12,7 @@ Epochs are numbered from 1; "epoch e" is the state after e finished epochs.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -151,7 +152,8 @@ class Search:
 
     # --- one epoch ----------------------------------------------------------------------------
 
-    def train_epoch(self, epoch: int) -> dict[str, Any]:
+    def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
+        """One epoch of steps; ``max_steps`` ends it early (benchmarks time a part of an epoch)."""
         config = self.config
         lr = cosine_lr(config.weights.lr, config.weights.lr_min, epoch, config.epochs)
         for group in self.weight_optimizer.param_groups:
@@ -162,7 +164,8 @@ class Search:
         loader_a, loader_b = self.data.loaders(config.data.batch_size, self.seed, epoch)
         confusion = ConfusionMatrix(self.data.num_classes, self.data.ignore_index)
         losses = []
-        bar = tqdm(zip(loader_a, loader_b), total=min(len(loader_a), len(loader_b)), leave=False,
+        steps = min(len(loader_a), len(loader_b), max_steps or len(loader_a))
+        bar = tqdm(itertools.islice(zip(loader_a, loader_b), steps), total=steps, leave=False,
                    disable=not self.progress, desc=f"epoch {epoch}/{config.epochs}", unit="step")
         for step, ((xa, ya), (xb, yb)) in enumerate(bar, start=1):
             xa, ya, xb, yb = (t.to(self.device, non_blocking=True) for t in (xa, ya, xb, yb))
