@@ -22,9 +22,10 @@ stamp=.venv/.nasseg-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing nasseg and its dependencies (torch==2.13.0 CPU, ray, optuna, ...)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # torch first and pinned: any other torch would pull a multi-GB CUDA build.
+  # torch first, the tested release's CPU wheel: the package accepts a range, and any other torch
+  # here would pull a multi-GB CUDA build. Then the package with every extra the tests use.
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
   touch "$stamp"
 fi
 

@@ -43,11 +43,13 @@ import torch
 from torch import nn
 
 from ..errors import NassegError
+from ..extras import check_extra, require
 
 EXPORTERS = ("auto", "legacy", "dynamo")
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4  # max |onnx - torch| allowed, relative to max(1, max |torch logits|)
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+FEATURE = "nasseg export"  # names the feature in the error when the 'export' extra is missing
 
 
 @dataclass
@@ -122,8 +124,7 @@ def _export(model: nn.Module, x: torch.Tensor, path: Path, exporter: str, opset:
 def compare(model: nn.Module, path: Path, shapes: Sequence[tuple[int, ...]],
             seed: int = 0) -> tuple[float, float, float]:
     """(max |diff|, max |torch logit|, worst argmax agreement) of onnxruntime vs PyTorch."""
-    import onnxruntime as ort
-
+    ort = require("onnxruntime", "export", FEATURE)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures are reported by the exception below, not ORT's log
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -155,8 +156,7 @@ def _check_shapes(size: tuple[int, int], dynamic: bool) -> list[tuple[int, ...]]
 
 
 def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
+    onnx = require("onnx", "export", FEATURE)
     proto = onnx.load(str(path))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -174,6 +174,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
     """
     if exporter not in EXPORTERS:
         raise NassegError(f"unknown exporter {exporter!r} (expected {', '.join(EXPORTERS)})")
+    check_extra("export", FEATURE)  # onnx, onnxscript (the dynamo exporter), onnxruntime: before any work
     model = model.cpu().eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
