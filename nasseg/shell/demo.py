@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nasseg.errors import NassegError
 
-DEMO_JOB = Path(__file__).resolve().parent / "jobs" / "demo.yaml"
+DEMO_JOB = Path(__file__).resolve().parents[1] / "jobs" / "demo.yaml"  # nasseg/jobs: package data
 # The retrain: small enough for a minute of CPU, big enough to learn the frequent classes.
 RETRAIN = {"data": {"dataset": "camvid_demo", "size": [120, 160], "crop": [96, 128], "batch_size": 4},
            "model_args": {"C": 12, "layers": 5}, "iters": 120, "checkpoint_every": 40, "log_every": 10,

@@ -6,7 +6,7 @@ Data flow: TrainConfig -> dataset (registry) + model (registry / ArchSpec) -> it
     config.yaml            the job as run
     log.csv                every log_every iterations: loss terms, lr, grad norm, images/s
     eval.csv               every validation pass: mIoU, pixel accuracy
-    tb/                    the same as TensorBoard events
+    tb/                    the same as TensorBoard events (with the 'tensorboard' extra)
     checkpoints/last.pt    resumable (weights, optimiser, scaler, RNG states), every checkpoint_every
     final.pt               weights + metadata: what evaluate / predict / export read
     result.json            final validation metrics (per-class IoU), params, training time
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import shutil
 import time
@@ -44,12 +45,15 @@ from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, Rand
                                RandomScale, Resize, eval_transform)
 from ..device import resolve_device
 from ..errors import NassegError
+from ..extras import MissingExtra, require
 from ..io import atomic_write_text
 from ..layers import to_channels_last
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig, dump_train_job
 from .evaluate import evaluate
 from .losses import as_outputs, loss_weights_for, segmentation_loss
+
+log = logging.getLogger(__name__)
 
 LOG_FIELDS = ("iteration", "epoch", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s")
 
@@ -328,11 +332,14 @@ class Trainer:
                 writer.close()
             return None
         result = self.finish(writer)
-        writer.close()
+        if writer is not None:
+            writer.close()
         return result
 
     def _log(self, writer: Any, row: dict[str, Any], terms: list[float]) -> None:
         _append_csv(self.run_dir / "log.csv", row, LOG_FIELDS)
+        if writer is None:
+            return
         for key in ("loss", "lr", "grad_norm", "images_per_s"):
             writer.add_scalar(f"train/{key}", row[key], row["iteration"])
         if len(terms) > 1:
@@ -346,8 +353,9 @@ class Trainer:
         row = {"iteration": self.iteration, "miou": result.miou, "pixel_accuracy": result.pixel_accuracy,
                "eval_seconds": result.seconds}
         _append_csv(self.run_dir / "eval.csv", row, tuple(row))
-        writer.add_scalar("val/miou", result.miou, self.iteration)
-        writer.add_scalar("val/pixel_accuracy", result.pixel_accuracy, self.iteration)
+        if writer is not None:
+            writer.add_scalar("val/miou", result.miou, self.iteration)
+            writer.add_scalar("val/pixel_accuracy", result.pixel_accuracy, self.iteration)
         return result
 
     def finish(self, writer: Any) -> dict[str, Any]:
@@ -365,10 +373,17 @@ class Trainer:
 
 
 def _tensorboard(folder: Path, purge_step: int):
-    """A SummaryWriter; events after ``purge_step`` from a killed session are discarded."""
-    from torch.utils.tensorboard import SummaryWriter
+    """A SummaryWriter; events after ``purge_step`` from a killed session are discarded.
 
-    return SummaryWriter(str(folder), purge_step=purge_step or None)
+    None, with one warning, without the 'tensorboard' extra: TensorBoard is a viewer of numbers
+    that log.csv and eval.csv hold too, so a run does not fail for it.
+    """
+    try:
+        tensorboard = require("torch.utils.tensorboard", "tensorboard", "TensorBoard logging")
+    except MissingExtra as exc:
+        log.warning("%s; training goes on without TensorBoard logs (log.csv and eval.csv hold the numbers)", exc)
+        return None
+    return tensorboard.SummaryWriter(str(folder), purge_step=purge_step or None)
 
 
 def _append_csv(path: Path, row: dict[str, Any], fields: tuple[str, ...]) -> None:
