@@ -20,3 +20,15 @@ class SpecError(NassegError):
         self.message = message
         where = ": ".join(part for part in (file, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def worker_error_message(message: str) -> str:
+    """The message of a NassegError raised in a torch DataLoader worker process: torch re-raises it
+    in the main process with the worker's whole traceback as its text; the last line is ours."""
+    if "DataLoader worker process" not in message or "Traceback" not in message:
+        return message
+    last = [line.strip() for line in message.strip().splitlines() if line.strip()][-1]
+    for prefix in ("nasseg.errors.NassegError: ", "NassegError: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,14 @@ from .io import atomic_write_text
 
 MARKER = ".nasseg-run"
 MARKER_FORMAT = 1
-MAX_NAME_BYTES = 255  # a folder name's limit on common filesystems
+MAX_NAME_LENGTH = 128
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_.+=-]")
 # kind -> what it is, in messages
 KINDS = {"train": "training run", "search": "search run", "experiment": "search experiment",
          "hpo": "HPO experiment", "ray-tune": "Ray Tune state folder"}
-# What a legacy run (no marker) may hold for nasseg to delete it: the files nasseg writes there.
-# Names starting with '.' are nasseg's temporary files of interrupted atomic writes.
+# What a legacy run (no marker) may hold for nasseg to delete it: the files nasseg writes there,
+# plus the '.<name>.<random>.tmp' files of interrupted atomic writes.
 LEGACY_ENTRIES = {
     "train": {"config.yaml", "log.csv", "eval.csv", "tb", "checkpoints", "final.pt", "result.json",
               "ray_train"},
@@ -53,34 +55,37 @@ def check_run_name(name: str) -> str:
     """``name`` unchanged if it is a plain folder name, else :class:`RunNameError` saying why.
 
     A run is written to ``OUT/<name>``: a name with a path separator, ``..`` or an absolute path
-    would put it (and what ``--restart`` deletes) outside ``OUT``."""
+    would put it (and what ``--restart`` deletes) outside ``OUT``. Allowed: letters, digits and
+    ``_ . + = -``, starting with a letter, digit or ``_``, at most 128 characters."""
     if not isinstance(name, str):
         raise RunNameError(f"run name must be a string, got {type(name).__name__} {name!r}")
     problem = _name_problem(name)
     if problem:
         shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
-        raise RunNameError(f"run name {shown} {problem}; expected a plain folder name such as "
-                           "camvid_darts (no '/', '\\', '..' or leading '.'): a run is written to OUT/<name>")
+        raise RunNameError(f"run name {shown} {problem}; expected a plain folder name such as camvid_darts "
+                           "(letters, digits, _ . + = -; no path separators, no '..'): a run is written "
+                           "to OUT/<name>")
     return name
 
 
 def _name_problem(name: str) -> str | None:
-    if not name.strip():
+    if not name:
         return "is empty"
-    if name != name.strip():
-        return "starts or ends with whitespace"
     if os.path.isabs(name) or name.startswith(("/", "\\")):
         return "is an absolute path"
     if name in (".", ".."):
         return "is OUT itself" if name == "." else "points to the folder above OUT"
     if "/" in name or "\\" in name:
         return "contains a path separator"
-    if name.startswith("."):
-        return "starts with '.' (hidden names are nasseg's marker and temporary files)"
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        return "contains control characters"
-    if len(name.encode()) > MAX_NAME_BYTES:
-        return f"is longer than {MAX_NAME_BYTES} bytes"
+    if ".." in name:
+        return "contains '..'"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is longer than {MAX_NAME_LENGTH} characters"
+    if not _PLAIN_NAME.fullmatch(name):
+        odd = sorted({c for c in name if not _NAME_CHAR.match(c)})
+        if odd:
+            return f"contains {', '.join(repr(c) for c in odd)}"
+        return "does not start with a letter, digit or '_'"
     return None
 
 
@@ -237,7 +242,7 @@ def foreign_entries(path: Path, kind: str) -> list[str]:
     foreign = []
     for entry in sorted(path.iterdir()):
         prefix = RUN_PREFIXES.get(kind)
-        if entry.name.startswith("."):  # temporary files of interrupted atomic writes, the marker
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):  # an interrupted atomic write
             continue
         if prefix and entry.name.startswith(prefix) and entry.is_dir() and not entry.is_symlink():
             marker = read_marker(entry)

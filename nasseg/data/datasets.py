@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import io
 import random
+import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset
 
 from nasseg.data.transforms import Transform, eval_transform
 from nasseg.errors import NassegError
+from nasseg.io import read_text
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree",
                   "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
@@ -44,6 +47,11 @@ DEMO_ROOT = Path(__file__).resolve().parent / "demo"  # the bundled CamVid subse
 
 LabelMap = Mapping[int, int] | Callable[[np.ndarray], np.ndarray]
 LABEL_MODES = ("L", "P", "I", "I;16")  # single-channel PIL modes whose pixels are class ids
+# The largest image or label nasseg decodes: 8192 x 8192 pixels (aerial tiles of 6000 x 6000 fit;
+# such a label alone is 512 MB as int64). A compressed PNG can claim far more pixels than its
+# size suggests (a 388 KB file can decode to 400 million): larger files are refused, naming the
+# file, before they are decoded. Raise it here for bigger images, memory permitting.
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 Pair = tuple[Path, Path]  # (image, label)
@@ -106,7 +114,7 @@ def read_pair_list(root: str | Path, list_file: str | Path) -> PairList:
     if not path.is_file():
         raise NassegError(f"{path}: list file not found")
     found = PairList(path)
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_text(path, "list file ('<image> <label>' lines)").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -288,14 +296,29 @@ def _open(path: Path, kind: str) -> Image.Image:
     except OSError as e:
         raise NassegError(f"{path}: cannot read {kind} ({e.strerror})") from None
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # PIL warns about large images; the size is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        width, height = im.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _too_large(path, kind, width * height, f"{width}x{height} = ")
         im.load()
+    except Image.DecompressionBombError as e:  # over PIL's own limit (above nasseg's), found in the header
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(path, kind, int(found.group(1)) if found else MAX_IMAGE_PIXELS + 1, "") from None
     except UnidentifiedImageError:
         raise NassegError(f"{path}: cannot read {kind} (not an image format PIL knows)") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise NassegError(f"{path}: cannot read {kind} ({reason})") from None
     return im
+
+
+def _too_large(path: Path, kind: str, pixels: int, shape: str) -> NassegError:
+    """The refusal of an image over MAX_IMAGE_PIXELS (``shape``: 'WxH = ' when known)."""
+    return NassegError(f"{path}: {kind} of {shape}{pixels:,} pixels, over nasseg's limit of "
+                       f"{MAX_IMAGE_PIXELS:,}; not decoded (a decompression bomb? for real images this "
+                       "large raise nasseg.data.datasets.MAX_IMAGE_PIXELS)")
 
 
 def camvid(root: str | Path, split: str, transform: Transform | None = None,

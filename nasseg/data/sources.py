@@ -18,6 +18,7 @@ import yaml
 
 from nasseg.data.datasets import PairList, generated_palette, read_pair_list
 from nasseg.errors import NassegError, SpecError
+from nasseg.io import read_text
 
 RGB = tuple[int, int, int]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -83,7 +84,7 @@ def scan_voc(root: Path, split: str) -> PairList:
                 "SegmentationClass/<id>.png")
             raise NassegError(f"{needed}: not found; {hint}")
     found = PairList(list_path)
-    for n, line in enumerate(list_path.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_text(list_path, "list file (image ids)").splitlines(), start=1):
         fields = line.split()
         if len(fields) == 1:
             pair = (root / "JPEGImages" / f"{fields[0]}.jpg", label_dir / f"{fields[0]}.png")
@@ -166,7 +167,7 @@ def read_dataset_yaml(root: Path) -> YamlMeta:
         raise NassegError(f"{path}: not found; a folder/list dataset needs it, e.g. "
                           "'classes: [background, road, car]' and optionally 'ignore_index: 255'")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path, "dataset.yaml"))
     except yaml.YAMLError as e:
         raise SpecError(file, None, f"not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import NassegError
+from ..io import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ def load_pretrained(module: nn.Module, path: str | os.PathLike) -> LoadReport:
     path = Path(path)
     if not path.is_file():
         raise NassegError(f"{path}: pretrained checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickled objects refused by weights_only, ...
-        raise NassegError(f"{path}: cannot read checkpoint ({exc})") from exc
+    checkpoint = load_tensors(path, "pretrained checkpoint")
     state = _state_dict_from(checkpoint, path)
     own = module.state_dict()
     for key, tensor in state.items():

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..rundirs import run_path
 from .config import SearchConfig, load_job, parse_job
 from .loop import Search, SearchDiverged, SearchResult
 
 
 def run_dir_for(config: SearchConfig, seed: int, out: str | Path = "runs") -> Path:
-    """Where one seed of a job writes: OUT/<job name>/seed<seed>."""
-    return Path(out) / config.name / f"seed{seed}"
+    """Where one seed of a job writes: OUT/<job name>/seed<seed> (the name a plain folder name)."""
+    return run_path(out, config.name) / f"seed{seed}"
 
 
 def decode_run(run_dir: str | Path, epoch: int | None = None):
     """The ArchSpec of a run at ``epoch`` (default: the search's answer, else the last epoch)."""
     from ..arch import load_arch
     from ..arch.decode import decode_from_arrays
-    from ..errors import NassegError
+    from ..errors import NassegError, SpecError
     from .rundir import RunDir
 
     run = RunDir(run_dir)
@@ -31,8 +32,16 @@ def decode_run(run_dir: str | Path, epoch: int | None = None):
     if epoch not in epochs:
         raise NassegError(f"{run_dir}: epoch {epoch} was not recorded; recorded epochs: {epochs[0]}..{epochs[-1]}")
     weights = run.read_arch_weights(epoch)
-    return decode_from_arrays(run.file("space.yaml"), weights["alphas_raw"], weights["betas_raw"],
-                              name=f"{Path(run_dir).name}_epoch{epoch}", meta={"epoch": epoch})
+    if not run.file("space.yaml").is_file():
+        raise NassegError(f"{run_dir}: no space.yaml (the search space of the run), needed to decode epoch {epoch}")
+    try:
+        return decode_from_arrays(run.file("space.yaml"), weights["alphas_raw"], weights["betas_raw"],
+                                  name=f"{Path(run_dir).name}_epoch{epoch}", meta={"epoch": epoch})
+    except SpecError:
+        raise  # names space.yaml already
+    except (NassegError, TypeError, ValueError, AttributeError) as e:  # weights that do not fit the space
+        raise NassegError(f"{run.epoch_file('alphas', epoch, '.json')}: cannot decode these architecture "
+                          f"weights ({' '.join(str(e).split())[:200]})") from None
 
 
 __all__ = ["SearchConfig", "load_job", "parse_job", "Search", "SearchDiverged", "SearchResult",

@@ -275,11 +275,19 @@ class Search:
         state = self.run.load_checkpoint()
         saved = state["config"]
         for key in ("space", "algorithm"):
-            if saved[key] != getattr(self.config, key):
-                raise NassegError(f"{self.run.path}: cannot resume a {key}={saved[key]!r} run with "
+            if saved.get(key) != getattr(self.config, key):
+                raise NassegError(f"{self.run.path}: cannot resume a {key}={saved.get(key)!r} run with "
                                   f"{key}={getattr(self.config, key)!r}")
-        self.load_state(state)
+        self.load_state_from(state, self.run.file("checkpoints", "last.pt"))
         self.run.log_event("resumed", epoch=self.epoch)
+
+    def load_state_from(self, state: dict[str, Any], source: str | Path) -> None:
+        """load_state, with a state that does not fit this search as one line naming ``source``."""
+        try:
+            self.load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            reason = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
+            raise NassegError(f"{source}: this checkpoint does not fit the search ({reason})") from None
 
     def save(self) -> None:
         keep = 0
@@ -315,6 +323,7 @@ class Search:
                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
         """Run until the last epoch (or ``max_epochs``, to simulate an interruption) or a stop."""
         config = self.config
+        self.run.claim()
         self.run.write_config(dump_job(config))
         atomic_write_text(self.run.file("space.yaml"), Path(self.space.file).read_text())
         last = min(config.epochs, max_epochs or config.epochs)

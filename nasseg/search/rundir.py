@@ -9,6 +9,7 @@
     events.jsonl             stop decisions, rollbacks, divergence, resumes
     arch.yaml                the search's answer (the stop rule's epoch, else the last one)
     result.json              status and summary numbers
+    .nasseg-run              the marker that nasseg created it (nasseg.rundirs)
 """
 
 from __future__ import annotations
@@ -17,16 +18,25 @@ import csv
 import io
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..io import atomic_write, atomic_write_text
+from ..errors import NassegError
+from ..io import atomic_write, atomic_write_text, load_tensors, read_csv, read_json_object
+from ..rundirs import claim_run_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_pixel_acc",
                   "eigenvalue", "lr", "weight_decay", "arch_active", "param_free_share", "skip_share",
                   "epoch_seconds", "eval_seconds", "eigen_seconds", "eigen_steps"]
+# what Search.state() writes and Search.load_state() needs
+CHECKPOINT_KEYS = ("epoch", "model", "weight_optimizer", "arch_optimizer", "history", "config", "torch_rng",
+                   "python_rng", "python_rng_version")
 
 
 class RunDir:
@@ -40,6 +50,10 @@ class RunDir:
         return self.file(folder, f"epoch_{epoch:03d}{suffix}")
 
     # --- writing ------------------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Create the run directory with nasseg's marker, or accept it as an existing search run."""
+        claim_run_dir(self.path, "search")
 
     def write_config(self, text: str) -> None:
         atomic_write_text(self.file("config.yaml"), text)
@@ -66,7 +80,7 @@ class RunDir:
 
     def load_checkpoint(self, epoch: int | None = None) -> dict[str, Any]:
         path = self.file("checkpoints", "last.pt") if epoch is None else self.epoch_file("checkpoints", epoch, ".pt")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_search_checkpoint(path)
 
     def has_checkpoint(self) -> bool:
         return self.file("checkpoints", "last.pt").exists()
@@ -82,7 +96,27 @@ class RunDir:
     # --- reading ------------------------------------------------------------------------------
 
     def read_arch_weights(self, epoch: int) -> dict[str, Any]:
-        return json.loads(self.epoch_file("alphas", epoch, ".json").read_text())
+        return read_json_object(self.epoch_file("alphas", epoch, ".json"),
+                                f"the architecture weights of epoch {epoch}", ("alphas_raw", "betas_raw"))
+
+    def read_metrics(self, numeric: Sequence[str] = ("epoch",)) -> "pd.DataFrame":
+        """metrics.csv as a table whose ``numeric`` columns exist and hold numbers."""
+        return read_csv(self.file("metrics.csv"), "a search's per-epoch metrics (epoch, val_miou, ...)", numeric)
 
     def epochs_recorded(self) -> list[int]:
         return sorted(int(p.stem.split("_")[1]) for p in self.file("alphas").glob("epoch_*.json"))
+
+
+def read_search_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A search checkpoint (``weights_only=True``): a dict with the keys Search.state() writes;
+    one line naming the file otherwise."""
+    state = load_tensors(path, "nasseg search checkpoint")
+    if not isinstance(state, dict):
+        raise NassegError(f"{path}: not a nasseg search checkpoint (holds a {type(state).__name__}, "
+                          "expected a dict)")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise NassegError(f"{path}: not a nasseg search checkpoint (no {', '.join(missing)})")
+    if not isinstance(state["config"], dict) or not isinstance(state["epoch"], int):
+        raise NassegError(f"{path}: not a nasseg search checkpoint (config or epoch of the wrong type)")
+    return state

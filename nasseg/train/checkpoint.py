@@ -20,7 +20,6 @@ Writes are atomic (temp file, fsync, rename): a crash never leaves a truncated c
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ import torch
 from torch import nn
 
 from ..errors import NassegError
-from ..io import atomic_write
+from ..io import atomic_write, load_tensors
 
 FORMAT = "nasseg-train-1"
+PAYLOAD_KEYS = ("model", "data", "state_dict", "iteration", "iters")
 RUN_CHECKPOINTS = ("final.pt", "checkpoints/last.pt")  # what a run directory resolves to, in order
 
 
@@ -84,24 +84,30 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict safely (``weights_only=True``); one-line errors for bad files."""
+    """Load a training checkpoint safely (``weights_only=True``); one-line errors for bad files."""
     path = resolve_checkpoint(path)
-    try:
-        data = path.read_bytes()
-        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except OSError as e:
-        raise NassegError(f"{path}: cannot read checkpoint ({e.strerror})") from None
-    except Exception as e:  # pickle/zip errors of a truncated or foreign file
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise NassegError(f"{path}: not a readable nasseg checkpoint ({reason})") from None
+    payload = load_tensors(path, "nasseg checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise NassegError(f"{path}: not a nasseg training checkpoint (format {found!r}, "
                           f"expected {FORMAT!r})")
+    missing = [key for key in PAYLOAD_KEYS if key not in payload]
+    if missing:
+        raise NassegError(f"{path}: incomplete nasseg training checkpoint (no {', '.join(missing)})")
     return payload
 
 
-def meta_from_payload(payload: dict[str, Any]) -> TrainedMeta:
+def meta_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> TrainedMeta:
+    """The metadata of a checkpoint read by :func:`read_checkpoint`; NassegError naming ``path``
+    when its model or data record lacks a field or holds a wrong type."""
+    try:
+        return _meta(payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+        raise NassegError(f"{path}: incomplete nasseg training checkpoint ({what})") from None
+
+
+def _meta(payload: dict[str, Any]) -> TrainedMeta:
     model, data = payload["model"], payload["data"]
     return TrainedMeta(
         model_name=model.get("name"), arch_yaml=model.get("arch"), model_args=dict(model["args"]),
@@ -127,12 +133,16 @@ def build_model(meta: TrainedMeta) -> nn.Module:
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainedMeta]:
     """Rebuild a trained model from a checkpoint file or run directory; returned in eval mode."""
+    path = resolve_checkpoint(path)
     payload = read_checkpoint(path)
-    meta = meta_from_payload(payload)
+    meta = meta_from_payload(payload, path)
     model = build_model(meta)
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except (RuntimeError, TypeError, AttributeError) as e:  # shapes that differ, a state_dict that is none
+        raise NassegError(f"{path}: weights do not fit {meta.label} ({' '.join(str(e).split())[:200]})") from None
     if missing or unexpected:
-        raise NassegError(f"{resolve_checkpoint(path)}: weights do not fit {meta.label} "
+        raise NassegError(f"{path}: weights do not fit {meta.label} "
                           f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
                           f"{(missing or unexpected)[0]})")
     return model.to(device).eval(), meta

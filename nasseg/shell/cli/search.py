@@ -78,8 +78,6 @@ def run_search_command(args: argparse.Namespace) -> int:
     ``kind: hpo`` jobs run an Optuna study over a search job."""
     if args.num_cpus is not None and args.num_cpus < 1:
         raise NassegError(f"--num-cpus must be >= 1, got {args.num_cpus}")
-    if args.resume and args.restart:
-        raise NassegError("--resume continues a search and --restart discards it; pass one of them")
     data = load_yaml(args.job)
     from ..runner.hpo import is_hpo_job
     if is_hpo_job(data):

@@ -67,9 +67,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_distributed(args: argparse.Namespace, config) -> int:
     """``--workers N``: data-parallel training on Ray Train workers (nasseg.runner.distributed_train)."""
+    from nasseg.rundirs import run_path
+
     from ..runner.distributed_train import resume_point, run_distributed
 
-    run_dir = Path(args.out).resolve() / config.name
+    run_dir = run_path(Path(args.out).resolve(), config.name)
     if args.resume and (run_dir / "checkpoints" / "last.pt").is_file():
         verb = f"resuming {run_dir} at iteration {resume_point(run_dir)}"
     else:

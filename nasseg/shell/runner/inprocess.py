@@ -6,11 +6,12 @@ the run dirs a Ray trial writes.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from nasseg.errors import NassegError
+from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir,
+                            run_path)
 from nasseg.search import Search, SearchConfig, SearchResult, run_dir_for
 
 
@@ -23,11 +24,18 @@ def epoch_line(label: str, epochs: int, row: dict[str, Any]) -> str:
 
 def run_in_process(config: SearchConfig, seeds: Sequence[int], out: str | Path = "runs", *,
                    resume: bool = False, restart: bool = False, progress: bool = True) -> list[SearchResult]:
+    check_resume_restart(resume, restart)
+    run_dirs = {seed: run_dir_for(config, seed, out) for seed in seeds}
+    for run_dir in run_dirs.values():  # every refusal before anything is deleted or written
+        if restart:
+            check_removable(run_dir, "search")
+        else:
+            check_run_dir(run_dir, "search")
+    claim_run_dir(run_path(out, config.name), "experiment")
     results = []
-    for seed in seeds:
-        run_dir = run_dir_for(config, seed, out)
-        if restart and run_dir.exists():
-            shutil.rmtree(run_dir)
+    for seed, run_dir in run_dirs.items():
+        if restart:
+            remove_run_dir(run_dir, "search")
         search = Search(config, seed, run_dir, progress=progress)
         if resume:
             search.resume()

@@ -8,21 +8,22 @@ placement) form one config; ``summarize`` gives mean and std over its seeds.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from nasseg.errors import NassegError
-from nasseg.spec_reader import did_you_mean
+from nasseg.io import read_json_object
+from nasseg.search.rundir import RunDir
+from nasseg.spec_reader import did_you_mean, load_yaml
 from .experiment import TRIAL_FILE, config_digest
 
 RESULT_COLUMNS = ["run", "config", "overrides", "seed", "status", "epochs", "arch_epoch", "final_val_miou",
                   "best_val_miou", "best_epoch", "arch_val_miou", "last_eigenvalue", "macs", "params",
                   "seconds", "genotype", "checkpoint"]
+METRICS_READ = ("epoch", "val_miou", "eigenvalue", "epoch_seconds")  # the metrics.csv columns a row uses
 HIGHER_IS_BETTER = ("final_val_miou", "best_val_miou", "arch_val_miou")
 _SHORT_OPS = [(r"sep_conv_(\d)x\d", r"sep\1"), (r"dil_conv_(\d)x\d", r"dil\1"), (r"atrous_conv_(\d)x\d", r"atr\1"),
               (r"max_pool_(\d)x\d", r"max\1"), (r"avg_pool_(\d)x\d", r"avg\1"), (r"skip_connect", "skip"),
@@ -52,31 +53,36 @@ def genotype_summary(arch_file: Path) -> str:
     """The normal cell as 'op@input ...' per node, nodes separated by '|' (plus the lattice path)."""
     if not arch_file.exists():
         return ""
-    data = yaml.safe_load(arch_file.read_text())
-    cell = data.get("cells", {}).get("normal") or next(iter(data.get("cells", {}).values()), None)
-    text = ""
-    if cell:
-        text = " | ".join(" ".join(f"{short_op(op)}@{src}" for op, src in edges)
-                          for _, edges in sorted(cell["nodes"].items()))
-    if data.get("path"):
-        text += f"  path {'-'.join(str(s) for s in data['path'])}"
+    data = load_yaml(arch_file)
+    try:
+        cells = data.get("cells") or {}
+        cell = cells.get("normal") or next(iter(cells.values()), None)
+        text = ""
+        if cell:
+            text = " | ".join(" ".join(f"{short_op(op)}@{src}" for op, src in edges)
+                              for _, edges in sorted(cell["nodes"].items()))
+        if data.get("path"):
+            text += f"  path {'-'.join(str(s) for s in data['path'])}"
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise NassegError(f"{arch_file}: not an architecture nasseg wrote (cells.<type>.nodes: "
+                          "[[op, input], ...] per node)") from None
     return text
 
 
 def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else {}
-    trial = json.loads((run_dir / TRIAL_FILE).read_text()) if (run_dir / TRIAL_FILE).exists() else {}
+    metrics = RunDir(run_dir).read_metrics(METRICS_READ)
+    config = load_yaml(run_dir / "config.yaml")
+    if not isinstance(config, dict):
+        raise NassegError(f"{run_dir / 'config.yaml'}: expected the search job nasseg wrote (a mapping)")
+    result = _optional_json(run_dir / "result.json", "a search's result")
+    trial = _optional_json(run_dir / TRIAL_FILE, "a trial record (experiment, trial id, seed, overrides)")
     seed = trial.get("seed", result.get("seed"))
     if seed is None and run_dir.name.startswith("seed") and run_dir.name[4:].isdigit():
         seed = int(run_dir.name[4:])
     epochs = len(metrics)
     arch_epoch = int(result.get("arch_epoch") or epochs or 0)
     by_epoch = metrics.set_index("epoch") if epochs else metrics
-    cost = {}
-    if (run_dir / "arch_cost.json").exists():
-        cost = json.loads((run_dir / "arch_cost.json").read_text()).get(str(arch_epoch), {})
+    cost = _optional_json(run_dir / "arch_cost.json", "architecture costs per epoch").get(str(arch_epoch), {})
     arch_file = run_dir / "arch.yaml"
     if not arch_file.exists() and arch_epoch:
         arch_file = run_dir / "arch" / f"epoch_{arch_epoch:03d}.yaml"
@@ -101,6 +107,10 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
         "genotype": genotype_summary(arch_file),
         "checkpoint": str(run_dir / "checkpoints" / "last.pt"),
     }
+
+
+def _optional_json(path: Path, what: str) -> dict[str, Any]:
+    return read_json_object(path, what) if path.exists() else {}
 
 
 def _fmt(value: Any) -> str:

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from nasseg.errors import NassegError
-from nasseg.io import atomic_write_text
+from nasseg.io import atomic_write_text, read_json_object
 from nasseg.search import Search, SearchDiverged
 from nasseg.search.config import SearchConfig
-from nasseg.search.rundir import RunDir
+from nasseg.search.rundir import RunDir, read_search_checkpoint
 from .experiment import PID_FILE, TRIAL_FILE, job_digest, load_experiment
 from ..process import configure_process
 from .ray_session import torch_threads
@@ -47,6 +47,7 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
     digest = job_digest(config)
     refuse_known_divergence(run, digest)
     search = Search(config, seed, run.path, progress=False)
+    run.claim()
     atomic_write_text(run.file(PID_FILE), str(os.getpid()))
     atomic_write_text(run.file(TRIAL_FILE), json.dumps(
         {"experiment": experiment.path.name, "trial_id": tune.get_context().get_trial_id(), "seed": seed,
@@ -80,13 +81,13 @@ def restore(search: Search, resume_run_dir: bool) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        search.load_state(state)
+            state = read_search_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        search.load_state_from(state, f"the Ray Tune checkpoint of {search.run.path}")
         search.run.log_event("restored", epoch=search.epoch, source="tune checkpoint")
     elif resume_run_dir and search.run.has_checkpoint():
         state = search.run.load_checkpoint()
         check_same_search(search.run, state["config"], search.config)
-        search.load_state(state)
+        search.load_state_from(state, search.run.file("checkpoints", CHECKPOINT_FILE))
         search.run.log_event("resumed", epoch=search.epoch, source="run dir")
 
 
@@ -96,7 +97,7 @@ def refuse_known_divergence(run: RunDir, digest: str) -> None:
     the stale result.json goes)."""
     result_file = run.file("result.json")
     if result_file.exists():
-        result = json.loads(result_file.read_text())
+        result = read_json_object(result_file, "a search's result (result.json)")
         if result.get("status") == "diverged":
             if result.get("job_digest") == digest:
                 raise SearchDiverged(result["reason"])
@@ -107,10 +108,10 @@ def check_same_search(run: RunDir, saved: dict[str, Any], config: SearchConfig) 
     """Search.resume's check, by the space's content: trials name the space by absolute path, an
     in-process run as written in its job file."""
     same_space = (run.file("space.yaml").read_text() == Path(config.space).read_text()
-                  if run.file("space.yaml").exists() else Path(saved["space"]).stem == Path(config.space).stem)
-    for key, same in (("space", same_space), ("algorithm", saved["algorithm"] == config.algorithm)):
+                  if run.file("space.yaml").exists() else Path(str(saved.get("space"))).stem == Path(config.space).stem)
+    for key, same in (("space", same_space), ("algorithm", saved.get("algorithm") == config.algorithm)):
         if not same:
-            raise NassegError(f"{run.path}: cannot resume a {key}={saved[key]!r} run with "
+            raise NassegError(f"{run.path}: cannot resume a {key}={saved.get(key)!r} run with "
                               f"{key}={getattr(config, key)!r}")
 
 
@@ -143,7 +144,7 @@ def record_arch_cost(run: RunDir, epoch: int, num_classes: int, size: tuple[int,
     """The cost of epoch ``epoch``'s architecture, also kept in arch_cost.json for `nasseg results`."""
     cost = arch_cost(run.epoch_file("arch", epoch, ".yaml"), num_classes, size, wanted)
     path = run.file(COST_FILE)
-    table = json.loads(path.read_text()) if path.exists() else {}
+    table = read_json_object(path, "architecture costs per epoch") if path.exists() else {}
     table[str(epoch)] = cost
     atomic_write_text(path, json.dumps(table, indent=2))
     return cost

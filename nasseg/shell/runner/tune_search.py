@@ -10,23 +10,23 @@ write the same run dirs as in-process searches (OUT/<job>/seed<N>), so decode/sh
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ray import tune
 
 from nasseg.errors import NassegError
-from nasseg.io import atomic_write_text
+from nasseg.io import atomic_write_text, read_json_object
+from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir,
+                            run_path)
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir
-from .experiment import Experiment, load_experiment, portable_job
+from .experiment import TUNE_DIR, Experiment, load_experiment, portable_job
 from .ray_session import check_resources, ray_session
 from .inprocess import epoch_line
-from .trainable import COST_METRICS, search_trainable
+from .trainable import COST_METRICS, check_same_search, search_trainable
 
 
 class EpochLines(tune.Callback):
@@ -109,7 +109,7 @@ def finish_run_dir(trial: Any, experiment_path: str | Path) -> dict[str, Any]:
     run = RunDir(experiment.run_dir(int(trial.config["seed"]), trial.trial_id))
     path = run.file("result.json")
     if path.exists():
-        result = json.loads(path.read_text())
+        result = read_json_object(path, "a search's result (result.json)")
     else:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
@@ -138,13 +138,16 @@ def trainable_with_resources(config: SearchConfig):
 
 
 def check_fresh(experiment_path: Path, run_dirs: Sequence[Path], restart: bool) -> None:
-    """Refuse to overwrite an experiment unless --restart; --restart discards exactly what would be rerun."""
+    """Refuse to overwrite an experiment unless --restart; --restart discards exactly what would be
+    rerun (the seeds' run dirs and Tune's state), all or nothing."""
     existing = [p for p in run_dirs if (p / "checkpoints" / "last.pt").exists()]
-    tune_dir = experiment_path / "_tune"
+    tune_dir = experiment_path / TUNE_DIR
     if restart:
-        for path in [*run_dirs, tune_dir]:
-            if path.exists():
-                shutil.rmtree(path)
+        doomed = [*[(path, "search") for path in run_dirs], (tune_dir, "ray-tune")]
+        for path, kind in doomed:
+            check_removable(path, kind)
+        for path, kind in doomed:
+            remove_run_dir(path, kind)
         return
     if existing or tune_dir.exists():
         where = existing[0] if existing else experiment_path
@@ -172,8 +175,10 @@ def check_resumable(experiment: Experiment, seeds: Sequence[int]) -> None:
     if not found:
         raise NassegError(f"nothing to resume: {experiment.path} holds neither a Ray Tune experiment nor "
                           "seed checkpoints; start it without --resume")
-    if experiment.tune_dir.exists():  # a snapshot-less leftover that Tuner.restore cannot read
-        shutil.rmtree(experiment.tune_dir)
+    for seed in found:  # an unreadable or foreign checkpoint fails here, before any trial starts
+        run = RunDir(experiment.run_dir(seed, ""))
+        check_same_search(run, run.load_checkpoint()["config"], experiment.search_config())
+    remove_run_dir(experiment.tune_dir, "ray-tune")  # a snapshot-less leftover that Tuner.restore cannot read
     print(f"resuming {experiment.path}: seeds {', '.join(map(str, found))} continue from their "
           "checkpoints/last.pt", flush=True)
 
@@ -182,19 +187,24 @@ def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Seque
                     resume: bool = False, restart: bool = False, address: str | None = None,
                     num_cpus: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Run the seeds of a job as parallel Tune trials; the results (result.json + run_dir) per seed."""
-    experiment_path = (Path(out) / config.name).resolve()
+    check_resume_restart(resume, restart)
+    experiment_path = run_path(out, config.name).resolve()
     seeds = list(seeds if seeds is not None else config.seeds)
     experiment = Experiment(experiment_path, "search", portable_job(config), config.file, seeds)
+    check_run_dir(experiment_path, "experiment")
+    restore = resume and tune.Tuner.can_restore(str(experiment.tune_dir))
+    if resume and not restore:
+        check_resumable(experiment, seeds)
     with ray_session(address, num_cpus):
         check_resources(config.resources, config.file, config.device)
-        if resume and tune.Tuner.can_restore(str(experiment.tune_dir)):
+        if restore:
             tuner = restored_tuner(experiment_path, config)
         else:
-            if resume:
-                check_resumable(experiment, seeds)
-            else:
+            if not resume:
                 check_fresh(experiment_path, [experiment.run_dir(s, "") for s in seeds], restart)
+            claim_run_dir(experiment_path, "experiment")
             experiment.save()
+            claim_run_dir(experiment.tune_dir, "ray-tune")
             tuner = tune.Tuner(
                 trainable_with_resources(config),
                 param_space={"experiment": str(experiment_path), "seed": tune.grid_search(seeds),
@@ -212,7 +222,7 @@ def collect_outcomes(grid: tune.ResultGrid, experiment: Experiment, raise_on_err
     outcomes, failed = [], []
     for result in grid:
         run = RunDir(experiment.path / Path(result.path).name)
-        data = json.loads(run.file("result.json").read_text()) if run.file("result.json").exists() else {}
+        data = read_json_object(run.file("result.json"), "a search's result") if run.file("result.json").exists() else {}
         outcomes.append({**data, "seed": int(result.config["seed"]), "run_dir": str(run.path),
                          "error": bool(result.error)})
         if result.error:
