@@ -136,7 +136,8 @@ def test_cli_refuses_to_overwrite_or_resume_nothing(tmp_path, capsys):
     assert main(common + ["--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     (tmp_path / "icnet_resnet50").mkdir(parents=True)
-    (tmp_path / "icnet_resnet50" / "log.csv").write_text("x\n")
+    (tmp_path / "icnet_resnet50" / "log.csv").write_text("x\n")  # a run from before run markers
+    (tmp_path / "icnet_resnet50" / "config.yaml").write_text("name: icnet_resnet50\n")
     assert main(common) == 2
     assert "already exists; pass --resume" in capsys.readouterr().err
     assert main(["train", "no_such_model", "--data", "camvid_demo", "--out", str(tmp_path)]) == 2

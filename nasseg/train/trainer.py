@@ -29,7 +29,6 @@ import csv
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -46,8 +45,9 @@ from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, Rand
 from ..device import resolve_device
 from ..errors import NassegError
 from ..extras import MissingExtra, require
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_csv
 from ..layers import to_channels_last
+from ..rundirs import MARKER, check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir, run_path
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig, dump_train_job
 from .evaluate import evaluate
@@ -124,18 +124,22 @@ def model_record(config: TrainConfig, num_classes: int) -> dict[str, Any]:
 
 
 def prepare_run_dir(config: TrainConfig, out: str | Path, resume: bool, restart: bool) -> Path:
-    """Check OUT/<name> against --resume/--restart (once, before any training process starts)
-    and write config.yaml; the run directory."""
-    run_dir = Path(out) / config.name
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume and not last.is_file():
-        raise NassegError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    """Check OUT/<name> against --resume/--restart (once, before any training process starts),
+    claim it (nasseg's marker) and write config.yaml; the run directory. ``--restart`` deletes
+    only a training run nasseg made (nasseg.rundirs)."""
+    check_resume_restart(resume, restart)
+    run_dir = run_path(out, config.name)
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise NassegError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+        check_run_dir(run_dir, "train")
+    elif run_dir.is_dir() and any(p.name != MARKER for p in run_dir.iterdir()):
         if not restart:
+            check_run_dir(run_dir, "train")
             raise NassegError(f"{run_dir} already exists; pass --resume to continue it or "
                               f"--restart to discard it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        remove_run_dir(run_dir, "train")
+    claim_run_dir(run_dir, "train")
     atomic_write_text(run_dir / "config.yaml", dump_train_job(config))
     return run_dir
 
@@ -152,7 +156,7 @@ class Trainer:
         from ..data.registry import build_dataset
 
         self.config = config
-        self.run_dir = Path(out) / config.name
+        self.run_dir = run_path(out, config.name)
         self.rank, self.world_size = rank, world_size
         self.is_writer = rank == 0
         self.progress = progress and self.is_writer
@@ -200,7 +204,21 @@ class Trainer:
         prepare_run_dir(self.config, self.run_dir.parent, resume, restart)
 
     def _load_resume_state(self, path: Path | None = None) -> None:
-        payload = read_checkpoint(path or self.run_dir / "checkpoints" / "last.pt", map_location=self.device)
+        path = path or self.run_dir / "checkpoints" / "last.pt"
+        payload = read_checkpoint(path, map_location=self.device)
+        if not isinstance(payload.get("training"), dict):
+            raise NassegError(f"{path}: holds no training state (optimizer, RNG); a weights-only checkpoint "
+                              "such as final.pt cannot be resumed")
+        try:
+            self._restore(payload)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            reason = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
+            raise NassegError(f"{path}: this checkpoint does not fit the run ({reason})") from None
+        if self.is_writer:
+            _truncate_csv(self.run_dir / "log.csv", self.iteration)  # rows written after the checkpoint
+            _truncate_csv(self.run_dir / "eval.csv", self.iteration)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
         state = payload["training"]
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -210,9 +228,6 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         self.iteration = int(payload["iteration"])
         self.elapsed = float(state["elapsed"])
-        if self.is_writer:
-            _truncate_csv(self.run_dir / "log.csv", self.iteration)  # rows written after the checkpoint
-            _truncate_csv(self.run_dir / "eval.csv", self.iteration)
 
     def _payload(self, with_training: bool) -> dict[str, Any]:
         payload = {"model": self.model_record, "data": self.meta,
@@ -396,14 +411,13 @@ def _append_csv(path: Path, row: dict[str, Any], fields: tuple[str, ...]) -> Non
 
 
 def _truncate_csv(path: Path, last_iteration: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.exists():
+    """Drop rows logged after the checkpoint we resume from (they will be logged again). Rows are
+    appended in iteration order, so the kept rows are the first lines after the header."""
+    if not path.exists() or path.stat().st_size == 0:
         return
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-        fields = rows and list(rows[0])
-    kept = [r for r in rows if int(r["iteration"]) <= last_iteration]
-    if len(kept) == len(rows):
+    table = read_csv(path, "the training log (rows with an iteration column)", ["iteration"])
+    kept = int((table["iteration"] <= last_iteration).sum())
+    if kept == len(table):
         return
-    lines = [",".join(fields)] + [",".join(r[f] for f in fields) for r in kept] if fields else []
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    lines = path.read_text().splitlines()[:1 + kept]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nasseg.errors import NassegError
+from nasseg.io import read_json_object
 from nasseg.train.checkpoint import read_checkpoint
 from nasseg.train.config import TrainConfig
 from nasseg.train.trainer import Trainer, prepare_run_dir
@@ -72,9 +73,7 @@ def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resum
     result = run_dir / "result.json"
     if stop_at is not None and stop_at < config.iters or not result.exists():
         return None
-    import json
-
-    return json.loads(result.read_text())
+    return read_json_object(result, "a training result (result.json)")
 
 
 def resume_point(run_dir: Path) -> int:

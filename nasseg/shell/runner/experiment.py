@@ -25,6 +25,7 @@ import yaml
 from nasseg.errors import NassegError
 from nasseg.io import atomic_write_text
 from nasseg.search.config import SearchConfig, parse_job, resolve_space_path
+from nasseg.spec_reader import load_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
 TUNE_DIR = "_tune"
@@ -65,7 +66,11 @@ def load_experiment(path: str | Path) -> Experiment:
     file = path / EXPERIMENT_FILE
     if not file.exists():
         raise NassegError(f"{path}: not a nasseg Ray experiment (no {EXPERIMENT_FILE})")
-    data = yaml.safe_load(file.read_text())
+    data = load_yaml(file)
+    missing = [key for key in ("kind", "job", "seeds") if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise NassegError(f"{file}: no {', '.join(missing)} in it; expected the experiment record nasseg "
+                          "writes (kind, job, seeds)")
     return Experiment(path, data["kind"], data["job"], data.get("job_file"), list(data["seeds"]),
                       data.get("hpo") or {})
 

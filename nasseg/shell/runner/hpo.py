@@ -31,8 +31,10 @@ import numpy as np
 import pandas as pd
 
 from nasseg.errors import NassegError, SpecError
-from nasseg.io import atomic_write_text
+from nasseg.io import atomic_write_text, read_json_object
+from nasseg.rundirs import check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir, run_path
 from nasseg.search.config import SearchConfig, apply_overrides, parse_job
+from nasseg.search.rundir import RunDir
 from nasseg.spec_reader import Section, describe, is_instance, load_yaml
 from .experiment import Experiment, portable_job, set_dotted
 
@@ -229,7 +231,9 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
     from .ray_session import check_resources, ray_session
     from .tune_search import EpochLines, check_fresh, collect_outcomes, quiet_tune_logs, restored_tuner
 
-    path = (Path(out) / hpo.name).resolve()
+    check_resume_restart(resume, restart)
+    path = run_path(out, hpo.name).resolve()
+    check_run_dir(path, "hpo")
     experiment = Experiment(path, "hpo", hpo.base, hpo.file, [hpo.seed],
                             {"objectives": [list(o) for o in hpo.objectives], "cost_metrics": hpo.cost_metrics,
                              "cost_input": list(hpo.cost_input) if hpo.cost_input else None})
@@ -240,11 +244,13 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
                 raise NassegError(f"nothing to resume: {path} holds no Ray Tune experiment; start it without --resume")
             tuner = restored_tuner(path, hpo.search)
         else:
-            check_fresh(path, sorted(path.glob("trial_*")), restart)
-            if restart and (path / "optuna.db").exists():
-                (path / "optuna.db").unlink()
-            path.mkdir(parents=True, exist_ok=True)
+            if restart:  # the study, its trials and Tune's state: the whole experiment starts over
+                remove_run_dir(path, "hpo")
+            else:
+                check_fresh(path, sorted(path.glob("trial_*")), restart)
+            claim_run_dir(path, "hpo")
             experiment.save()
+            claim_run_dir(experiment.tune_dir, "ray-tune")
             tuner = new_tuner(hpo, experiment, [EpochLines(path, hpo.epochs, kind="hpo"), *callbacks])
         with quiet_tune_logs():  # a diverged trial is a data point, not a reason to stop
             collect_outcomes(tuner.fit(), experiment, raise_on_error=False)
@@ -265,8 +271,6 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
 
 def objective_table(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """One row per trial: its overrides, status and the objective values of its last epoch."""
-    import json
-
     from .results import collect_results
 
     table = collect_results(experiment_path)
@@ -275,11 +279,12 @@ def objective_table(experiment_path: str | Path, objectives: Sequence[tuple[str,
         for run in table["run"]:
             run_dir = Path(experiment_path) / run
             if metric in ("macs", "params", "latency_ms"):
-                costs = json.loads((run_dir / "arch_cost.json").read_text()) if (run_dir / "arch_cost.json").exists() else {}
+                cost_file = run_dir / "arch_cost.json"
+                costs = read_json_object(cost_file, "architecture costs per epoch") if cost_file.exists() else {}
                 last = costs[max(costs, key=int)] if costs else {}
                 values.append(last.get(metric))
             else:
-                values.append(pd.read_csv(run_dir / "metrics.csv")[metric].iloc[-1])
+                values.append(RunDir(run_dir).read_metrics([metric])[metric].iloc[-1])
         table[metric] = values
     return table
 
