@@ -28,7 +28,7 @@ from .io import atomic_write_text
 MARKER = ".nasseg-run"
 MARKER_FORMAT = 1
 MAX_NAME_LENGTH = 128
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.+=-]")
 # kind -> what it is, in messages
 KINDS = {"train": "training run", "search": "search run", "experiment": "search experiment",
@@ -81,7 +81,7 @@ def _name_problem(name: str) -> str | None:
         return "contains '..'"
     if len(name) > MAX_NAME_LENGTH:
         return f"is longer than {MAX_NAME_LENGTH} characters"
-    if not _PLAIN_NAME.fullmatch(name):
+    if not PLAIN_NAME.fullmatch(name):
         odd = sorted({c for c in name if not _NAME_CHAR.match(c)})
         if odd:
             return f"contains {', '.join(repr(c) for c in odd)}"
