@@ -11,7 +11,7 @@ demo: setup
 
 # The default test suite (CI runs this through .ci/run). Exit status 5 = no tests collected.
 test: setup
-	.venv/bin/lint-imports
+	.venv/bin/lint-imports --no-cache
 	.venv/bin/python -m pytest -q -ra -n 2 --dist loadfile; status=$$?; if [ $$status -eq 5 ]; then exit 0; else exit $$status; fi
 
 # Long checks (full shared CamVid, real searches): run by hand.

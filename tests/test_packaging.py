@@ -4,6 +4,7 @@ installed into a fresh virtual environment outside the clone, running the comman
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import os
 import re
@@ -30,7 +31,40 @@ DEMO_SPLITS = {"train": 48, "trainannot": 48, "val": 16, "valannot": 16}  # the 
 
 
 def requirement_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() for r in requirements}
+    return {normalized(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def imported_modules() -> dict[str, str]:
+    """Top-level module -> first file:line importing it, for every absolute import in nasseg/."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "nasseg").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], f"{path.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """A package the code imports but pyproject.toml does not declare works in the dev venv and fails
+    for a user who installs the wheel."""
+    project = PYPROJECT["project"]
+    declared = requirement_names(project["dependencies"])
+    providers = importlib.metadata.packages_distributions()
+    undeclared = [f"{where}: {module} ({', '.join(providers.get(module, ['not installed']))})"
+                  for module, where in imported_modules().items()
+                  if module not in sys.stdlib_module_names and module != "nasseg"
+                  and not declared & {normalized(d) for d in providers.get(module, [module])}]
+    assert undeclared == []
 
 
 def test_extras_in_pyproject_are_the_ones_the_code_asks_for():
@@ -103,6 +137,10 @@ def build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+def package_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
 def venv_site_packages(venv: Path) -> Path:
     return Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
 
@@ -137,6 +175,7 @@ def check_installed(venv: Path, cwd: Path, bench: list[str]) -> None:
     found = json.loads(probe.stdout)
     site = venv_site_packages(venv)
     assert Path(found["module"]) == site / "nasseg" / "__init__.py"
+    assert package_files(site / "nasseg") == package_files(REPO / "nasseg")  # code and package data
     demo = Path(found["demo_data"])
     assert demo.is_relative_to(site) and Path(found["demo_job"]).is_file()
     assert {split: len(list((demo / split).iterdir())) for split in DEMO_SPLITS} == DEMO_SPLITS
