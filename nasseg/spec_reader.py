@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from .config.schema import describe, did_you_mean
+from .config.yamlfile import load_yaml
 from .errors import SpecError
 
 _REQUIRED = object()
@@ -24,17 +26,6 @@ _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                list: "a list", dict: "a mapping"}
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean X?)' when a close match exists, else ''."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def type_name(expected: type | tuple[type, ...]) -> str:
@@ -53,24 +44,6 @@ def is_instance(value: Any, expected: type | tuple[type, ...]) -> bool:
         if t not in (int, float) and isinstance(value, t):
             return True
     return False
-
-
-def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file safely; unreadable or malformed files become one-line SpecErrors."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(str(path), None, "file not found") from None
-    except OSError as exc:
-        raise SpecError(str(path), None, f"cannot read the file ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-        raise SpecError(str(path), None, f"{where}invalid YAML ({problem})") from None
 
 
 class Section:

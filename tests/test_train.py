@@ -63,7 +63,7 @@ def test_small_outputs_get_nearest_downsampled_labels_and_all_ignore_is_not_nan(
 def test_job_validation_is_one_line(tmp_path):
     with pytest.raises(SpecError, match=r"optim\.lrr: unknown key.*did you mean 'lr'"):
         parse_train_job({"model": "icnet_resnet50", "optim": {"lrr": 0.1}}, "job.yaml")
-    with pytest.raises(SpecError, match=r"data\.crop: expected a list, got 64"):
+    with pytest.raises(SpecError, match=r"data\.crop: expected a list of 2 integers >= 1, got 64"):
         parse_train_job({"model": "icnet_resnet50", "data": {"crop": 64}}, "job.yaml")
     with pytest.raises(SpecError, match=r"data\.scale: expected \[min, max\]"):
         parse_train_job({"model": "icnet_resnet50", "data": {"scale": [2.0, 1.0]}}, "job.yaml")

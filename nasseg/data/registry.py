@@ -12,7 +12,12 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic import model_validator
+
+from nasseg.config import FieldError, did_you_mean, spec
+from nasseg.config.types import Str
 from nasseg.data import sources as src
 from nasseg.data.datasets import (CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE, CAMVID_VOID,
                                   DEMO_ROOT, LabelMap, Pair, PairDataset, PairList,
@@ -124,6 +129,43 @@ def parse_data_spec(text: str) -> tuple[str, Path | None]:
     if not _REGISTRY[name].needs_path and path:
         raise NassegError(f"dataset {name} is bundled with nasseg and takes no path; use '{name}'")
     return name, Path(path).expanduser() if path else None
+
+
+@spec
+class DatasetRef:
+    """The data a job reads, named the same way in every job kind: a registered ``dataset`` and,
+    unless it is bundled with nasseg, its folder ``root``. ``dataset: camvid:PATH`` is shorthand
+    for ``dataset: camvid`` + ``root: PATH`` (the form ``--data`` takes on the command line)."""
+
+    dataset: Str = "camvid_demo"
+    root: Str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("dataset"), str) and ":" in data["dataset"]:
+            name, _, root = data["dataset"].partition(":")
+            if data.get("root") not in (None, root.strip()):
+                raise FieldError("root", f"given twice: in dataset {data['dataset']!r} and as root "
+                                 f"{data['root']!r}; expected one of them")
+            data = {**data, "dataset": name.strip(), "root": root.strip() or None}
+        return data
+
+    def __post_init__(self) -> None:
+        if self.dataset not in _REGISTRY:
+            raise FieldError("dataset", f"unknown dataset {self.dataset!r}; expected one of "
+                             f"{', '.join(_REGISTRY)}" + did_you_mean(self.dataset, _REGISTRY))
+        needs_path = _REGISTRY[self.dataset].needs_path
+        if needs_path and not self.root:
+            raise FieldError("root", f"missing; the {self.dataset} dataset needs its folder")
+        if not needs_path and self.root:
+            raise FieldError("root", f"the {self.dataset} dataset is bundled with nasseg and takes no folder; "
+                             "drop root")
+
+    @property
+    def spec(self) -> str:
+        """``NAME[:PATH]``, the form the readers below take."""
+        return f"{self.dataset}:{self.root}" if self.root else self.dataset
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class SearchData:
 def build_search_data(config: DataConfig, seed: int) -> SearchData:
     from ..data.registry import build_dataset, dataset_info
 
-    spec = f"{config.dataset}:{config.root}" if config.root else config.dataset
+    spec = config.spec
     ignore = dataset_info(spec).ignore_index
     steps = [Resize(*config.size)] if config.size else []
     if config.crop:

@@ -10,9 +10,12 @@ a decision (restoring a checkpoint, changing the optimizer) is the search loop's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Annotated, Any, Literal, Mapping, Protocol, Sequence
 
-from ..spec_reader import Section
+from pydantic import BeforeValidator, Field, Strict, model_validator
+
+from ..config import FieldError, spec, validate
+from ..config.types import NonNegativeInt, PositiveFloat, PositiveInt
 
 
 @dataclass(frozen=True)
@@ -166,47 +169,91 @@ class DartsADA:
                          f"weight decay {weight_decay:.3g} -> {raised:.3g}")
 
 
-def make_rule(config: Mapping[str, Any] | None, file: str | None = None,
-              key: str = "early_stop") -> StopRule | DartsADA:
-    """A rule from a job file's mapping, e.g. ``{rule: paper, window: 5, ratio: 0.75,
-    ada: {factor: 10, max_rollbacks: 3}}``; ``rule`` is paper (default), released or none.
-    ``ada: true`` takes the defaults; ``max_wd`` defaults to 3e-2 unless only ``max_rollbacks``
-    bounds the rollbacks. Unknown keys and bad values raise SpecError (a NassegError) naming
-    ``file: key.path``."""
-    sec = Section(dict(config or {}), file, key)
-    kind = sec.get_choice("rule", ("paper", "released", "none"), "paper")
+# --- the ``early_stop`` section of a search job ----------------------------------------------------
+
+@spec
+class AdaSpec:
+    """DARTS-ADA: on the rule's signal roll back and multiply the weight decay by ``factor``."""
+
+    factor: Annotated[float, Strict(), Field(gt=1)] = 10.0
+    max_wd: PositiveFloat | None = None  # default 3e-2 unless only max_rollbacks bounds the rollbacks
+    max_rollbacks: NonNegativeInt | None = None
+
+
+def _ada(value: Any) -> Any:
+    """``ada: true`` takes the defaults, ``ada: false`` (the default) switches it off."""
+    return AdaSpec() if value is True else None if value is False else value
+
+
+Ada = Annotated[AdaSpec | None, BeforeValidator(_ada)]
+
+
+@spec
+class PaperStop:
+    """``rule: paper``: :class:`PaperRule` (the default)."""
+
+    rule: Literal["paper"] = "paper"
+    window: PositiveInt = PaperRule.window
+    ratio: PositiveFloat = PaperRule.ratio
+    ada: Ada = None
+
+
+@spec
+class ReleasedStop:
+    """``rule: released``: :class:`ReleasedCodeRule`."""
+
+    rule: Literal["released"]
+    window: PositiveInt = ReleasedCodeRule.window
+    factor: PositiveFloat = ReleasedCodeRule.factor
+    start_epoch: NonNegativeInt = ReleasedCodeRule.start_epoch
+    lag: PositiveInt = ReleasedCodeRule.lag
+    ada: Ada = None
+
+
+@spec
+class NoStop:
+    """``rule: none``: early stopping off."""
+
+    rule: Literal["none"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_ada(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("ada") not in (None, False):
+            raise FieldError("ada", "DARTS-ADA needs a stop rule; set rule to paper or released")
+        return {k: v for k, v in data.items() if k != "ada"} if isinstance(data, dict) else data
+
+    @property
+    def ada(self) -> None:
+        return None
+
+
+def _default_rule(value: Any) -> Any:
+    return {**value, "rule": "paper"} if isinstance(value, dict) and "rule" not in value else value
+
+
+EarlyStop = Annotated[Annotated[PaperStop | ReleasedStop | NoStop, Field(discriminator="rule")], BeforeValidator(_default_rule)]
+
+
+def make_rule(config: PaperStop | ReleasedStop | NoStop | Mapping[str, Any] | None = None,
+              file: str | None = None, key: str = "early_stop") -> StopRule | DartsADA:
+    """The rule an ``early_stop`` section describes, e.g. ``{rule: paper, window: 5, ratio: 0.75,
+    ada: {factor: 10, max_rollbacks: 3}}`` (a mapping is validated first; SpecError names ``key``)."""
+    if not isinstance(config, (PaperStop, ReleasedStop, NoStop)):
+        config = validate(EarlyStop, {} if config is None else config, file, key)
     rule: StopRule
-    if kind == "paper":
-        rule = PaperRule(sec.get_int("window", 5, minimum=1), _positive(sec, "ratio", 0.75))
-    elif kind == "released":
-        rule = ReleasedCodeRule(sec.get_int("window", 5, minimum=1), _positive(sec, "factor", 1.3),
-                                sec.get_int("start_epoch", 10, minimum=0), sec.get_int("lag", 4, minimum=1))
+    if isinstance(config, PaperStop):
+        rule = PaperRule(config.window, config.ratio)
+    elif isinstance(config, ReleasedStop):
+        rule = ReleasedCodeRule(config.window, config.factor, config.start_epoch, config.lag)
     else:
-        rule = NeverStop()
-    ada = sec.get("ada", (dict, bool), False)
-    sec.finish()
-    if ada is False:
+        return NeverStop()
+    ada = config.ada
+    if ada is None:
         return rule
-    if kind == "none":
-        raise sec.error("ada", "DARTS-ADA needs a stop rule; set rule to paper or released")
-    ada_sec = Section({} if ada is True else ada, file, sec.key("ada"))
-    factor = _positive(ada_sec, "factor", 10.0)
-    max_rollbacks = ada_sec.get_int("max_rollbacks", None, minimum=0)
-    max_wd = ada_sec.get("max_wd", float, 3e-2 if max_rollbacks is None else None)
-    ada_sec.finish()
-    if factor <= 1:
-        raise ada_sec.error("factor", f"must be > 1 to raise the weight decay, got {factor}")
-    if max_wd is not None and max_wd <= 0:
-        raise ada_sec.error("max_wd", f"must be positive, got {max_wd}")
-    return DartsADA(rule, factor, max_wd, max_rollbacks)
-
-
-def _positive(sec: Section, name: str, default: float) -> float:
-    value = sec.get(name, float, default)
-    if value <= 0:
-        raise sec.error(name, f"must be positive, got {value}")
-    return value
+    max_wd = ada.max_wd if ada.max_wd is not None or ada.max_rollbacks is not None else DartsADA.max_wd
+    return DartsADA(rule, ada.factor, max_wd, ada.max_rollbacks)
 
 
 __all__ = ["StopDecision", "StopRule", "PaperRule", "ReleasedCodeRule", "NeverStop", "AdaAction",
-           "DartsADA", "make_rule"]
+           "DartsADA", "make_rule", "EarlyStop", "PaperStop", "ReleasedStop", "NoStop", "AdaSpec"]

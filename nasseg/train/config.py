@@ -4,7 +4,8 @@
     model: deeplabv3plus_mobilenetv2   # a registered model, or an ArchSpec YAML (decoded search)
     model_args: {output_stride: 16}    # keywords of the model builder
     data:
-      dataset: camvid:../shared/data/camvid   # DATASET[:PATH], see `nasseg data check --help`
+      dataset: camvid                  # a registered dataset (`nasseg data check --help`) ...
+      root: ../shared/data/camvid      # ... and its folder (or dataset: camvid:PATH)
       size: [180, 240]                 # resize first (reduced resolution); evaluation uses it too
       crop: [160, 224]                 # random crop (label padding = ignore)
       scale: [0.5, 2.0]                # random scale range
@@ -12,121 +13,109 @@
     iters: 4000
     optim: {lr: 0.01, momentum: 0.9, weight_decay: 1.0e-4, power: 0.9, warmup_iters: 100}
 
-Every key has a default (DeepLab practice: SGD momentum 0.9, poly lr with power 0.9, random
-scale 0.5-2.0, flip). ``nasseg train`` builds a job from its flags when given a model instead of a
-job file; ``--set key.path=value`` overrides any key either way.
+Every key has a default (DeepLab practice: SGD momentum 0.9, poly lr with power 0.9, random scale
+0.5-2.0, flip) and its valid range in the schema below. ``nasseg train`` builds a job from its flags
+when given a model instead of a job file; ``--set key.path=value`` overrides any key either way.
+``nasseg schema train`` prints the JSON Schema.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
-from ..spec_reader import (Section, apply_overrides, describe, load_job_data, load_yaml, plain, read_fields,
-                           read_pair)
+from ..config import (FieldError, apply_overrides, dump_yaml, load_document, load_yaml, relative_to_file, set_keys,
+                      spec, to_plain, validate)
+from ..config.types import (Bool, Device, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,
+                            RunName, Seed, Size, Str)
+from ..data.registry import DatasetRef
+from ..errors import SpecError
 
-
-@dataclass(frozen=True)
-class TrainData:
-    dataset: str = "camvid_demo"  # DATASET[:PATH]
-    train_split: str = "train"
-    val_split: str = "val"
-    size: tuple[int, int] | None = None  # resize every image to HxW before augmenting / evaluating
-    crop: tuple[int, int] = (256, 256)
-    scale: tuple[float, float] = (0.5, 2.0)
-    flip: bool = True
-    jitter: float = 0.0  # photometric jitter strength (brightness/contrast/saturation), 0 = off
-    batch_size: int = 8
-    workers: int = 0  # DataLoader worker processes (augmentation is seeded per item: any count)
+# a crop may pass the (scaled) image and is padded with ignore labels, but not by more than this
+MAX_CROP_OVER_IMAGE = 2.0
 
 
-@dataclass(frozen=True)
+@spec
+class TrainData(DatasetRef):
+    train_split: Str = "train"
+    val_split: Str = "val"
+    size: Size | None = None  # resize every image to HxW before augmenting / evaluating
+    crop: Size = (256, 256)
+    scale: tuple[PositiveFloat, PositiveFloat] = (0.5, 2.0)
+    flip: Bool = True
+    jitter: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.0  # photometric jitter strength, 0 = off
+    batch_size: PositiveInt = 8
+    workers: Annotated[int, Field(ge=0, le=256, strict=True)] = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale[0] > self.scale[1]:
+            raise FieldError("scale", f"expected [min, max] with min <= max, got {list(self.scale)}")
+        if self.size:
+            largest = [side * self.scale[1] * MAX_CROP_OVER_IMAGE for side in self.size]
+            if self.crop[0] > largest[0] or self.crop[1] > largest[1]:
+                raise FieldError("crop", f"{list(self.crop)} is more than {MAX_CROP_OVER_IMAGE:g}x the largest "
+                                 f"scaled image ({self.size[0]}x{self.size[1]} at scale {self.scale[1]:g}); "
+                                 "every sample would be mostly padding: lower data.crop or raise data.size")
+
+
+@spec
 class TrainOptim:
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
-    power: float = 0.9  # poly schedule: lr * (1 - it / iters) ** power
-    warmup_iters: int = 0  # linear warm-up from warmup_ratio * lr
-    warmup_ratio: float = 0.1
-    grad_clip: float = 0.0  # max global gradient norm, 0 = no clipping
+    lr: PositiveFloat = 0.01
+    momentum: Probability = 0.9
+    weight_decay: NonNegativeFloat = 1e-4
+    nesterov: Bool = False
+    power: PositiveFloat = 0.9  # poly schedule: lr * (1 - it / iters) ** power
+    warmup_iters: NonNegativeInt = 0  # linear warm-up from warmup_ratio * lr
+    warmup_ratio: Probability = 0.1
+    grad_clip: NonNegativeFloat = 0.0  # max global gradient norm, 0 = no clipping
 
 
-@dataclass(frozen=True)
+@spec
 class TrainConfig:
-    name: str
-    model: str
-    model_args: dict[str, Any] = field(default_factory=dict)
-    data: TrainData = field(default_factory=TrainData)
-    iters: int = 1000
-    optim: TrainOptim = field(default_factory=TrainOptim)
-    loss_weights: tuple[float, ...] | None = None  # per model output; None = the model's own
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    checkpoint_every: int = 200  # iterations between resumable checkpoints (and at the end)
-    eval_every: int = 0  # iterations between validation passes (0 = only at the end)
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    pretrained: str | None = None  # local backbone weights (e.g. ImageNet), never downloaded
-    file: str | None = None
+    name: RunName
+    model: Str
+    kind: Literal["train"] = "train"
+    model_args: dict[Str, Any] = dataclasses.field(default_factory=dict)
+    data: TrainData = TrainData()
+    iters: Annotated[int, Field(ge=1, le=100_000_000, strict=True)] = 1000
+    optim: TrainOptim = TrainOptim()
+    loss_weights: tuple[NonNegativeFloat, ...] | None = None  # per model output; None = the model's own
+    amp: Bool = True  # mixed precision on CUDA (ignored on CPU)
+    checkpoint_every: PositiveInt = 200  # iterations between resumable checkpoints (and at the end)
+    eval_every: NonNegativeInt = 0  # iterations between validation passes (0 = only at the end)
+    log_every: PositiveInt = 10
+    seed: Seed = 0
+    device: Device = "auto"
+    pretrained: Str | None = None  # local backbone weights (e.g. ImageNet), never downloaded
+    file: SkipJsonSchema[str | None] = None  # the job file it was read from (not a key of the file)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = to_plain(self)
         data.pop("file")
-        return plain(data)
+        return data
 
 
 def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
-    root = Section(data, file)
-    model = root.get("model", str)
-    name = root.get("name", str, Path(file).stem if file else Path(model).stem)
-    model_args = root.get("model_args", dict, {})
-    data_sec = root.section("data", {})
-    defaults = TrainData()
-    values = {"dataset": data_sec.get("dataset", str, defaults.dataset),
-              "train_split": data_sec.get("train_split", str, defaults.train_split),
-              "val_split": data_sec.get("val_split", str, defaults.val_split),
-              "size": read_pair(data_sec, "size", None),
-              "crop": read_pair(data_sec, "crop", defaults.crop),
-              "scale": read_pair(data_sec, "scale", defaults.scale, float),
-              "flip": data_sec.get("flip", bool, defaults.flip),
-              "jitter": data_sec.get("jitter", float, defaults.jitter),
-              "batch_size": data_sec.get_int("batch_size", defaults.batch_size, minimum=1),
-              "workers": data_sec.get_int("workers", defaults.workers, minimum=0)}
-    data_sec.finish()
-    if not 0 < values["scale"][0] <= values["scale"][1]:
-        raise data_sec.error("scale", f"expected [min, max] with 0 < min <= max, got {list(values['scale'])}")
-    optim = TrainOptim(**read_fields(root.section("optim", {}), TrainOptim()))
-    loss_weights = root.get("loss_weights", list, None)
-    if loss_weights is not None and not all(isinstance(w, (int, float)) for w in loss_weights):
-        raise root.error("loss_weights", f"expected a list of numbers, got {describe(loss_weights)}")
-    device = root.get("device", str, "auto")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise root.error("device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
-    config = TrainConfig(
-        name=name, model=model, model_args=model_args, data=TrainData(**values),
-        iters=root.get_int("iters", 1000, minimum=1), optim=optim,
-        loss_weights=tuple(float(w) for w in loss_weights) if loss_weights is not None else None,
-        amp=root.get("amp", bool, True),
-        checkpoint_every=root.get_int("checkpoint_every", 200, minimum=1),
-        eval_every=root.get_int("eval_every", 0, minimum=0),
-        log_every=root.get_int("log_every", 10, minimum=1),
-        seed=root.get_int("seed", 0, minimum=0), device=device,
-        pretrained=root.get("pretrained", str, None), file=file)
-    root.finish()
-    return replace(config, model=resolve_model_path(config.model, file))
-
-
-def resolve_model_path(model: str, file: str | None) -> str:
-    """An ArchSpec path in a job file is relative to the job file when it exists there."""
-    if file and model.endswith((".yaml", ".yml")) and not Path(model).is_absolute():
-        relative = Path(file).parent / model
-        if relative.exists():
-            return str(relative)
-    return model
+    """Validate a training job document; an ArchSpec ``model`` and ``pretrained`` weights are paths
+    relative to ``file`` (see relative_to_file)."""
+    if isinstance(data, dict):
+        if "file" in data:
+            raise SpecError(file, "file", "unknown key; the job's file is where it was read from")
+        model = data.get("model")
+        default_name = Path(file).stem if file else Path(model).stem if isinstance(model, str) else "train"
+        data = {"name": default_name, **data}
+        if isinstance(model, str) and model.endswith((".yaml", ".yml")):
+            data["model"] = relative_to_file(model, file)
+        if isinstance(data.get("pretrained"), str):
+            data["pretrained"] = relative_to_file(data["pretrained"], file)
+        if isinstance(data.get("data"), dict) and isinstance(data["data"].get("root"), str):
+            data["data"] = {**data["data"], "root": relative_to_file(data["data"]["root"], file)}
+    return dataclasses.replace(validate(TrainConfig, data, file), file=file)
 
 
 def is_train_job(path: str | Path) -> bool:
@@ -136,22 +125,15 @@ def is_train_job(path: str | Path) -> bool:
 
 
 def load_train_job(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    return parse_train_job(load_job_data(path, overrides), str(path))
+    return parse_train_job(load_document(path, overrides), str(path))
 
 
 def job_from_flags(model: str, flags: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
     """A job for ``nasseg train MODEL --data ... --iters ...``: the flags given, defaults otherwise."""
-    data: dict[str, Any] = {"model": model}
-    for key, value in flags.items():
-        if value is None:
-            continue
-        target = data
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = list(value) if isinstance(value, tuple) else value
+    given = {key: list(value) if isinstance(value, tuple) else value for key, value in flags.items() if value is not None}
+    data = set_keys({"model": model}, given, "flags")
     return parse_train_job(apply_overrides(data, overrides or []), None)
 
 
 def dump_train_job(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return dump_yaml(config.to_dict())

@@ -166,12 +166,12 @@ class Trainer:
                               f"workers; use a multiple of {world_size}")
         self._prepare_run_dir(resume, restart)
         d = config.data
-        probe = build_dataset(d.dataset, d.train_split)
+        probe = build_dataset(d.spec, d.train_split)
         self.ignore_index = probe.ignore_index
-        self.train_set = build_dataset(d.dataset, d.train_split, train_transform_for(config, probe.ignore_index),
+        self.train_set = build_dataset(d.spec, d.train_split, train_transform_for(config, probe.ignore_index),
                                        seed=config.seed)
         # labels at full resolution, the model sees d.size: the same protocol as `nasseg evaluate`
-        self.val_set = build_dataset(d.dataset, d.val_split, eval_transform(), seed=config.seed)
+        self.val_set = build_dataset(d.spec, d.val_split, eval_transform(), seed=config.seed)
         self.steps_per_epoch = len(self.train_set) // d.batch_size
         if self.steps_per_epoch == 0:
             raise NassegError(f"data.batch_size {d.batch_size} is larger than the {d.train_split} split "
@@ -187,7 +187,7 @@ class Trainer:
                                          nesterov=config.optim.nesterov)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.meta = {"dataset": d.dataset, "classes": list(probe.classes),
+        self.meta = {"dataset": d.spec, "classes": list(probe.classes),
                      "ignore_index": probe.ignore_index, "mean": list(Normalize().mean.tolist()),
                      "std": list(Normalize().std.tolist()), "crop": list(d.crop),
                      "palette": [list(c) for c in probe.palette], "size": list(d.size) if d.size else None}
@@ -379,7 +379,7 @@ class Trainer:
         self.final_eval = result
         save_checkpoint(self.run_dir / "final.pt", self._payload(with_training=False))
         summary = {"name": self.config.name, "model": self.config.model,
-                   "dataset": self.config.data.dataset, "iterations": self.iteration,
+                   "dataset": self.config.data.spec, "iterations": self.iteration,
                    "crop": list(self.config.data.crop), "size": self.meta["size"],
                    "params": sum(p.numel() for p in self.model.parameters()),
                    "train_seconds": round(self.elapsed, 1), **result.to_dict()}

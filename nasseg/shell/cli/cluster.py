@@ -136,8 +136,8 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
         from nasseg.train.config import load_train_job
 
         config = load_train_job(job, overrides)
-        return config.name, config.data.dataset.partition(":")[2] or None
-    from nasseg.spec_reader import load_yaml
+        return config.name, config.data.root
+    from nasseg.config import load_yaml
     from ..runner.hpo import is_hpo_job
 
     if is_hpo_job(load_yaml(job)):

@@ -124,8 +124,7 @@ def portable_config(config: TrainConfig) -> TrainConfig:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).resolve()) if path and Path(path).exists() else path
 
-    name, sep, folder = config.data.dataset.partition(":")
-    data = dataclasses.replace(config.data, dataset=name + sep + absolute(folder) if sep else name)
+    data = dataclasses.replace(config.data, root=absolute(config.data.root))
     model = absolute(config.model) if config.model.endswith((".yaml", ".yml")) else config.model
     return dataclasses.replace(config, model=model, pretrained=absolute(config.pretrained), data=data)
 

@@ -13,7 +13,6 @@ changed on ``--resume`` reach trials that Tune restores with their original conf
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from nasseg.errors import NassegError
+from nasseg.config import set_keys
 from nasseg.io import atomic_write_text
 from nasseg.search.config import SearchConfig, parse_job, resolve_space_path
 from nasseg.spec_reader import load_yaml
@@ -58,7 +58,7 @@ class Experiment:
 
     def search_config(self, overrides: dict[str, Any] | None = None) -> SearchConfig:
         """The SearchConfig of one trial: the job with ``{"weights.lr": 0.01, ...}`` applied."""
-        return parse_job(set_dotted(self.job, overrides or {}), self.job_file)
+        return parse_job(set_keys(self.job, overrides or {}), self.job_file)
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -73,20 +73,6 @@ def load_experiment(path: str | Path) -> Experiment:
                           "writes (kind, job, seeds)")
     return Experiment(path, data["kind"], data["job"], data.get("job_file"), list(data["seeds"]),
                       data.get("hpo") or {})
-
-
-def set_dotted(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` with ``{"weights.lr": 0.01}`` set at data["weights"]["lr"]."""
-    data = copy.deepcopy(data)
-    for key, value in values.items():
-        target = data
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise NassegError(f"cannot set {key}: {part} is not a mapping in the job")
-        target[last] = value.item() if hasattr(value, "item") else value  # numpy scalars from Optuna
-    return data
 
 
 def portable_job(config: SearchConfig) -> dict[str, Any]:

@@ -23,25 +23,102 @@ in OUT/<name>/optuna.db (SQLite), so it outlives the driver and ``--resume`` con
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
+from pydantic import Discriminator, Field, Tag
+
+from nasseg.config import FieldError, load_document, load_yaml, relative_to_file, set_keys, spec, validate
+from nasseg.config.types import Bool, Float, Int, PositiveFloat, PositiveInt, RunName, Seed, Size, Str
 from nasseg.errors import NassegError, SpecError
 from nasseg.io import atomic_write_text, read_json_object
 from nasseg.rundirs import check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir, run_path
-from nasseg.search.config import SearchConfig, apply_overrides, parse_job
+from nasseg.search.config import SearchConfig, parse_job
 from nasseg.search.rundir import RunDir
-from nasseg.spec_reader import Section, describe, is_instance, load_yaml
-from .experiment import Experiment, portable_job, set_dotted
 
-DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+from .experiment import Experiment, portable_job
+
 OBJECTIVE_MODES = {"val_miou": "max", "val_pixel_acc": "max", "val_loss": "min", "train_loss": "min",
                    "macs": "min", "params": "min", "latency_ms": "min"}
 FIXED_KEYS = ("name", "seeds", "epochs", "resources", "max_failures", "device")  # set by the HPO job itself
+Metric = Literal["val_miou", "val_pixel_acc", "val_loss", "train_loss", "macs", "params", "latency_ms"]
+Mode = Literal["max", "min"]
+Range = tuple[Float, Float]
+
+
+@spec
+class LogUniform:
+    loguniform: tuple[PositiveFloat, PositiveFloat]
+
+
+@spec
+class Uniform:
+    uniform: Range
+
+
+@spec
+class RandInt:
+    randint: tuple[Int, Int]  # inclusive
+
+
+@spec
+class Choice:
+    choice: Annotated[list[Int | Float | Str | Bool], Field(min_length=1)]
+
+
+DISTRIBUTIONS = {"loguniform": LogUniform, "uniform": Uniform, "randint": RandInt, "choice": Choice}
+
+
+def _distribution_tag(value: Any) -> str | None:
+    kinds = [k for k in DISTRIBUTIONS if k in value] if isinstance(value, dict) else []
+    return kinds[0] if len(kinds) == 1 and len(value) == 1 else None
+
+
+Distribution = Annotated[Annotated[LogUniform, Tag("loguniform")] | Annotated[Uniform, Tag("uniform")] |
+                         Annotated[RandInt, Tag("randint")] | Annotated[Choice, Tag("choice")],
+                         Discriminator(_distribution_tag, custom_error_type="nasseg_distribution",
+                                       custom_error_message="expected one of {loguniform: [low, high]}, "
+                                       "{uniform: [low, high]}, {randint: [low, high]}, {choice: [...]}")]
+
+
+@spec
+class AshaConfig:
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1, strict=True)] = 2.0
+
+
+@spec
+class HpoJob:
+    """The document of a ``kind: hpo`` job (see the module docstring)."""
+
+    kind: Literal["hpo"]
+    name: RunName
+    search: Str | dict[Str, Any]  # the base search job: a path (relative to this file) or a mapping
+    space: Annotated[dict[Str, Distribution], Field(min_length=1)]
+    epochs: PositiveInt = 10
+    seed: Seed = 0
+    trials: PositiveInt = 10
+    objectives: Annotated[list[Metric | dict[Metric, Mode]], Field(min_length=1)] = \
+        dataclasses.field(default_factory=lambda: [{"val_miou": "max"}])
+    asha: AshaConfig = AshaConfig()
+    max_concurrent: PositiveInt | None = None
+    cost_input: Size | None = None  # input size for macs / params / latency_ms (default data.size or crop)
+
+    def __post_init__(self) -> None:
+        for key, dist in self.space.items():
+            if key.split(".")[0] in FIXED_KEYS:
+                raise FieldError(f"space.{key}", f"set by the HPO job itself ({', '.join(FIXED_KEYS)}), not searchable")
+            low_high = getattr(dist, "loguniform", None) or getattr(dist, "uniform", None) or getattr(dist, "randint", None)
+            if low_high and not low_high[0] < low_high[1]:
+                raise FieldError(f"space.{key}", f"expected [low, high] with low < high, got {list(low_high)}")
+        metrics = [m for item in self.objectives for m in ([item] if isinstance(item, str) else item)]
+        if len(set(metrics)) != len(metrics):
+            raise FieldError("objectives", "expected distinct metrics, e.g. [val_miou: max, macs: min]")
 
 
 @dataclass(frozen=True)
@@ -70,107 +147,42 @@ def is_hpo_job(data: Any) -> bool:
 
 
 def load_hpo_job(path: str | Path, overrides: list[str] | None = None) -> HpoConfig:
-    data = load_yaml(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return parse_hpo_job(data, str(path))
+    return parse_hpo_job(load_document(path, overrides), str(path))
 
 
 def parse_hpo_job(data: Any, file: str | None = None) -> HpoConfig:
-    root = Section(data, file)
-    root.get_choice("kind", ("hpo",))
-    name = root.get("name", str, Path(file).stem if file else "hpo")
-    epochs = root.get_int("epochs", 10, minimum=1)
-    seed = root.get_int("seed", 0)
-    trials = root.get_int("trials", 10, minimum=1)
-    base_data, base_file = _base_job(root, file)
-    base_data = {**base_data, "name": name, "epochs": epochs, "seeds": [seed]}
+    if isinstance(data, dict):
+        data = {"name": Path(file).stem if file else "hpo", **data}
+    job = validate(HpoJob, data, file)
+    base_data, base_file = _base_job(job.search, file)
+    base_data = {**base_data, "name": job.name, "epochs": job.epochs, "seeds": [job.seed]}
     try:
         search = parse_job(base_data, base_file)
     except SpecError as exc:
-        raise root.error("search", str(exc)) from None
-    space = _read_space(root.section("space"), base_data, base_file)
-    objectives = _read_objectives(root.get("objectives", (list, dict), [{"val_miou": "max"}]), root)
-    asha = root.section("asha", {})
-    grace = asha.get_int("grace_period", 1, minimum=1)
-    factor = asha.get("reduction_factor", float, 2.0)
-    asha.finish()
-    if factor <= 1:
-        raise root.error("asha.reduction_factor", f"must be > 1, got {factor:g}")
-    max_concurrent = root.get_int("max_concurrent", None, minimum=1)
-    cost_input = root.get("cost_input", list, None)
-    if cost_input is not None and (len(cost_input) != 2 or not all(is_instance(v, int) for v in cost_input)):
-        raise root.error("cost_input", f"expected [H, W] (two integers), got {describe(cost_input)}")
-    root.finish()
-    return HpoConfig(name, search, portable_job(search), space, trials, objectives, epochs, seed, grace, factor,
-                     max_concurrent, tuple(cost_input) if cost_input else None, file)
+        raise SpecError(file, "search", str(exc)) from None
+    space = {key: (kind, list(getattr(dist, kind))) for key, dist in job.space.items()
+             for kind in DISTRIBUTIONS if hasattr(dist, kind)}
+    for key, (_, values) in space.items():  # both ends of a range, every choice: a bad key fails now, not in trial 7
+        for sample in values:
+            try:
+                parse_job(set_keys(base_data, {key: sample}), base_file)
+            except SpecError as exc:
+                raise SpecError(file, f"space.{key}", f"{sample!r} is not a valid value: {exc}") from None
+    objectives = tuple((m, OBJECTIVE_MODES[m]) if isinstance(item, str) else (m, mode)
+                       for item in job.objectives for m, mode in ([(item, None)] if isinstance(item, str) else item.items()))
+    return HpoConfig(job.name, search, portable_job(search), space, job.trials, objectives, job.epochs, job.seed,
+                     job.asha.grace_period, job.asha.reduction_factor, job.max_concurrent, job.cost_input, file)
 
 
-def _base_job(root: Section, file: str | None) -> tuple[dict[str, Any], str | None]:
+def _base_job(value: str | dict[str, Any], file: str | None) -> tuple[dict[str, Any], str | None]:
     """The base search job: a file (relative to the HPO file) or an inline mapping."""
-    value = root.get("search", (str, dict))
     if isinstance(value, dict):
         return dict(value), file
-    path = Path(value)
-    if file and not path.is_absolute() and not path.exists():
-        path = Path(file).parent / path
+    path = relative_to_file(value, file)
     data = load_yaml(path)
     if not isinstance(data, dict):
-        raise SpecError(str(path), None, "expected a mapping (a search job)")
-    return data, str(path)
-
-
-def _read_space(sec: Section, base: dict[str, Any], base_file: str | None) -> dict[str, tuple[str, list[Any]]]:
-    """``key: {loguniform: [a, b]}`` entries; each key is tried on the base job so a typo or a bad
-    range fails now, naming the key, not in trial 7."""
-    space = {}
-    for key in list(sec.data):
-        entry = sec.section(key)
-        kinds = [k for k in DISTRIBUTIONS if entry.has(k)]
-        if len(kinds) != 1 or len(entry.data) != 1:
-            raise entry.error(None, f"expected one of {{{', '.join(f'{k}: [...]' for k in DISTRIBUTIONS)}}}, "
-                              f"got {describe(entry.data)}")
-        kind = kinds[0]
-        values = entry.get(kind, list)
-        if key.split(".")[0] in FIXED_KEYS:
-            raise sec.error(key, f"set by the HPO job itself ({', '.join(FIXED_KEYS)}), not searchable")
-        if kind == "choice":
-            if not values or not all(isinstance(v, (bool, int, float, str)) for v in values):
-                raise entry.error(kind, f"expected a non-empty list of numbers or strings, got {describe(values)}")
-        else:
-            wanted = int if kind == "randint" else float
-            if len(values) != 2 or not all(is_instance(v, wanted) for v in values) or not values[0] < values[1]:
-                raise entry.error(kind, f"expected [low, high] with low < high, got {describe(values)}")
-            if kind == "loguniform" and values[0] <= 0:
-                raise entry.error(kind, f"loguniform needs low > 0, got {values[0]}")
-            values = [wanted(v) for v in values]
-        for sample in values:  # both ends of a range, every choice
-            try:
-                parse_job(set_dotted(base, {key: sample}), base_file)
-            except SpecError as exc:
-                raise sec.error(key, f"{sample!r} is not a valid value: {exc}") from None
-        space[key] = (kind, values)
-    if not space:
-        raise sec.error(None, "empty; list at least one job key to search, e.g. weights.lr: {loguniform: [1.0e-3, 1.0e-1]}")
-    return space
-
-
-def _read_objectives(value: Any, root: Section) -> tuple[tuple[str, str], ...]:
-    items = [value] if isinstance(value, dict) else value
-    objectives = []
-    for item in items:
-        pairs = list(item.items()) if isinstance(item, dict) else [(item, None)]
-        for metric, mode in pairs:
-            if metric not in OBJECTIVE_MODES:
-                raise root.error("objectives", f"unknown metric {metric!r}; expected one of "
-                                 f"{', '.join(OBJECTIVE_MODES)}")
-            mode = mode or OBJECTIVE_MODES[metric]
-            if mode not in ("max", "min"):
-                raise root.error("objectives", f"{metric}: expected max or min, got {describe(mode)}")
-            objectives.append((metric, mode))
-    if not objectives or len({m for m, _ in objectives}) != len(objectives):
-        raise root.error("objectives", "expected one or more distinct metrics, e.g. [val_miou: max, macs: min]")
-    return tuple(objectives)
+        raise SpecError(path, None, "expected a mapping (a search job)")
+    return data, path
 
 
 # --- running -------------------------------------------------------------------------------------

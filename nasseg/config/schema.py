@@ -1,0 +1,273 @@
+"""One configuration mechanism for every file nasseg reads: pydantic dataclasses as schemas.
+
+A schema is a frozen dataclass declared with :func:`spec` (unknown keys forbidden, every field typed
+strictly with its valid range, each default written once in the field). :func:`validate` turns a
+parsed document into an instance or raises one :class:`~nasseg.errors.SpecError` line in nasseg's
+format, ``file: key.path: what is wrong, expected ...``, with did-you-mean hints for unknown keys and
+choices. :func:`json_schema` publishes the same schema for editors (``nasseg schema``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from functools import cache
+from typing import Any, Iterable, TypeVar
+
+import pydantic
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from ..errors import SpecError
+
+T = TypeVar("T")
+SPEC_CONFIG = ConfigDict(extra="forbid")  # strictness per field: nasseg.config.types
+
+
+def spec(cls: type[T]) -> type[T]:
+    """Declare a schema: a frozen pydantic dataclass that forbids unknown keys. ``dataclasses.replace``
+    and ``dataclasses.asdict`` work on it, and ``replace`` validates the new values."""
+    return pydantic.dataclasses.dataclass(frozen=True, config=SPEC_CONFIG)(cls)
+
+
+class FieldError(ValueError):
+    """Raised by a schema's validators to blame a key below the object being validated."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+@cache
+def adapter(schema: Any) -> TypeAdapter:
+    return TypeAdapter(schema)
+
+
+@cache
+def json_schema(schema: Any) -> dict[str, Any]:
+    return adapter(schema).json_schema()
+
+
+def validate(schema: type[T] | Any, data: Any, file: str | None = None, key: str | None = None) -> T:
+    """``data`` checked against ``schema``; the first problem as a SpecError naming ``file`` and the
+    key path (below ``key`` when the document is part of a larger one)."""
+    try:
+        return adapter(schema).validate_python(data)
+    except ValidationError as exc:
+        raise spec_error(exc, schema, data, file, key) from None
+
+
+def spec_error(exc: ValidationError, schema: Any, data: Any, file: str | None, key: str | None) -> SpecError:
+    described = [describe_error(e, json_schema(schema), data) for e in exc.errors(include_url=False)]
+    path, message = described[0]
+    for deeper, text in described[1:]:  # a union's members fail at its path; the member that fits, deeper
+        if deeper.startswith((path + ".", path + "[")) if path else deeper:
+            path, message = deeper, text
+    others = list(dict.fromkeys(p for p, _ in described if p != path and not path.startswith(p)))
+    if others:
+        message += f" (and {len(others)} more problem{'s' * (len(others) > 1)}: {', '.join(others[:4])}"
+        message += ", ...)" if len(others) > 4 else ")"
+    full = ".".join(p for p in (key, path) if p) if not (path or "").startswith("[") else f"{key or ''}{path}"
+    return SpecError(file, full or None, message)
+
+
+# --- turning a pydantic error into nasseg's one line ---------------------------------------------
+
+def describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
+    """' (did you mean X?)' when a close match exists, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
+_MISSING = ("missing", "missing_argument", "missing_keyword_only_argument")
+
+
+def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> tuple[str, str]:
+    """(key path, message) of one pydantic error."""
+    kind, loc, ctx = error["type"], list(error["loc"]), error.get("ctx") or {}
+    keys, node = _document_path(loc, data, keep_last=kind in _UNKNOWN_KEY + _MISSING)
+    field_schema = _schema_at(schema, keys, data)
+    value = error.get("input")
+    if loc and loc[-1] == "[key]":  # a mapping's key, not its value, is wrong
+        names = _schema_at(schema, keys[:-1], data).get("propertyNames", {})
+        choices = names.get("enum") or []
+        message = f"unknown key {describe(keys[-1])}; expected one of {', '.join(map(str, choices))}" \
+            + did_you_mean(keys[-1], choices) if choices else f"invalid key {describe(keys[-1])}: {error['msg']}"
+    elif kind in _UNKNOWN_KEY:
+        known = sorted(_properties(_schema_at(schema, keys[:-1], data)))
+        message = f"unknown key; expected one of {', '.join(known)}" + did_you_mean(keys[-1], known)
+    elif kind in _MISSING:
+        message = f"missing; expected {expected(field_schema)}"
+    elif kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        message = f"must be {_BOUNDS[kind]} {bound}, got {describe(value)}"
+    elif kind == "union_tag_invalid":
+        tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+        keys.append(str(ctx.get("discriminator", "")).strip("'"))
+        message = f"expected one of {', '.join(tags)}, got {describe(ctx.get('tag'))}" + did_you_mean(ctx.get("tag"), tags)
+    elif kind == "literal_error":
+        choices = field_schema.get("enum") or [field_schema.get("const")]
+        message = f"expected one of {', '.join(map(str, choices))}, got {describe(value)}" + did_you_mean(value, choices)
+    elif kind == "too_short" and isinstance(value, (dict, list)) and not value:
+        message = f"empty; expected {expected(field_schema)}"
+    elif kind.startswith("nasseg_"):  # custom errors of our own validators carry their message
+        message = error["msg"]
+    elif kind in ("value_error", "assertion_error"):
+        cause = ctx.get("error")
+        if isinstance(cause, FieldError):
+            keys += cause.key.split(".")
+        message = str(cause) if cause is not None else error["msg"]
+    else:
+        message = f"expected {expected(field_schema)}, got {describe(value)}"
+    return _join(keys), message
+
+
+def _join(keys: list[str | int]) -> str:
+    text = ""
+    for k in keys:
+        text += f"[{k}]" if isinstance(k, int) else (f".{k}" if text else str(k))
+    return text
+
+
+def _document_path(loc: list[Any], data: Any, keep_last: bool) -> tuple[list[str | int], Any]:
+    """The error location as keys of the user's document: pydantic also names union members and
+    tags in ``loc``, which are not keys the user wrote."""
+    keys: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            keys.append(part)
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
+            keys.append(part)
+            node = node[part]
+        elif last and keep_last:
+            keys.append(part)
+    return keys, node
+
+
+# --- reading the JSON schema along a document path -----------------------------------------------
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].split("/")[-1]]
+    return node
+
+
+def _branches(schema: dict[str, Any], node: dict[str, Any], value: Any) -> dict[str, Any]:
+    """Pick the member of a union that describes ``value``: by discriminator tag, else the first
+    non-null member."""
+    node = _resolve(schema, node)
+    members = node.get("oneOf") or node.get("anyOf")
+    if not members:
+        return node
+    mapping = (node.get("discriminator") or {}).get("mapping")
+    prop = (node.get("discriminator") or {}).get("propertyName")
+    if mapping and isinstance(value, dict) and value.get(prop) in mapping:
+        return _resolve(schema, {"$ref": mapping[value[prop]]})
+    real = [_resolve(schema, m) for m in members if _resolve(schema, m).get("type") != "null"]
+    kind = _json_type(value)
+    matching = [m for m in real if m.get("type") == kind or (kind == "number" and m.get("type") == "integer")]
+    return matching[0] if matching else real[0] if len(real) == 1 else node
+
+
+def _json_type(value: Any) -> str | None:
+    for types, name in (((bool,), "boolean"), ((int, float), "number"), ((str,), "string"), ((dict,), "object"),
+                        ((list, tuple), "array")):
+        if isinstance(value, types):
+            return name
+    return None
+
+
+def _schema_at(schema: dict[str, Any], keys: list[Any], data: Any) -> dict[str, Any]:
+    node, value = _branches(schema, schema, data), data
+    for key in keys:
+        if isinstance(key, int):
+            items = node.get("prefixItems")
+            node = items[key] if items and key < len(items) else node.get("items", {})
+        else:
+            node = _properties(node).get(key) or node.get("additionalProperties") or {}
+            if node is True:
+                node = {}
+        value = value.get(key) if isinstance(value, dict) else value[key] if isinstance(value, list) and \
+            isinstance(key, int) and key < len(value) else None
+        node = _branches(schema, node, value)
+    return node
+
+
+def _properties(node: dict[str, Any]) -> dict[str, Any]:
+    return node.get("properties", {})
+
+
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "object": "a mapping", "array": "a list", "null": "null"}
+
+
+def expected(node: dict[str, Any]) -> str:
+    """A short phrase for what a JSON-schema node accepts: 'an integer >= 1', 'one of a, b', ..."""
+    if "const" in node:
+        return repr(node["const"])
+    if "enum" in node:
+        return "one of " + ", ".join(map(str, node["enum"]))
+    if node.get("description", "").startswith("expected "):
+        return node["description"].removeprefix("expected ")
+    members = node.get("anyOf") or node.get("oneOf")
+    if members:
+        words = [expected(m) for m in members if m.get("type") != "null"]
+        text = " or ".join(dict.fromkeys(words)) or "null"
+        return text + (" (or null)" if any(m.get("type") == "null" for m in members) else "")
+    kind = node.get("type")
+    text = _TYPE_WORDS.get(kind, "a value")
+    bounds = [f"{op} {node[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                               ("maximum", "<="), ("exclusiveMaximum", "<")) if k in node]
+    if kind == "object" and node.get("minProperties"):
+        return "a non-empty mapping"
+    if kind == "array":
+        count = node.get("minItems") if node.get("minItems") == node.get("maxItems") else None
+        inner = node.get("prefixItems", [node.get("items", {})])[0] if node.get("prefixItems") or node.get("items") else {}
+        item = expected(inner) if inner else "values"
+        text = f"a list of {count} {_plural(item)}" if count else f"a list of {_plural(item)}"
+        if node.get("minItems") and not count:
+            text += f" (at least {node['minItems']})"
+        return text
+    return text + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _plural(phrase: str) -> str:
+    for one, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings"),
+                      ("a mapping", "mappings")):
+        if phrase.startswith(one):
+            return many + phrase[len(one):]
+    return phrase
+
+
+def field_defaults(schema: type) -> dict[str, Any]:
+    """Field name -> default value (or factory result) of a schema dataclass."""
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def to_plain(value: Any) -> Any:
+    """A schema instance (or anything holding them) as plain YAML/JSON data: dicts, lists, scalars."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
