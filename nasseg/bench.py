@@ -1,6 +1,7 @@
-"""The benchmark networks under the import path the side-by-side scripts of the original codes use
-(``from nasseg.bench import NetConfig, Variant``); the benchmarks live in :mod:`nasseg.shell.bench`."""
+"""The benchmark networks under a stable import path (``from nasseg.bench import NetConfig,
+Variant``), used by scripts that time nasseg beside other codes; the benchmarks live in
+:mod:`nasseg.shell.bench`."""
 
-from .shell.bench import NetConfig, Variant
+from .shell.bench.nets import NetConfig, Variant
 
 __all__ = ["NetConfig", "Variant"]

@@ -1,19 +1,28 @@
-"""`nasseg bench` in --quick mode: real numbers come back, and the straightforward baseline takes the
-same optimisation steps as nasseg's search code."""
+"""`nasseg bench` in --quick mode: real numbers come back, the straightforward baseline takes the
+same optimisation steps as nasseg's search code, and the peers suite turns the side-by-side scripts'
+JSON into rows."""
 
 import json
 import math
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
-from nasseg.shell.bench.suites import NetConfig, Settings, Variant, load_straightforward, parse_suites, run_bench
+import nasseg
+from nasseg.errors import NassegError
+from nasseg.shell.bench import straightforward
+from nasseg.shell.bench.nets import NetConfig, Variant
+from nasseg.shell.bench.peers import run_script
+from nasseg.shell.bench.run import run_bench
+from nasseg.shell.bench.settings import Settings, parse_suites
 from nasseg.shell.cli.main import main as nasseg_main
 
 
 def main(argv):
     return nasseg_main(["bench", *argv])
-from nasseg.errors import NassegError
+
 
 TINY_DARTS = NetConfig("darts_cifar", 2, 3, 10, 2, (8, 8))
 
@@ -50,11 +59,24 @@ def test_cli_writes_json_csv_and_plot(tmp_path, capsys):
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
-def test_bad_suite_is_one_clear_error(capsys):
+def test_bad_input_is_one_clear_error(capsys, tmp_path):
     with pytest.raises(NassegError, match="unknown suite"):
         parse_suites("darts,speed")
-    assert main(["--suite", "speed"]) == 2
-    assert "unknown suite speed" in capsys.readouterr().err
+    for argv, expected in [(["--suite", "speed"], "unknown suite speed"),
+                           (["--suite", "peers", "--peer-dir", str(tmp_path / "nowhere")], "no such folder"),
+                           (["--suite", "peers", "--peer-dir", str(tmp_path)], "no side_by_side_darts.py or"),
+                           (["--suite", "hessian", "--job", "no_such_job"], "no such file or built-in job")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+
+
+def test_default_hessian_job_ships_with_the_package():
+    from nasseg.shell.bench.hessian import JOBS_DIR, resolve_job
+    from nasseg.shell.bench.settings import DEFAULT_JOB
+
+    assert resolve_job(DEFAULT_JOB) == JOBS_DIR / f"{DEFAULT_JOB}.yaml"
+    assert JOBS_DIR.is_relative_to(Path(nasseg.__file__).parent)
 
 
 def test_straightforward_steps_match_ours():
@@ -77,4 +99,77 @@ def test_straightforward_steps_match_ours():
     naive.arch_step()
     for p, q in zip(ours.model.arch_parameters(), naive.model.arch_parameters()):
         torch.testing.assert_close(q.detach().reshape(p.shape), p.detach(), rtol=1e-4, atol=1e-6)
-    assert load_straightforward().StraightforwardSupernet is type(naive.model)
+    assert type(naive.model) is straightforward.StraightforwardSupernet
+
+
+# Stand-ins for the side-by-side scripts: the same options (argparse refuses any other), the same
+# JSON line last; DARTS first order meets its goals, second order misses its time goal.
+FAKE_DARTS = """
+    import argparse, json, sys
+    p = argparse.ArgumentParser()
+    for name in ("--iters", "--warmup", "--threads", "--batch", "--seed"):
+        p.add_argument(name, type=int)
+    p.add_argument("--order", choices=["first", "second"])
+    p.add_argument("--no-memory", action="store_true")
+    a = p.parse_args()
+    assert (a.batch, a.iters, a.warmup, a.threads) == (2, 1, 0, 1), a
+    print("original step 0 4.00s", file=sys.stderr)
+    nasseg = 1.0 if a.order == "first" else 3.0
+    print(json.dumps({"order": a.order, "batch": a.batch, "params_original": 7, "params_nasseg": 7,
+                      "step_s": {"original": 4.0 if a.order == "first" else 8.0, "nasseg": nasseg},
+                      "peak_delta_mb": {"original": 100.0, "nasseg": 50.0}}))
+"""
+FAKE_ADL = """
+    import argparse, json
+    p = argparse.ArgumentParser()
+    for name in ("--crop", "--iters", "--warmup", "--threads"):
+        p.add_argument(name, type=int)
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-time", action="store_true")
+    a = p.parse_args()
+    assert a.crop == 32, a
+    print(json.dumps({"crop": a.crop, "step_s": {"original": 10.0, "nasseg": 5.0},
+                      "peak_delta_mb": {"original": 400.0, "nasseg": 300.0, "nasseg_ckpt": None}}))
+"""
+
+
+def fake_peer_dir(folder):
+    folder.mkdir()
+    (folder / "side_by_side_darts.py").write_text(textwrap.dedent(FAKE_DARTS))
+    (folder / "side_by_side_adl.py").write_text(textwrap.dedent(FAKE_ADL))
+    return folder
+
+
+def test_peers_suite_puts_the_scripts_figures_into_the_table(tmp_path, capsys):
+    peers = fake_peer_dir(tmp_path / "peerbench")
+    out = tmp_path / "bench.json"
+    code = main(["--quick", "--suite", "peers", "--peer-dir", str(peers), "--repeats", "1", "--warmup", "0",
+                 "--quiet", "--json", str(out), "--csv", str(tmp_path / "bench.csv")])
+    assert code == 0
+    assert "peers" in capsys.readouterr().out
+    rows = {(r["config"], r["metric"]): r for r in json.loads(out.read_text())["rows"]}
+    first = rows[("darts_cifar C=16 L=8 b2 32x32, 1st order", "step time")]
+    assert (first["value"], first["baseline"], first["ratio"], first["target"], first["met"]) == (1.0, 4.0, 0.25, 0.25, True)
+    second = rows[("darts_cifar C=16 L=8 b2 32x32, 2nd order (central difference)", "step time")]
+    assert second["ratio"] == 0.375 and second["target"] == 0.3 and second["met"] is False
+    memory = rows[("darts_cifar C=16 L=8 b2 32x32, 1st order", "peak memory")]
+    assert memory["ratio"] == 0.5 and memory["met"] is True
+    # nominal work of a first-order step: 2 passes x 3 x 0.300 GMAC an image (counted) x batch 2 x 2
+    gflops = rows[("darts_cifar C=16 L=8 b2 32x32, 1st order", "achieved GFLOP/s")]
+    assert "0.300 GMAC" in gflops["note"] and gflops["ratio"] == pytest.approx(4.0)
+    assert gflops["value"] == pytest.approx(2 * 3 * 0.3003 * 2 * 2 / 1.0, rel=1e-3)
+    adl = rows[("autodeeplab F=8 L=12 b2 32x32", "step time")]
+    assert adl["ratio"] == 0.5 and adl["target"] == 0.4 and adl["met"] is False
+    ckpt_memory = rows[("autodeeplab F=8 L=12 b2 32x32", "peak memory, checkpoint")]
+    assert ckpt_memory["ratio"] is None and ckpt_memory["note"].startswith("n/a")
+    ckpt_time = [r for r in rows.values() if r["metric"] == "step time, checkpoint"]
+    assert len(ckpt_time) == 1 and ckpt_time[0]["value"] > 0 and ckpt_time[0]["baseline"] > 0
+    assert ckpt_time[0]["target"] == 1.3
+    assert "achieved GFLOP/s" in (tmp_path / "bench.csv").read_text()
+
+
+def test_a_failing_peer_script_reports_its_last_line(tmp_path):
+    script = tmp_path / "side_by_side_adl.py"
+    script.write_text("import sys\nprint('building', file=sys.stderr)\nraise RuntimeError('sizes do not match')\n")
+    with pytest.raises(NassegError, match="failed \\(exit 1\\): RuntimeError: sizes do not match"):
+        run_script(script, ["--crop", "224"], say=lambda line: None)

@@ -1,4 +1,4 @@
-"""benchmarks/straightforward.py, the baseline of `nasseg bench`: the papers' naive supernets compute
+"""nasseg.shell.bench.straightforward, the baseline of `nasseg bench`: the papers' naive supernets compute
 exactly the function of nasseg's supernets (same parameters -> same logits, weight and alpha/beta
 gradients), so the benchmark compares equal work done two ways."""
 
@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasseg.shell.bench.suites import bench_space, load_straightforward
+from nasseg.shell.bench import straightforward as sf
+from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
-
-sf = load_straightforward()
 
 
 def pair(space, classes, seed=0):

@@ -6,8 +6,11 @@ import argparse
 
 from nasseg.errors import NassegError
 
-from ..bench.suites import (DEFAULT_SUITES, SUITES, Settings, format_table, parse_suites, plot_ratios, run_bench,
-                            write_csv, write_json)
+from ..bench.hessian import resolve_job
+from ..bench.output import format_table, plot_ratios, write_csv, write_json
+from ..bench.peers import peer_folder
+from ..bench.run import run_bench
+from ..bench.settings import DEFAULT_JOB, DEFAULT_SUITES, SUITES, Settings, parse_suites
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -19,13 +22,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if crops is not None and (not crops or min(crops) < 16):
         raise NassegError(f"--adl-crops: expected sizes >= 16 such as 129,321, got {args.adl_crops!r}")
     quick = args.quick
+    suites = parse_suites(args.suite) if args.suite else DEFAULT_SUITES
+    # bad paths fail now, not after the suites before them have run for an hour
+    if "hessian" in suites and (args.job or not quick):
+        resolve_job(args.job or DEFAULT_JOB)
+    if "peers" in suites:
+        peer_folder(args.peer_dir)
     return Settings(
-        suites=parse_suites(args.suite) if args.suite else DEFAULT_SUITES, device=args.device, threads=args.threads,
+        suites=suites, device=args.device, threads=args.threads,
         repeats=args.repeats if args.repeats is not None else (2 if quick else 3),
         warmup=args.warmup, quick=quick, darts_space=args.darts_space,
         adl_crops=crops or ((17,) if quick else (129, 321)), job=args.job,
         epoch_steps=args.epoch_steps if args.epoch_steps is not None else (2 if quick else 10),
-        ray_trials=args.ray_trials, memory=args.memory, seed=args.seed, progress=not args.quiet)
+        ray_trials=args.ray_trials, peer_dir=args.peer_dir, memory=args.memory, seed=args.seed,
+        progress=not args.quiet)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -52,12 +62,14 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     bench = subparsers.add_parser(
         "bench", help="supernet step time / peak memory vs the papers' straightforward code, and other ratios",
         description="Measure nasseg's supernets against the straightforward implementation of the papers' code "
-                    "(benchmarks/straightforward.py) at equal settings, and the other ratios of the performance "
-                    f"targets. Suites: {', '.join(SUITES)} (default: {', '.join(DEFAULT_SUITES)}; ray starts a "
-                    "local Ray and is only run when asked for). Prints the measured numbers, their ratios and "
+                    "(nasseg.shell.bench.straightforward) at equal settings, against the original codes (peers), "
+                    f"and the other ratios of the performance targets. Suites: {', '.join(SUITES)} (default: "
+                    f"{', '.join(DEFAULT_SUITES)}; ray starts a local Ray and peers runs the original codes for "
+                    "many minutes: both only when asked for). Prints the measured numbers, their ratios and "
                     "whether each target is met.",
         epilog="Examples: nasseg bench --quick; nasseg bench --suite darts,autodeeplab --adl-crops 129 "
-               "--json bench.json --plot bench.png; nasseg bench --suite all --device cuda")
+               "--json bench.json --plot bench.png; nasseg bench --suite peers --peer-dir ../shared/peerbench; "
+               "nasseg bench --suite all --device cuda")
     bench.add_argument("--suite", default=None, metavar="LIST",
                        help=f"comma-separated suites out of {', '.join(SUITES)}, or all (default: "
                             f"{','.join(DEFAULT_SUITES)})")
@@ -74,12 +86,17 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     bench.add_argument("--adl-crops", default=None, metavar="LIST",
                        help="Auto-DeepLab crop sizes (default: 129,321; 17 with --quick)")
     bench.add_argument("--job", default=None, metavar="JOB.yaml",
-                       help="hessian suite: the search job (default: jobs/camvid_darts.yaml)")
+                       help=f"hessian suite: a search job file or the name of a job shipped with nasseg "
+                            f"(default: {DEFAULT_JOB}; a tiny camvid_demo job with --quick)")
     bench.add_argument("--epoch-steps", type=int, default=None, metavar="N",
                        help="hessian suite: time N search steps and extrapolate to the epoch (0: the whole "
                             "epoch; default: 10, 2 with --quick)")
     bench.add_argument("--ray-trials", type=int, default=None, metavar="N",
                        help="ray suite: number of parallel trials (default: the CPU count, 2 to 4)")
+    bench.add_argument("--peer-dir", default="../shared/peerbench", metavar="DIR",
+                       help="peers suite: the folder of the side-by-side scripts of the original codes "
+                            "(side_by_side_darts.py, side_by_side_adl.py; default: ../shared/peerbench, relative "
+                            "to the current directory)")
     bench.add_argument("--memory", choices=("subprocess", "inprocess", "off"), default="subprocess",
                        help="where peak memory is measured: a fresh process per variant (default), this "
                             "process (less clean on CPU), or not at all")

@@ -1,0 +1,88 @@
+"""The ``hessian`` suite: seconds of one dominant-eigenvalue computation (``Search.eigenvalue``)
+against one search epoch (training steps + evaluation + eigenvalue) of a search job."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from nasseg.errors import NassegError
+from nasseg.search import Search, SearchConfig, load_job, parse_job
+from nasseg.space import SearchSpace
+from nasseg.spec_reader import resolve_builtin
+
+from .context import Bench
+from .measure import timed
+from .nets import bench_space
+from .settings import DEFAULT_JOB, Row, Settings, target_for
+
+JOBS_DIR = Path(str(resources.files("nasseg") / "jobs"))
+
+
+def resolve_job(name_or_path: str) -> Path:
+    """A job file as given, or a job shipped with nasseg by name (e.g. camvid_darts)."""
+    path = resolve_builtin(name_or_path, JOBS_DIR, "job")
+    if not path.is_file():
+        raise NassegError(f"--job {name_or_path}: job file not found")
+    return path
+
+
+def bench_job(s: Settings) -> tuple[SearchConfig, SearchSpace | None, list[str]]:
+    """The job to measure, its space when overridden, and notes on what was changed."""
+    if s.quick and s.job is None:
+        config = parse_job({"name": "bench_hessian", "space": "darts", "epochs": 1, "seeds": [s.seed],
+                            "data": {"dataset": "camvid_demo", "size": [48, 64], "crop": [32, 32], "batch_size": 2,
+                                     "limit": 8, "val_batch_size": 8},
+                            "hessian": {"iters": 4}, "early_stop": {"rule": "none"}})
+        return config, bench_space("darts", 4, 3), ["quick: camvid_demo, darts C=4 L=3, 32x32 crops"]
+    config = load_job(resolve_job(s.job or DEFAULT_JOB))
+    notes = []
+    if config.data.root and not Path(config.data.root).exists():
+        notes.append(f"{config.data.root} not found: camvid_demo instead")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset="camvid_demo", root=None))
+    return config, None, notes
+
+
+def hessian(bench: Bench) -> list[Row]:
+    s = bench.s
+    config, space, notes = bench_job(s)
+    config = dataclasses.replace(config, device=s.device)
+    label = f"{Path(config.file).name if config.file else config.name} ({config.data.dataset})"
+    bench.say(f"[hessian] {label}: eigenvalue / epoch")
+    with tempfile.TemporaryDirectory(prefix="nasseg-bench-") as out:
+        search = Search(config, s.seed, out, progress=s.progress, space=space)
+        # as at the end of epoch 1: Lanczos from a random start
+        eigen_cold, _ = timed(search.eigenvalue, search.device)
+        cold_steps = search.eigen_steps
+        epoch_steps = min(len(loader) for loader in search.data.loaders(config.data.batch_size, s.seed, 1))
+        steps = epoch_steps if s.epoch_steps <= 0 else min(s.epoch_steps, epoch_steps)
+        train = timed(lambda: search.train_epoch(1, max_steps=steps), search.device)[0] * epoch_steps / steps
+        if steps < epoch_steps:
+            notes.append(f"training part extrapolated from {steps} of {epoch_steps} steps")
+        evaluation, _ = timed(search.evaluate, search.device)
+        # as at the end of a later epoch: warm-started from the previous eigenvector when the job says so
+        previous = search.eigenvector
+        eigen, value = timed(search.eigenvalue, search.device)
+        steps_used = search.eigen_steps
+        exact = None
+        if config.hessian.method != "exact":  # the same computation with exact (double-backward) products
+            search.eigenvector = previous
+            search.config = dataclasses.replace(config, hessian=dataclasses.replace(config.hessian, method="exact"))
+            exact, exact_value = timed(search.eigenvalue, search.device)
+            exact_steps = search.eigen_steps
+    warm = config.hessian.warm_start
+    notes.append(f"epoch = training {train:.1f}s + evaluation {evaluation:.1f}s + eigenvalue ({steps_used} of "
+                 f"{config.hessian.iters} Lanczos steps{', warm start' if warm else ''})")
+    epoch = train + evaluation
+    rows = [Row("hessian", label, "eigen share", "eigenvalue / epoch", eigen, epoch + eigen, "s",
+                target_for("hessian", "eigen share"), "; ".join(notes))]
+    if exact is not None:
+        rows.append(Row("hessian", label, "eigen share, exact products", "eigenvalue / epoch", exact, epoch + exact,
+                        "s", None, f"hessian.method: exact instead of {config.hessian.method}: eigenvalue "
+                                   f"{exact_value:.5g} vs {value:.5g}, {exact_steps} Lanczos steps"))
+    if warm:
+        rows.append(Row("hessian", label, "eigen share, epoch 1", "eigenvalue / epoch", eigen_cold, epoch + eigen_cold,
+                        "s", None, f"cold start (random Lanczos vector), first call, {cold_steps} Lanczos steps"))
+    return rows

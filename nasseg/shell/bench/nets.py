@@ -1,0 +1,188 @@
+"""The benchmarked supernets: a space at one size (:class:`NetConfig`) and one way of running its
+search steps (:class:`Variant`: nasseg's code in one of its modes, or the straightforward baseline)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from nasseg.errors import NassegError
+from nasseg.layers import frozen_bn_stats, to_channels_last
+from nasseg.search.architect import first_order_grads, second_order_grads, set_arch_grads
+from nasseg.search.config import SupernetConfig
+from nasseg.search.steps import weight_step
+from nasseg.space import SearchSpace
+from nasseg.supernet import Supernet, build
+
+from . import straightforward
+
+IGNORE_INDEX = 255
+# ours: as a search runs it (channels-last when that is the default); ours_nchw: NCHW; ours_ckpt:
+# activation checkpointing; ours_2nd / ours_2nd_fwd: second-order arch step, central / forward difference
+VARIANTS = ("ours", "ours_nchw", "ours_ckpt", "ours_2nd", "ours_2nd_fwd", "straightforward")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """One supernet at one input size: a space with its width/depth overridden."""
+
+    space: str
+    width: int | None  # C (chain) or F (lattice); None keeps the space's
+    layers: int | None
+    classes: int
+    batch: int
+    size: tuple[int, int]
+
+    @property
+    def label(self) -> str:
+        letter = "F" if self.space == "autodeeplab" else "C"
+        parts = [self.space]
+        if self.width:
+            parts.append(f"{letter}={self.width}")
+        if self.layers:
+            parts.append(f"L={self.layers}")
+        parts += [f"b{self.batch}", f"{self.size[0]}x{self.size[1]}"]
+        return " ".join(parts)
+
+
+def bench_space(name: str, width: int | None = None, layers: int | None = None,
+                classes: int | None = None) -> SearchSpace:
+    """A search space (built-in name or file) with ``network.C``/``F``, ``layers`` and ``classes``
+    overridden, validated and compiled like any space file."""
+    from nasseg import space as spaces
+    from nasseg.space.spec import parse_space
+    from nasseg.spec_reader import load_yaml
+
+    path = spaces.resolve(name)
+    data = load_yaml(path)
+    net = data.setdefault("network", {})
+    if width is not None:
+        net["F" if net.get("type") == "lattice" else "C"] = width
+    if layers is not None:
+        net["layers"] = layers
+    if classes is not None:
+        net["classes"] = classes
+    space = parse_space(data, str(path))
+    space.cell_graph, space.network_graph
+    return space
+
+
+def loss_fn(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+
+
+def criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+
+
+class Variant:
+    """A supernet with its optimisers and fixed batches A (weights) and B (architecture);
+    :meth:`step` runs one search step and returns the seconds of its parts.
+
+    ``source``: a nasseg supernet of the same net whose weights this one copies, so that variants
+    timed side by side compute from the same state."""
+
+    def __init__(self, net: NetConfig, kind: str, device: torch.device, seed: int = 0,
+                 source: Supernet | None = None):
+        if kind not in VARIANTS:
+            raise NassegError(f"unknown variant {kind!r}; expected one of {', '.join(VARIANTS)}")
+        self.net, self.kind, self.device = net, kind, device
+        space = bench_space(net.space, net.width, net.layers, net.classes)
+        torch.manual_seed(seed)
+        ours = source if source is not None else build(space, net.classes)
+        if kind == "straightforward":
+            self.model = straightforward.StraightforwardSupernet(space, net.classes).load_from(ours)
+        else:
+            self.model = ours if source is None else twin(ours, space, net.classes)
+            self.model.checkpoint_cells = kind == "ours_ckpt"
+        self.model.to(device).train()
+        if kind not in ("straightforward", "ours_nchw") and SupernetConfig().channels_last:
+            self.model = to_channels_last(self.model)  # as the search loop does (supernet.channels_last)
+        self.lattice = space.network.type == "lattice"
+        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=0.025, momentum=0.9,
+                                                weight_decay=3e-4)
+        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=3e-3 if self.lattice else 3e-4,
+                                               betas=(0.5, 0.999), weight_decay=1e-3)
+        generator = torch.Generator().manual_seed(seed + 1)
+        shape = (net.batch, 3, *net.size)
+        self.xa, self.xb = (torch.randn(shape, generator=generator).to(device) for _ in range(2))
+        label_shape = (net.batch, *net.size) if getattr(self.model, "segmentation", True) else (net.batch,)
+        self.ya, self.yb = (torch.randint(0, net.classes, label_shape, generator=generator).to(device)
+                            for _ in range(2))
+
+    def release(self) -> None:
+        for name in ("model", "weight_optimizer", "arch_optimizer", "xa", "xb", "ya", "yb"):
+            setattr(self, name, None)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def arch_step(self) -> None:
+        if self.kind == "straightforward":
+            straightforward.straightforward_arch_step_first(self.model, self.xb, self.yb, self.arch_optimizer,
+                                                            IGNORE_INDEX)
+            return
+        if self.kind in ("ours_2nd", "ours_2nd_fwd"):
+            grads = second_order_grads(self.model, loss_fn, self.xa, self.ya, self.xb, self.yb, self.weight_optimizer,
+                                       xi=self.weight_optimizer.param_groups[0]["lr"], r=0.01,
+                                       difference="forward" if self.kind == "ours_2nd_fwd" else "central")
+        else:
+            grads = first_order_grads(self.model, loss_fn, self.xb, self.yb)
+        self.arch_optimizer.zero_grad()
+        set_arch_grads(self.model, grads)
+        self.arch_optimizer.step()
+
+    def weight_step(self) -> float:
+        if self.kind == "straightforward":
+            return straightforward.straightforward_weight_step(self.model, self.xa, self.ya, self.weight_optimizer,
+                                                               5.0, IGNORE_INDEX)
+        return weight_step(self.model, criterion, self.xa, self.ya, self.weight_optimizer, 5.0)[0]
+
+    def step(self) -> dict[str, float]:
+        """DARTS: architecture step on B, then weight step on A; Auto-DeepLab the other way round."""
+        parts = [("weight", self.weight_step), ("arch", self.arch_step)]
+        if not self.lattice:
+            parts.reverse()
+        seconds = {}
+        for name, run in parts:
+            self._sync()
+            start = time.perf_counter()
+            run()
+            self._sync()
+            seconds[name] = time.perf_counter() - start
+        seconds["total"] = seconds["arch"] + seconds["weight"]
+        return seconds
+
+    def saved_bytes(self) -> int:
+        """Bytes of the tensors autograd keeps for backward in the weight step's forward pass."""
+        return saved_tensor_bytes(self.model, self.xa, self.ya)
+
+
+def twin(ours: Supernet, space: SearchSpace, classes: int) -> Supernet:
+    """A second nasseg supernet with the same weights (two variants timed side by side)."""
+    copy = build(space, classes)
+    copy.load_state_dict(ours.state_dict())
+    return copy
+
+
+def saved_tensor_bytes(model, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Unique storages autograd saves in one forward pass and loss (parameters, buffers and the
+    input excluded), with BatchNorm statistics left as they are."""
+    exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr and ptr not in exclude:
+            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
+        return tensor
+
+    with frozen_bn_stats(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn(model, x, y)
+    del loss
+    return sum(seen.values())

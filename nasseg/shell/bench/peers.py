@@ -1,0 +1,151 @@
+"""The ``peers`` suite: nasseg against the original DARTS and Auto-DeepLab codes, through the
+side-by-side scripts kept beside those codes (``--peer-dir``). Each script builds the original's
+network and nasseg's (through :class:`nasseg.bench.Variant`), times their steps alternated in one
+process, measures the peak RSS growth of each in a fresh process, and prints one JSON line last."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from nasseg.complexity import count_macs, meta_device
+from nasseg.errors import NassegError
+
+from .context import Bench
+from .nets import NetConfig, bench_space
+from .settings import Row, Settings
+from .straightforward import StraightforwardSupernet
+
+DARTS_SCRIPT, ADL_SCRIPT = "side_by_side_darts.py", "side_by_side_adl.py"
+COMPARE = "nasseg / original"
+CHECKPOINT_MEMORY_GOAL = 0.2  # supernet.checkpoint: memory against the original's ...
+CHECKPOINT_TIME_GOAL = 1.3  # ... at this much of nasseg's own un-checkpointed step time
+
+
+@dataclass(frozen=True)
+class PeerRun:
+    """One run of a side-by-side script and the goals for it (nasseg / original, at most)."""
+
+    script: str
+    args: tuple[str, ...]
+    net: NetConfig  # the network both sides build
+    what: str  # e.g. "1st order"
+    time_goal: float
+    memory_goal: float
+    passes: int | None = None  # forward + backward passes of a step, for its nominal FLOPs (DARTS)
+
+
+def peer_runs(s: Settings) -> list[PeerRun]:
+    """DARTS first and second order (C=16, 8 cells, batch 64, 32x32) and Auto-DeepLab (F=8, 12
+    layers, batch 2, crop 128); with --quick, batch 2 and crop 32, the smallest the scripts take."""
+    batch, crop = (2, 32) if s.quick else (64, 128)
+    darts = NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32))
+    adl = NetConfig("autodeeplab", 8, 12, 19, 2, (crop, crop))
+    return [PeerRun(DARTS_SCRIPT, ("--order", "first", "--batch", str(batch)), darts, "1st order", 0.25, 0.5, 2),
+            # DARTS' unrolled step: virtual step, gradient at w', two Hessian-vector passes; then the weight step
+            PeerRun(DARTS_SCRIPT, ("--order", "second", "--batch", str(batch)), darts,
+                    "2nd order (central difference)", 0.3, 0.5, 5),
+            PeerRun(ADL_SCRIPT, ("--crop", str(crop)), adl, "", 0.4, 0.5)]
+
+
+def peer_folder(folder: str) -> Path:
+    """The folder of the side-by-side scripts, or one clear error."""
+    path = Path(folder)
+    missing = [name for name in (DARTS_SCRIPT, ADL_SCRIPT) if not (path / name).is_file()]
+    if missing:
+        problem = "no such folder" if not path.is_dir() else f"no {' or '.join(missing)} in it"
+        raise NassegError(f"--peer-dir {folder}: {problem}; expected the folder of the side-by-side scripts of "
+                          f"the original DARTS and Auto-DeepLab codes ({DARTS_SCRIPT}, {ADL_SCRIPT})")
+    return path
+
+
+def run_script(path: Path, args: list[str], say: Callable[[str], None]) -> dict[str, Any]:
+    """Run one script with this python, pass its progress lines on, and return the JSON object it
+    prints last; NassegError with its last line when it fails."""
+    command = [sys.executable, str(path), *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result, tail = None, "no output"
+    for line in proc.stdout:
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+                continue
+            except ValueError:
+                pass
+        if line:
+            tail = line
+            say(f"  {path.name}: {line}")
+    code = proc.wait()
+    if code != 0 or not isinstance(result, dict):
+        raise NassegError(f"{path.name} {' '.join(args)} failed (exit {code}): {tail}")
+    return result
+
+
+def step_gflop(net: NetConfig, passes: int) -> tuple[float, float]:
+    """(nominal GFLOP of a step, GMAC of one image's forward pass): passes x 3 (forward, backward
+    to inputs, backward to weights) x forward MACs x 2 FLOP per MAC, the MACs of the papers'
+    supernet counted on the meta device (convolutions and linear layers)."""
+    space = bench_space(net.space, net.width, net.layers, net.classes)
+    with meta_device():
+        model = StraightforwardSupernet(space, net.classes)
+        x = torch.zeros(net.batch, 3, *net.size)
+        macs = count_macs(lambda: model(x))
+    return passes * 3 * 2 * macs / 1e9, macs / net.batch / 1e9
+
+
+def script_rows(run: PeerRun, config: str, result: dict[str, Any]) -> list[Row]:
+    """Step time (and achieved GFLOP/s), peak memory (and with checkpointing) of one script's JSON."""
+    step = result["step_s"]
+    params = f"parameters: original {result.get('params_original')}, nasseg {result.get('params_nasseg')}"
+    rows = [Row("peers", config, "step time", COMPARE, step["nasseg"], step["original"], "s", run.time_goal, params)]
+    if run.passes:
+        gflop, gmac = step_gflop(run.net, run.passes)
+        rows.append(Row("peers", config, "achieved GFLOP/s", COMPARE, gflop / step["nasseg"], gflop / step["original"],
+                        "GFLOP/s", None, f"{gflop:.1f} GFLOP a step: {run.passes} forward+backward passes x 3 x "
+                                         f"{gmac:.3f} GMAC an image x batch {run.net.batch} x 2"))
+    memory = result.get("peak_delta_mb")
+    if memory is not None:  # absent with --memory off
+        for key, metric, compare, goal in (("nasseg", "peak memory", COMPARE, run.memory_goal),
+                                           ("nasseg_ckpt", "peak memory, checkpoint", "nasseg checkpoint / original",
+                                            CHECKPOINT_MEMORY_GOAL)):
+            if key in memory:
+                failed = memory[key] is None or memory["original"] is None
+                rows.append(Row("peers", config, metric, compare, memory[key], memory["original"], "MB", goal,
+                                "n/a: a memory child failed" if failed else "peak RSS growth over 2 steps"))
+    return rows
+
+
+def checkpoint_time(bench: Bench, net: NetConfig) -> Row:
+    """nasseg's checkpointed step against its own un-checkpointed one (the scripts time neither)."""
+    bench.say(f"[peers] {net.label}: checkpoint / normal step time")
+    timed = bench.time(net, ("ours", "ours_ckpt"), f"peers {net.label}")
+    return Row("peers", net.label, "step time, checkpoint", "nasseg checkpoint / nasseg", timed["ours_ckpt"]["total"],
+               timed["ours"]["total"], "s", CHECKPOINT_TIME_GOAL, "supernet.checkpoint: true, timed in this process")
+
+
+def peers(bench: Bench) -> list[Row]:
+    s = bench.s
+    folder = peer_folder(s.peer_dir)
+    common = ["--iters", str(s.repeats), "--warmup", str(s.warmup), "--threads", str(s.threads)]
+    if s.memory == "off":
+        common.append("--no-memory")
+    rows = []
+    for run in peer_runs(s):
+        config = f"{run.net.label}, {run.what}" if run.what else run.net.label
+        bench.say(f"[peers] {config}: {run.script} {' '.join(run.args)}")
+        try:
+            result = run_script(folder / run.script, [*run.args, *common], bench.say)
+        except NassegError as exc:  # e.g. an original code failing at this size: report it, go on
+            rows.append(Row("peers", config, "step time", COMPARE, None, None, "s", run.time_goal, f"n/a: {exc}"))
+            continue
+        rows += script_rows(run, config, result)
+    adl = peer_runs(s)[-1].net
+    rows.append(checkpoint_time(bench, s.adl_nets()[0] if s.quick else adl))
+    return rows
