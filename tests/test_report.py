@@ -6,6 +6,7 @@ import argparse
 import base64
 import html
 import json
+import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -13,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -23,7 +25,6 @@ from nasseg.shell.cli.report import add_report_parser
 from nasseg.shell.report import SECTIONS, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID_RUN = Path("/work/exp/runs/camvid_darts/seed0")
 SVG = "{http://www.w3.org/2000/svg}"
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz dot is not installed")
 
@@ -62,31 +63,39 @@ def check_common(page: str, report: Path, run_dir: Path) -> None:
         assert (run_dir / name).resolve() in targets, name
 
 
-# --- a real DARTS run --------------------------------------------------------------------------------
+# --- a tiny real DARTS run, stopped by the paper rule (conftest.darts_run) --------------------------------
+
+def section(page: str, key: str) -> str:
+    return page[page.index(f"<section id='{key}'>"):].split("</section>", 1)[0]
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment)))
+
 
 @pytest.fixture(scope="module")
-def camvid_report(tmp_path_factory) -> tuple[Path, str]:
-    if not (CAMVID_RUN / "metrics.csv").is_file():
-        pytest.skip(f"{CAMVID_RUN} is not on this machine")
-    report = write_report(CAMVID_RUN, tmp_path_factory.mktemp("camvid") / "camvid.html")
+def darts_report(darts_run, tmp_path_factory) -> tuple[Path, str]:
+    report = write_report(darts_run, tmp_path_factory.mktemp("darts_report") / "darts.html")
     return report, report.read_text()
 
 
-def test_camvid_report_sections_cells_links(camvid_report):
-    report, page = camvid_report
-    check_common(page, report, CAMVID_RUN)
+def test_darts_report_sections_cells_links(darts_report, darts_run):
+    report, page = darts_report
+    check_common(page, report, darts_run)
     assert page.count("<img ") == 6  # training, eigenvalue, 2 op shares, 2 alpha evolutions (no betas: chain)
 
 
-def test_camvid_report_explains_the_stop(camvid_report):
-    _, page = camvid_report
-    stop = page[page.index("<section id='stop'>"):page.index("<section id='curves'>")]
-    text = re.sub(r"<[^>]+>", " ", stop)
-    assert re.search(r"stopped\s+the search at epoch\s+18\s+and returned the architecture of epoch\s+13", text)
-    assert "λ̄(13): mean eigenvalue of epochs 9–13" in text and "0.03747" in text
-    assert "λ̄(18): mean eigenvalue of epochs 14–18" in text and "0.0526" in text
-    assert "0.712 &lt; 0.75" in stop
-    metrics = page[page.index("<section id='metrics'>"):]
+def test_darts_report_explains_the_stop(darts_report, darts_run):
+    _, page = darts_report
+    eigenvalues = pd.read_csv(darts_run / "metrics.csv").set_index("epoch")["eigenvalue"]
+    before, now = eigenvalues[[1, 2]].mean(), eigenvalues[[3, 4]].mean()
+    stop = section(page, "stop")
+    text = text_of(stop)
+    assert "stopped the search at epoch 4 and returned the architecture of epoch 2" in text
+    assert f"λ̄(2): mean eigenvalue of epochs 1–2 {before:.4g}" in text
+    assert f"λ̄(4): mean eigenvalue of epochs 3–4 {now:.4g}" in text
+    assert f"{before / now:.3f} &lt; 0.75 (threshold)" in stop
+    metrics = section(page, "metrics")
     assert metrics.count("<tr class='returned'>") == 1 and metrics.count("<tr class='stop'>") == 1
 
 
@@ -143,8 +152,8 @@ def test_experiment_index_links_every_trial(experiment):
 def test_plot_panels_and_formats(experiment, tmp_path, monkeypatch):
     run = experiment / "tiny_adl" / "seed0"
     panels: list[int] = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, out: (panels.append(len(fig.axes)), save(fig, out))[1])
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, out: (panels.append(len(fig.axes)), save(fig, out))[1])
     outputs = [plots.plot_alpha_evolution(run, tmp_path / "alphas.png"),  # 2 + 3 + 4 candidate edges
                plots.plot_beta_evolution(run, tmp_path / "betas.png"),  # a panel per layer
                plots.plot_training_curves(run, tmp_path / "training.png"),
@@ -163,14 +172,6 @@ def test_plot_panels_and_formats(experiment, tmp_path, monkeypatch):
 RETRAIN_JOB = {"model_args": {"F": 2}, "iters": 4, "log_every": 1, "eval_every": 2, "checkpoint_every": 4,
                "data": {"dataset": "camvid_demo", "size": [36, 48], "crop": [32, 32], "batch_size": 2},
                "device": "cpu"}
-
-
-def section(page: str, key: str) -> str:
-    return page[page.index(f"<section id='{key}'>"):].split("</section>", 1)[0]
-
-
-def text_of(fragment: str) -> str:
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment)))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,7 @@ def test_report_shows_the_retraining(retrained):
     assert "36x48 / random 32x32 crops" in text and f"{res['train_seconds']:.1f} s" in text
     assert "arch.yaml (the returned architecture, epoch 2), model_args F=2" in text
     assert str(retrain.resolve()) in text
-    rows = re.findall(r"<tr class=''><td class='l'>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", body)
+    rows = re.findall(r"<tr><td class='l'>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", body)
     pct = lambda v: "–" if v is None else f"{100 * v:.2f}"  # noqa: E731
     assert rows == [(c["class"], pct(c["iou"]), pct(c["accuracy"]), f"{c['pixels']:,}") for c in res["classes"]]
     assert len(rows) == 11
@@ -223,9 +224,9 @@ def test_retrain_curves(retrained, tmp_path, monkeypatch):
                                                                                             "3", "4"]
     assert [line.split(",")[0] for line in (retrain / "eval.csv").read_text().split()] == ["iteration", "2", "4"]
     axes: list[list[str]] = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, out: (axes.append([a.get_ylabel() for a in fig.axes]),
-                                                          save(fig, out))[1])
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, out: (axes.append([a.get_ylabel() for a in fig.axes]),
+                                                         save(fig, out))[1])
     out = plot_retrain_curves(retrain, tmp_path / "curves.png")
     assert axes == [["loss (mean over the log interval)", "mIoU / pixel accuracy", "learning rate"]]
     assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 10_000
@@ -234,33 +235,62 @@ def test_retrain_curves(retrained, tmp_path, monkeypatch):
         plot_retrain_curves(tmp_path / "empty", tmp_path / "none.png")
 
 
-def test_which_training_runs_are_this_runs_retraining(retrained, tmp_path, monkeypatch):
-    """A relative model path to arch/epoch_001.yaml in OUT/train/arch counts (resolved against the
-    folders above the training run); a retraining of another search's arch.yaml, a baseline and an
-    unfinished run do not."""
-    from nasseg.shell.report import find_retrains, load_run
+def copy_training_run(original: Path, where: Path, model: str, finished: bool = True) -> Path:
+    """A copy of a training run whose job trained ``model``."""
+    shutil.copytree(original, where)
+    config = yaml.safe_load((where / "config.yaml").read_text())
+    (where / "config.yaml").write_text(yaml.safe_dump({**config, "model": model}))
+    if not finished:
+        (where / "result.json").unlink()
+    return where
 
+
+def test_the_report_is_told_where_retrainings_are(retrained, tmp_path, monkeypatch):
+    """--retrain: a relative model path to arch/epoch_001.yaml counts (resolved against the folders
+    above the training run), several are listed newest first; a retraining of another search's
+    arch.yaml, a baseline, an unfinished run and a missing folder are refused in one line. By itself
+    the report looks only in <run_dir>/../retrain and passes over another architecture's retraining there."""
     out = tmp_path / "runs"
     run = shutil.copytree(retrained, out / "tiny_adl" / "seed0")
     original = retrained.parent / "retrain"
-
-    def training_run(where: Path, model: str, finished: bool = True) -> None:
-        shutil.copytree(original, where)
-        config = yaml.safe_load((where / "config.yaml").read_text())
-        (where / "config.yaml").write_text(yaml.safe_dump({**config, "model": model}))
-        if not finished:
-            (where / "result.json").unlink()
-
-    training_run(out / "train" / "arch", "runs/tiny_adl/seed0/arch/epoch_001.yaml")
-    shutil.copytree(original, out / "tiny_adl" / "other")  # retrained the original run's arch.yaml, not this one
-    training_run(out / "tiny_adl" / "baseline", "icnet_resnet50")
-    training_run(out / "tiny_adl" / "unfinished", str(run / "arch.yaml"), finished=False)
+    epoch1 = copy_training_run(original, out / "train" / "arch", "runs/tiny_adl/seed0/arch/epoch_001.yaml")
+    sibling = copy_training_run(original, out / "tiny_adl" / "sibling", str(run / "arch.yaml"))
+    shutil.copytree(original, out / "tiny_adl" / "retrain")  # the original run's arch.yaml, not this copy's
+    copy_training_run(original, out / "tiny_adl" / "baseline", "icnet_resnet50")
+    copy_training_run(original, out / "tiny_adl" / "unfinished", str(run / "arch.yaml"), finished=False)
+    os.utime(sibling / "result.json", (1e9, 1e9))  # the older of the two
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # the relative path resolves against the folders above the run
-    found = find_retrains(load_run(run))
-    assert [(r.path, r.epoch) for r in found] == [(out / "train" / "arch", 1)]
-    page = write_report(run).read_text()
-    assert "arch/epoch_001.yaml (the architecture of epoch 1)" in text_of(section(page, "retrain"))
+
+    assert "No retraining of this architecture yet" in section(write_report(run).read_text(), "retrain")
+    page = write_report(run, retrains=[sibling, epoch1]).read_text()
+    body = section(page, "retrain")
+    newest, older = body.split("<details><summary>", 1)
+    assert "<h3>arch: val mIoU" in newest and "(newest)" in newest and older.startswith("sibling: val mIoU")
+    assert "arch/epoch_001.yaml (the architecture of epoch 1)" in text_of(newest)
+    assert "arch.yaml (the returned architecture, epoch 2)" in text_of(older)
+    assert "(4 iterations, arch)" in text_of(page[:page.index("<section")])
+    for name, message in (("retrain", f"trained {retrained / 'arch.yaml'}, not the arch.yaml or an "
+                                      f"arch/epoch_NNN.yaml of {run}"),
+                          ("baseline", f"trained icnet_resnet50, not the arch.yaml or an arch/epoch_NNN.yaml of {run}"),
+                          ("unfinished", "not a finished training run (no result.json)"),
+                          ("missing", "no such directory")):
+        with pytest.raises(NassegError) as error:
+            write_report(run, retrains=[out / "tiny_adl" / name])
+        assert str(error.value) == f"{out / 'tiny_adl' / name}: {message}"
+
+
+def test_experiment_retrainings_go_to_their_trial(experiment, retrained, tmp_path):
+    seed1 = experiment / "tiny_adl" / "seed1"
+    training = copy_training_run(retrained.parent / "retrain", tmp_path / "train" / "seed1", str(seed1 / "arch.yaml"))
+    write_report(experiment, tmp_path / "index.html", retrains=[training])
+    pages = {s: (tmp_path / "tiny_adl" / s / "report.html").read_text() for s in ("seed0", "seed1")}
+    assert "No retraining of this architecture yet" in section(pages["seed0"], "retrain")
+    assert str(training.resolve()) in text_of(section(pages["seed1"], "retrain"))
+    with pytest.raises(NassegError, match=r"icnet_resnet50, not the arch.yaml or an arch/epoch_NNN.yaml of any of "
+                                          r"the 2 trials"):
+        write_report(experiment, tmp_path / "index.html", retrains=[
+            copy_training_run(training, tmp_path / "train" / "baseline", "icnet_resnet50")])
 
 
 def test_report_without_retraining_says_how(experiment, tmp_path, monkeypatch):
@@ -271,14 +301,16 @@ def test_report_without_retraining_says_how(experiment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     body = section(write_report(run).read_text(), "retrain")
     assert "No retraining of this architecture yet" in body and "<img" not in body
+    assert str(tmp_path / "tiny_adl" / "retrain") in text_of(body)
     command = html.unescape(re.search(r"<pre>(nasseg train [^<]*)</pre>", body).group(1))
-    assert command == "nasseg train tiny_adl/seed0/arch.yaml --data camvid_demo --iters 1000 --out tiny_adl"
+    assert command == ("nasseg train tiny_adl/seed0/arch.yaml --data camvid_demo --iters 1000 --name retrain "
+                       "--out tiny_adl")
     argv = command.split()[1:]
     argv[argv.index("--iters") + 1] = "2"
     assert main(argv + ["--size", "36x48", "--crop", "32x32", "--batch-size", "2", "--model-arg", "F=2",
                         "--device", "cpu", "--quiet"]) == 0
     page = write_report(run).read_text()
-    res = json.loads((tmp_path / "tiny_adl" / "arch" / "result.json").read_text())
+    res = json.loads((tmp_path / "tiny_adl" / "retrain" / "result.json").read_text())
     assert f"{100 * res['miou']:.2f} %" in text_of(section(page, "retrain"))
 
 
@@ -301,12 +333,73 @@ def test_errors_are_one_line(tmp_path, experiment):
         plots.plot_beta_evolution(chain, tmp_path / "b.png")
 
 
+def truncate(path: Path, keep: float = 0.5) -> None:
+    text = path.read_text()
+    path.write_text(text[:int(len(text) * keep)])
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+BROKEN_RUNS = {
+    "truncated alphas": (lambda run: truncate(run / "alphas" / "epoch_003.json"),
+                         "alphas/epoch_003.json: not valid JSON"),
+    "alphas of another program": (lambda run: (run / "alphas" / "epoch_001.json").write_text('{"alphas": []}'),
+                                  "alphas/epoch_001.json: no 'alphas_raw', 'betas_raw' in it"),
+    "metrics.csv cut mid-row": (lambda run: replace(run / "metrics.csv", (run / "metrics.csv").read_text().split("\n")[4],
+                                                    "4,2.26,0.05,2.3,0.02"),
+                                "metrics.csv: line 5 has 5 fields, the header 16"),
+    "a word in metrics.csv": (lambda run: replace(run / "metrics.csv", "\n2,", "\nthree,"),
+                              "metrics.csv: row 2, column 'epoch': 'three' is not a number"),
+    "metrics.csv without val_miou": (lambda run: replace(run / "metrics.csv", "val_miou", "miou"),
+                                     "metrics.csv: no column 'val_miou' (columns: epoch,"),
+    "binary metrics.csv": (lambda run: (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage"),
+                           "metrics.csv: not text"),
+    "config.yaml not YAML": (lambda run: (run / "config.yaml").write_text("name: [tiny\n"),
+                             "config.yaml: line 2, column 1: invalid YAML"),
+    "config.yaml a list": (lambda run: (run / "config.yaml").write_text("- name\n"),
+                           "config.yaml: expected a mapping of job keys, got list"),
+    "config.yaml data a number": (lambda run: replace(run / "config.yaml", "data:\n", "data: 5\nx:\n"),
+                                  "config.yaml: data: expected a mapping, got 5"),
+    "config.yaml unknown stop rule": (lambda run: replace(run / "config.yaml", "rule: paper", "rule: papr"),
+                                      "config.yaml: early_stop"),
+    "truncated result.json": (lambda run: truncate(run / "result.json"), "result.json: not valid JSON"),
+    "garbled events.jsonl": (lambda run: (run / "events.jsonl").write_text('{"event": "early_stop"}\n{"ev\n'),
+                             "events.jsonl: line 2: not valid JSON"),
+    "no metrics.csv": (lambda run: (run / "metrics.csv").unlink(), "no metrics.csv"),
+    "no space.yaml nor arch.yaml": (lambda run: [(run / name).unlink() for name in ("space.yaml", "arch.yaml")],
+                                    "space.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_RUNS))
+def test_a_broken_run_is_one_line_naming_the_file(case, darts_run, tmp_path):
+    run = shutil.copytree(darts_run, tmp_path / "tiny_darts" / "seed0", ignore=shutil.ignore_patterns("checkpoints"))
+    breaks, message = BROKEN_RUNS[case]
+    breaks(run)
+    with pytest.raises(NassegError) as error:
+        write_report(run, tmp_path / "report.html")
+    assert message in str(error.value) and str(run) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_the_command_prints_one_line_for_a_broken_run(darts_run, tmp_path, capsys):
+    from nasseg.shell.cli.main import main
+
+    run = shutil.copytree(darts_run, tmp_path / "seed0", ignore=shutil.ignore_patterns("checkpoints"))
+    truncate(run / "alphas" / "epoch_002.json")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nasseg: error: {run / 'alphas' / 'epoch_002.json'}: not valid JSON") and err.count("\n") == 1
+
+
 def test_report_parser(monkeypatch, capsys, tmp_path):
     from nasseg.shell import report
 
     parser = argparse.ArgumentParser()
     add_report_parser(parser.add_subparsers())
     args = parser.parse_args(["report", "runs/x/seed0", "-o", str(tmp_path / "r.html")])
-    monkeypatch.setattr(report, "write_report", lambda target, out: Path(out))
+    monkeypatch.setattr(report, "write_report", lambda target, out, retrains: Path(out))
     assert args.run(args) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'r.html'}"

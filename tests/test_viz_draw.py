@@ -22,7 +22,6 @@ from nasseg.shell.cli.show import add_show_parser
 from nasseg.viz.draw import (PATH_CLASS, draw_arch, draw_cell, draw_lattice, draw_network,
                              draw_space_cell, render, show)
 
-CAMVID_RUN = Path("/work/exp/runs/camvid_darts/seed0")
 SVG = "{http://www.w3.org/2000/svg}"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz dot is not installed")
 
@@ -164,8 +163,8 @@ def test_lattice_with_explicit_path_and_transition_maps(adl):
     assert marked_in_source(draw_lattice(adl, path=path).source) == path_transitions(adl, path)
     # a run file's betas map ("l_i->l_j": weight) decodes the same path as the raw betas
     _, betas = random_lattice_arrays(adl, seed=3)
-    from nasseg.viz.draw import _transition_weights
-    weights = _transition_weights(adl.network_graph, betas)
+    from nasseg.viz.draw import transition_weights
+    weights = transition_weights(adl.network_graph, betas)
     as_run_file = {f"{a[0]}_{a[1]}->{b[0]}_{b[1]}": w for (a, b), w in weights.items()}
     assert draw_lattice(adl, betas=as_run_file).source == draw_lattice(adl, betas=betas).source
     assert not marked_in_source(draw_lattice(adl).source)  # nothing decoded, nothing highlighted
@@ -232,20 +231,20 @@ def test_show_errors(tmp_path):
 
 
 @needs_dot
-@pytest.mark.skipif(not CAMVID_RUN.exists(), reason="the camvid_darts run directory is not on this machine")
-def test_show_real_darts_run(tmp_path):
-    arch = arches.load_arch(CAMVID_RUN / "arch.yaml")
+def test_show_real_darts_run(tmp_path, darts_run):
+    """A real (tiny) DARTS search run (conftest.darts_run): its decoded cell and the epoch's weights."""
+    arch = arches.load_arch(darts_run / "arch.yaml")
     epoch = arch.meta["epoch"]
-    texts = svg_texts(show(str(CAMVID_RUN), tmp_path / "run.svg", kind="normal"))
+    texts = svg_texts(show(str(darts_run), tmp_path / "run.svg", kind="normal"))
     assert "decoded normal cell" in texts and f"search-space normal cell, epoch {epoch}" in texts
     kept = [op for _, _, op in arch.cells["normal"].edges()]
     assert sorted(t for t in texts if t in set(kept)) == sorted(kept)
-    weights = json.loads((CAMVID_RUN / "alphas" / f"epoch_{epoch:03d}.json").read_text())["alphas"]["normal"]
-    ops = spaces.load(CAMVID_RUN / "space.yaml").op_names
+    weights = json.loads((darts_run / "alphas" / f"epoch_{epoch:03d}.json").read_text())["alphas"]["normal"]
+    ops = spaces.load(darts_run / "space.yaml").op_names
     best = max(range(len(ops)), key=lambda i: weights[0][i])
     assert f"{ops[best]} {weights[0][best]:.3f}" in texts  # edge 0's strongest op and its weight
-    last = sorted((CAMVID_RUN / "alphas").glob("epoch_*.json"))[-1]
-    texts = svg_texts(show(str(CAMVID_RUN), tmp_path / "last.svg", epoch=int(last.stem[6:])))
+    last = sorted((darts_run / "alphas").glob("epoch_*.json"))[-1]
+    texts = svg_texts(show(str(darts_run), tmp_path / "last.svg", epoch=int(last.stem[6:])))
     assert f"search-space reduction cell, epoch {int(last.stem[6:])}" in texts
 
 

@@ -60,6 +60,6 @@ def run_demo(out: str | Path = "runs", *, progress: bool = True, address: str | 
     print("\n".join("      " + line for line in trainer.final_eval.format().splitlines()))
 
     _step(5, "write the report")
-    report = write_report(run_dir)
+    report = write_report(run_dir, retrains=[trainer.run_dir])
     print(f"done in {time.perf_counter() - started:.0f} s. Open the report: {report}")
     return report

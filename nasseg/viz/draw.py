@@ -120,7 +120,7 @@ def _as_array(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def _edge_weight_rows(space: SearchSpace, kind: str, weights: Any) -> list[np.ndarray]:
+def edge_weight_rows(space: SearchSpace, kind: str, weights: Any) -> list[np.ndarray]:
     """Per-edge op weights (in edge-index order) from what searches store: per-edge rows
     (``Supernet.edge_weights``, a run's ``alphas``) or a flat / 2-D raw alpha vector
     (``alphas_raw``, ``Supernet.alphas``). Rows that are not already distributions are
@@ -183,7 +183,7 @@ def _add_space_cell(graph: graphviz.Digraph, space: SearchSpace, kind: str, weig
                 _labelled_edge(graph, f"{prefix}n{source}", f"{prefix}n{node}", _wrap(data["ops"]), color="#666666")
         return f"unlabelled edges: all {len(full)} ops ({_wrap(full, 4)})"
 
-    rows = _edge_weight_rows(space, kind, weights)
+    rows = edge_weight_rows(space, kind, weights)
     exclude = set(cell.graph["decode_exclude"])
     kept = {(source, node) for source, node, _ in decode_cell(cell, rows).edges()}
     strengths = [max((w for op, w in zip(data["ops"], row) if op not in exclude), default=0.0)
@@ -218,7 +218,7 @@ def draw_space_cell(space: SearchSpace, kind: str = "normal", weights: Any = Non
 
 # --- the lattice --------------------------------------------------------------------------------
 
-def _transition_weights(network: nx.DiGraph, betas: Any) -> dict[tuple[Node, Node], float]:
+def transition_weights(network: nx.DiGraph, betas: Any) -> dict[tuple[Node, Node], float]:
     """softmax(beta) per transition from raw betas (``Supernet.betas``, a run's ``betas_raw``),
     a ``{(source, target): weight}`` map (``Supernet.transition_weights()``) or a run's
     ``betas`` map with keys ``"l_i->l_j"``."""
@@ -323,13 +323,13 @@ def draw_lattice(space: SearchSpace, betas: Any = None, path: Sequence[int] | No
                  title: str | None = None) -> graphviz.Digraph:
     """The Auto-DeepLab lattice: columns are layers, rows strides, reachable states only;
     transitions drawn by softmax(beta) (pen width, label) and the path (``path`` strides, else
-    the one decoded from ``betas``) in thick red. Betas: see :func:`_transition_weights`."""
+    the one decoded from ``betas``) in thick red. Betas: see :func:`transition_weights`."""
     from ..arch.decode import decode_path
 
     if space.network.type != "lattice":
         raise NassegError(f"space {space.name!r} is a chain; only lattice spaces have a lattice to draw")
     network = space.network_graph
-    weights = _transition_weights(network, betas)
+    weights = transition_weights(network, betas)
     if path is None and betas is not None:
         path = decode_path(network, weights)
     nodes = _path_nodes(network, space.network.strides, path) if path else []
@@ -548,7 +548,7 @@ def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.D
     if space.network.type == "lattice":
         network = space.network_graph
         sub = _digraph(f"lattice, softmax(beta) at epoch {epoch}, path {list(arch.path or [])}")
-        _add_lattice(sub, network, space.network.strides, _transition_weights(network, payload["betas_raw"]),
+        _add_lattice(sub, network, space.network.strides, transition_weights(network, payload["betas_raw"]),
                      _path_nodes(network, space.network.strides, arch.path) if arch.path else [], "lat_", "ASPP")
         _cluster(graph, sub, "lattice")
     return graph
@@ -616,4 +616,5 @@ def show(target: str, output: str | Path, *, epoch: int | None = None, kind: str
 
 
 __all__ = ["draw_cell", "draw_arch", "draw_space_cell", "draw_lattice", "draw_network", "render",
+           "edge_weight_rows", "transition_weights",
            "show", "show_graph", "PATH_CLASS"]

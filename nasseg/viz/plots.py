@@ -1,32 +1,35 @@
-"""Curves of a search run, read from its run directory (matplotlib Agg, no display needed).
+"""Curves of a search run, read from its run directory.
 
 Every ``plot_*`` function takes a run directory and an output path and returns the path; the
-suffix picks the format (.png at 110 dpi, .svg, .pdf). Ops keep one colour in every plot
-(skip_connect a strong red, since its growth is what early stopping watches).
+suffix picks the format (.png at 110 dpi, .svg, .pdf). Figures are built with the object API
+(no pyplot, no backend) and styled inside :data:`styled` calls, so importing or plotting changes
+no process-wide matplotlib state. Ops keep one colour in every plot (skip_connect a strong red,
+since its growth is what early stopping watches).
 """
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from ..errors import NassegError
+from ..io import read_json_object, read_text
 
-from ..errors import NassegError  # noqa: E402
-
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "axes.spines.top": False, "axes.spines.right": False})
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
+         "axes.spines.top": False, "axes.spines.right": False}
+# a decorator: the plot runs with STYLE, matplotlib's settings are restored when it returns
+styled = matplotlib.rc_context(STYLE)
 
 OP_COLORS = {"none": "#b0b0b0", "skip_connect": "#d62728", "identity": "#d62728",
              "max_pool_3x3": "#1f77b4", "avg_pool_3x3": "#7fb8e0",
@@ -44,26 +47,50 @@ def op_colors(ops: Sequence[str]) -> dict[str, str]:
     return {op: OP_COLORS.get(op) or next(spare) for op in ops}
 
 
+# metrics.csv columns the plots and the report compute with; the rest are shown as stored
+METRIC_NUMBERS = ("epoch", "train_loss", "val_loss", "val_miou", "eigenvalue", "param_free_share", "skip_share")
+
+
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """A search run's metrics.csv: every row complete, at least one epoch, the plotted columns numbers."""
+    from ..search.rundir import RunDir
+
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         raise NassegError(f"{run_dir}: no metrics.csv (not a search run directory, or no epoch finished yet)")
-    return pd.read_csv(path)
+    reader = csv.reader(io.StringIO(read_text(path, "a search's per-epoch metrics")))
+    try:
+        width = len(next(reader, []))
+        short = next((f"line {reader.line_num} has {len(row)} fields" for row in reader if row and len(row) != width),
+                     None)
+    except csv.Error as exc:
+        short = f"line {reader.line_num}: {exc}"
+    if short:
+        raise NassegError(f"{path}: {short}, the header {width} (a truncated or edited file?)")
+    metrics = RunDir(run_dir).read_metrics(METRIC_NUMBERS)
+    if metrics.empty or metrics["epoch"].isna().any():
+        raise NassegError(f"{path}: {'a row without an epoch number' if len(metrics) else 'no epochs recorded'}")
+    return metrics
 
 
 def load_result(run_dir: str | Path) -> dict[str, Any]:
+    """A run's result.json, or {} while the run has none."""
     path = Path(run_dir) / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json_object(path, "a run's result (status and summary)") if path.is_file() else {}
 
 
-def _save(fig: Figure, output: str | Path) -> Path:
-    """Write the figure (epochs on integer ticks in every panel) and close it."""
+def figure(**kwargs: Any) -> Figure:
+    """A figure laid out by matplotlib's constrained layout, outside pyplot (nothing to close)."""
+    return Figure(layout="constrained", **kwargs)
+
+
+def save(fig: Figure, output: str | Path) -> Path:
+    """Write the figure, epochs (iterations) on integer ticks in every panel."""
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
-    plt.close(fig)
     return output
 
 
@@ -82,8 +109,8 @@ def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tu
     """Small multiples with shared axes; unused slots are removed so len(fig.axes) == panels."""
     ncols = min(ncols, panels)
     nrows = math.ceil(panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.9),
-                             sharex=True, sharey=True, squeeze=False, layout="constrained")
+    fig = figure(figsize=(size[0] * ncols, size[1] * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     flat = list(axes.flat)
     for ax in flat[panels:]:
         ax.remove()
@@ -97,17 +124,24 @@ def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tu
 def paper_windows(run_dir: str | Path) -> list[tuple[int, int, float]] | None:
     """The two windows of the paper rule at the stop epoch, [(first, last, lambda_bar)], from the
     measured eigenvalues; None unless the paper rule stopped the run."""
-    from ..search.stop_rules import PaperRule, make_rule
+    from ..search.stop_rules import make_rule
     from ..spec_reader import load_yaml
 
     run_dir = Path(run_dir)
-    result = load_result(run_dir)
-    if result.get("status") != "stopped" or not (run_dir / "config.yaml").is_file():
+    if not (run_dir / "config.yaml").is_file():
         return None
-    rule = make_rule(load_yaml(run_dir / "config.yaml").get("early_stop"))
-    if not isinstance(rule, PaperRule):
+    config = load_yaml(run_dir / "config.yaml")
+    rule = make_rule(config.get("early_stop") if isinstance(config, dict) else None)
+    return rule_windows(rule, load_metrics(run_dir), load_result(run_dir))
+
+
+def rule_windows(rule: Any, metrics: pd.DataFrame, result: dict[str, Any]) -> list[tuple[int, int, float]] | None:
+    """:func:`paper_windows` of a run's stop rule, metrics.csv and result.json."""
+    from ..search.stop_rules import PaperRule
+
+    if result.get("status") != "stopped" or not isinstance(rule, PaperRule):
         return None
-    epochs, values = measured_eigenvalues(load_metrics(run_dir), upto=result["epochs_run"])
+    epochs, values = measured_eigenvalues(metrics, upto=result["epochs_run"])
     k = rule.window
     if len(values) < 2 * k:
         return None
@@ -125,13 +159,15 @@ def measured_eigenvalues(metrics: pd.DataFrame, upto: int | None = None) -> tupl
     return [int(e) for e in rows["epoch"]], [float(v) for v in rows["eigenvalue"]]
 
 
+@styled
 def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
     """Eigenvalue per epoch (stop point, returned epoch and the paper rule's two lambda_bar
     windows marked) above the share of skip / parameter-free ops."""
     run_dir = Path(run_dir)
     metrics = load_metrics(run_dir)
     result = load_result(run_dir)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 5.6), sharex=True, layout="constrained")
+    fig = figure(figsize=(7.5, 5.6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(metrics["epoch"], metrics["eigenvalue"], marker="o", color="tab:red", label="eigenvalue")
     top.set_ylabel("dominant eigenvalue of\n$\\nabla^2_\\alpha L_{val}$")
     for first, last, mean in paper_windows(run_dir) or []:
@@ -149,7 +185,7 @@ def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str 
     bottom.set_ylim(-0.05, 1.05)
     bottom.legend(loc="upper left")
     top.set_title(title or run_dir.parent.name)
-    return _save(fig, output)
+    return save(fig, output)
 
 
 # --- losses and mIoU ---------------------------------------------------------------------------
@@ -163,11 +199,13 @@ def _shade_warmup(ax: Axes, metrics: pd.DataFrame) -> None:
         ax.axvspan(off.min() - 0.5, off.max() + 0.5, color="#eeeeee", zorder=0)
 
 
+@styled
 def plot_training_curves(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
     """Train/val loss and train/val mIoU per epoch (grey: weights-only warm-up epochs)."""
     run_dir = Path(run_dir)
     metrics, result = load_metrics(run_dir), load_result(run_dir)
-    fig, (loss, miou) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True, layout="constrained")
+    fig = figure(figsize=(10, 3.6))
+    loss, miou = fig.subplots(1, 2, sharex=True)
     epoch = metrics["epoch"]
     loss.plot(epoch, metrics["train_loss"], marker="o", markersize=3, label="train loss")
     loss.plot(epoch, metrics["val_loss"], marker="s", markersize=3, label="val loss")
@@ -184,7 +222,7 @@ def plot_training_curves(run_dir: str | Path, output: str | Path, title: str | N
         ax.set_xlabel("epoch")
         ax.legend(loc="best")
     fig.suptitle(title or f"{run_dir.parent.name}/{run_dir.name}: training curves")
-    return _save(fig, output)
+    return save(fig, output)
 
 
 # --- architecture weights ----------------------------------------------------------------------
@@ -220,10 +258,11 @@ def edge_label(source: int, node: int, inputs: int) -> str:
     return f"{name} → {node - inputs}"
 
 
+@styled
 def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "normal") -> Path:
     """softmax(alpha) of every op per edge over epochs: one panel per candidate edge, a line per
     op. Panels of edges the answer keeps have bold titles and their kept op drawn thick."""
-    from .draw import _edge_weight_rows
+    from .draw import edge_weight_rows
 
     run_dir = Path(run_dir)
     space = _run_space(run_dir)
@@ -232,7 +271,7 @@ def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "n
     records = _arch_weights(run_dir)
     epochs = [e for e, _ in records]
     # rows[epoch][edge] -> the weights of that edge's ops
-    rows = [_edge_weight_rows(space, kind, p.get("alphas") or p["alphas_raw"]) for _, p in records]
+    rows = [edge_weight_rows(space, kind, p.get("alphas") or p["alphas_raw"]) for _, p in records]
     edges = sorted(space.cell_graph.edges(data=True), key=lambda e: e[2]["index"])
     inputs = sum(1 for _, role in space.cell_graph.nodes(data="role") if role == "input")
     answer = _answer(run_dir)
@@ -257,17 +296,18 @@ def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "n
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
     fig.suptitle(f"softmax(alpha) per edge of the {kind} cell; bold title: an edge the answer keeps "
                  "(its op in brackets, drawn thick)", fontsize=11)
-    return _save(fig, output)
+    return save(fig, output)
 
 
 def _state(path: Sequence[int], strides: Sequence[int], layer: int) -> tuple[int, int]:
     return (0, 0) if layer == 0 else (layer, list(strides).index(path[layer - 1]))
 
 
+@styled
 def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     """softmax(beta) over epochs of the transitions leaving each state of the answer's path (one
     panel per layer; the transition the path takes thick), for lattice (Auto-DeepLab) runs."""
-    from .draw import _transition_weights
+    from .draw import transition_weights
 
     run_dir = Path(run_dir)
     space = _run_space(run_dir)
@@ -276,7 +316,7 @@ def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     network, strides = space.network_graph, list(space.network.strides)
     records = _arch_weights(run_dir)
     epochs = [e for e, _ in records]
-    weights = [_transition_weights(network, p.get("betas") or p["betas_raw"]) for _, p in records]
+    weights = [transition_weights(network, p.get("betas") or p["betas_raw"]) for _, p in records]
     path = list(_answer(run_dir).path or [])
     fig, axes = _grid(len(path), 4, size=(2.9, 2.0))
     for layer, ax in enumerate(axes):
@@ -296,7 +336,7 @@ def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     handles.append(Line2D([], [], color="black", linewidth=2.6, label="the path's transition"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"softmax(beta) of the transitions leaving each state of the path {path}", fontsize=11)
-    return _save(fig, output)
+    return save(fig, output)
 
 
 def op_shares(run_dir: str | Path, kind: str = "normal") -> pd.DataFrame:
@@ -317,6 +357,7 @@ def op_shares(run_dir: str | Path, kind: str = "normal") -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").fillna(0.0).sort_index()
 
 
+@styled
 def plot_op_share(run_dir: str | Path, output: str | Path, kind: str = "normal") -> Path:
     """Stacked shares of op types among the decoded cell's kept edges per epoch; skip_connect
     at the bottom, hatched, so its growth (the DARTS failure mode) stands out."""
@@ -325,7 +366,8 @@ def plot_op_share(run_dir: str | Path, output: str | Path, kind: str = "normal")
     space_ops = list(_run_space(run_dir).op_names) if (run_dir / "space.yaml").is_file() else []
     order = sorted(shares.columns, key=lambda op: (op not in SKIP_OPS, space_ops.index(op) if op in space_ops else 99))
     colors = op_colors(space_ops + [op for op in order if op not in space_ops])
-    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    fig = figure(figsize=(8, 3.6))
+    ax = fig.subplots()
     layers = ax.stackplot(shares.index, *(shares[op] for op in order), labels=order,
                           colors=[colors[op] for op in order], alpha=0.9, edgecolor="white", linewidth=0.5)
     for layer, op in zip(layers, order):
@@ -340,9 +382,10 @@ def plot_op_share(run_dir: str | Path, output: str | Path, kind: str = "normal")
     ax.set_ylabel(f"share of kept edges\n({kind} cell)")
     ax.set_title(f"ops of the decoded {kind} cell per epoch")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _save(fig, output)
+    return save(fig, output)
 
 
-__all__ = ["OP_COLORS", "op_colors", "load_metrics", "load_result", "measured_eigenvalues", "paper_windows",
+__all__ = ["OP_COLORS", "METRIC_NUMBERS", "load_metrics", "load_result", "STYLE", "styled", "figure", "save", "op_colors", "measured_eigenvalues", "paper_windows",
+           "rule_windows",
            "plot_eigenvalue_and_ops", "plot_training_curves", "plot_alpha_evolution", "plot_beta_evolution",
            "op_shares", "plot_op_share"]
