@@ -60,10 +60,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 # --- reading -------------------------------------------------------------------------------------
 
-def _short(error: BaseException) -> str:
-    """An exception's message on one line, its first sentence, at most 160 characters."""
+def _short(error: BaseException, first_sentence: bool = False) -> str:
+    """An exception's message on one line (only its first sentence), at most 160 characters."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text.split(". ")[0][:160]
+    return (text.split(". ")[0] if first_sentence else text)[:160]
 
 
 def read_bytes(path: str | Path, what: str) -> bytes:
@@ -91,7 +91,7 @@ def read_json(path: str | Path, what: str) -> Any:
     try:
         return json.loads(read_text(path, what))
     except json.JSONDecodeError as e:
-        raise NassegError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}; "
+        raise NassegError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}; "
                           f"a truncated or edited file?); expected {what}") from None
 
 
@@ -157,7 +157,7 @@ def load_tensors(path: str | Path, what: str = "checkpoint", map_location: Any =
             raise NassegError(f"{path}: refused: it holds Python objects other than tensors{holds}, and "
                               "loading those could run code; it was not loaded (nasseg reads a "
                               f"{what} with torch.load(weights_only=True) only)") from None
-        raise NassegError(f"{path}: not a readable {what} ({_short(e)})") from None
-    except Exception as e:  # zip/pickle errors of a truncated or foreign file
+        raise NassegError(f"{path}: not a readable {what} ({_short(e, first_sentence=True)})") from None
+    except Exception as e:  # zip/pickle errors of a truncated or foreign file; torch adds advice after
         raise NassegError(f"{path}: not a readable {what} (truncated, or not a PyTorch file: "
-                          f"{_short(e)})") from None
+                          f"{_short(e, first_sentence=True)})") from None

@@ -61,7 +61,7 @@ def check_run_name(name: str) -> str:
         raise RunNameError(f"run name must be a string, got {type(name).__name__} {name!r}")
     problem = _name_problem(name)
     if problem:
-        shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
+        shown = repr(name) if len(name) <= 200 else repr(name[:197]) + "..."
         raise RunNameError(f"run name {shown} {problem}; expected a plain folder name such as camvid_darts "
                            "(letters, digits, _ . + = -; no path separators, no '..'): a run is written "
                            "to OUT/<name>")

@@ -4,8 +4,8 @@ Bad input raises NassegError anywhere below, which :func:`main` prints as one li
 (``nasseg: error: ...``) with exit status 2, never a traceback. Any other exception is a bug: one
 line ``nasseg: internal error: ...`` with exit status 3; ``--debug`` prints the traceback too.
 
-Exit status: 0 done, 1 problems found (``data check``; ``predict`` skipped images), 2 bad input
-(including argparse's usage errors), 3 internal error, 130 interrupted (docs/errors.md).
+Exit status: 0 done, 1 problems found by ``data check``, 2 bad input (including argparse's usage
+errors), 3 internal error, 130 interrupted (docs/errors.md).
 """
 
 from __future__ import annotations
