@@ -73,21 +73,34 @@ def text_of(fragment: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment)))
 
 
+def truncate(path: Path, keep: float = 0.5) -> None:
+    text = path.read_text()
+    path.write_text(text[:int(len(text) * keep)])
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
 @pytest.fixture(scope="module")
-def darts_report(darts_run, tmp_path_factory) -> tuple[Path, str]:
-    report = write_report(darts_run, tmp_path_factory.mktemp("darts_report") / "darts.html")
-    return report, report.read_text()
+def darts_report(darts_run, tmp_path_factory) -> tuple[Path, Path, str]:
+    """The report of a copy of the run whose job name holds markup (escaped, as every text)."""
+    run = shutil.copytree(darts_run, tmp_path_factory.mktemp("darts_report") / "seed0")
+    replace(run / "config.yaml", "name: tiny_darts", "name: tiny <i>darts</i> & co")
+    report = write_report(run, run.parent / "darts.html")
+    return run, report, report.read_text()
 
 
-def test_darts_report_sections_cells_links(darts_report, darts_run):
-    report, page = darts_report
-    check_common(page, report, darts_run)
+def test_darts_report_sections_cells_links(darts_report):
+    run, report, page = darts_report
+    check_common(page, report, run)
     assert page.count("<img ") == 6  # training, eigenvalue, 2 op shares, 2 alpha evolutions (no betas: chain)
+    assert "<h1>tiny &lt;i&gt;darts&lt;/i&gt; &amp; co — seed 1</h1>" in page and "<i>" not in page
 
 
-def test_darts_report_explains_the_stop(darts_report, darts_run):
-    _, page = darts_report
-    eigenvalues = pd.read_csv(darts_run / "metrics.csv").set_index("epoch")["eigenvalue"]
+def test_darts_report_explains_the_stop(darts_report):
+    run, _, page = darts_report
+    eigenvalues = pd.read_csv(run / "metrics.csv").set_index("epoch")["eigenvalue"]
     before, now = eigenvalues[[1, 2]].mean(), eigenvalues[[3, 4]].mean()
     stop = section(page, "stop")
     text = text_of(stop)
@@ -331,15 +344,6 @@ def test_errors_are_one_line(tmp_path, experiment):
     (chain / "space.yaml").write_text((REPO / "search_spaces" / "darts.yaml").read_text())
     with pytest.raises(NassegError, match="only lattice runs have betas"):
         plots.plot_beta_evolution(chain, tmp_path / "b.png")
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    text = path.read_text()
-    path.write_text(text[:int(len(text) * keep)])
-
-
-def replace(path: Path, old: str, new: str) -> None:
-    path.write_text(path.read_text().replace(old, new, 1))
 
 
 BROKEN_RUNS = {

@@ -18,6 +18,7 @@ import pandas as pd
 from nasseg.errors import NassegError
 from nasseg.io import read_json_object, read_text
 from nasseg.search.rundir import RunDir
+from nasseg.search.stop_rules import make_rule
 from nasseg.spec_reader import load_yaml
 from nasseg.viz.plots import load_metrics, load_result
 
@@ -38,7 +39,6 @@ def find_trials(path: str | Path) -> list[Path]:
 
 def read_config(path: Path) -> dict[str, Any]:
     """A run's config.yaml: a mapping whose sections the report reads are mappings."""
-    read_text(path, "a job (YAML)")  # a missing or non-text file is one line here; load_yaml names YAML errors
     config = load_yaml(path)
     if not isinstance(config, dict):
         raise NassegError(f"{path}: expected a mapping of job keys, got {type(config).__name__}")
@@ -120,8 +120,6 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 def load_run(path: str | Path) -> Run:
     """A run directory's files, read and checked; a non-run or a broken file is one NassegError line."""
-    from nasseg.search.stop_rules import make_rule
-
     path = Path(path)
     if not path.is_dir():
         raise NassegError(f"{path}: no such directory")
