@@ -41,9 +41,10 @@ LEGACY_ENTRIES = {
     "search": {"config.yaml", "space.yaml", "metrics.csv", "alphas", "arch", "arch.yaml", "checkpoints",
                "events.jsonl", "result.json", "trial.json", "worker.pid", "arch_cost.json", "report.html",
                "search.svg"},
+    "experiment": {"experiment.yaml", "_tune", "index.html"},
     "hpo": {"experiment.yaml", "_tune", "optuna.db", "pareto.csv", "pareto.png", "index.html"},
 }
-RUN_PREFIXES = {"experiment": "seed", "hpo": "trial_"}  # the run folders an experiment holds
+RUN_PREFIXES = {"experiment": "seed", "hpo": "trial_"}  # the search runs an experiment holds
 
 
 class RunNameError(NassegError, ValueError):
@@ -168,9 +169,9 @@ def _refuse(path: Path, why: str, action: str) -> NassegError:
                           else "pick another --out/name"))
 
 
-def _check_owned(path: Path, kind: str, action: str) -> str | None:
-    """Raise unless the existing, non-empty directory ``path`` is a ``kind`` run of nasseg's;
-    'marker' or 'legacy' for how it was recognised."""
+def _check_owned(path: Path, kind: str, action: str) -> str:
+    """Raise unless the existing, non-empty directory ``path`` is a ``kind`` run of nasseg's: with
+    its marker, or a legacy run holding only nasseg's files. 'marker' or 'legacy': which of them."""
     if path.is_symlink():
         raise _refuse(path, "is a symbolic link", action)
     if not path.is_dir():
@@ -181,7 +182,14 @@ def _check_owned(path: Path, kind: str, action: str) -> str | None:
         raise _refuse(path, f"was not created by nasseg (no {MARKER} marker)", action)
     if found != kind:
         raise _refuse(path, f"is a nasseg {_describe(found)}, not a {_describe(kind)}", action)
-    return "marker" if marker else "legacy"
+    if marker:
+        return "marker"
+    foreign = foreign_entries(path, kind)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise _refuse(path, f"looks like a nasseg {_describe(kind)} made before run markers ({MARKER}) "
+                            f"but also holds {shown}, which nasseg did not write", action)
+    return "legacy"
 
 
 def is_empty_dir(path: Path) -> bool:
@@ -225,31 +233,35 @@ def check_removable(path: str | Path, kind: str) -> bool:
     path = Path(path)
     if (not path.exists() and not path.is_symlink()) or is_empty_dir(path):
         return False
-    if _check_owned(path, kind, "delete") == "legacy":
-        foreign = foreign_entries(path, kind)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise _refuse(path, f"looks like a nasseg {_describe(kind)} made before run markers "
-                                f"({MARKER}) but also holds {shown}, which nasseg did not write", "delete")
+    _check_owned(path, kind, "delete")
     return True
 
 
 def foreign_entries(path: Path, kind: str) -> list[str]:
-    """The entries of a legacy ``kind`` run that nasseg does not write there (relative paths),
-    looking into the legacy runs an experiment holds; Ray's own folder may hold anything."""
+    """The entries of a legacy ``kind`` run that nasseg does not write there (relative paths).
+    An experiment may hold runs (an HPO experiment: its trials' search runs), each of them
+    marked or itself holding only nasseg's files; Ray's own folder may hold anything."""
     if kind == "ray-tune":
         return []
     foreign = []
     for entry in sorted(path.iterdir()):
-        prefix = RUN_PREFIXES.get(kind)
-        if entry.name.startswith(".") and entry.name.endswith(".tmp"):  # an interrupted atomic write
+        interrupted_write = entry.name.startswith(".") and entry.name.endswith(".tmp")
+        if entry.name in LEGACY_ENTRIES.get(kind, ()) or interrupted_write:
             continue
-        if prefix and entry.name.startswith(prefix) and entry.is_dir() and not entry.is_symlink():
-            marker = read_marker(entry)
-            if marker is None and legacy_kind(entry) == "search":
-                foreign += [f"{entry.name}/{name}" for name in foreign_entries(entry, "search")]
-            elif marker is None or marker["kind"] != "search":
-                foreign.append(entry.name)
-        elif entry.name not in LEGACY_ENTRIES.get(kind, set()):
+        child = _child_run_kind(entry, kind)
+        if child is None:
             foreign.append(entry.name)
+        elif read_marker(entry) is None:
+            foreign += [f"{entry.name}/{name}" for name in foreign_entries(entry, child)]
     return foreign
+
+
+def _child_run_kind(entry: Path, kind: str) -> str | None:
+    """The kind of a run inside an experiment of ``kind`` (any run in a search experiment, the
+    trials' search runs in an HPO experiment), else None."""
+    if kind not in RUN_PREFIXES or not entry.is_dir() or entry.is_symlink():
+        return None
+    found = run_kind(entry)
+    if kind == "hpo" and (found != "search" or not entry.name.startswith(RUN_PREFIXES[kind])):
+        return None
+    return found

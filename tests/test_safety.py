@@ -186,6 +186,36 @@ def test_legacy_runs_restart_only_when_they_hold_nothing_but_nasseg_files(tmp_pa
     assert read_marker(run)["kind"] == "train" and (run / "final.pt").is_file()
 
 
+def legacy_search_run(folder: Path) -> Path:
+    (folder / "alphas").mkdir(parents=True)
+    for name in ("config.yaml", "space.yaml", "metrics.csv"):
+        (folder / name).write_text("x: 1\n")
+    return folder
+
+
+def test_legacy_experiments_are_recognised_by_their_runs(tmp_path):
+    """A search experiment from before markers: its seeds and a retrain next to them (quickstart's
+    layout) are nasseg's; an HPO experiment's trials too, down to the files inside them."""
+    experiment = tmp_path / "camvid_darts"
+    legacy_search_run(experiment / "seed0")
+    legacy_train_run(experiment / "arch")
+    assert claim_run_dir(experiment, "experiment") == experiment and read_marker(experiment) is None
+    notes = plant(experiment / "seed0", "notes.txt")
+    with pytest.raises(NassegError, match="seed0/notes.txt, which nasseg did not write; refusing to write into it"):
+        claim_run_dir(experiment, "experiment")
+    hpo = tmp_path / "hpo"
+    legacy_search_run(hpo / "trial_0001")
+    (hpo / "experiment.yaml").write_text("kind: hpo\n")
+    (hpo / "optuna.db").write_bytes(b"")
+    kept = plant(hpo / "trial_0001", "notes.txt")
+    with pytest.raises(NassegError, match="HPO experiment made before run markers .* trial_0001/notes.txt"):
+        remove_run_dir(hpo, "hpo")
+    assert survives(kept, notes)
+    kept.unlink()
+    remove_run_dir(hpo, "hpo")
+    assert not hpo.exists()
+
+
 def test_a_search_restart_deletes_all_of_its_seeds_or_none(tmp_path, capsys):
     """--restart of seeds 0 and 1: seed1 is not nasseg's, so seed0 is not deleted either."""
     job = tmp_path / "job.yaml"
@@ -247,7 +277,8 @@ def test_a_decompression_bomb_is_a_problem_of_its_file_in_data_check(bomb_datase
     spec, bomb = bomb_dataset
     assert main(["data", "check", spec, "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert f"{bomb}: label of 400,000,000 pixels, over nasseg's limit of 67,108,864; not decoded" in out
+    assert f"{bomb}: label of 400,000,000 pixels, over nasseg's limit of 67,108,864; not decoded" \
+        in out
     assert "train: 4 items" in out and "1 problems" in out
 
 
@@ -269,8 +300,10 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
 
 
 def test_errors_from_dataloader_workers_keep_only_their_own_line():
-    wrapped = ("Caught NassegError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-               '  File "x.py", line 1, in f\n    raise NassegError(...)\nnasseg.errors.NassegError: a.png: label not found\n')
+    wrapped = ("Caught NassegError in DataLoader worker process 0.\n"
+               "Original Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in f\n    raise NassegError(...)\n'
+               "nasseg.errors.NassegError: a.png: label not found\n")
     assert worker_error_message(wrapped) == "a.png: label not found"
     assert worker_error_message("plain message") == "plain message"
 
