@@ -197,7 +197,7 @@ def retrained(experiment, tmp_path_factory) -> Path:
     run = shutil.copytree(experiment / "tiny_adl" / "seed0", tmp_path_factory.mktemp("out") / "tiny_adl" / "seed0")
     job = parse_train_job({**RETRAIN_JOB, "name": "retrain", "model": str(run / "arch.yaml")})
     assert Trainer(job, run.parent, progress=False).run() is not None
-    write_report(run)
+    write_report(run, retrains=[run.parent / "retrain"])  # as nasseg demo calls it: given, and in the place looked at
     return run
 
 
@@ -351,8 +351,8 @@ BROKEN_RUNS = {
                          "alphas/epoch_003.json: not valid JSON"),
     "alphas of another program": (lambda run: (run / "alphas" / "epoch_001.json").write_text('{"alphas": []}'),
                                   "alphas/epoch_001.json: no 'alphas_raw', 'betas_raw' in it"),
-    "metrics.csv cut mid-row": (lambda run: replace(run / "metrics.csv", (run / "metrics.csv").read_text().split("\n")[4],
-                                                    "4,2.26,0.05,2.3,0.02"),
+    "metrics.csv cut mid-row": (lambda run: replace(run / "metrics.csv", (run / "metrics.csv").read_text()
+                                                    .split("\n")[4], "4,2.26,0.05,2.3,0.02"),
                                 "metrics.csv: line 5 has 5 fields, the header 16"),
     "a word in metrics.csv": (lambda run: replace(run / "metrics.csv", "\n2,", "\nthree,"),
                               "metrics.csv: row 2, column 'epoch': 'three' is not a number"),
@@ -395,7 +395,8 @@ def test_the_command_prints_one_line_for_a_broken_run(darts_run, tmp_path, capsy
     truncate(run / "alphas" / "epoch_002.json")
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"nasseg: error: {run / 'alphas' / 'epoch_002.json'}: not valid JSON") and err.count("\n") == 1
+    assert err.startswith(f"nasseg: error: {run / 'alphas' / 'epoch_002.json'}: not valid JSON")
+    assert err.count("\n") == 1
 
 
 def test_report_parser(monkeypatch, capsys, tmp_path):

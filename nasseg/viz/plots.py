@@ -59,14 +59,18 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise NassegError(f"{run_dir}: no metrics.csv (not a search run directory, or no epoch finished yet)")
     reader = csv.reader(io.StringIO(read_text(path, "a search's per-epoch metrics")))
+    header = problem = None
     try:
-        width = len(next(reader, []))
-        short = next((f"line {reader.line_num} has {len(row)} fields" for row in reader if row and len(row) != width),
-                     None)
+        for row in reader:
+            if header is None:
+                header = row
+            elif row and len(row) != len(header):
+                problem = f"line {reader.line_num} has {len(row)} fields, the header {len(header)}"
+                break
     except csv.Error as exc:
-        short = f"line {reader.line_num}: {exc}"
-    if short:
-        raise NassegError(f"{path}: {short}, the header {width} (a truncated or edited file?)")
+        problem = f"line {reader.line_num}: {exc}"
+    if problem:
+        raise NassegError(f"{path}: {problem} (a truncated or edited file?)")
     metrics = RunDir(run_dir).read_metrics(METRIC_NUMBERS)
     if metrics.empty or metrics["epoch"].isna().any():
         raise NassegError(f"{path}: {'a row without an epoch number' if len(metrics) else 'no epochs recorded'}")
@@ -385,7 +389,6 @@ def plot_op_share(run_dir: str | Path, output: str | Path, kind: str = "normal")
     return save(fig, output)
 
 
-__all__ = ["OP_COLORS", "METRIC_NUMBERS", "load_metrics", "load_result", "STYLE", "styled", "figure", "save", "op_colors", "measured_eigenvalues", "paper_windows",
-           "rule_windows",
-           "plot_eigenvalue_and_ops", "plot_training_curves", "plot_alpha_evolution", "plot_beta_evolution",
-           "op_shares", "plot_op_share"]
+__all__ = ["OP_COLORS", "METRIC_NUMBERS", "STYLE", "styled", "figure", "save", "op_colors", "load_metrics",
+           "load_result", "measured_eigenvalues", "paper_windows", "rule_windows", "plot_eigenvalue_and_ops",
+           "plot_training_curves", "plot_alpha_evolution", "plot_beta_evolution", "op_shares", "plot_op_share"]

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nasseg.errors import NassegError
 from nasseg.search import decode_run
 from nasseg.search.stop_rules import DartsADA, NeverStop, PaperRule, ReleasedCodeRule
-from nasseg.viz import draw, plots
 from nasseg.io import read_text
+from nasseg.viz import draw, plots
 
 from .figures import plot_retrain_curves, plot_trials
 from .runs import RETRAIN_DIR, Retrain, Run
@@ -52,13 +52,6 @@ class Table:
 
 
 @dataclass
-class Link:
-    path: Path
-    text: str
-    what: str = ""
-
-
-@dataclass
 class RunPage:
     run: Run
     header: dict[str, Any]
@@ -70,8 +63,8 @@ class RunPage:
     retrains: list[dict[str, Any]]
     retrain_hint: dict[str, str]  # with no retraining: the command that makes one and where it goes
     metrics: Table
-    files: list[Link]
-    epoch_files: list[tuple[str, str, list[Link]]] = field(default_factory=list)  # (folder, what, per epoch)
+    files: list[tuple[Path, str, str]]  # (file, name, what it holds)
+    epoch_files: list[tuple[str, str, list[tuple[Path, str]]]]  # (folder, what, (file, epoch) per epoch)
 
 
 def _draw(make: Callable[[Path], Path], name: str, folder: Path, caption: str = "", css: str = "") -> Picture:
@@ -86,11 +79,11 @@ def _size_text(value: Any) -> str:
     return "x".join(map(str, value)) if value else "as stored"
 
 
-def pct(value: Any) -> str:
+def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
 
-def duration(seconds: float | None) -> str:
+def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
@@ -99,7 +92,7 @@ def duration(seconds: float | None) -> str:
 
 # --- header, configuration, early stopping --------------------------------------------------------
 
-def describe_data(data: dict[str, Any]) -> str:
+def _describe_data(data: dict[str, Any]) -> str:
     where = f" ({data['root']})" if data.get("root") else ""
     crop = f", random {_size_text(data['crop'])} crops" if data.get("crop") else ""
     limit = f", first {data['limit']} training images" if data.get("limit") else ""
@@ -119,7 +112,7 @@ def _header(run: Run) -> dict[str, Any]:
               "status_kind": status if status in ("stopped", "finished", "running") else "other",
               "epochs run": f"{run.last_epoch} of {cfg.get('epochs', '?')}",
               "returned epoch": f"{run.arch_epoch}" + ("" if res else " (latest so far)"),
-              "data": describe_data(cfg.get("data") or {}), "final val mIoU": float(m["val_miou"].iloc[-1]),
+              "data": _describe_data(cfg.get("data") or {}), "final val mIoU": float(m["val_miou"].iloc[-1]),
               "best val mIoU": "–" if best is None else f"{best['val_miou']:.4g} (epoch {int(best['epoch'])})"}
     if "seconds" in res:
         header["search time"] = (f"{res['seconds'] / 3600:.2f} h, {100 * res.get('eigen_share', 0):.0f}% of it on "
@@ -236,7 +229,8 @@ def _arch(run: Run, space: Any, folder: Path) -> dict[str, Any]:
         else None
     if space is not None and space.network.type == "lattice" and payload and arch.path:
         graph = draw.draw_lattice(space, payload.get("betas_raw"), arch.path,
-                                  title=f"lattice: softmax(beta) at epoch {epoch}, decoded path {list(arch.path)} in red")
+                                  title=f"lattice: softmax(beta) at epoch {epoch}, decoded path {list(arch.path)} "
+                                        "in red")
         pictures.append(svg(graph, "lattice", "Transitions drawn by softmax(beta); the decoded path in red."))
     pictures.append(svg(draw.draw_network(arch), "network", css="tall", caption=(
         "The retrain network nasseg.models.build_from_arch makes of it, with its defaults "
@@ -311,27 +305,30 @@ def _retrain(run: Run, retrain: Retrain, folder: Path, index: int) -> dict[str, 
                    "Training loss per logged interval (log.csv) with the learning rate (dashed), and val mIoU / "
                    "pixel accuracy at each validation pass (eval.csv; the last one is the final evaluation).")
     return {
-        "title": f"{retrain.path.name}: val mIoU {pct(res.get('miou'))}",
+        "title": f"{retrain.path.name}: val mIoU {_pct(res.get('miou'))}",
         "settings": [
             ("run directory", str(retrain.path.resolve())),
             ("model", which + (f", model_args {args}" if args else "")),
             ("dataset", f"{res.get('dataset', data.get('dataset', '?'))}: train split {data.get('train_split', '?')}, "
                         f"val split {data.get('val_split', '?')}"),
             ("iterations", f"{res.get('iterations', '?')} of {cfg.get('iters', '?')}, batch "
-                           f"{data.get('batch_size', '?')}, lr {optim.get('lr', '?')} (poly), seed {cfg.get('seed', '?')}"),
+                           f"{data.get('batch_size', '?')}, lr {optim.get('lr', '?')} (poly), "
+                           f"seed {cfg.get('seed', '?')}"),
             ("image size / crop", f"{_size_text(res.get('size'))} / random {_size_text(res.get('crop'))} crops"),
             ("parameters", f"{res['params'] / 1e6:.2f} M ({res['params']:,})" if "params" in res else "–"),
-            ("train time", duration(res.get("train_seconds")))],
+            ("train time", _duration(res.get("train_seconds")))],
         "results": [
-            ("val mIoU", pct(res.get("miou"))), ("pixel accuracy", pct(res.get("pixel_accuracy"))),
-            ("mean class accuracy", pct(res.get("mean_accuracy"))),
+            ("val mIoU", _pct(res.get("miou"))), ("pixel accuracy", _pct(res.get("pixel_accuracy"))),
+            ("mean class accuracy", _pct(res.get("mean_accuracy"))),
             ("evaluated on", f"{res.get('images', '?')} val images at {_size_text(evaluated.get('size'))}, scales "
-                             f"{scales}{', flipped' if evaluated.get('flip') else ''}; {duration(res.get('seconds'))}")],
+                             f"{scales}{', flipped' if evaluated.get('flip') else ''}; "
+                             f"{_duration(res.get('seconds'))}")],
         "classes": Table(("class", "IoU %", "accuracy %", "pixels"),
-                         [(c["class"], pct(c.get("iou")).removesuffix(" %"), pct(c.get("accuracy")).removesuffix(" %"),
+                         [(c["class"], _pct(c.get("iou")).removesuffix(" %"),
+                           _pct(c.get("accuracy")).removesuffix(" %"),
                            f"{c.get('pixels', 0):,}") for c in classes], left=(0,)) if classes else None,
         "curves": curves,
-        "files": [Link(retrain.path / name, name, what) for name, what in RETRAIN_FILES
+        "files": [(retrain.path / name, name, what) for name, what in RETRAIN_FILES
                   if (retrain.path / name).is_file()]}
 
 
@@ -360,12 +357,12 @@ def _metrics(run: Run) -> Table:
     return Table(list(m.columns), [row.tolist() for _, row in m.iterrows()], classes=classes, wrap_head=True)
 
 
-def _epoch_files(run: Run) -> list[tuple[str, str, list[Link]]]:
+def _epoch_files(run: Run) -> list[tuple[str, str, list[tuple[Path, str]]]]:
     folders = []
     for folder, what in (("arch", "per-epoch ArchSpecs"), ("alphas", "per-epoch alphas/betas")):
         files = sorted(run.file(folder).glob("epoch_*")) if run.file(folder).is_dir() else []
         if files:
-            folders.append((folder, what, [Link(f, str(int(f.stem.split("_")[1]))) for f in files]))
+            folders.append((folder, what, [(f, str(int(f.stem.split("_")[1]))) for f in files]))
     return folders
 
 
@@ -379,7 +376,7 @@ def collect_run(run: Run, folder: Path) -> RunPage:
     return RunPage(run, _header(run), texts, _stop(run), _curves(run, space, folder), arch,
                    _size(run, space, arch["spec"]),
                    [_retrain(run, r, folder, i) for i, r in enumerate(run.retrains)], retrain_hint(run),
-                   _metrics(run), [Link(run.file(name), name, what) for name, what in RUN_FILES
+                   _metrics(run), [(run.file(name), name, what) for name, what in RUN_FILES
                                    if run.file(name).is_file()], _epoch_files(run))
 
 
@@ -421,5 +418,5 @@ def collect_experiment(path: Path, runs: Sequence[Run], reports: Sequence[Path],
             "experiment_yaml": read_text(yaml_file, "an experiment") if yaml_file.is_file() else None}
 
 
-__all__ = ["SECTIONS", "Picture", "Table", "Link", "RunPage", "collect_run", "collect_experiment", "describe_rule",
+__all__ = ["SECTIONS", "Picture", "Table", "RunPage", "collect_run", "collect_experiment", "describe_rule",
            "stop_trace", "network_size", "genotype_summary", "trial_row", "retrain_hint"]

@@ -8,14 +8,10 @@ from typing import Sequence
 import pandas as pd
 
 from nasseg.errors import NassegError
-from nasseg.viz import plots
 from nasseg.io import read_csv
+from nasseg.viz import plots
 
 from .runs import Run
-
-
-def _optional_csv(path: Path, what: str, numbers: Sequence[str]) -> pd.DataFrame:
-    return read_csv(path, what, numbers) if path.is_file() else pd.DataFrame()
 
 
 @plots.styled
@@ -23,8 +19,9 @@ def plot_retrain_curves(train_dir: str | Path, output: str | Path, title: str | 
     """Training loss (and learning rate) per iteration from log.csv; val mIoU and pixel accuracy per
     validation pass from eval.csv, when it has rows."""
     train_dir = Path(train_dir)
-    log = _optional_csv(train_dir / "log.csv", "the training log", ("iteration", "loss"))
-    evals = _optional_csv(train_dir / "eval.csv", "the validation passes", ("iteration", "miou"))
+    log, evals = (read_csv(train_dir / name, what, ("iteration", column)) if (train_dir / name).is_file()
+                  else pd.DataFrame() for name, what, column in (("log.csv", "the training log", "loss"),
+                                                                   ("eval.csv", "the validation passes", "miou")))
     if log.empty:
         raise NassegError(f"{train_dir}/log.csv: no training iterations logged")
     fig = plots.figure(figsize=(5.5 if evals.empty else 10, 3.4))

@@ -26,15 +26,12 @@ RETRAIN_DIR = "retrain"
 MAPPINGS = ("data", "early_stop", "optim", "model_args")  # config.yaml keys the report reads as mappings
 
 
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / "config.yaml").is_file() and (Path(path) / "metrics.csv").is_file()
-
-
 def find_trials(path: str | Path) -> list[Path]:
-    """Run directories at most two levels below ``path`` (Ray Tune's _tune state excluded)."""
+    """Run directories (config.yaml and metrics.csv) at most two levels below ``path``, Ray Tune's
+    _tune state excluded."""
     path = Path(path)
-    candidates = [*path.glob("*"), *path.glob("*/*")]
-    return sorted(p for p in candidates if is_run_dir(p) and "_tune" not in p.relative_to(path).parts)
+    return sorted(p.parent for p in [*path.glob("*/config.yaml"), *path.glob("*/*/config.yaml")]
+                  if (p.parent / "metrics.csv").is_file() and "_tune" not in p.relative_to(path).parts)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -110,7 +107,8 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         try:
             event = json.loads(line) if line.strip() else {}
         except json.JSONDecodeError as exc:
-            raise NassegError(f"{path}: line {number}: not valid JSON ({exc.msg}; a truncated or edited file?)") from None
+            raise NassegError(f"{path}: line {number}: not valid JSON ({exc.msg}; a truncated or edited "
+                              "file?)") from None
         if not isinstance(event, dict):
             raise NassegError(f"{path}: line {number}: expected a JSON object, got {type(event).__name__}")
         if event:
@@ -194,5 +192,5 @@ def attach_retrains(runs: Sequence[Run], given: Iterable[str | Path] = ()) -> No
                               key=lambda r: (r.path / "result.json").stat().st_mtime, reverse=True)
 
 
-__all__ = ["RETRAIN_DIR", "Run", "Retrain", "load_run", "is_run_dir", "find_trials", "read_config",
+__all__ = ["RETRAIN_DIR", "Run", "Retrain", "load_run", "find_trials", "read_config",
            "read_training_run", "attach_retrains"]
