@@ -23,6 +23,7 @@ from nasseg.viz import plots
 from nasseg.viz.draw import PATH_CLASS
 from nasseg.shell.cli.report import add_report_parser
 from nasseg.shell.report import SECTIONS, write_report
+from nasseg.shell.report.runs import attach_retrains, find_trials, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -275,7 +276,9 @@ def test_the_report_is_told_where_retrainings_are(retrained, tmp_path, monkeypat
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # the relative path resolves against the folders above the run
 
-    assert "No retraining of this architecture yet" in section(write_report(run).read_text(), "retrain")
+    by_itself = load_run(run)
+    attach_retrains([by_itself])
+    assert by_itself.retrains == []  # tiny_adl/retrain trained another run's arch.yaml; siblings are not looked at
     page = write_report(run, retrains=[sibling, epoch1]).read_text()
     body = section(page, "retrain")
     newest, older = body.split("<details><summary>", 1)
@@ -296,14 +299,14 @@ def test_the_report_is_told_where_retrainings_are(retrained, tmp_path, monkeypat
 def test_experiment_retrainings_go_to_their_trial(experiment, retrained, tmp_path):
     seed1 = experiment / "tiny_adl" / "seed1"
     training = copy_training_run(retrained.parent / "retrain", tmp_path / "train" / "seed1", str(seed1 / "arch.yaml"))
-    write_report(experiment, tmp_path / "index.html", retrains=[training])
-    pages = {s: (tmp_path / "tiny_adl" / s / "report.html").read_text() for s in ("seed0", "seed1")}
-    assert "No retraining of this architecture yet" in section(pages["seed0"], "retrain")
-    assert str(training.resolve()) in text_of(section(pages["seed1"], "retrain"))
+    runs = [load_run(trial) for trial in find_trials(experiment)]
+    attach_retrains(runs, [training])
+    assert [run.path.name for run in runs] == ["seed0", "seed1"]
+    assert [[r.path for r in run.retrains] for run in runs] == [[], [training]]
+    baseline = copy_training_run(training, tmp_path / "train" / "baseline", "icnet_resnet50")
     with pytest.raises(NassegError, match=r"icnet_resnet50, not the arch.yaml or an arch/epoch_NNN.yaml of any of "
                                           r"the 2 trials"):
-        write_report(experiment, tmp_path / "index.html", retrains=[
-            copy_training_run(training, tmp_path / "train" / "baseline", "icnet_resnet50")])
+        attach_retrains(runs, [baseline])
 
 
 def test_report_without_retraining_says_how(experiment, tmp_path, monkeypatch):
