@@ -43,7 +43,7 @@ class PeerRun:
 
 def peer_runs(s: Settings) -> list[PeerRun]:
     """DARTS first and second order (C=16, 8 cells, batch 64, 32x32) and Auto-DeepLab (F=8, 12
-    layers, batch 2, crop 128); with --quick, batch 2 and crop 32, the smallest the scripts take."""
+    layers, batch 2, crop 128); with --quick, DARTS at batch 2 and Auto-DeepLab at crop 32."""
     batch, crop = (2, 32) if s.quick else (64, 128)
     darts = NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32))
     adl = NetConfig("autodeeplab", 8, 12, 19, 2, (crop, crop))
@@ -109,7 +109,7 @@ def script_rows(run: PeerRun, config: str, result: dict[str, Any]) -> list[Row]:
         gflop, gmac = step_gflop(run.net, run.passes)
         rows.append(Row("peers", config, "achieved GFLOP/s", COMPARE, gflop / step["nasseg"], gflop / step["original"],
                         "GFLOP/s", None, f"{gflop:.1f} GFLOP a step: {run.passes} forward+backward passes x 3 x "
-                                         f"{gmac:.3f} GMAC an image x batch {run.net.batch} x 2"))
+                                         f"{gmac:.3f} GMAC an image x batch {run.net.batch} x 2 FLOP a MAC"))
     memory = result.get("peak_delta_mb")
     if memory is not None:  # absent with --memory off
         for key, metric, compare, goal in (("nasseg", "peak memory", COMPARE, run.memory_goal),
@@ -136,8 +136,8 @@ def peers(bench: Bench) -> list[Row]:
     common = ["--iters", str(s.repeats), "--warmup", str(s.warmup), "--threads", str(s.threads)]
     if s.memory == "off":
         common.append("--no-memory")
-    rows = []
-    for run in peer_runs(s):
+    runs, rows = peer_runs(s), []
+    for run in runs:
         config = f"{run.net.label}, {run.what}" if run.what else run.net.label
         bench.say(f"[peers] {config}: {run.script} {' '.join(run.args)}")
         try:
@@ -146,6 +146,5 @@ def peers(bench: Bench) -> list[Row]:
             rows.append(Row("peers", config, "step time", COMPARE, None, None, "s", run.time_goal, f"n/a: {exc}"))
             continue
         rows += script_rows(run, config, result)
-    adl = peer_runs(s)[-1].net
-    rows.append(checkpoint_time(bench, s.adl_nets()[0] if s.quick else adl))
+    rows.append(checkpoint_time(bench, s.adl_nets()[0] if s.quick else runs[-1].net))
     return rows
