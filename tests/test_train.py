@@ -32,7 +32,7 @@ def tiny_config(**changes) -> TrainConfig:
 
 
 def test_poly_lr_with_warmup():
-    config = TrainConfig("x", "m", iters=100, optim=TrainOptim(lr=0.1, power=0.9, warmup_iters=10,
+    config = TrainConfig("m", "x", iters=100, optim=TrainOptim(lr=0.1, power=0.9, warmup_iters=10,
                                                                warmup_ratio=0.1))
     assert poly_lr(config, 0) == pytest.approx(0.1 * 0.1)  # warm-up starts at warmup_ratio * lr
     assert poly_lr(config, 5) == pytest.approx(0.1 * (1 - 0.05) ** 0.9 * (0.1 + 0.9 * 0.5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..spec_reader import resolve_builtin
+from ..config import resolve_builtin
 from .spec import ArchSpec, CellGenotype, is_arch_file, load_arch, parse_arch
 
 BUILTIN_DIR = Path(str(resources.files("nasseg") / "archs"))

@@ -19,14 +19,17 @@ drawn, rebuilt and retrained anywhere. Writing and reading again gives an equal 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Sequence
 
 import yaml
+from pydantic import Field
 
+from ..config import describe, did_you_mean, load_yaml, spec, validate
+from ..config.types import Int, NonNegativeInt, Str
 from ..errors import SpecError
-from ..spec_reader import Section, describe, did_you_mean, is_instance, load_yaml
 from ..space.ops import OPS
 
 Edge = tuple[str, int]  # (op, input node)
@@ -75,65 +78,66 @@ class ArchSpec:
         return atomic_write_text(path, self.to_yaml())
 
 
-def _read_cell(sec: Section) -> CellGenotype:
-    inputs = sec.get_int("inputs", 2, minimum=1)
-    raw_nodes = sec.get("nodes", dict)
-    if not raw_nodes:
-        raise sec.error("nodes", "empty; expected at least one intermediate node")
-    nodes: dict[int, tuple[Edge, ...]] = {}
-    for node, raw_edges in raw_nodes.items():
-        key = f"nodes.{node}"
-        if not is_instance(node, int) or node < inputs:
-            raise sec.error(key, f"node ids must be integers >= {inputs} (0..{inputs - 1} are the inputs)")
-        if not is_instance(raw_edges, list) or not raw_edges:
-            raise sec.error(key, f"expected a list of [op, input] pairs, got {describe(raw_edges)}")
-        edges = []
-        for j, edge in enumerate(raw_edges):
-            if not (is_instance(edge, list) and len(edge) == 2 and is_instance(edge[0], str)
-                    and is_instance(edge[1], int)):
-                raise sec.error(f"{key}[{j}]", f"expected [op, input node], got {describe(edge)}")
-            op, source = edge
+# --- the document -----------------------------------------------------------------------------
+
+Node = Annotated[int, Field(ge=1, le=10_000, strict=True)]
+
+
+@spec
+class CellDoc:
+    nodes: Annotated[dict[Node, Annotated[tuple[tuple[Str, NonNegativeInt], ...], Field(min_length=1)]],
+                     Field(min_length=1, description="expected a mapping node -> [[op, input node], ...]")]
+    inputs: Annotated[int, Field(ge=1, le=2, strict=True)] = 2
+    concat: tuple[Int, ...] | None = None  # default: every intermediate node
+
+
+@spec
+class ArchDoc:
+    """An ArchSpec file (see the module docstring); ``nasseg schema arch`` prints it as JSON Schema."""
+
+    cells: Annotated[dict[Str, CellDoc], Field(min_length=1, description="expected a mapping of cell types, e.g. normal")]
+    name: Str | None = None
+    space: Str | None = None
+    path: tuple[Int, ...] | None = None  # lattice architectures: the stride of every cell layer
+    meta: dict[Str, Any] = dataclasses.field(default_factory=dict)  # free-form provenance
+
+
+def _read_cell(doc: CellDoc, file: str | None, key: str) -> CellGenotype:
+    inputs = doc.inputs
+    for node, kept in doc.nodes.items():
+        where = f"{key}.nodes.{node}"
+        if node < inputs:
+            raise SpecError(file, where, f"node ids must be integers >= {inputs} (0..{inputs - 1} are the inputs)")
+        for j, (op, source) in enumerate(kept):
             if op not in OPS:
-                raise sec.error(f"{key}[{j}]", f"unknown op {op!r}" + did_you_mean(op, OPS))
-            if not 0 <= source < node or (source >= inputs and source not in raw_nodes):
-                raise sec.error(f"{key}[{j}]", f"input {source} is not an earlier node of the cell")
-            edges.append((op, source))
-        nodes[node] = tuple(edges)
-    concat = tuple(sec.get("concat", list, sorted(nodes)))
+                raise SpecError(file, f"{where}[{j}]", f"unknown op {op!r}" + did_you_mean(op, OPS))
+            if not source < node or (source >= inputs and source not in doc.nodes):
+                raise SpecError(file, f"{where}[{j}]", f"input {source} is not an earlier node of the cell")
+    concat = doc.concat if doc.concat is not None else tuple(sorted(doc.nodes))
     for j, node in enumerate(concat):
-        if node not in nodes:
-            raise sec.error(f"concat[{j}]", f"{describe(node)} is not an intermediate node; "
-                            f"expected one of {sorted(nodes)}")
-    sec.finish()
-    return CellGenotype(inputs, nodes, concat)
+        if node not in doc.nodes:
+            raise SpecError(file, f"{key}.concat[{j}]", f"{node} is not an intermediate node; "
+                            f"expected one of {sorted(doc.nodes)}")
+    return CellGenotype(inputs, dict(doc.nodes), concat)
 
 
-def check_path(path: list[Any], error) -> tuple[int, ...]:
+def check_path(path: Sequence[int], file: str | None = None) -> tuple[int, ...]:
     """A lattice path: positive strides, each a power of two, moving at most one level per layer."""
     for j, stride in enumerate(path):
-        if not is_instance(stride, int) or stride < 1 or stride & (stride - 1):
-            raise error(f"path[{j}]", f"expected a power-of-two stride, got {describe(stride)}")
+        if stride < 1 or stride & (stride - 1):
+            raise SpecError(file, f"path[{j}]", f"expected a power-of-two stride, got {describe(stride)}")
     for j, (a, b) in enumerate(zip(path, path[1:]), start=1):
         if b not in (a // 2, a, a * 2):
-            raise error(f"path[{j}]", f"stride {b} after {a}: a layer may move at most one level "
-                        f"(expected {a // 2}, {a} or {a * 2})")
+            raise SpecError(file, f"path[{j}]", f"stride {b} after {a}: a layer may move at most one level "
+                            f"(expected {a // 2}, {a} or {a * 2})")
     return tuple(path)
 
 
 def parse_arch(data: Any, file: str | None = None) -> ArchSpec:
-    root = Section(data, file)
-    name = root.get("name", str, Path(file).stem if file else "arch")
-    space = root.get("space", str, None)
-    cells_sec = root.section("cells")
-    if not cells_sec.data:
-        raise cells_sec.error(None, "empty; expected at least one cell (e.g. normal)")
-    cells = {str(kind): _read_cell(cells_sec.section(kind)) for kind in list(cells_sec.data)}
-    path = root.get("path", list, None)
-    if path is not None:
-        path = check_path(path, root.error)
-    meta = root.get("meta", dict, {})
-    root.finish()
-    return ArchSpec(name, cells, path, space, meta)
+    doc = validate(ArchDoc, data, file)
+    cells = {kind: _read_cell(cell, file, f"cells.{kind}") for kind, cell in doc.cells.items()}
+    path = check_path(doc.path, file) if doc.path is not None else None
+    return ArchSpec(doc.name or (Path(file).stem if file else "arch"), cells, path, doc.space, dict(doc.meta))
 
 
 def is_arch_file(data: object) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import typing
 from functools import cache
-from typing import Any, Iterable, TypeVar
+from typing import Annotated, Any, Callable, Iterable, TypeVar
 
 import pydantic
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError, create_model
 
 from ..errors import SpecError
 
@@ -68,6 +70,33 @@ def spec_error(exc: ValidationError, schema: Any, data: Any, file: str | None, k
         message += ", ...)" if len(others) > 4 else ")"
     full = ".".join(p for p in (key, path) if p) if not (path or "").startswith("[") else f"{key or ''}{path}"
     return SpecError(file, full or None, message)
+
+
+# --- the keyword parameters of a builder (ops, stems, heads, models) as a schema -------------------
+
+_STRICT = {int: Annotated[int, Strict()], float: Annotated[float, Strict()], bool: Annotated[bool, Strict()],
+           str: Annotated[str, Strict()]}
+
+
+@cache
+def keyword_schema(func: Callable[..., Any], skip: int = 0) -> type[BaseModel]:
+    """The keyword parameters of ``func`` after its first ``skip`` ones, as a schema: their names,
+    types (plain int/float/bool/str made strict) and defaults; ranges come from Annotated hints."""
+    hints = typing.get_type_hints(func.__init__ if isinstance(func, type) else func, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in list(inspect.signature(func).parameters.values())[skip:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        hint = hints.get(param.name, Any)
+        fields[param.name] = (_STRICT.get(hint, hint), ... if param.default is param.empty else param.default)
+    return create_model(f"{func.__name__}_keywords", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def validate_keywords(func: Callable[..., Any], values: dict[str, Any], *, skip: int = 0,
+                      file: str | None = None, key: str | None = None) -> dict[str, Any]:
+    """``values`` checked against :func:`keyword_schema`; the given keys with their validated values."""
+    checked = validate(keyword_schema(func, skip), values, file, key)
+    return {name: getattr(checked, name) for name in values}
 
 
 # --- turning a pydantic error into nasseg's one line ---------------------------------------------
@@ -144,7 +173,7 @@ def _document_path(loc: list[Any], data: Any, keep_last: bool) -> tuple[list[str
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(node, dict) and part in node:
-            keys.append(part)
+            keys.append(str(part))  # a mapping key, even an integer one, is written .key
             node = node[part]
         elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
             keys.append(part)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, WithJsonSchema
 
 from ..rundirs import MAX_NAME_LENGTH, PLAIN_NAME, check_run_name
 
@@ -33,11 +33,12 @@ def _device(value: str) -> str:
     return value
 
 
-Device = Annotated[str, Strict(), AfterValidator(_device), Field(pattern=_DEVICE.pattern)]
+Device = Annotated[str, Strict(), AfterValidator(_device),
+                   WithJsonSchema({"type": "string", "pattern": _DEVICE.pattern, "description": "auto, cpu, cuda or cuda:N"})]
 
-RunName = Annotated[str, Strict(), AfterValidator(check_run_name),
-                    Field(pattern=f"^{PLAIN_NAME.pattern}$", max_length=MAX_NAME_LENGTH,
-                          description="expected a plain run name (a folder under --out)")]
+RunName = Annotated[str, Strict(), AfterValidator(check_run_name), WithJsonSchema({
+    "type": "string", "pattern": f"^{PLAIN_NAME.pattern}$", "maxLength": MAX_NAME_LENGTH,
+    "not": {"pattern": r"\.\."}, "description": "a plain run name: the folder under --out the run is written to"})]
 
 
 def one_or_many(value: Any) -> Any:

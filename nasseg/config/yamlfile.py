@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
+from .schema import did_you_mean
 
 MAX_BYTES = 4 * 2**20  # spec and job files are a few KB; anything this large is not one
 MAX_NODES = 1_000_000  # values in the document with every alias expanded
@@ -104,6 +105,19 @@ def expanded_size(data: Any) -> int:
         return total
 
     return size(data)
+
+
+def resolve_builtin(name_or_path: str | Path, folder: Path, kind: str) -> Path:
+    """A YAML path as given, or ``folder/<name>.yaml`` for a bare built-in name such as ``darts``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    builtin = folder / f"{name_or_path}.yaml"
+    if builtin.exists():
+        return builtin
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise SpecError(str(name_or_path), None, f"no such file or built-in {kind}; built-in: "
+                    + ", ".join(names) + did_you_mean(str(name_or_path), names))
 
 
 def dump_yaml(data: Any) -> str:

@@ -24,6 +24,7 @@ from nasseg.data.datasets import (CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE,
                                   read_pair_list)
 from nasseg.data.transforms import Transform
 from nasseg.errors import NassegError
+from nasseg.registry import Registry
 
 RGB = tuple[int, int, int]
 
@@ -46,7 +47,7 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class DatasetLayout:
     """How to find a registered dataset on disk and turn its raw labels into class ids."""
 
     description: str
@@ -77,42 +78,54 @@ _CAMVID = dict(scan=_camvid_scan, present=_camvid_present, classes=CAMVID_CLASSE
                palette=CAMVID_PALETTE, splits=("train", "val", "test"),
                ignore_index=CAMVID_IGNORE, void_value=CAMVID_VOID)
 
-_REGISTRY: dict[str, _Entry] = {
-    "cityscapes": _Entry(
+_BUILTIN: dict[str, DatasetLayout] = {
+    "cityscapes": DatasetLayout(
         "Cityscapes fine annotations, 19 classes (labelId -> trainId, others ignored)",
         src.scan_cityscapes, src.cityscapes_splits, src.CITYSCAPES_CLASSES,
         src.CITYSCAPES_PALETTE, src.CITYSCAPES_SPLITS, label_map=src.CITYSCAPES_TRAIN_IDS),
-    "voc": _Entry(
+    "voc": DatasetLayout(
         "PASCAL VOC 2012, 21 classes incl. background; train_aug = SBD trainaug (10,582 images)",
         src.scan_voc, src.voc_splits, src.VOC_CLASSES, src.VOC_PALETTE, src.VOC_SPLITS),
-    "ade20k": _Entry(
+    "ade20k": DatasetLayout(
         "ADE20K SceneParsing (ADEChallengeData2016), 150 classes, raw 0 ('other') ignored",
         src.scan_ade20k, src.ade20k_splits, src.ADE20K_CLASSES, src.ADE20K_PALETTE,
         tuple(src.ADE20K_SPLITS), label_map=src.ade20k_label_map),
-    "camvid": _Entry("CamVid, 11 classes (SegNet layout: <split>.txt lists, void 11 ignored)",
+    "camvid": DatasetLayout("CamVid, 11 classes (SegNet layout: <split>.txt lists, void 11 ignored)",
                      **_CAMVID),
-    "camvid_demo": _Entry("bundled CamVid subset: 48 train / 16 val images at 240x180",
+    "camvid_demo": DatasetLayout("bundled CamVid subset: 48 train / 16 val images at 240x180",
                           **_CAMVID, bundled_root=DEMO_ROOT),
-    "folder": _Entry("images/<split>/* + labels/<split>/*.png matched by name, dataset.yaml",
+    "folder": DatasetLayout("images/<split>/* + labels/<split>/*.png matched by name, dataset.yaml",
                      src.scan_folder, src.folder_splits),
-    "list": _Entry("<split>.txt files of '<image> <label>' lines, dataset.yaml",
+    "list": DatasetLayout("<split>.txt files of '<image> <label>' lines, dataset.yaml",
                    src.scan_list, src.list_splits),
 }
 
 
+DATASETS: Registry[DatasetLayout] = Registry("dataset")
+
+
+def register_dataset(name: str, layout: DatasetLayout) -> DatasetLayout:
+    """Make a dataset layout available under ``name`` (``DATASET[:PATH]`` in jobs and flags)."""
+    return DATASETS.register(name, layout, layout.description)
+
+
+for _name, _layout in _BUILTIN.items():
+    register_dataset(_name, _layout)
+
+
 def available_datasets() -> list[str]:
     """Registered dataset names, in registry order."""
-    return list(_REGISTRY)
+    return list(DATASETS)
 
 
 def _lookup(text: str) -> tuple[str, str]:
     """Split ``NAME[:PATH]`` and check the name; returns (name, path text, '' if none)."""
     name, _, path = text.strip().partition(":")
     name = name.strip().lower()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise NassegError(f"unknown dataset {name!r}{hint}; available: {', '.join(_REGISTRY)}")
+        raise NassegError(f"unknown dataset {name!r}{hint}; available: {', '.join(DATASETS)}")
     return name, path.strip()
 
 
@@ -123,10 +136,10 @@ def parse_data_spec(text: str) -> tuple[str, Path | None]:
     path is an error too.
     """
     name, path = _lookup(text)
-    if _REGISTRY[name].needs_path and not path:
+    if DATASETS[name].needs_path and not path:
         raise NassegError(f"dataset {name} needs a path: expected DATASET:PATH, "
                           f"e.g. {name}:/data/{name}")
-    if not _REGISTRY[name].needs_path and path:
+    if not DATASETS[name].needs_path and path:
         raise NassegError(f"dataset {name} is bundled with nasseg and takes no path; use '{name}'")
     return name, Path(path).expanduser() if path else None
 
@@ -152,10 +165,10 @@ class DatasetRef:
         return data
 
     def __post_init__(self) -> None:
-        if self.dataset not in _REGISTRY:
+        if self.dataset not in DATASETS:
             raise FieldError("dataset", f"unknown dataset {self.dataset!r}; expected one of "
-                             f"{', '.join(_REGISTRY)}" + did_you_mean(self.dataset, _REGISTRY))
-        needs_path = _REGISTRY[self.dataset].needs_path
+                             f"{', '.join(DATASETS)}" + did_you_mean(self.dataset, DATASETS))
+        needs_path = DATASETS[self.dataset].needs_path
         if needs_path and not self.root:
             raise FieldError("root", f"missing; the {self.dataset} dataset needs its folder")
         if not needs_path and self.root:
@@ -175,7 +188,7 @@ class DataSource:
     spec: str
     root: Path
     info: DatasetInfo
-    entry: _Entry
+    entry: DatasetLayout
 
     def present_splits(self) -> tuple[str, ...]:
         """Splits that exist on disk (``nasseg data check`` checks these by default)."""
@@ -199,7 +212,7 @@ class DataSource:
                            palette=info.palette, seed=seed, source=source)
 
 
-def _info(name: str, entry: _Entry, root: Path | None) -> DatasetInfo:
+def _info(name: str, entry: DatasetLayout, root: Path | None) -> DatasetInfo:
     if entry.classes:
         return DatasetInfo(name, entry.classes, entry.ignore_index, entry.palette, entry.splits,
                            entry.needs_path, entry.description)
@@ -212,7 +225,7 @@ def _info(name: str, entry: _Entry, root: Path | None) -> DatasetInfo:
 def open_source(spec: str) -> DataSource:
     """Resolve a spec to its folder and metadata; a missing folder is a NassegError."""
     name, path = parse_data_spec(spec)
-    entry = _REGISTRY[name]
+    entry = DATASETS[name]
     root = path if path is not None else entry.bundled_root
     assert root is not None
     if not root.is_dir():
@@ -223,7 +236,7 @@ def open_source(spec: str) -> DataSource:
 def dataset_info(name_or_spec: str) -> DatasetInfo:
     """Metadata of a dataset; folder/list datasets need their path (the info is in dataset.yaml)."""
     name, path = _lookup(name_or_spec)
-    entry = _REGISTRY[name]
+    entry = DATASETS[name]
     if entry.classes and not path:
         return _info(name, entry, None)
     return open_source(name_or_spec).info

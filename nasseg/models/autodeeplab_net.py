@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..arch import ArchSpec, CellGenotype, load
+from ..config.types import PositiveInt
 from ..errors import NassegError
 from ..layers import ConvBNReLU, ReLUConvBN
 from .darts_net import build_edge_ops, registry_op, run_cell
@@ -180,18 +181,18 @@ def _autodeeplab(num_classes: int, F: int, separable_atrous: bool) -> AutoDeepLa
 
 
 @register_model("autodeeplab_s")
-def autodeeplab_s(num_classes: int, *, F: int = 20, separable_atrous: bool = False) -> AutoDeepLab:
+def autodeeplab_s(num_classes: int, *, F: PositiveInt = 20, separable_atrous: bool = False) -> AutoDeepLab:
     """Auto-DeepLab-S (F = 20): paper 10.15M parameters, 333.25B multiply-adds at 1024x2048."""
     return _autodeeplab(num_classes, F, separable_atrous)
 
 
 @register_model("autodeeplab_m")
-def autodeeplab_m(num_classes: int, *, F: int = 32, separable_atrous: bool = False) -> AutoDeepLab:
+def autodeeplab_m(num_classes: int, *, F: PositiveInt = 32, separable_atrous: bool = False) -> AutoDeepLab:
     """Auto-DeepLab-M (F = 32): paper 21.62M parameters, 460.93B multiply-adds at 1024x2048."""
     return _autodeeplab(num_classes, F, separable_atrous)
 
 
 @register_model("autodeeplab_l")
-def autodeeplab_l(num_classes: int, *, F: int = 48, separable_atrous: bool = False) -> AutoDeepLab:
+def autodeeplab_l(num_classes: int, *, F: PositiveInt = 48, separable_atrous: bool = False) -> AutoDeepLab:
     """Auto-DeepLab-L (F = 48): paper 44.42M parameters, 695.03B multiply-adds at 1024x2048."""
     return _autodeeplab(num_classes, F, separable_atrous)

@@ -11,13 +11,15 @@ retrain network, which differs only in how a cell's inputs are pre-processed.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, Strict
 from torch import Tensor, nn
 
 from ..arch import ArchSpec, CellGenotype, load
+from ..config.types import PositiveInt
 from ..errors import NassegError
 from ..layers import FactorizedReduce, Identity, ReLUConvBN
 from ..space.blocks import STEMS
@@ -98,6 +100,10 @@ class DartsCell(nn.Module):
     def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
         return run_cell(self.genotype, self.ops, [self.preprocess0(s0), self.preprocess1(s1)],
                         drop_prob if self.training else 0.0)
+
+
+# cells of a DARTS network: two of them are the reductions at layers // 3 and 2 * layers // 3
+Layers = Annotated[int, Strict(), Field(ge=3, le=1000)]
 
 
 def reduction_layers(layers: int) -> tuple[int, int]:
@@ -220,13 +226,13 @@ class DartsSegNet(nn.Module):
 
 
 @register_model("darts_v2_cifar")
-def darts_v2_cifar(num_classes: int = 10, *, C: int = 36, layers: int = 20,
+def darts_v2_cifar(num_classes: int = 10, *, C: PositiveInt = 36, layers: Layers = 20,
                    auxiliary: bool = False) -> NetworkCIFAR:
     """DARTS_V2 CIFAR evaluation network (3.35M parameters at the defaults)."""
     return NetworkCIFAR(C, num_classes, layers, auxiliary, load("darts_v2"))
 
 
 @register_model("darts_v2_seg")
-def darts_v2_seg(num_classes: int, *, C: int = 32, layers: int = 12) -> DartsSegNet:
+def darts_v2_seg(num_classes: int, *, C: PositiveInt = 32, layers: Layers = 12) -> DartsSegNet:
     """DARTS_V2 cells in a DeepLabV3+-style segmentation network (output stride 16)."""
     return DartsSegNet(load("darts_v2"), C, layers, num_classes)

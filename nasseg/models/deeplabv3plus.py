@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config.types import Int
 from ..errors import NassegError
 from .backbones import ConvBNAct, dilation_for_output_stride, mobilenet_v2, resnet50, resnet101
 from .registry import register_model
@@ -97,7 +98,7 @@ def _check_output_stride(output_stride: int) -> None:
 
 
 @register_model("deeplabv3plus_resnet50")
-def deeplabv3plus_resnet50(num_classes: int, *, output_stride: int = 16) -> DeepLabV3Plus:
+def deeplabv3plus_resnet50(num_classes: int, *, output_stride: Int = 16) -> DeepLabV3Plus:
     """DeepLabV3+ on a dilated ResNet-50."""
     _check_output_stride(output_stride)
     backbone = resnet50(replace_stride_with_dilation=dilation_for_output_stride(output_stride))
@@ -105,7 +106,7 @@ def deeplabv3plus_resnet50(num_classes: int, *, output_stride: int = 16) -> Deep
 
 
 @register_model("deeplabv3plus_resnet101")
-def deeplabv3plus_resnet101(num_classes: int, *, output_stride: int = 16) -> DeepLabV3Plus:
+def deeplabv3plus_resnet101(num_classes: int, *, output_stride: Int = 16) -> DeepLabV3Plus:
     """DeepLabV3+ on a dilated ResNet-101 (the paper's VOC 78-79 mIoU baseline)."""
     _check_output_stride(output_stride)
     backbone = resnet101(replace_stride_with_dilation=dilation_for_output_stride(output_stride))
@@ -113,7 +114,7 @@ def deeplabv3plus_resnet101(num_classes: int, *, output_stride: int = 16) -> Dee
 
 
 @register_model("deeplabv3plus_mobilenetv2")
-def deeplabv3plus_mobilenetv2(num_classes: int, *, output_stride: int = 16) -> DeepLabV3Plus:
+def deeplabv3plus_mobilenetv2(num_classes: int, *, output_stride: Int = 16) -> DeepLabV3Plus:
     """DeepLabV3+ on a dilated MobileNetV2 (the same ASPP as the ResNet variants)."""
     _check_output_stride(output_stride)
     return DeepLabV3Plus(mobilenet_v2(output_stride=output_stride), num_classes, output_stride)

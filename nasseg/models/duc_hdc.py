@@ -19,6 +19,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config.types import Int, PositiveInt
 from ..errors import NassegError
 from .backbones import resnet101
 from .registry import register_model
@@ -90,8 +91,8 @@ class DUCHDC(nn.Module):
 
 
 @register_model("duc_hdc_resnet101")
-def duc_hdc_resnet101(num_classes: int, *, duc_factor: int = 4,
-                      duc_rates: Sequence[int] = DUC_RATES) -> DUCHDC:
+def duc_hdc_resnet101(num_classes: int, *, duc_factor: Int = 4,
+                      duc_rates: tuple[PositiveInt, ...] = DUC_RATES) -> DUCHDC:
     """DUC+HDC as released for Cityscapes (DUC to stride 2); ``duc_factor=8``: full resolution."""
     if duc_factor not in (1, 2, 4, 8):
         raise NassegError(f"duc_factor must divide the output stride 8, got {duc_factor}")

@@ -9,51 +9,53 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
 from ..arch import ArchSpec, load
+from ..config.types import PositiveInt
 from ..errors import NassegError
 from .autodeeplab_net import AutoDeepLab
-from .darts_net import DartsSegNet, NetworkCIFAR
+from .darts_net import DartsSegNet, Layers, NetworkCIFAR
+from .registry import check_model_args
 
 CHAIN_KINDS = ("seg", "cifar")
 
 
-def _autodeeplab(arch: ArchSpec, num_classes: int, *, F: int = 20,
+def _autodeeplab(arch: ArchSpec, num_classes: int, *, F: PositiveInt = 20,
                  separable_atrous: bool = False) -> AutoDeepLab:
     return AutoDeepLab(arch, num_classes, F, separable_atrous)
 
 
-def _darts_seg(arch: ArchSpec, num_classes: int, *, C: int = 32, layers: int = 12) -> DartsSegNet:
+def _darts_seg(arch: ArchSpec, num_classes: int, *, C: PositiveInt = 32, layers: Layers = 12) -> DartsSegNet:
     return DartsSegNet(arch, C, layers, num_classes)
 
 
-def _darts_cifar(arch: ArchSpec, num_classes: int, *, C: int = 36, layers: int = 20,
+def _darts_cifar(arch: ArchSpec, num_classes: int, *, C: PositiveInt = 36, layers: Layers = 20,
                  auxiliary: bool = False) -> NetworkCIFAR:
     return NetworkCIFAR(C, num_classes, layers, auxiliary, arch)
 
 
-def _call(builder: Callable[..., nn.Module], arch: ArchSpec, num_classes: int, kwargs: dict) -> nn.Module:
-    try:
-        inspect.signature(builder).bind(arch, num_classes, **kwargs)
-    except TypeError as exc:
-        raise NassegError(f"architecture {arch.name!r}: {exc}") from None
-    return builder(arch, num_classes, **kwargs)
+def arch_builder(arch: ArchSpec, kwargs: dict[str, Any]) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """The retrain-network builder of ``arch`` and its validated keywords (see the module doc)."""
+    kwargs = dict(kwargs)
+    if arch.path is not None:
+        builder = _autodeeplab
+    else:
+        kind = kwargs.pop("kind", "seg")
+        if kind not in CHAIN_KINDS:
+            raise NassegError(f"architecture {arch.name!r}: kind must be one of {', '.join(CHAIN_KINDS)}, "
+                              f"got {kind!r}")
+        builder = _darts_cifar if kind == "cifar" else _darts_seg
+    return builder, check_model_args(builder, kwargs, skip=2)
 
 
 def build_from_arch(arch: ArchSpec | str | Path, num_classes: int, **kwargs) -> nn.Module:
     """The retrain network of ``arch`` for ``num_classes`` classes (see the module doc for the
-    keywords); unknown keywords are user errors."""
+    keywords); unknown keywords and bad values are user errors."""
     if not isinstance(arch, ArchSpec):
         arch = load(arch)
-    if arch.path is not None:
-        return _call(_autodeeplab, arch, num_classes, kwargs)
-    kind = kwargs.pop("kind", "seg")
-    if kind not in CHAIN_KINDS:
-        raise NassegError(f"architecture {arch.name!r}: kind must be one of {', '.join(CHAIN_KINDS)}, "
-                          f"got {kind!r}")
-    return _call(_darts_cifar if kind == "cifar" else _darts_seg, arch, num_classes, kwargs)
+    builder, kwargs = arch_builder(arch, kwargs)
+    return builder(arch, num_classes, **kwargs)

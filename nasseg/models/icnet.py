@@ -28,6 +28,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config.types import Float
 from ..errors import NassegError
 from .backbones import ConvBNAct, resnet50
 from .registry import register_model
@@ -136,7 +137,7 @@ def _icnet(num_classes: int, width_mult: float) -> ICNet:
 
 
 @register_model("icnet_resnet50")
-def icnet_resnet50(num_classes: int, *, width_mult: float = 0.5) -> ICNet:
+def icnet_resnet50(num_classes: int, *, width_mult: Float = 0.5) -> ICNet:
     """ICNet as released: the half-width PSPNet50 trunk (``width_mult=0.5``)."""
     return _icnet(num_classes, width_mult)
 

@@ -111,8 +111,8 @@ class ResourcesConfig:
 
 @spec
 class SearchConfig:
-    name: RunName
-    space: Str
+    space: Str  # a built-in space name or a space file (relative to the job file)
+    name: RunName = "search"  # default: the job file's name
     kind: Literal["search"] = "search"
     algorithm: Literal["darts", "autodeeplab"] = "darts"
     order: Literal["first", "second"] = "first"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..spec_reader import resolve_builtin
+from ..config import resolve_builtin
 from .ops import OPS, OpDef, register_op
 from .spec import SearchSpace, parse_space, read_space_file
 

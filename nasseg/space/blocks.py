@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Annotated, Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pydantic import Field
+
+from ..config import validate_keywords
+from ..config.types import PositiveFloat, PositiveInt
 from ..layers import ConvBNReLU
+from ..registry import Registry
+
+Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=1, max_length=16)]  # per stem conv
+Rates = Annotated[tuple[PositiveFloat, ...], Field(min_length=1, max_length=16)]  # atrous rates at stride 1
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,9 @@ class StemDef:
     def params(self) -> list[str]:
         return list(inspect.signature(self.build).parameters)
 
+    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
+        return validate_keywords(self.build, params, file=file, key=key)
+
 
 @dataclass(frozen=True)
 class HeadDef:
@@ -39,22 +50,25 @@ class HeadDef:
     def params(self) -> list[str]:
         return list(inspect.signature(self.build).parameters)[3:]
 
+    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
+        return validate_keywords(self.build, params, skip=3, file=file, key=key)
 
-STEMS: dict[str, StemDef] = {}
-HEADS: dict[str, HeadDef] = {}
+
+STEMS: Registry[StemDef] = Registry("stem")
+HEADS: Registry[HeadDef] = Registry("head")
 
 
 # --- stems ---------------------------------------------------------------------------------
 
-def _conv_stem(channels: int = 48) -> nn.Module:
+def _conv_stem(channels: PositiveInt = 48) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
 
 
-STEMS["conv"] = StemDef("conv", _conv_stem, lambda channels=48: (channels, 1),
-                        "DARTS CIFAR stem: conv3x3 + BN at full resolution")
+STEMS.register("conv", StemDef("conv", _conv_stem, lambda channels=48: (channels, 1),
+                              "DARTS CIFAR stem: conv3x3 + BN at full resolution"))
 
 
-def _three_conv_stem(channels: Sequence[int] = (64, 64, 128), strides: Sequence[int] = (2, 1, 2)) -> nn.Module:
+def _three_conv_stem(channels: Widths = (64, 64, 128), strides: Widths = (2, 1, 2)) -> nn.Module:
     layers, c_in = [], 3
     for c_out, stride in zip(channels, strides):
         layers.append(ConvBNReLU(c_in, c_out, 3, stride))
@@ -68,8 +82,8 @@ def _three_conv_shape(channels: Sequence[int] = (64, 64, 128), strides: Sequence
     return channels[-1], int(torch.tensor(list(strides)).prod())
 
 
-STEMS["three_conv"] = StemDef("three_conv", _three_conv_stem, _three_conv_shape,
-                              "Auto-DeepLab stem: three 3x3 conv-BN-ReLU, strides 2,1,2 (stride 4)")
+STEMS.register("three_conv", StemDef("three_conv", _three_conv_stem, _three_conv_shape,
+                                    "Auto-DeepLab stem: three 3x3 conv-BN-ReLU, strides 2,1,2 (stride 4)"))
 
 
 # --- heads ---------------------------------------------------------------------------------
@@ -94,8 +108,8 @@ class ASPPHead(nn.Module):
     ``channels`` defaults to the input width, as in the Auto-DeepLab search code.
     """
 
-    def __init__(self, in_channels: int, stride: int, classes: int, rates: Sequence[float] = (96,),
-                 channels: int | None = None):
+    def __init__(self, in_channels: int, stride: int, classes: int, rates: Rates = (96,),
+                 channels: PositiveInt | None = None):
         super().__init__()
         width = channels or in_channels
         self.dilations = [max(1, round(r / stride)) for r in rates]
@@ -111,8 +125,8 @@ class ASPPHead(nn.Module):
         return self.classifier(self.project(features))
 
 
-HEADS["classifier"] = HeadDef("classifier", ClassifierHead, False, ClassifierHead.__doc__.split("\n")[0])
-HEADS["aspp"] = HeadDef("aspp", ASPPHead, True, ASPPHead.__doc__.split("\n")[0])
+HEADS.register("classifier", HeadDef("classifier", ClassifierHead, False, ClassifierHead.__doc__.split("\n")[0]))
+HEADS.register("aspp", HeadDef("aspp", ASPPHead, True, ASPPHead.__doc__.split("\n")[0]))
 
 
 def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

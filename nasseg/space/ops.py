@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
+from ..config import validate_keywords
+from ..config.types import Float, NonNegativeFloat, PositiveInt
 from ..layers import DilConv, FactorizedReduce, Identity, Noise, ReLUConvBN, SepConv, Zero
+from ..registry import Registry
 
 OpBuilder = Callable[..., nn.Module]
 
@@ -38,29 +41,22 @@ class OpDef:
         signature = inspect.signature(self.builder)
         return [p.name for p in list(signature.parameters.values())[3:]]
 
+    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
+        """``params`` validated against the builder's keyword parameters (names, types, ranges)."""
+        return validate_keywords(self.builder, params, skip=3, file=file, key=key)
+
     def build(self, C: int, stride: int, affine: bool, **params) -> nn.Module:
         return self.builder(C, stride, affine, **params)
 
 
-OPS: dict[str, OpDef] = {}
+OPS: Registry[OpDef] = Registry("op")
 
 
 def register_op(name: str, *, parameter_free: bool = False, bn_in_search: bool = False,
                 is_zero: bool = False) -> Callable[[OpBuilder], OpBuilder]:
-    """Decorator adding a builder to :data:`OPS` under ``name``."""
-
-    def add(builder: OpBuilder) -> OpBuilder:
-        if name in OPS:
-            raise ValueError(f"op {name!r} is already registered")
-        doc = (inspect.getdoc(builder) or "").split("\n")[0]
-        OPS[name] = OpDef(name, builder, parameter_free, bn_in_search, is_zero, doc)
-        return builder
-
-    return add
-
-
-def get_op(name: str) -> OpDef:
-    return OPS[name]
+    """Decorator adding a builder to :data:`OPS` under ``name`` (a name registered twice is an error)."""
+    return OPS.decorator(name, lambda builder: OpDef(name, builder, parameter_free, bn_in_search, is_zero,
+                                                     (inspect.getdoc(builder) or "").split("\n")[0]))
 
 
 # --- DARTS (Liu et al. 2019) -------------------------------------------------------------
@@ -130,7 +126,7 @@ def _atrous_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
 # --- RobustDARTS (Zela et al. 2020) -------------------------------------------------------
 
 @register_op("noise", parameter_free=True)
-def _noise(C: int, stride: int, affine: bool, mean: float = 0.0, std: float = 1.0) -> nn.Module:
+def _noise(C: int, stride: int, affine: bool, mean: Float = 0.0, std: NonNegativeFloat = 1.0) -> nn.Module:
     """Gaussian noise of the output's shape (space S4)."""
     return Noise(stride, mean, std)
 
@@ -144,7 +140,7 @@ def _conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
 
 
 @register_op("conv_3x3")
-def _conv_3x3(C: int, stride: int, affine: bool, dilation: int = 1) -> nn.Module:
+def _conv_3x3(C: int, stride: int, affine: bool, dilation: PositiveInt = 1) -> nn.Module:
     """ReLU-conv3x3-BN (optionally dilated)."""
     return nn.Sequential(
         nn.ReLU(inplace=False),

@@ -13,14 +13,17 @@ as in DARTS), intermediate nodes follow.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import Field
+
+from ..config import FieldError, describe, did_you_mean, load_yaml, spec, validate
+from ..config.types import Int, NonNegativeInt, PositiveInt, Str
 from ..errors import SpecError
-from ..spec_reader import Section, describe, did_you_mean, is_instance, load_yaml
+from ..registry import Registry
 from .blocks import HEADS, STEMS
 from .ops import OPS
 
@@ -124,208 +127,223 @@ class SearchSpace:
         return ("normal",)
 
 
-# --- reading --------------------------------------------------------------------------------
+# --- the document: what a space file may say, with its ranges -----------------------------------
 
-def _check_op_params(root: Section, key: str, params: dict[str, Any], op: str) -> None:
-    allowed = OPS[op].params()
-    for name in params:
-        if name not in allowed:
-            takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
-            raise root.error(f"{key}.{name}", f"unknown parameter; op {op!r} {takes}"
-                             + did_you_mean(name, allowed))
+# Bounds that keep a space describable in a second or two (``nasseg info``) and buildable: far above
+# the published spaces (DARTS: 4 nodes, 8 cells; Auto-DeepLab: 5 nodes, 12 layers, 4 strides).
+MAX_CELL_NODES = 24
+MAX_LAYERS = 256
+MAX_LEVELS = 8
+MAX_OPS = 64
+MAX_CANDIDATE_OPS = 20_000  # candidate ops over every cell of the supernet (edges x ops x cell states)
+MAX_WIDTH = 4096  # C or F
 
 
-def _read_ops(root: Section) -> tuple[OpSpec, ...]:
-    raw = root.get("ops", list)
-    if not raw:
-        raise root.error("ops", "empty op set; expected at least one op name")
+def _bounded(low: int, high: int) -> Any:
+    return Annotated[int, Field(ge=low, le=high, strict=True)]
+
+
+@spec
+class EdgeDoc:
+    source: Annotated[NonNegativeInt, Field(alias="from")]
+    to: NonNegativeInt
+    ops: Annotated[tuple[Str, ...], Field(min_length=1, description="expected a list of op names")] | None = None
+
+
+@spec
+class DecodeDoc:
+    k: PositiveInt = 2  # incoming edges kept per node
+    exclude: tuple[Str, ...] | None = None  # default: the space's zero op (none)
+
+
+@spec
+class CellDoc:
+    nodes: _bounded(1, MAX_CELL_NODES)
+    inputs: _bounded(1, 2) = 2
+    edges: Literal["dense"] | Annotated[tuple[EdgeDoc, ...], Field(min_length=1)] = "dense"
+    combine: Literal["sum", "mean"] = "sum"
+    outputs: Literal["intermediate"] | Annotated[tuple[Int, ...], Field(min_length=1)] = "intermediate"
+    decode: DecodeDoc = DecodeDoc()
+
+
+Block = Annotated[dict[Str, Any], Field(description="expected a mapping with 'type' and its parameters")]
+
+
+@spec
+class ChainDoc:
+    type: Literal["chain"]
+    C: _bounded(1, MAX_WIDTH)
+    layers: _bounded(1, MAX_LAYERS)
+    stem: Block
+    head: Block
+    classes: PositiveInt | None = None
+    reductions: Literal["thirds"] | tuple[Int, ...] = "thirds"
+    reduction_mode: Literal["cell", "preprocess"] = "cell"
+
+
+@spec
+class LatticeDoc:
+    type: Literal["lattice"]
+    F: _bounded(1, MAX_WIDTH)
+    layers: _bounded(1, MAX_LAYERS)
+    stem: Block
+    head: Block
+    classes: PositiveInt | None = None
+    strides: Annotated[tuple[PositiveInt, ...], Field(min_length=1, max_length=MAX_LEVELS)] = (4, 8, 16, 32)
+    transitions: Annotated[tuple[Literal["down", "same", "up"], ...], Field(min_length=1)] = TRANSITIONS
+
+
+@spec
+class SpaceDoc:
+    """A search-space file (docs/dsl.md); ``nasseg schema space`` prints it as JSON Schema."""
+
+    ops: Annotated[tuple[Str | dict[Str, Any], ...], Field(
+        min_length=1, max_length=MAX_OPS, description="expected a list of op names or {name, op, PARAM: ...} mappings")]
+    cell: CellDoc
+    network: Annotated[ChainDoc | LatticeDoc, Field(discriminator="type")]
+    name: Str | None = None
+    description: Str = ""
+
+
+# --- from the document to the SearchSpace, checking what spans several keys ----------------------
+
+def _read_ops(doc: SpaceDoc, file: str | None) -> tuple[OpSpec, ...]:
     ops: list[OpSpec] = []
-    for i, entry in enumerate(raw):
+    for i, entry in enumerate(doc.ops):
         key = f"ops[{i}]"
-        if isinstance(entry, str):
-            name, op, params = entry, entry, {}
-        elif isinstance(entry, dict):
-            item = Section(entry, root.file, key)
-            op = item.get("op", str, None) or item.get("name", str)
-            name = item.get("name", str, op)
-            params = {k: v for k, v in entry.items() if k not in ("name", "op")}
-            item._used.update(params)
-        else:
-            raise root.error(key, f"expected an op name or a mapping with 'name', got {describe(entry)}")
+        entry = {"op": entry} if isinstance(entry, str) else dict(entry)
+        op = entry.pop("op", None) or entry.get("name")
+        name = entry.pop("name", op)
+        if not isinstance(op, str) or not isinstance(name, str):
+            raise SpecError(file, key, f"expected an op name or a mapping with 'name' (and 'op'), got {describe(entry)}")
         if op not in OPS:
-            raise root.error(key, f"unknown op {op!r}; registered ops: {', '.join(sorted(OPS))}"
-                             + did_you_mean(op, OPS))
-        _check_op_params(root, key, params, op)
+            raise SpecError(file, key, f"unknown op {op!r}; registered ops: {', '.join(sorted(OPS))}"
+                            + did_you_mean(op, OPS))
+        allowed = OPS[op].params()
+        for param in entry:
+            if param not in allowed:
+                takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
+                raise SpecError(file, f"{key}.{param}", f"unknown parameter; op {op!r} {takes}" + did_you_mean(param, allowed))
+        params = OPS[op].check_params(entry, file, key)
         if any(o.name == name for o in ops):
-            raise root.error(key, f"op {name!r} is listed twice; give the second one another 'name'")
+            raise SpecError(file, key, f"op {name!r} is listed twice; give the second one another 'name'")
         ops.append(OpSpec(name, op, params))
     return tuple(ops)
 
 
-def _read_op_subset(sec: Section, key: str, raw: Any, all_ops: tuple[str, ...]) -> tuple[str, ...]:
-    if not is_instance(raw, list):
-        raise sec.error(key, f"expected a list of op names, got {describe(raw)}")
-    if not raw:
-        raise sec.error(key, "empty op set; expected at least one op name")
-    for j, name in enumerate(raw):
+def _op_subset(names: tuple[str, ...], all_ops: tuple[str, ...], file: str | None, key: str) -> tuple[str, ...]:
+    for j, name in enumerate(names):
         if name not in all_ops:
-            hint = did_you_mean(str(name), all_ops) or did_you_mean(str(name), OPS)
-            raise sec.error(f"{key}[{j}]", f"unknown op {name!r}; this space's ops are "
-                            f"{', '.join(all_ops)}" + hint)
-    return tuple(o for o in all_ops if o in raw)  # canonical order
+            hint = did_you_mean(name, all_ops) or did_you_mean(name, OPS)
+            raise SpecError(file, f"{key}[{j}]", f"unknown op {name!r}; this space's ops are {', '.join(all_ops)}" + hint)
+    return tuple(o for o in all_ops if o in names)  # canonical order
 
 
-def _read_cell(root: Section, ops: tuple[OpSpec, ...]) -> CellSpec:
-    sec = root.section("cell")
+def _read_cell(doc: CellDoc, ops: tuple[OpSpec, ...], file: str | None) -> CellSpec:
     op_names = tuple(o.name for o in ops)
-    inputs = sec.get_int("inputs", 2, minimum=1)
-    if inputs > 2:
-        raise sec.error("inputs", f"expected 1 or 2 (the previous state, and the one before it), got {inputs}")
-    nodes = sec.get_int("nodes", minimum=1)
-    all_nodes = range(inputs + nodes)
+    inputs, nodes = doc.inputs, doc.nodes
     intermediate = range(inputs, inputs + nodes)
-
-    raw_edges = sec.get("edges", (str, list), "dense")
-    edges: list[EdgeSpec] = []
-    if isinstance(raw_edges, str):
-        if raw_edges != "dense":
-            raise sec.error("edges", f"expected 'dense' or a list of edges, got {raw_edges!r}")
+    last = inputs + nodes - 1
+    if doc.edges == "dense":
         edges = [EdgeSpec(s, t, op_names) for t in intermediate for s in range(t)]
     else:
-        for i, raw in enumerate(raw_edges):
-            item = Section(raw, sec.file, f"{sec.key('edges')}[{i}]")
-            source = item.get("from", int)
-            target = item.get("to", int)
-            for key, node in (("from", source), ("to", target)):
-                if node not in all_nodes:
-                    raise item.error(key, f"node {node} does not exist; nodes are 0..{inputs + nodes - 1}")
-            if target < inputs:
-                raise item.error("to", f"node {target} is an input node; edges must end at an "
-                                 f"intermediate node ({inputs}..{inputs + nodes - 1})")
-            subset = _read_op_subset(item, "ops", item.get("ops", list, op_names), op_names) \
-                if item.has("ops") else op_names
-            item.finish()
-            if any(e.source == source and e.target == target for e in edges):
-                raise item.error(None, f"edge {source}->{target} is listed twice")
-            edges.append(EdgeSpec(source, target, subset))
-
-    raw_outputs = sec.get("outputs", (str, list), "intermediate")
-    if isinstance(raw_outputs, str):
-        if raw_outputs != "intermediate":
-            raise sec.error("outputs", f"expected 'intermediate' or a list of node ids, got {raw_outputs!r}")
+        edges = []
+        for i, edge in enumerate(doc.edges):
+            key = f"cell.edges[{i}]"
+            for name, node in (("from", edge.source), ("to", edge.to)):
+                if node > last:
+                    raise SpecError(file, f"{key}.{name}", f"node {node} does not exist; nodes are 0..{last}")
+            if edge.to < inputs:
+                raise SpecError(file, f"{key}.to", f"node {edge.to} is an input node; edges must end at an "
+                                f"intermediate node ({inputs}..{last})")
+            subset = _op_subset(edge.ops, op_names, file, f"{key}.ops") if edge.ops is not None else op_names
+            if any(e.source == edge.source and e.target == edge.to for e in edges):
+                raise SpecError(file, key, f"edge {edge.source}->{edge.to} is listed twice")
+            edges.append(EdgeSpec(edge.source, edge.to, subset))
+    if doc.outputs == "intermediate":
         outputs = tuple(intermediate)
     else:
-        for j, node in enumerate(raw_outputs):
-            if not is_instance(node, int) or node not in intermediate:
-                raise sec.error(f"outputs[{j}]", f"{describe(node)} is not an intermediate node; "
-                                f"expected one of {inputs}..{inputs + nodes - 1}")
-        outputs = tuple(raw_outputs)
-        if not outputs:
-            raise sec.error("outputs", "empty; expected at least one intermediate node")
-
-    combine = sec.get_choice("combine", ("sum", "mean"), "sum")
-    decode = sec.section("decode", {})
-    decode_k = decode.get_int("k", 2, minimum=1)
-    exclude_raw = decode.get("exclude", list, [o.name for o in ops if OPS[o.op].is_zero])
-    for j, name in enumerate(exclude_raw):
-        if name not in op_names:
-            raise decode.error(f"exclude[{j}]", f"unknown op {name!r}; this space's ops are "
-                               f"{', '.join(op_names)}" + did_you_mean(str(name), op_names))
-    decode.finish()
-    sec.finish()
-    return CellSpec(inputs, nodes, tuple(edges), combine, outputs, decode_k, tuple(exclude_raw))
+        for j, node in enumerate(doc.outputs):
+            if node not in intermediate:
+                raise SpecError(file, f"cell.outputs[{j}]", f"{node} is not an intermediate node; "
+                                f"expected one of {inputs}..{last}")
+        outputs = doc.outputs
+    default_exclude = tuple(o.name for o in ops if OPS[o.op].is_zero)
+    exclude = default_exclude if doc.decode.exclude is None else \
+        _op_subset(doc.decode.exclude, op_names, file, "cell.decode.exclude")
+    return CellSpec(inputs, nodes, tuple(edges), doc.combine, outputs, doc.decode.k, exclude)
 
 
-def _read_block(net: Section, key: str, registry: dict, default: dict | None = None) -> BlockSpec:
-    block = net.section(key, default)
-    kind = block.get_choice("type", sorted(registry))
-    params = {k: v for k, v in block.data.items() if k != "type"}
+def _read_block(block: dict[str, Any], key: str, registry: Registry, file: str | None) -> BlockSpec:
+    params = dict(block)
+    kind = params.pop("type", None)
+    if kind not in registry:
+        got = "missing" if kind is None else f"got {describe(kind)}"
+        raise SpecError(file, f"{key}.type", f"{got}; expected one of {', '.join(registry)}"
+                        + (did_you_mean(kind, registry) if kind is not None else ""))
     allowed = registry[kind].params()
     for name in params:
         if name not in allowed:
-            raise block.error(name, f"unknown parameter of {key} {kind!r}; expected "
-                              f"{', '.join(allowed) or 'none'}" + did_you_mean(name, allowed))
-    defaults = inspect.signature(registry[kind].build).parameters
-    for name, value in params.items():
-        default_value = defaults[name].default
-        if default_value is not inspect.Parameter.empty and default_value is not None:
-            expected = (list, tuple) if isinstance(default_value, (list, tuple)) else type(default_value)
-            if not is_instance(value, expected):
-                raise block.error(name, f"expected {type(default_value).__name__}, got {describe(value)}")
-    return BlockSpec(kind, params)
+            raise SpecError(file, f"{key}.{name}", f"unknown parameter of {key.split('.')[-1]} {kind!r}; expected "
+                            f"{', '.join(allowed) or 'none'}" + did_you_mean(name, allowed))
+    return BlockSpec(kind, registry[kind].check_params(params, file, key))
 
 
-def _read_network(root: Section) -> NetworkSpec:
-    net = root.section("network")
-    kind = net.get_choice("type", ("chain", "lattice"))
-    layers = net.get_int("layers", minimum=1)
-    stem = _read_block(net, "stem", STEMS)
-    head = _read_block(net, "head", HEADS)
-    classes = net.get_int("classes", None, minimum=1)
+def _read_network(doc: ChainDoc | LatticeDoc, file: str | None) -> NetworkSpec:
+    stem = _read_block(doc.stem, "network.stem", STEMS, file)
+    head = _read_block(doc.head, "network.head", HEADS, file)
     try:
-        stem_channels, stem_stride = STEMS[stem.type].shape(**stem.params)
+        _, stem_stride = STEMS[stem.type].shape(**stem.params)
     except (TypeError, ValueError) as exc:
-        raise net.error("stem", str(exc)) from None
-
-    if kind == "chain":
-        width = net.get_int("C", minimum=1)
-        raw = net.get("reductions", (str, list), "thirds")
-        if isinstance(raw, str):
-            if raw != "thirds":
-                raise net.error("reductions", f"expected 'thirds' or a list of layer indices, got {raw!r}")
+        raise SpecError(file, "network.stem", str(exc)) from None
+    layers = doc.layers
+    if isinstance(doc, ChainDoc):
+        if doc.reductions == "thirds":
             reductions = tuple(sorted({layers // 3, 2 * layers // 3})) if layers >= 3 else ()
         else:
-            for j, layer in enumerate(raw):
-                if not is_instance(layer, int) or not 0 <= layer < layers:
-                    raise net.error(f"reductions[{j}]", f"expected a layer index 0..{layers - 1}, "
-                                    f"got {describe(layer)}")
-            reductions = tuple(sorted(set(raw)))
-        mode = net.get_choice("reduction_mode", ("cell", "preprocess"), "cell")
+            for j, layer in enumerate(doc.reductions):
+                if not 0 <= layer < layers:
+                    raise SpecError(file, f"network.reductions[{j}]", f"expected a layer index 0..{layers - 1}, got {layer}")
+            reductions = tuple(sorted(set(doc.reductions)))
         strides = tuple(stem_stride * 2 ** i for i in range(len(reductions) + 1))
-        net.finish()
-        return NetworkSpec("chain", width, layers, stem, head, classes, strides, reductions, mode)
-
-    width = net.get_int("F", minimum=1)
-    strides = tuple(net.get("strides", list, [4, 8, 16, 32]))
-    for j, stride in enumerate(strides):
-        if not is_instance(stride, int) or stride < 1:
-            raise net.error(f"strides[{j}]", f"expected a positive integer, got {describe(stride)}")
-    if not strides:
-        raise net.error("strides", "empty; expected a doubling sequence such as [4, 8, 16, 32]")
+        return NetworkSpec("chain", doc.C, layers, stem, head, doc.classes, strides, reductions, doc.reduction_mode)
+    strides = doc.strides
     if any(b != 2 * a for a, b in zip(strides, strides[1:])):
-        raise net.error("strides", f"{list(strides)} is not a doubling sequence; each stride must be "
+        raise SpecError(file, "network.strides", f"{list(strides)} is not a doubling sequence; each stride must be "
                         "twice the previous one, e.g. [4, 8, 16, 32]")
     if strides[0] != stem_stride:
-        raise net.error("strides", f"the first stride must equal the stem's stride {stem_stride}, "
+        raise SpecError(file, "network.strides", f"the first stride must equal the stem's stride {stem_stride}, "
                         f"got {strides[0]}")
-    transitions = tuple(net.get("transitions", list, list(TRANSITIONS)))
-    for j, move in enumerate(transitions):
-        if move not in TRANSITIONS:
-            raise net.error(f"transitions[{j}]", f"expected one of {', '.join(TRANSITIONS)}, got "
-                            f"{describe(move)}" + did_you_mean(str(move), TRANSITIONS))
-    if "same" not in transitions and "down" not in transitions:
-        raise net.error("transitions", "needs 'same' or 'down' so that every layer has a state")
-    net.finish()
-    return NetworkSpec("lattice", width, layers, stem, head, classes, strides,
-                       transitions=tuple(t for t in TRANSITIONS if t in transitions),
-                       reduction_mode="preprocess")
+    if "same" not in doc.transitions and "down" not in doc.transitions:
+        raise SpecError(file, "network.transitions", "needs 'same' or 'down' so that every layer has a state")
+    return NetworkSpec("lattice", doc.F, layers, stem, head, doc.classes, strides,
+                       transitions=tuple(t for t in TRANSITIONS if t in doc.transitions), reduction_mode="preprocess")
+
+
+def _check_size(space: SearchSpace, file: str | None) -> None:
+    """Refuse a supernet too large to describe or build, before building anything."""
+    net, cell = space.network, space.cell
+    per_cell = sum(len(e.ops) for e in cell.edges)
+    states = net.layers * (len(net.strides) if net.type == "lattice" else 1)  # an upper bound on cell states
+    if per_cell * states > MAX_CANDIDATE_OPS:
+        raise SpecError(file, "network.layers", f"the supernet would hold up to {per_cell * states:,} candidate ops "
+                        f"({per_cell} per cell x {states} cell states); the limit is {MAX_CANDIDATE_OPS:,}: "
+                        "use fewer layers, nodes, edges or ops")
 
 
 def parse_space(data: Any, file: str | None = None, name: str | None = None) -> SearchSpace:
     """Validate a parsed YAML document and return the SearchSpace (graphs are built by compile)."""
-    root = Section(data, file)
-    space_name = root.get("name", str, name or (Path(file).stem if file else "space"))
-    description = root.get("description", str, "")
-    ops = _read_ops(root)
-    cell = _read_cell(root, ops)
-    network = _read_network(root)
-    root.finish()
-    return SearchSpace(space_name, file, description, ops, cell, network)
+    doc = validate(SpaceDoc, data, file)
+    ops = _read_ops(doc, file)
+    space = SearchSpace(doc.name or name or (Path(file).stem if file else "space"), file, doc.description, ops,
+                        _read_cell(doc.cell, ops, file), _read_network(doc.network, file))
+    _check_size(space, file)
+    return space
 
 
 def read_space_file(path: str | Path) -> SearchSpace:
     return parse_space(load_yaml(path), str(path))
 
 
-__all__ = ["OpSpec", "EdgeSpec", "CellSpec", "BlockSpec", "NetworkSpec", "SearchSpace",
+__all__ = ["OpSpec", "EdgeSpec", "CellSpec", "BlockSpec", "NetworkSpec", "SearchSpace", "SpaceDoc",
            "parse_space", "read_space_file", "SpecError", "TRANSITIONS"]

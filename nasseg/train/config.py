@@ -77,8 +77,8 @@ class TrainOptim:
 
 @spec
 class TrainConfig:
-    name: RunName
     model: Str
+    name: RunName = "train"  # default: the job file's name, else the model's
     kind: Literal["train"] = "train"
     model_args: dict[Str, Any] = dataclasses.field(default_factory=dict)
     data: TrainData = TrainData()
@@ -115,7 +115,14 @@ def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
             data["pretrained"] = relative_to_file(data["pretrained"], file)
         if isinstance(data.get("data"), dict) and isinstance(data["data"].get("root"), str):
             data["data"] = {**data["data"], "root": relative_to_file(data["data"]["root"], file)}
-    return dataclasses.replace(validate(TrainConfig, data, file), file=file)
+    config = dataclasses.replace(validate(TrainConfig, data, file), file=file)
+    from ..models import check_args
+
+    try:  # the model's keywords fail now, naming the job file, not after the data is read
+        check_args(config.model, config.model_args)
+    except SpecError as exc:
+        raise SpecError(file, exc.key, exc.message) from None
+    return config
 
 
 def is_train_job(path: str | Path) -> bool:

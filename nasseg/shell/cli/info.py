@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
+from nasseg import arch as archs
 from nasseg import space as spaces
 from nasseg.complexity import count_macs, count_params, median_latency, meta_device
 from nasseg.errors import NassegError
-from nasseg.spec_reader import did_you_mean, load_yaml
+from nasseg.config import did_you_mean, load_yaml
 
-from .args import parse_size
+from .args import parse_size, positive_int
 
 
 def _default_input(segmentation: bool) -> tuple[int, int]:
@@ -132,10 +133,13 @@ def add_info_parser(sub) -> None:
                     "as darts, darts_cifar, autodeeplab), an ArchSpec YAML, or a model name.",
         epilog="Examples: nasseg info autodeeplab --input 321x321 --classes 19 --json; "
                "nasseg info icnet_resnet50 --input 512x1024 --latency")
-    info.add_argument("target", metavar="TARGET", help="SPACE.yaml | ARCH.yaml | MODEL_NAME | built-in space")
+    info.add_argument("target", metavar="TARGET", nargs="?",
+                      help="SPACE.yaml | ARCH.yaml | MODEL_NAME | built-in space")
+    info.add_argument("--list", choices=LISTABLE, default=None, metavar="KIND",
+                      help=f"list what is registered or built in instead: {', '.join(LISTABLE)}")
     info.add_argument("--input", type=parse_size, default=None, metavar="HxW",
                       help="input size (default: 32x32 for classification spaces, 512x512 otherwise)")
-    info.add_argument("--classes", type=int, default=None, metavar="N",
+    info.add_argument("--classes", type=positive_int, default=None, metavar="N",
                       help="number of classes (default: the space's network.classes)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--latency", action="store_true",
@@ -144,7 +148,32 @@ def add_info_parser(sub) -> None:
 
 
 
+LISTABLE = ("ops", "stems", "heads", "models", "datasets", "spaces", "archs")
+
+
+def registered(kind: str) -> list[tuple[str, str]]:
+    """(name, one-line description) of every op, stem, head, model, dataset, built-in space or arch."""
+    if kind in ("spaces", "archs"):
+        folder = spaces.BUILTIN_DIR if kind == "spaces" else archs.BUILTIN_DIR
+        return [(path.stem, (load_yaml(path).get("description") or "") if kind == "spaces" else "")
+                for path in sorted(folder.glob("*.yaml"))]
+    from nasseg.data.registry import DATASETS
+    from nasseg.models import MODELS
+    from nasseg.space.blocks import HEADS, STEMS
+    return {"ops": spaces.OPS, "stems": STEMS, "heads": HEADS, "models": MODELS, "datasets": DATASETS}[kind].describe()
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.list:
+        entries = registered(args.list)
+        if args.json:
+            print(json.dumps([{"name": name, "description": doc} for name, doc in entries], indent=2))
+        else:
+            width = max(len(name) for name, _ in entries)
+            print("\n".join(f"{name:<{width}}  {doc}".rstrip() for name, doc in entries))
+        return 0
+    if args.target is None:
+        raise NassegError("nasseg info: expected a TARGET (a space, an architecture or a model) or --list KIND")
     report = describe_target(args.target, input_size=args.input, classes=args.classes,
                              latency=args.latency)
     if args.json:

@@ -97,9 +97,9 @@ class HpoJob:
     """The document of a ``kind: hpo`` job (see the module docstring)."""
 
     kind: Literal["hpo"]
-    name: RunName
     search: Str | dict[Str, Any]  # the base search job: a path (relative to this file) or a mapping
     space: Annotated[dict[Str, Distribution], Field(min_length=1)]
+    name: RunName = "hpo"  # default: the job file's name
     epochs: PositiveInt = 10
     seed: Seed = 0
     trials: PositiveInt = 10
