@@ -21,7 +21,7 @@ def test_jobs_exist():
 @pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
 def test_job_file_is_valid(job):
     from nasseg.shell.runner.hpo import is_hpo_job, load_hpo_job
-    from nasseg.spec_reader import load_yaml
+    from nasseg.config import load_yaml
 
     if is_hpo_job(load_yaml(job)):
         hpo = load_hpo_job(job)

@@ -558,7 +558,7 @@ def _resolve_target(target: str) -> tuple[str, Any]:
     """("arch", ArchSpec) or ("space", SearchSpace) for a YAML file or a built-in name; a name
     that is both is the architecture unless written ``space:NAME``."""
     from .. import arch as arches, space as spaces
-    from ..spec_reader import load_yaml
+    from ..config import load_yaml
 
     if target.startswith(("arch:", "space:")):
         what, name = target.split(":", 1)
@@ -575,7 +575,7 @@ def _resolve_target(target: str) -> tuple[str, Any]:
         return "arch", arches.load(target)
     if target in spaces.builtin_spaces():
         return "space", spaces.load(target)
-    from ..spec_reader import did_you_mean
+    from ..config import did_you_mean
     names = arches.builtin_archs() + spaces.builtin_spaces()
     raise NassegError(f"{target}: not a file, a run directory, a built-in architecture "
                       f"({', '.join(arches.builtin_archs())}) or a built-in space "

@@ -129,7 +129,7 @@ def paper_windows(run_dir: str | Path) -> list[tuple[int, int, float]] | None:
     """The two windows of the paper rule at the stop epoch, [(first, last, lambda_bar)], from the
     measured eigenvalues; None unless the paper rule stopped the run."""
     from ..search.stop_rules import make_rule
-    from ..spec_reader import load_yaml
+    from ..config import load_yaml
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

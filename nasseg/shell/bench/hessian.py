@@ -11,7 +11,7 @@ from pathlib import Path
 from nasseg.errors import NassegError
 from nasseg.search import Search, SearchConfig, load_job, parse_job
 from nasseg.space import SearchSpace
-from nasseg.spec_reader import resolve_builtin
+from nasseg.config import resolve_builtin
 
 from .context import Bench
 from .measure import timed

@@ -54,7 +54,7 @@ def bench_space(name: str, width: int | None = None, layers: int | None = None,
     overridden, validated and compiled like any space file."""
     from nasseg import space as spaces
     from nasseg.space.spec import parse_space
-    from nasseg.spec_reader import load_yaml
+    from nasseg.config import load_yaml
 
     path = spaces.resolve(name)
     data = load_yaml(path)

@@ -12,7 +12,7 @@ import json
 import sys
 
 from nasseg.errors import NassegError
-from nasseg.spec_reader import load_yaml
+from nasseg.config import load_yaml
 
 
 def add_search_parsers(sub) -> None:

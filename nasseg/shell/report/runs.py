@@ -19,7 +19,7 @@ from nasseg.errors import NassegError
 from nasseg.io import read_json_object, read_text
 from nasseg.search.rundir import RunDir
 from nasseg.search.stop_rules import make_rule
-from nasseg.spec_reader import load_yaml
+from nasseg.config import load_yaml
 from nasseg.viz.plots import load_metrics, load_result
 
 RETRAIN_DIR = "retrain"

@@ -25,7 +25,7 @@ from nasseg.errors import NassegError
 from nasseg.config import set_keys
 from nasseg.io import atomic_write_text
 from nasseg.search.config import SearchConfig, parse_job, resolve_space_path
-from nasseg.spec_reader import load_yaml
+from nasseg.config import load_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
 TUNE_DIR = "_tune"

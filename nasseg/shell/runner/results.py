@@ -17,7 +17,7 @@ import pandas as pd
 from nasseg.errors import NassegError
 from nasseg.io import read_json_object
 from nasseg.search.rundir import RunDir
-from nasseg.spec_reader import did_you_mean, load_yaml
+from nasseg.config import did_you_mean, load_yaml
 from .experiment import TRIAL_FILE, config_digest
 
 RESULT_COLUMNS = ["run", "config", "overrides", "seed", "status", "epochs", "arch_epoch", "final_val_miou",
