@@ -101,26 +101,45 @@ def stop_cluster(*markers: str) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    token = secrets.token_hex(16)
-    temp_dir = Path(tempfile.mkdtemp(prefix="nrc", dir="/tmp"))  # short: Ray's socket paths are limited
-    gcs, dashboard, client_server = free_port(), free_port(), free_port()
+def start_head(token: str) -> tuple[Cluster, tuple[str, str]]:
+    """`ray start --head` on free ports, and the markers of its processes for stop_cluster. Tried
+    again on fresh ports when it fails: another test process (pytest-xdist runs two) may bind a port
+    between free_port() and Ray's own bind."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "OMP_NUM_THREADS": "1",
            "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # as after `source .venv/bin/activate`
     env.pop("RAY_ADDRESS", None)
-    command = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-               f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-               f"--ray-client-server-port={client_server}", f"--dashboard-agent-listen-port={free_port()}",
-               "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    failures = []
+    for _ in range(3):
+        temp_dir = Path(tempfile.mkdtemp(prefix="nrc", dir="/tmp"))  # short: Ray's socket paths are limited
+        gcs, dashboard, client_server = free_port(), free_port(), free_port()
+        markers = (str(temp_dir), f"ray.util.client.server|--port={client_server} ")
+        command = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                   f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                   f"--ray-client-server-port={client_server}", f"--dashboard-agent-listen-port={free_port()}",
+                   "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+        started = None
+        try:
+            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        finally:
+            if started is None or started.returncode != 0:  # failed or timed out: nothing may stay behind
+                stop_cluster(*markers)
+                shutil.rmtree(temp_dir, ignore_errors=True)
+        if started.returncode == 0:
+            return Cluster(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", token, temp_dir), markers
+        failures.append(started.stdout + started.stderr)
+    raise AssertionError("ray start failed 3 times:\n" + "\n".join(failures))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    token = secrets.token_hex(16)
+    cluster, markers = start_head(token)
     try:
-        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield Cluster(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", token, temp_dir)
+        yield cluster
     finally:
-        stop_cluster(str(temp_dir), f"ray.util.client.server|--port={client_server} ")
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        stop_cluster(*markers)
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
     assert not any(token in text for text in OUTPUTS), "the token was printed"
 
 
