@@ -8,8 +8,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CAMVID = REPO.parent / "shared" / "data" / "camvid"
 
-# Tests run on 2 shared cores: one intra-op thread per test process avoids OpenMP oversubscription.
-torch.set_num_threads(int(os.environ.get("NASSEG_TEST_THREADS", "1")))
+# Tests run on 2 shared cores, two test processes at once (pytest-xdist): one intra-op thread per
+# test process avoids OpenMP oversubscription, and so does one per process the tests start (commands
+# run as subprocesses read OMP_NUM_THREADS when torch starts).
+THREADS = os.environ.get("NASSEG_TEST_THREADS", "1")
+torch.set_num_threads(int(THREADS))
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 # Each embedded Ray (searches run as Tune trials in several test processes at once) takes its
 # token from RAY_AUTH_TOKEN. Without one, a new local Ray writes ~/.ray/auth_token when it is missing,
 # and two pytest-xdist workers starting Ray together on a fresh machine would each write their own:
