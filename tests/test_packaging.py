@@ -38,9 +38,9 @@ def normalized(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
-def imported_modules() -> dict[str, str]:
-    """Top-level module -> first file:line importing it, for every absolute import in nasseg/."""
-    found: dict[str, str] = {}
+def absolute_imports() -> list[tuple[str, str]]:
+    """(module, file:line) of every absolute import statement in nasseg/."""
+    found = []
     for path in sorted((REPO / "nasseg").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -49,8 +49,7 @@ def imported_modules() -> dict[str, str]:
                 names = [node.module]
             else:
                 continue
-            for name in names:
-                found.setdefault(name.split(".")[0], f"{path.relative_to(REPO)}:{node.lineno}")
+            found += [(name, f"{path.relative_to(REPO)}:{node.lineno}") for name in names]
     return found
 
 
@@ -60,8 +59,11 @@ def test_every_third_party_import_is_a_declared_dependency():
     project = PYPROJECT["project"]
     declared = requirement_names(project["dependencies"])
     providers = importlib.metadata.packages_distributions()
+    first_import: dict[str, str] = {}
+    for name, where in absolute_imports():
+        first_import.setdefault(name.split(".")[0], where)
     undeclared = [f"{where}: {module} ({', '.join(providers.get(module, ['not installed']))})"
-                  for module, where in imported_modules().items()
+                  for module, where in first_import.items()
                   if module not in sys.stdlib_module_names and module != "nasseg"
                   and not declared & {normalized(d) for d in providers.get(module, [module])}]
     assert undeclared == []
@@ -81,15 +83,9 @@ def test_extras_in_pyproject_are_the_ones_the_code_asks_for():
 
 def test_optional_packages_are_imported_only_through_the_extras_helper():
     """A plain ``import onnx`` anywhere would fail with a traceback instead of naming the extra."""
-    optional = {m for modules in EXTRAS.values() for m in modules} | {"torch.utils.tensorboard"}
-    found = []
-    for path in (REPO / "nasseg").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            for name in names:
-                if name in optional or name.split(".")[0] in optional:
-                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    optional = [m for modules in EXTRAS.values() for m in modules] + ["torch.utils.tensorboard"]
+    found = [f"{where} {name}" for name, where in absolute_imports()
+             if any(name == m or name.startswith(f"{m}.") for m in optional)]
     assert found == []
 
 
