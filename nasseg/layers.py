@@ -2,16 +2,21 @@
 
 They follow the DARTS reference code (quark0/darts ``operations.py``) so that parameter counts
 match the paper; the only change is that :class:`FactorizedReduce` also accepts odd sizes.
+Convolutions are built by :func:`create_conv2d`, which picks the class with the right fast path;
+each fast path is named and switched in :mod:`nasseg.fastpaths`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import has_torch_function
+
+from . import fastpaths
 
 
 class ReLUConvBN(nn.Sequential):
@@ -21,7 +26,7 @@ class ReLUConvBN(nn.Sequential):
                  affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            create_conv2d(c_in, c_out, kernel, stride, padding),
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
@@ -41,23 +46,22 @@ def conv_on_subsampled(x: torch.Tensor, step_h: int, step_w: int, weight: torch.
 
 
 class DilatedDepthwiseConv2d(nn.Conv2d):
-    """A depthwise conv (``groups`` = channels) that, on CPU, computes its dilated form (dilation d,
-    stride 1 or d) as undilated convs on the d x d interleaved sub-grids of the input ("space to
-    batch", as TensorFlow's ``atrous_conv2d``): the same function with the same parameters.
+    """A dilated depthwise conv (``groups`` = channels) that, where fast path ``subgrid_dilated_conv``
+    is on, computes its dilated form (dilation d, stride 1 or d) as undilated convs on the d x d
+    interleaved sub-grids of the input ("space to batch", as TensorFlow's ``atrous_conv2d``): the
+    same function with the same parameters.
 
-    Why: torch 2.13's CPU kernels have no fast path for the backward of a dilated depthwise conv.
-    On DARTS CIFAR batches in NHWC, forward + backward of a 5x5 dilation-2 conv takes 39 ms against
-    19 ms this way (64 x 16 x 32 x 32), and with stride 2 52 ms against 5 ms. Output pixel
-    ``(d i + a, d j + b)`` reads only input pixels of sub-grid ``(a, b)``, so an undilated conv with
-    padding ``p / d`` on each sub-grid (a strided view: autograd keeps views, no copies) gives that
-    output sub-grid; with stride d only sub-grid (0, 0) is read. Other shapes, CUDA, and passes that
-    need no gradient of this conv take the native conv (its forward is faster).
+    Output pixel ``(d i + a, d j + b)`` reads only input pixels of sub-grid ``(a, b)``, so an
+    undilated conv with padding ``p / d`` on each sub-grid (a strided view: autograd keeps views, no
+    copies) gives that output sub-grid; with stride d only sub-grid (0, 0) is read. Other shapes and
+    passes that need no gradient of this conv take the native conv (its forward is faster).
     """
 
     def _phase_plan(self, x: torch.Tensor) -> int | None:
         """The dilation d if the sub-grid form applies to ``x`` in this pass, else None."""
         d, kernel, stride = self.dilation[0], self.kernel_size[0], self.stride[0]
-        if x.is_cuda or x.dim() != 4 or d == 1 or not torch.is_grad_enabled():
+        if x.dim() != 4 or d == 1 or not torch.is_grad_enabled() or \
+                not fastpaths.enabled("subgrid_dilated_conv", x.device):
             return None
         # measured gains: with stride d in both gradients, with stride 1 in the weight gradient only
         if not (self.weight.requires_grad or (stride == d and x.requires_grad)):
@@ -100,9 +104,8 @@ class DilConv(nn.Sequential):
                  affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            DilatedDepthwiseConv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
-                                   groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
+            create_conv2d(c_in, c_in, kernel, stride, padding, dilation, groups=c_in),
+            create_conv2d(c_in, c_out, 1),
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
@@ -147,8 +150,8 @@ class FactorizedReduce(nn.Module):
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = create_conv2d(c_in, c_out // 2, 1, stride=2)
+        self.conv_2 = create_conv2d(c_in, c_out // 2, 1, stride=2)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +178,7 @@ class ConvBNReLU(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, dilation: int = 1):
         super().__init__(
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=dilation * (kernel // 2),
-                      dilation=dilation, bias=False),
+            create_conv2d(c_in, c_out, kernel, stride, dilation * (kernel // 2), dilation),
             nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True),
         )
@@ -262,78 +264,105 @@ def _square(value: int | tuple[int, ...]) -> int | None:
     return value[0] if len(set(value)) == 1 else None
 
 
-class CompactMaxPool2d(nn.Module):
-    """nn.MaxPool2d (square kernel <= 11, no dilation, floor mode) with the lean backward above.
-    The supernet uses it for the `max_pool_3x3` candidate: same outputs and gradients."""
+class CompactMaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (square kernel <= 11, no dilation, floor mode) with the lean backward above where
+    fast path ``compact_max_pool`` is on: the same outputs and gradients. The supernet uses it for its
+    candidate ops' max pools (:func:`compact_max_pool`)."""
 
     def __init__(self, kernel: int, stride: int, padding: int):
-        super().__init__()
         if kernel > 11:
             raise ValueError(f"CompactMaxPool2d stores window offsets in int8: kernel <= 11, got {kernel}")
-        self.kernel, self.stride, self.padding = kernel, stride, padding
-
-    @classmethod
-    def replaces(cls, pool: nn.Module) -> bool:
-        """Whether ``pool`` is a max pooling this class computes identically."""
-        if not isinstance(pool, nn.MaxPool2d) or pool.ceil_mode or pool.return_indices:
-            return False
-        kernel, stride, padding, dilation = (_square(v) for v in (pool.kernel_size, pool.stride, pool.padding,
-                                                                   pool.dilation))
-        return None not in (kernel, stride, padding) and dilation == 1 and kernel <= 11
-
-    @classmethod
-    def from_pool(cls, pool: nn.MaxPool2d) -> "CompactMaxPool2d":
-        return cls(_square(pool.kernel_size), _square(pool.stride), _square(pool.padding))
+        super().__init__(kernel, stride, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # a torch-function mode (FrozenKinks in Hessian products) sees and may replace the pool itself
-        if not torch.is_grad_enabled() or not x.requires_grad or torch._C._is_torch_function_mode_enabled():
-            return F.max_pool2d(x, self.kernel, self.stride, self.padding)
-        return _CompactMaxPool.apply(x, self.kernel, self.stride, self.padding)
+        # under a torch-function mode (FrozenKinks in Hessian products) the pool is a plain function
+        # call, which the mode sees and may replace
+        if not (torch.is_grad_enabled() and x.requires_grad and fastpaths.enabled("compact_max_pool", x.device)) \
+                or has_torch_function((x,)):
+            return super().forward(x)
+        return _CompactMaxPool.apply(x, self.kernel_size, self.stride, self.padding)
+
+
+def compact_max_pool(module: nn.Module) -> CompactMaxPool2d | None:
+    """``module`` as a :class:`CompactMaxPool2d`, if it is an nn.MaxPool2d that one computes identically."""
+    if type(module) is not nn.MaxPool2d or module.ceil_mode or module.return_indices:
+        return None
+    kernel, stride, padding, dilation = (_square(v) for v in (module.kernel_size, module.stride, module.padding,
+                                                               module.dilation))
+    if None in (kernel, stride, padding) or dilation != 1 or kernel > 11:
+        return None
+    return CompactMaxPool2d(kernel, stride, padding)
 
 
 class SubsampledPointwiseConv2d(nn.Conv2d):
-    """A strided, unpadded 1x1 conv computed as "subsample, then a stride-1 1x1 conv": the same
-    function and gradients with the same parameters (``weight`` / ``bias`` keep their names).
-
-    Why it exists: in channels-last on CPU, torch 2.13's oneDNN weight-gradient kernel for strided
-    1x1 convs (``jit_avx2_1x1_convolution_bwd_weights``, its reduce-to-unit-stride path) writes
-    past its scratch buffer (valgrind: invalid write; glibc aborts with "corrupted double-linked
-    list"). A stride-1 1x1 conv never takes that path. See docs/performance.md.
-    """
-
-    @classmethod
-    def replaces(cls, conv: nn.Module) -> bool:
-        """Whether ``conv`` is a strided 1x1 conv without padding that this class computes identically."""
-        return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride != (1, 1)
-                and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros")
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "SubsampledPointwiseConv2d":
-        new = cls(conv.in_channels, conv.out_channels, 1, stride=conv.stride, groups=conv.groups,
-                  bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
-        new.weight = conv.weight  # the same Parameter objects: optimisers and state dicts see no change
-        new.bias = conv.bias
-        new.train(conv.training)
-        return new
+    """A strided, unpadded 1x1 conv that, where fast path ``subsampled_pointwise_conv`` is on, runs as
+    "subsample, then a stride-1 1x1 conv": the same function and gradients with the same parameters.
+    A stride-1 1x1 conv never takes the oneDNN path that path avoids (see :mod:`nasseg.fastpaths`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not fastpaths.enabled("subsampled_pointwise_conv", x.device):
+            return super().forward(x)
         return conv_on_subsampled(x, *self.stride, self.weight, self.bias, 0, self.groups)
 
 
-def subsample_strided_pointwise_convs(module: nn.Module) -> nn.Module:
-    """Swap every strided 1x1 ``nn.Conv2d`` inside ``module`` for :class:`SubsampledPointwiseConv2d`;
-    returns the module (replaced if it is one)."""
-    if SubsampledPointwiseConv2d.replaces(module):
-        return SubsampledPointwiseConv2d.from_conv(module)
-    for name, child in module.named_children():
-        setattr(module, name, subsample_strided_pointwise_convs(child))
-    return module
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _conv2d_class(c_in: int, c_out: int, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int] | str, dilation: tuple[int, int], groups: int,
+                 padding_mode: str = "zeros") -> type[nn.Conv2d]:
+    """The nn.Conv2d class for a conv of this shape: one with a fast path (each decides per call
+    whether to take it), else nn.Conv2d."""
+    if padding_mode != "zeros":
+        return nn.Conv2d
+    if groups == c_in == c_out and dilation != (1, 1):
+        return DilatedDepthwiseConv2d
+    if kernel == (1, 1) and stride != (1, 1) and padding in ((0, 0), "valid"):
+        return SubsampledPointwiseConv2d
+    return nn.Conv2d
+
+
+def create_conv2d(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int | str = 0,
+                  dilation: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
+    """A 2-d conv (arguments as nn.Conv2d's, no bias by default) of the class :func:`_conv2d_class`
+    picks; its parameters are named as nn.Conv2d's, so state dicts do not depend on the class."""
+    padding = padding if isinstance(padding, str) else _pair(padding)
+    cls = _conv2d_class(c_in, c_out, _pair(kernel), _pair(stride), padding, _pair(dilation), groups)
+    return cls(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
+
+
+def fast_conv2d(module: nn.Module) -> nn.Conv2d | None:
+    """A plain nn.Conv2d rebuilt as the class :func:`create_conv2d` would have given it, with the
+    same Parameter objects (optimisers and state dicts see no change); None if that is nn.Conv2d."""
+    if type(module) is not nn.Conv2d:
+        return None
+    cls = _conv2d_class(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                       module.padding, module.dilation, module.groups, module.padding_mode)
+    if cls is nn.Conv2d:
+        return None
+    new = torch.nn.utils.skip_init(cls, module.in_channels, module.out_channels, module.kernel_size,
+                                   stride=module.stride, padding=module.padding, dilation=module.dilation,
+                                   groups=module.groups, bias=module.bias is not None,
+                                   device=module.weight.device, dtype=module.weight.dtype)  # no init draws
+    new.weight, new.bias = module.weight, module.bias
+    return new.train(module.training)
+
+
+def replace_modules(root: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """Every submodule of ``root`` (``root`` included) for which ``replacement`` gives a module
+    replaced by that module, under the same name; returns ``root`` or its replacement. For modules
+    built elsewhere (baselines, user-registered ops) that should take a fast path."""
+    new = replacement(root)
+    if new is not None:
+        return new
+    for name, child in root.named_children():
+        setattr(root, name, replace_modules(child, replacement))
+    return root
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """``model`` in NHWC memory format (faster convolutions on CPU and GPU), with the strided 1x1
-    convs that corrupt memory in channels-last on CPU swapped for their subsampled equivalent.
-    Parameters stay the same objects; returns the model."""
-    model = subsample_strided_pointwise_convs(model)
-    return model.to(memory_format=torch.channels_last)
+    """``model`` in NHWC memory format (faster convolutions on CPU and GPU), its plain convs rebuilt
+    with their fast paths (:func:`fast_conv2d`; strided 1x1 convs corrupt memory in channels-last on
+    CPU without theirs). Parameters stay the same objects; returns the model."""
+    return replace_modules(model, fast_conv2d).to(memory_format=torch.channels_last)

@@ -191,12 +191,12 @@ def test_compact_max_pool_is_max_pool_with_int8_indices(stride, size):
 
 @pytest.mark.parametrize("size", [(8, 8), (9, 7)])
 def test_subsampled_pointwise_conv_is_the_strided_conv(size):
-    from nasseg.layers import SubsampledPointwiseConv2d
+    from nasseg.layers import SubsampledPointwiseConv2d, fast_conv2d
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(5, 6, 1, stride=2, bias=True).double()
-    twin = SubsampledPointwiseConv2d.from_conv(conv)
-    assert twin.weight is conv.weight and twin.bias is conv.bias
+    twin = fast_conv2d(conv)
+    assert type(twin) is SubsampledPointwiseConv2d and twin.weight is conv.weight and twin.bias is conv.bias
     x = torch.randn(2, 5, *size, dtype=torch.float64, requires_grad=True)
     ours, reference = twin(x), F.conv2d(x, conv.weight, conv.bias, stride=2)
     assert torch.equal(ours, reference)
@@ -277,14 +277,15 @@ def test_dilated_depthwise_conv_takes_the_native_path_without_its_gradients():
 
 @pytest.mark.parametrize("name,classes,size", CASES)
 def test_channels_last_supernet_computes_the_same_step(name, classes, size, tmp_path):
-    """supernet.channels_last: same parameters (objects and state-dict names), strided 1x1 convs
-    swapped for their subsampled form, and the same loss and gradients: against float64, NHWC
-    float32 errs no more than NCHW float32 does (the search nets amplify float32 rounding through
-    a dozen BatchNorms on batches of 2: ~0.3 % on their own)."""
+    """supernet.channels_last: same parameters (objects and state-dict names), no plain strided 1x1
+    conv left (they corrupt memory in NHWC on CPU), and the same step: in float64 the same loss and
+    gradients as NCHW to rounding; in float32 (oneDNN's NHWC kernels) the loss to 1e-5 and gradients
+    within float32 rounding as these nets amplify it (a dozen BatchNorms on batches of 2; one input
+    can flip a ReLU or max-pool choice in one layout only, so the median over inputs is checked)."""
     from nasseg.layers import SubsampledPointwiseConv2d, to_channels_last
 
     exact = small(name, classes, tmp_path=tmp_path)
-    nchw = small(name, classes, tmp_path=tmp_path).float()
+    nhwc_64 = to_channels_last(small(name, classes, tmp_path=tmp_path))
     nhwc = small(name, classes, tmp_path=tmp_path).float()
     before = {key: id(p) for key, p in nhwc.named_parameters()}
     nhwc = to_channels_last(nhwc)
@@ -293,18 +294,21 @@ def test_channels_last_supernet_computes_the_same_step(name, classes, size, tmp_
     assert any(isinstance(m, SubsampledPointwiseConv2d) for m in nhwc.modules())
     assert not any(type(m) is torch.nn.Conv2d and m.stride != (1, 1) and m.kernel_size == (1, 1)
                    for m in nhwc.modules())
-    x = torch.randn(2, 3, size, size, dtype=torch.float64)
-    y = torch.randint(0, classes, (2, size, size))
-    results = []
-    for model in (exact, nchw, nhwc):
-        loss = F.cross_entropy(model(x.to(next(model.parameters()).dtype)), y)
-        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
-        results.append((loss.item(), torch.cat([g.double().flatten() for g in grads if g is not None])))
-    (loss_64, grad_64), (loss_nchw, grad_nchw), (loss_nhwc, grad_nhwc) = results
-    assert abs(loss_nhwc - loss_64) < 1e-5 * loss_64
-    error_nchw = float((grad_nchw - grad_64).norm() / grad_64.norm())
-    error_nhwc = float((grad_nhwc - grad_64).norm() / grad_64.norm())
-    assert error_nhwc < max(2 * error_nchw, 1e-4), (error_nhwc, error_nchw)
+    errors = []
+    for draw in range(3):
+        torch.manual_seed(draw)
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        y = torch.randint(0, classes, (2, size, size))
+        results = []
+        for model in (exact, nhwc_64, nhwc):
+            loss = F.cross_entropy(model(x.to(next(model.parameters()).dtype)), y)
+            grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+            results.append((loss.item(), torch.cat([g.double().flatten() for g in grads if g is not None])))
+        (loss_64, grad_64), (loss_nhwc_64, grad_nhwc_64), (loss_nhwc, grad_nhwc) = results
+        assert abs(loss_nhwc_64 - loss_64) < 1e-12 * loss_64 and abs(loss_nhwc - loss_64) < 1e-5 * loss_64
+        assert float((grad_nhwc_64 - grad_64).norm() / grad_64.norm()) < 1e-9
+        errors.append(float((grad_nhwc - grad_64).norm() / grad_64.norm()))
+    assert sorted(errors)[1] < 0.02, errors
 
 
 def test_channels_last_factorized_reduce_does_not_corrupt_the_heap():

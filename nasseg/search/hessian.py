@@ -80,7 +80,8 @@ def same_random_draws(seed: int, device: torch.device):
 
 
 _RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-_MAX_POOLS = ("max_pool2d", "_max_pool2d", "max_pool2d_with_indices")
+# what a torch-function mode receives for F.max_pool2d / nn.MaxPool2d without and with indices
+_MAX_POOLS = {F.max_pool2d, F.max_pool2d_with_indices}
 
 
 class FrozenKinks(TorchFunctionMode):
@@ -128,8 +129,8 @@ class FrozenKinks(TorchFunctionMode):
             if mask.dtype != x.dtype:  # recorded as bool; x * float mask is as fast as a ReLU, x * bool 2x slower
                 mask = self.records[self.position - 1] = mask.to(x.dtype)
             return x.mul_(mask) if inplace else x * mask
-        if getattr(func, "__name__", "") in _MAX_POOLS and getattr(func, "__module__", "") == F.__name__:
-            wants_indices = func.__name__ == "max_pool2d_with_indices"
+        if func in _MAX_POOLS:
+            wants_indices = func is F.max_pool2d_with_indices
             arguments = dict(kwargs, return_indices=True)
             if len(args) > 6:
                 args = args[:6]

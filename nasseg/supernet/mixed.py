@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import CompactMaxPool2d, FactorizedReduce
+from ..layers import FactorizedReduce, compact_max_pool, replace_modules
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
 
@@ -33,16 +33,6 @@ def strip_leading_relu(module: nn.Module) -> bool:
             return True
         return strip_leading_relu(module[0])
     return False
-
-
-def compact_max_pools(module: nn.Module) -> nn.Module:
-    """Swap every nn.MaxPool2d inside ``module`` for :class:`CompactMaxPool2d` (same function,
-    int8 instead of int64 indices kept for backward); returns the module (replaced if it is one)."""
-    if CompactMaxPool2d.replaces(module):
-        return CompactMaxPool2d.from_pool(module)
-    for name, child in module.named_children():
-        setattr(module, name, compact_max_pools(child))
-    return module
 
 
 class ReluCache:
@@ -85,7 +75,7 @@ class MixedOp(nn.Module):
             if definition.is_zero:
                 continue
             op = definition.build(C, stride, affine, **spec.params)
-            op = compact_max_pools(op)
+            op = replace_modules(op, compact_max_pool)  # lean max-pool backward (fastpaths)
             if definition.bn_in_search:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self.reads_relu.append(strip_leading_relu(op))

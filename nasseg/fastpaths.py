@@ -1,0 +1,181 @@
+"""Every CPU fast path and torch-bug workaround of nasseg: named, documented, individually switchable.
+
+Each entry computes the same function, with the same gradients, as the native op it stands in for
+(the tests compare them in float64), and is active only on the device types and torch versions it
+was measured on or is needed for. Layers ask :func:`enabled` at call time with their input's
+device, so a model moved between devices takes the right path. Measurements: docs/performance.md.
+
+Switching, strongest first:
+
+* in code: :func:`set_enabled` (``None`` returns a path to its default) or, for a block, :func:`overridden`;
+* the environment: ``NASSEG_FASTPATHS=-compact_max_pool,+subgrid_dilated_conv`` (``-name`` off,
+  ``+name`` or ``name`` on, ``all`` for every path; read at first use, :func:`reset` reads it again);
+* the default: on where :meth:`FastPath.applies` (device type and torch version).
+
+A forced ``+name`` runs the path outside its range too: every path is exact everywhere; the range
+says where it pays or is needed. To widen a workaround's ``torch_versions`` to another torch release,
+run its regression test on that release with the path off (``-name``) and check that it still fails
+there; to widen a kernel's, re-measure it (``benchmarks/fastpaths.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch.torch_version import TorchVersion
+
+ENV = "NASSEG_FASTPATHS"
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """One fast path: what it replaces, why, and where it is on by default."""
+
+    name: str
+    what: str
+    why: str
+    devices: tuple[str, ...] | None  # device types (``torch.device.type``); None: every device
+    torch_versions: tuple[str | None, str | None] = (None, None)  # [first, before); None: unbounded
+
+    def applies(self, device: str, version: str = torch.__version__) -> bool:
+        """Whether the path is on by default for ``device`` (a device type) under torch ``version``."""
+        return (self.devices is None or device in self.devices) and self.covers(version)
+
+    def covers(self, version: str) -> bool:
+        first, before = self.torch_versions
+        version = TorchVersion(version)
+        return (first is None or version >= first) and (before is None or version < before)
+
+    def scope(self) -> str:
+        """Where the path is on by default, in words."""
+        first, before = self.torch_versions
+        versions = ",".join(bound for bound in (first and f">={first}", before and f"<{before}") if bound)
+        return f"{'any device' if self.devices is None else ' or '.join(self.devices)}, torch {versions or 'any'}"
+
+
+FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
+    FastPath(
+        "compact_max_pool",
+        what="max pools of the supernet's candidate ops keep one int8 window offset per output for "
+             "backward instead of torch's int64 indices (layers.CompactMaxPool2d)",
+        why="memory: a DARTS weight step keeps fewer bytes; costs time (the offsets' bookkeeping)",
+        devices=None),
+    FastPath(
+        "subgrid_dilated_conv",
+        what="dilated depthwise convs (dil_conv, atrous_conv) run as undilated convs on the dilation's "
+             "interleaved sub-grids when a gradient of the conv is needed (layers.DilatedDepthwiseConv2d)",
+        why="speed: torch's CPU backward of dilated depthwise convs has no fast path",
+        devices=("cpu",), torch_versions=("2.13", None)),
+    FastPath(
+        "subsampled_pointwise_conv",
+        what="strided 1x1 convs (factorized reduce, strided conv_1x1, shortcuts) run as a subsample "
+             "followed by a stride-1 1x1 conv (layers.SubsampledPointwiseConv2d)",
+        why="bug: oneDNN's channels-last weight gradient of strided 1x1 convs "
+            "(jit_avx2_1x1_convolution_bwd_weights) writes past its buffer and corrupts the heap; "
+            "also faster in both layouts",
+        devices=("cpu",), torch_versions=("2.13", "2.14")),
+)}
+
+_code: dict[str, bool] = {}  # set_enabled / overridden
+_environment: dict[str, bool] | None = None  # parsed NASSEG_FASTPATHS, at first use
+_decided: dict[tuple[str, str], bool] = {}  # (name, device type) -> enabled
+
+
+def _path(name: str) -> FastPath:
+    if name not in FAST_PATHS:
+        raise ValueError(f"unknown fast path {name!r}; known: {', '.join(FAST_PATHS)}")
+    return FAST_PATHS[name]
+
+
+def _parse(text: str) -> dict[str, bool]:
+    """``NASSEG_FASTPATHS`` as {name: on}; ``all`` stands for every path."""
+    switches: dict[str, bool] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        on, name = item[0] != "-", item.lstrip("+-")
+        if name != "all" and name not in FAST_PATHS:
+            raise ValueError(f"{ENV}={text!r}: unknown fast path {name!r}; known: all, {', '.join(FAST_PATHS)}")
+        switches.update(dict.fromkeys(FAST_PATHS if name == "all" else [name], on))
+    return switches
+
+
+def _environment_switches() -> dict[str, bool]:
+    global _environment
+    if _environment is None:
+        _environment = _parse(os.environ.get(ENV, ""))
+    return _environment
+
+
+def _decide(name: str, device: str) -> tuple[bool, str]:
+    """(enabled, why) for path ``name`` on device type ``device``."""
+    path = _path(name)
+    if name in _code:
+        return _code[name], "set in code"
+    if name in _environment_switches():
+        return _environment_switches()[name], f"set by {ENV}"
+    if path.applies(device):
+        return True, f"default on {device}, torch {torch.__version__} ({path.scope()})"
+    return False, f"not needed on {device}, torch {torch.__version__} (on for {path.scope()})"
+
+
+def enabled(name: str, device: torch.device | str) -> bool:
+    """Whether fast path ``name`` runs for a tensor on ``device`` (a device or device type)."""
+    kind = torch.device(device).type if isinstance(device, str) else device.type
+    try:
+        return _decided[name, kind]
+    except KeyError:
+        _decided[name, kind] = on = _decide(name, kind)[0]
+        return on
+
+
+def set_enabled(name: str, on: bool | None) -> None:
+    """Force path ``name`` on or off on every device, over the environment; None: back to the default."""
+    _path(name)
+    if on is None:
+        _code.pop(name, None)
+    else:
+        _code[name] = bool(on)
+    _decided.clear()
+
+
+@contextlib.contextmanager
+def overridden(**switches: bool) -> Iterator[None]:
+    """Inside the block the named paths are forced on (True) or off (False); restored after."""
+    before = {name: (_path(name), _code.get(name))[1] for name in switches}
+    try:
+        for name, on in switches.items():
+            set_enabled(name, on)
+        yield
+    finally:
+        for name, on in before.items():
+            set_enabled(name, on)
+
+
+def reset() -> None:
+    """Forget the switches set in code and read ``NASSEG_FASTPATHS`` again."""
+    global _environment
+    _code.clear()
+    _environment = None
+    _decided.clear()
+
+
+@dataclass(frozen=True)
+class FastPathState:
+    name: str
+    enabled: bool
+    reason: str
+    what: str
+    why: str
+
+
+def describe(device: torch.device | str = "cpu") -> list[FastPathState]:
+    """Every fast path with whether it runs on ``device`` and why (for listings such as the CLI's)."""
+    kind = torch.device(device).type if isinstance(device, str) else device.type
+    return [FastPathState(name, *_decide(name, kind), path.what, path.why) for name, path in FAST_PATHS.items()]
+
+
+__all__ = ["ENV", "FAST_PATHS", "FastPath", "FastPathState", "describe", "enabled", "overridden", "reset",
+           "set_enabled"]
