@@ -189,3 +189,17 @@ def test_hdc_max_distance_matches_the_paper():
     assert hdc_max_distance([1, 2, 9]) == 5  # paper: fails, M_2 = 5
     assert hdc_max_distance([2, 4, 8]) == 4
     assert hdc_max_distance([3, 3, 3]) == 3  # passes M_2 <= 3: rejected by the common factor
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "icnet_resnet50", "darts_v2_seg"])
+def test_mac_counter_agrees_with_torch_flop_counter(name):
+    """count_macs counts what torch's FlopCounterMode counts (convs and matmuls), halved."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with meta_device():
+        model = build(name, 11).eval()
+        image = torch.zeros(1, 3, 96, 128)
+        reference = FlopCounterMode(display=False)
+        with reference, torch.no_grad():
+            model(image)
+        assert count_macs(lambda: model(image)) == reference.get_total_flops() // 2
