@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import networkx as nx
@@ -69,6 +70,48 @@ class Resample(nn.Module):
         return x
 
 
+@dataclass(frozen=True)
+class StatePlan:
+    """What one state of the supernet is made of: its cell (width, reduction), its pre-processing
+    ``(name, source state, resampling factor)`` per input, and whether a head reads it."""
+
+    node: Node
+    width: int
+    reduction: bool
+    level: int  # the level whose resolution the cell works at
+    resamples: tuple[tuple[str, Node, float], ...]
+    final: bool
+
+
+def state_plans(space: SearchSpace) -> list[StatePlan]:
+    """The plan of every cell state, in the order the supernet builds them."""
+    graph = space.network_graph
+    level_of = {stride: i for i, stride in enumerate(space.network.strides)}
+    plans = []
+    for node in sorted(graph.nodes):
+        data = graph.nodes[node]
+        if data["role"] == "stem":
+            continue
+        work = cell_input_stride(graph, node)
+        resamples = [(f"from_{node_key(source)}", source, work / graph.nodes[source]["stride"])
+                     for source in sorted(graph.predecessors(node))]
+        if data["prev_prev"] is not None and space.cell.inputs == 2:
+            resamples.append(("pp", data["prev_prev"], work / graph.nodes[data["prev_prev"]]["stride"]))
+        plans.append(StatePlan(node, data["width"], data["cell_type"] == "reduce", level_of[work],
+                               tuple(resamples), data["final"]))
+    return plans
+
+
+def level_sizes(stem_size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    """The feature size at each level: the stem's output, then halved (rounding up) per level."""
+    h, w = stem_size
+    sizes = []
+    for _ in range(levels):
+        sizes.append((h, w))
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return sizes
+
+
 class Supernet(nn.Module):
     def __init__(self, space: SearchSpace, num_classes: int | None = None, affine: bool = False,
                  checkpoint_cells: bool = False, prune_below: float = 0.0):
@@ -94,27 +137,18 @@ class Supernet(nn.Module):
         self.layers: list[list[Node]] = [[] for _ in range(net.layers + 1)]
         for node in sorted(self.graph.nodes):
             self.layers[node[0]].append(node)
-        # fixed per state, so looked up once here rather than in every forward pass
-        level_of = {stride: i for i, stride in enumerate(self.strides)}
-        self.work_level = {node: level_of[cell_input_stride(self.graph, node)]
-                           for node in self.graph if self.graph.nodes[node]["role"] == "cell"}
         self.final_nodes = [node for node in self.layers[-1] if self.graph.nodes[node]["final"]]
+        self.work_level: dict[Node, int] = {}  # fixed per state: looked up here, not in every forward
 
-        for node in sorted(self.graph.nodes):
-            data = self.graph.nodes[node]
-            if data["role"] == "stem":
-                continue
-            key = node_key(node)
-            width, work = data["width"], cell_input_stride(self.graph, node)
-            self.cells[key] = SearchCell(space, width, data["cell_type"] == "reduce", affine)
-            for source in sorted(self.graph.predecessors(node)):
-                src = self.graph.nodes[source]
-                self.resample[f"{key}_from_{node_key(source)}"] = Resample(
-                    src["channels"], width, work / src["stride"], affine)
-            if data["prev_prev"] is not None and space.cell.inputs == 2:
-                pp = self.graph.nodes[data["prev_prev"]]
-                self.resample[f"{key}_pp"] = Resample(pp["channels"], width, work / pp["stride"], affine)
-            if data["final"]:
+        for plan in state_plans(space):
+            key = node_key(plan.node)
+            self.work_level[plan.node] = plan.level
+            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine)
+            for name, source, factor in plan.resamples:
+                channels = self.graph.nodes[source]["channels"]
+                self.resample[f"{key}_{name}"] = Resample(channels, plan.width, factor, affine)
+            if plan.final:
+                data = self.graph.nodes[plan.node]
                 self.heads[key] = head_def.build(data["channels"], data["stride"], self.num_classes,
                                                  **net.head.params)
 
@@ -211,12 +245,7 @@ class Supernet(nn.Module):
         return contextlib.nullcontext(), frozen_bn_stats(*modules)
 
     def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:
-        h, w = stem_out.shape[-2:]
-        sizes = []
-        for _ in self.strides:
-            sizes.append((h, w))
-            h, w = (h + 1) // 2, (w + 1) // 2
-        return sizes
+        return level_sizes(tuple(stem_out.shape[-2:]), len(self.strides))
 
     def active_ops(self, alphas: dict[str, list[torch.Tensor]]) -> dict[str, list[list[bool]]] | None:
         """Per cell type and edge, which candidates are computed (``prune_below``); None = all."""

@@ -31,13 +31,11 @@ def _default_input(segmentation: bool) -> tuple[int, int]:
 
 def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None,
                    classes: int | None) -> dict[str, Any]:
-    from nasseg.supernet import Supernet
+    from nasseg.space.blocks import HEADS
+    from nasseg.supernet.cost import supernet_cost
 
-    with meta_device():
-        net = Supernet(space, classes)
-        size = input_size or _default_input(net.segmentation)
-        x = torch.zeros(1, 3, *size)
-        macs = count_macs(lambda: net.eval()(x))
+    size = input_size or _default_input(HEADS[space.network.head.type].segmentation)
+    cost = supernet_cost(space, classes, size)
     graph = space.network_graph
     return {
         "kind": "search space",
@@ -50,17 +48,17 @@ def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None
         "ops": list(space.op_names),
         "cell_edges": space.cell_graph.number_of_edges(),
         "input": f"{size[0]}x{size[1]}",
-        "classes": net.num_classes,
-        "params": count_params(net.weight_parameters()),
-        "arch_params": count_params(net.arch_parameters()),
-        "alphas": {k: v.numel() for k, v in net.alphas.items()},
-        "betas": net.betas.numel() if net.betas is not None else 0,
-        "macs": macs,
+        "classes": cost.num_classes,
+        "params": cost.params,
+        "arch_params": cost.arch_params,
+        "alphas": cost.alphas,
+        "betas": cost.betas,
+        "macs": cost.macs,
     }
 
 
 def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classes: int | None,
-                   latency: bool = False) -> dict[str, Any]:
+                   latency: bool = False, latency_device: str | None = None) -> dict[str, Any]:
     import inspect
 
     from nasseg import models
@@ -81,11 +79,11 @@ def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classe
               "classes": num_classes, "params": count_params(model.parameters()), "arch_params": 0,
               "macs": macs}
     if latency:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = latency_device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = models.build(name_or_path, num_classes)
         report["latency_ms"] = round(median_latency(model, size, device=device) * 1e3, 2)
         report["latency_device"] = device
-        if device == "cpu":
+        if torch.device(device).type == "cpu":
             report["latency_threads"] = torch.get_num_threads()
     return report
 
