@@ -4,8 +4,8 @@ Bad input raises NassegError anywhere below, which :func:`main` prints as one li
 (``nasseg: error: ...``) with exit status 2, never a traceback. Any other exception is a bug: one
 line ``nasseg: internal error: ...`` with exit status 3; ``--debug`` prints the traceback too.
 
-Exit status: 0 done, 1 problems found by ``data check``, 2 bad input (including argparse's usage
-errors), 3 internal error, 130 interrupted (docs/errors.md).
+Exit status: 0 done, 1 problems found by ``data check`` or a failed ``gpucheck``, 2 bad input
+(including argparse's usage errors), 3 internal error, 130 interrupted (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from nasseg.errors import NassegError, worker_error_message
 from nasseg.rundirs import check_resume_restart
 
 from ..process import configure_process
-from . import bench, cluster, data, demo, inference, info, report, schema, search, show, train
+from . import bench, cluster, data, demo, gpucheck, inference, info, report, schema, search, show, train
 
 EPILOG = ("Docs: docs/quickstart.md; errors and exit codes: docs/errors.md. Every command takes --help.")
 DEBUG_HELP = "on an error, print the Python traceback too (for bug reports)"
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_results_parser(sub)
     cluster.add_cluster_parsers(sub)
     bench.add_bench_parser(sub)
+    gpucheck.add_gpucheck_parser(sub)
     schema.add_schema_parser(sub)
     _add_debug_everywhere(sub)
     return parser
