@@ -12,123 +12,23 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from nasseg.shell.cli import main as cli
+from raycluster import Cluster, descends_from, free_port, processes_of, start_head, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
-VENV_BIN = Path(sys.executable).parent
 # the demo search cut down to seconds: one epoch on 8 images of 32x32
 TINY_SEARCH = ["--set", "epochs=1", "--set", "data.crop=[32,32]", "--set", "data.limit=8",
                "--set", "hessian.iters=2"]
 OUTPUTS: list[str] = []  # everything the commands printed: the token must appear in none of it
-@dataclass(frozen=True)
-class Cluster:
-    address: str  # the dashboard (Jobs API), http://127.0.0.1:PORT
-    gcs: str  # 127.0.0.1:PORT
-    token: str
-    temp_dir: Path
-
-
-def free_port() -> int:
-    """A free port outside Ray's default worker port range (10002-19999)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if not 10000 <= port <= 20000:
-            return port
-
-
-def processes_of(*markers: str) -> list[int]:
-    """Ids of the processes whose command line holds every string of one marker (the cluster's temp
-    dir; the Ray Client server's port, its command line names no temp dir), and of all their
-    descendants (workers, job drivers)."""
-    parents: dict[int, int] = {}
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
-            if any(all(part in cmdline for part in marker.split("|")) for marker in markers):
-                found.add(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    changed = True
-    while changed:
-        new = {pid for pid, parent in parents.items() if parent in found and pid not in found}
-        found |= new
-        changed = bool(new)
-    return sorted(found - {os.getpid()})
-
-
-def descends_from(pid: int, ancestor: int) -> bool:
-    """Whether ``pid`` is a (grand...)child of ``ancestor`` (this test's own Ray, not another's)."""
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            return False
-        if pid == ancestor:
-            return True
-    return False
-
-
-def stop_cluster(*markers: str) -> None:
-    """SIGTERM, then SIGKILL, the cluster's own processes (never `ray stop`: that would end every
-    Ray on the machine)."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        pids = processes_of(*markers)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline and processes_of(*markers):
-            time.sleep(0.2)
-
-
-def start_head(token: str) -> tuple[Cluster, tuple[str, str]]:
-    """`ray start --head` on free ports, and the markers of its processes for stop_cluster. Tried
-    again on fresh ports when it fails: another test process (pytest-xdist runs two) may bind a port
-    between free_port() and Ray's own bind."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "OMP_NUM_THREADS": "1",
-           "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # as after `source .venv/bin/activate`
-    env.pop("RAY_ADDRESS", None)
-    failures = []
-    for _ in range(3):
-        temp_dir = Path(tempfile.mkdtemp(prefix="nrc", dir="/tmp"))  # short: Ray's socket paths are limited
-        gcs, dashboard, client_server = free_port(), free_port(), free_port()
-        markers = (str(temp_dir), f"ray.util.client.server|--port={client_server} ")
-        command = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                   f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                   f"--ray-client-server-port={client_server}", f"--dashboard-agent-listen-port={free_port()}",
-                   "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-        started = None
-        try:
-            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-        finally:
-            if started is None or started.returncode != 0:  # failed or timed out: nothing may stay behind
-                stop_cluster(*markers)
-                shutil.rmtree(temp_dir, ignore_errors=True)
-        if started.returncode == 0:
-            return Cluster(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", token, temp_dir), markers
-        failures.append(started.stdout + started.stderr)
-    raise AssertionError("ray start failed 3 times:\n" + "\n".join(failures))
 
 
 @pytest.fixture(scope="module")

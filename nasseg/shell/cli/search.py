@@ -124,9 +124,10 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "results", help="table of the searches of an experiment (seeds, HPO trials), mean ± std over seeds",
         description="One row per search run under EXPERIMENT_DIR (OUT/<job name>, from nasseg search with or "
-                    "without Ray): overrides, seed, status, epochs run and the returned epoch, final / best "
-                    "val mIoU, the decoded normal cell, the checkpoint. Then mean ± std over the seeds of "
-                    "each config.",
+                    "without Ray): overrides (what the run changed from its job file with --set, or an HPO "
+                    "trial's samples), seed, status, epochs run and the returned epoch, final / best val mIoU, "
+                    "the Ray nodes it ran on (Ray node ids; --csv and --json give them whole), the decoded "
+                    "normal cell, the checkpoint. Then mean ± std over the seeds of each config.",
         epilog="Example: nasseg results runs/demo --sort best_val_miou")
     parser.add_argument("experiment", metavar="EXPERIMENT_DIR", help="OUT/<job name> (or one run dir)")
     parser.add_argument("--sort", default=None, metavar="COL",
@@ -141,7 +142,7 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_results(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..runner.results import collect_results, format_summary, sort_table, summarize
+    from ..runner.results import collect_results, format_summary, short_nodes, sort_table, summarize
 
     table = collect_results(args.experiment)
     if args.sort:
@@ -154,7 +155,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                           "configs": json.loads(summary.to_json(orient="records"))}, indent=2))
     else:
         with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
-            print(table.drop(columns=["checkpoint"]).to_string(index=False))
+            print(short_nodes(table).drop(columns=["checkpoint"]).to_string(index=False))
             if (summary["runs"] > 1).any() or len(summary) > 1:
                 print()
                 print(format_summary(summary).to_string(index=False))

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
-import shutil
-import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nasseg.errors import NassegError
 from nasseg.io import read_json_object
+from nasseg.rundirs import run_path
 from nasseg.train.checkpoint import read_checkpoint
 from nasseg.train.config import TrainConfig
 from nasseg.train.trainer import Trainer, prepare_run_dir
 
 from ..process import configure_process
+from .record import current_node, node_alive, node_label
+from .storage import check_out_path, staged
 
 MAX_FAILURES = 2  # worker-group restarts from the last reported checkpoint before giving up
 RAY_TRAIN_DIR = "ray_train"  # Ray Train's storage inside the run directory
+PLACEMENTS_FILE = "placements.jsonl"  # in RAY_TRAIN_DIR: each start of the worker group, its ranks' nodes
 
 
 def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resume: bool = False,
@@ -52,6 +56,7 @@ def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resum
     (None when stopped early by ``stop_at``, which tests use to interrupt a run)."""
     from .ray_session import ray_session
 
+    check_out_path(out)
     if workers < 1:
         raise NassegError(f"--workers must be >= 1, got {workers}")
     if config.data.batch_size % workers:
@@ -143,6 +148,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     trainer = RankTrainer(config, loop_config["out"], resume=bool(loop_config["resume"]),
                           rank=context.get_world_rank(), world_size=context.get_world_size(),
                           ray_checkpoint=ray.train.get_checkpoint())
+    trainer.record_start()
     trainer.run(stop_at=loop_config["stop_at"])
 
 
@@ -152,7 +158,10 @@ class RankTrainer(Trainer):
     def __init__(self, config: TrainConfig, out: str | Path, *, resume: bool, rank: int, world_size: int,
                  ray_checkpoint: Any = None):
         self.ray_checkpoint = ray_checkpoint  # set by Ray Train after a worker-group restart or on resume
-        super().__init__(config, out, resume=resume or ray_checkpoint is not None, progress=False,
+        # The driver prepared a fresh run directory without last.pt: one found here was written by this
+        # run before its worker group restarted (also when Ray Train had not registered it yet).
+        written = (run_path(out, config.name) / "checkpoints" / "last.pt").is_file()
+        super().__init__(config, out, resume=resume or ray_checkpoint is not None or written, progress=False,
                          rank=rank, world_size=world_size)
         if self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # keeps the parameters
@@ -179,13 +188,23 @@ class RankTrainer(Trainer):
         if not self.is_writer:
             ray.train.report(metrics)
             return
-        with tempfile.TemporaryDirectory(prefix="nasseg-ckpt-") as folder:
-            last = self.run_dir / "checkpoints" / "last.pt"
-            try:
-                os.link(last, Path(folder) / "last.pt")  # no copy on the same filesystem
-            except OSError:
-                shutil.copy2(last, Path(folder) / "last.pt")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        with staged(self.run_dir / "checkpoints" / "last.pt") as folder:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+
+    def record_start(self) -> None:
+        """Every rank's Ray node, gathered to rank 0, which appends this start of the worker group
+        (and the iteration it continues from) to ray_train/placements.jsonl."""
+        import torch.distributed as dist
+
+        node_id, node_ip = current_node()
+        workers: list[Any] = [None] * self.world_size
+        dist.all_gather_object(workers, {"rank": self.rank, "node_id": node_id, "node_ip": node_ip,
+                                         "pid": os.getpid()})
+        if self.is_writer:
+            line = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_iteration": self.iteration,
+                    "workers": workers}
+            with open(self.run_dir / RAY_TRAIN_DIR / PLACEMENTS_FILE, "a") as handle:
+                handle.write(json.dumps(line) + "\n")
 
 
 def _iteration(path: Path) -> int:
@@ -205,11 +224,16 @@ def worker_error(exc: BaseException) -> str:
 class LogFollower:
     """Prints the rows rank 0 appends to log.csv / eval.csv while the workers train (their own
     output stays in Ray's worker logs). Rows up to iteration ``start`` are old: a resumed run
-    rewrites the ones after its checkpoint, and those are printed (again)."""
+    rewrites the ones after its checkpoint, and those are printed (again). A restart of the worker
+    group (Ray Train after a worker or node died) is one line: the lost node, the iteration the
+    group continues from and its nodes."""
 
     def __init__(self, run_dir: Path, iters: int, start: int = 0, interval: float = 1.0):
         self.paths = {"log": run_dir / "log.csv", "eval": run_dir / "eval.csv"}
         self.printed = {name: start for name in self.paths}  # the last iteration shown, per file
+        self.starts_file = run_dir / RAY_TRAIN_DIR / PLACEMENTS_FILE
+        self.starts = self._read_starts()  # the worker group's starts so far (earlier sessions included)
+        self.session_starts = 0
         self.iters = iters
         self.interval = interval
         self._stop = threading.Event()
@@ -221,6 +245,7 @@ class LogFollower:
             self.poll()
 
     def poll(self) -> None:
+        self.poll_starts()
         for name, path in self.paths.items():
             if not path.exists():
                 continue
@@ -230,6 +255,27 @@ class LogFollower:
                 if row.get("iteration") and int(row["iteration"]) > self.printed[name]:
                     print(self.format(name, row), flush=True)
                     self.printed[name] = int(row["iteration"])
+
+    def poll_starts(self) -> None:
+        starts = self._read_starts()
+        for start in starts[len(self.starts):]:
+            if self.session_starts:  # not the first start of this command: a restart
+                print(self.restart_line(self.starts[-1], start), flush=True)
+            self.session_starts += 1
+            self.starts.append(start)
+
+    @staticmethod
+    def restart_line(before: dict[str, Any], now: dict[str, Any]) -> str:
+        lost = [node_label(w) for w in before.get("workers", []) if w.get("node_id") and not node_alive(w["node_id"])]
+        cause = f"node {', '.join(dict.fromkeys(lost))} lost; " if lost else ""
+        nodes = ", ".join(dict.fromkeys(node_label(w) for w in now.get("workers", [])))
+        return f"{cause}workers restarted from iteration {now.get('from_iteration')} on node(s) {nodes}"
+
+    def _read_starts(self) -> list[dict[str, Any]]:
+        if not self.starts_file.exists():
+            return []
+        complete = self.starts_file.read_text().split("\n")[:-1]  # a line being appended has no newline yet
+        return [json.loads(line) for line in complete if line.strip()]
 
     def format(self, name: str, row: dict[str, str]) -> str:
         it = f"iteration {int(row['iteration']):>{len(str(self.iters))}}/{self.iters}"

@@ -24,7 +24,7 @@ import yaml
 from nasseg.errors import NassegError
 from nasseg.config import set_keys
 from nasseg.io import atomic_write_text
-from nasseg.search.config import SearchConfig, parse_job, resolve_space_path
+from nasseg.search.config import SearchConfig, load_job, parse_job, resolve_space_path
 from nasseg.config import load_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
@@ -41,6 +41,7 @@ class Experiment:
     job_file: str | None
     seeds: list[int]
     hpo: dict[str, Any] = field(default_factory=dict)  # objectives, cost_input, ... (kind hpo)
+    overrides: dict[str, Any] = field(default_factory=dict)  # what the job differs in from its file (--set)
 
     @property
     def tune_dir(self) -> Path:
@@ -54,6 +55,8 @@ class Experiment:
         data = {"kind": self.kind, "job_file": self.job_file, "seeds": self.seeds, "job": self.job}
         if self.hpo:
             data["hpo"] = self.hpo
+        if self.overrides:
+            data["overrides"] = self.overrides
         atomic_write_text(self.path / EXPERIMENT_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def search_config(self, overrides: dict[str, Any] | None = None) -> SearchConfig:
@@ -72,7 +75,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise NassegError(f"{file}: no {', '.join(missing)} in it; expected the experiment record nasseg "
                           "writes (kind, job, seeds)")
     return Experiment(path, data["kind"], data["job"], data.get("job_file"), list(data["seeds"]),
-                      data.get("hpo") or {})
+                      data.get("hpo") or {}, data.get("overrides") or {})
 
 
 def portable_job(config: SearchConfig) -> dict[str, Any]:
@@ -83,6 +86,27 @@ def portable_job(config: SearchConfig) -> dict[str, Any]:
     if data["data"].get("root"):
         data["data"]["root"] = str(Path(data["data"]["root"]).expanduser().resolve())
     return data
+
+
+def job_overrides(config: SearchConfig) -> dict[str, Any]:
+    """The settings in which ``config`` differs from its job file as that file reads now (the
+    ``--set`` values that changed something), as dotted keys; seeds and name are left out (every
+    run shows its seed, the name is the experiment's folder)."""
+    if not config.file:
+        return {}
+    ran, written = _dotted(portable_job(config)), _dotted(portable_job(load_job(config.file)))
+    return {key: value for key, value in ran.items()
+            if key not in ("seeds", "name") and (key not in written or written[key] != value)}
+
+
+def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def config_digest(job: dict[str, Any]) -> str:

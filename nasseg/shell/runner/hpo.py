@@ -241,8 +241,10 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
     from ray import tune
 
     from .ray_session import check_resources, ray_session
+    from .storage import check_out_path
     from .tune_search import EpochLines, check_fresh, collect_outcomes, quiet_tune_logs, restored_tuner
 
+    check_out_path(out)
     check_resume_restart(resume, restart)
     path = run_path(out, hpo.name).resolve()
     check_run_dir(path, "hpo")
@@ -263,7 +265,8 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
             claim_run_dir(path, "hpo")
             experiment.save()
             claim_run_dir(experiment.tune_dir, "ray-tune")
-            tuner = new_tuner(hpo, experiment, [EpochLines(path, hpo.epochs, kind="hpo"), *callbacks])
+            tuner = new_tuner(hpo, experiment, [EpochLines(path, hpo.epochs, kind="hpo", max_failures=hpo.search.max_failures),
+                                                  *callbacks])
         with quiet_tune_logs():  # a diverged trial is a data point, not a reason to stop
             collect_outcomes(tuner.fit(), experiment, raise_on_error=False)
     return write_pareto(path, hpo.objectives)

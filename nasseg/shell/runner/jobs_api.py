@@ -18,12 +18,13 @@ import contextlib
 import os
 import re
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from nasseg.errors import NassegError
+
+from .auth import find_token
 
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379
@@ -65,36 +66,6 @@ def dashboard_address(address: str | None) -> str:
 def safe_address(text: str) -> str:
     """An address (or a message) without user:password@ in its URLs."""
     return re.sub(r"//[^/@\s]*@", "//", text)
-
-
-@dataclass(frozen=True)
-class Token:
-    """The cluster token and where it came from (for messages; the value itself is never shown)."""
-
-    value: str
-    source: str
-
-
-def find_token() -> Token | None:
-    """The token Ray would use: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token; none when
-    RAY_AUTH_MODE=disabled."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        return None
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return Token(os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN")
-    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    for path, source in ((named, "RAY_AUTH_TOKEN_PATH"), (Path.home() / ".ray" / "auth_token", "~/.ray/auth_token")):
-        if not path:
-            continue
-        try:
-            value = Path(path).expanduser().read_text().strip()
-        except OSError:
-            if source == "RAY_AUTH_TOKEN_PATH":
-                raise NassegError(f"RAY_AUTH_TOKEN_PATH names {path}, which cannot be read") from None
-            continue
-        if value:
-            return Token(value, f"{source} ({path})" if source == "RAY_AUTH_TOKEN_PATH" else source)
-    return None
 
 
 def _check_reachable(url: str, timeout: float = 5.0) -> None:

@@ -1,7 +1,9 @@
 """Connecting to Ray: an embedded local instance by default, a cluster with ``--address``/RAY_ADDRESS.
 
 The embedded instance is started quietly (no dashboard, no worker log forwarding: trials report
-through Tune, and their stdout is only tqdm noise) and shut down again when the command ends.
+through Tune, and their stdout is only tqdm noise) and shut down again when the command ends. A
+cluster's token is used as ``ray start`` uses it (nasseg.shell.runner.auth); Ray's own messages are
+one plain line each (nasseg.shell.runner.console).
 When Ray is already initialised (a notebook, the tests) it is reused and left running.
 """
 
@@ -16,6 +18,9 @@ from typing import Iterator
 
 from nasseg.errors import NassegError
 from nasseg.search.config import ResourcesConfig
+
+from .auth import find_token, use_cluster_token
+from .console import plain_ray_console
 
 # Small: trials pass file paths and a few numbers through Ray, never tensors.
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -38,24 +43,25 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         raise NassegError("--num-cpus sizes the embedded local Ray; a cluster given by --address or "
                           "RAY_ADDRESS has its own CPUs (drop --num-cpus)")
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=False, log_to_driver=False)
-    try:
-        if address:
-            check_reachable(address)
-            ray.init(address=address, **kwargs)
-        else:
-            # the embedded instance creates its own token; the notice about it is not news to the user
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,  # never a stray `ray start`
-                     object_store_memory=EMBEDDED_OBJECT_STORE_BYTES, **kwargs)
-    except ConnectionError as exc:
-        hint = ("; if the cluster uses token authentication (the default of recent Ray), set RAY_AUTH_MODE=token "
-                "and provide its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
-                if not os.environ.get("RAY_AUTH_MODE") else "")
-        raise NassegError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with plain_ray_console():
+        try:
+            if address:
+                check_reachable(address)
+                use_cluster_token()  # RAY_AUTH_MODE=token when a token is at hand, as `ray start` does
+                ray.init(address=address, **kwargs)
+            else:
+                # the embedded instance creates its own token; the notice about it is not news to the user
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,  # never a stray `ray start`
+                         object_store_memory=EMBEDDED_OBJECT_STORE_BYTES, **kwargs)
+        except ConnectionError as exc:
+            hint = ("; if the cluster uses token authentication (the default of recent Ray), provide its token "
+                    "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)" if find_token() is None else "")
+            raise NassegError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

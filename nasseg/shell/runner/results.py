@@ -1,7 +1,7 @@
 """``nasseg results``: one pandas table of the searches in an experiment directory.
 
 Everything is read from the nasseg run dirs (config.yaml, metrics.csv, result.json, arch.yaml,
-trial.json), never from Ray's state, so runs made in-process (``--no-ray``) and Tune trials
+trial.json: the overrides and the Ray nodes a trial ran on), never from Ray's state, so runs made in-process (``--no-ray``) and Tune trials
 (seeds or Optuna trials) are listed alike. Runs with the same settings (the job minus seeds and
 placement) form one config; ``summarize`` gives mean and std over its seeds.
 """
@@ -18,11 +18,13 @@ from nasseg.errors import NassegError
 from nasseg.io import read_json_object
 from nasseg.search.rundir import RunDir
 from nasseg.config import did_you_mean, load_yaml
-from .experiment import TRIAL_FILE, config_digest
+from .experiment import config_digest
+from .record import node_history, read_record, short_node
 
 RESULT_COLUMNS = ["run", "config", "overrides", "seed", "status", "epochs", "arch_epoch", "final_val_miou",
                   "best_val_miou", "best_epoch", "arch_val_miou", "last_eigenvalue", "macs", "params",
-                  "seconds", "genotype", "checkpoint"]
+                  "seconds", "nodes", "genotype", "checkpoint"]
+NODE_SEPARATOR = " > "  # the Ray nodes a trial ran on, in order (a node lost mid-run: two of them)
 METRICS_READ = ("epoch", "val_miou", "eigenvalue", "epoch_seconds")  # the metrics.csv columns a row uses
 HIGHER_IS_BETTER = ("final_val_miou", "best_val_miou", "arch_val_miou")
 _SHORT_OPS = [(r"sep_conv_(\d)x\d", r"sep\1"), (r"dil_conv_(\d)x\d", r"dil\1"), (r"atrous_conv_(\d)x\d", r"atr\1"),
@@ -75,7 +77,7 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise NassegError(f"{run_dir / 'config.yaml'}: expected the search job nasseg wrote (a mapping)")
     result = _optional_json(run_dir / "result.json", "a search's result")
-    trial = _optional_json(run_dir / TRIAL_FILE, "a trial record (experiment, trial id, seed, overrides)")
+    trial = read_record(RunDir(run_dir))
     seed = trial.get("seed", result.get("seed"))
     if seed is None and run_dir.name.startswith("seed") and run_dir.name[4:].isdigit():
         seed = int(run_dir.name[4:])
@@ -104,6 +106,7 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
         "macs": cost.get("macs"),
         "params": cost.get("params"),
         "seconds": float(metrics["epoch_seconds"].sum()) if epochs else 0.0,
+        "nodes": NODE_SEPARATOR.join(node_history(trial)) or None,
         "genotype": genotype_summary(arch_file),
         "checkpoint": str(run_dir / "checkpoints" / "last.pt"),
     }
@@ -143,6 +146,16 @@ def sort_table(table: pd.DataFrame, column: str) -> pd.DataFrame:
                           + did_you_mean(column, table.columns))
     return table.sort_values(column, ascending=column not in HIGHER_IS_BETTER, kind="stable",
                              na_position="last").reset_index(drop=True)
+
+
+def short_nodes(table: pd.DataFrame) -> pd.DataFrame:
+    """The terminal's table: node ids cut to their first 8 digits (--csv and --json keep them whole)."""
+    if "nodes" not in table:
+        return table
+    shown = table.copy()
+    shown["nodes"] = [NODE_SEPARATOR.join(short_node(n) for n in v.split(NODE_SEPARATOR)) if isinstance(v, str) else v
+                      for v in table["nodes"]]
+    return shown
 
 
 def format_summary(summary: pd.DataFrame) -> pd.DataFrame:

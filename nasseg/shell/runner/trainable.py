@@ -3,16 +3,15 @@
 A plain function of its Tune config (``experiment``: the experiment dir, ``seed``, ``params``:
 HPO overrides, ``resume_run_dir``: continue from the run dir's last.pt when Tune has no checkpoint). It builds the same :class:`~nasseg.search.Search` as an in-process run,
 restores the state of the last finished epoch from ``tune.get_checkpoint()`` when Tune restarts
-it (a dead worker, or ``Tuner.restore`` after the driver died), and reports each epoch with a
-checkpoint holding a copy of the nasseg checkpoint, so Tune can restart it on any worker.
+it (a dead worker or node, or ``Tuner.restore`` after the driver died), and reports each epoch with a
+checkpoint holding a copy of the nasseg checkpoint, so Tune can restart it on any worker. Each start
+is recorded in the run's trial.json with its Ray node (nasseg.shell.runner.record).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,11 @@ from nasseg.io import atomic_write_text, read_json_object
 from nasseg.search import Search, SearchDiverged
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir, read_search_checkpoint
-from .experiment import PID_FILE, TRIAL_FILE, job_digest, load_experiment
 from ..process import configure_process
+from .experiment import PID_FILE, job_digest, load_experiment
 from .ray_session import torch_threads
+from .record import RunRecord
+from .storage import staged
 
 CHECKPOINT_FILE = "last.pt"
 REPORTED = ("epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_pixel_acc", "eigenvalue",
@@ -39,31 +40,34 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
     from ray import tune
 
     experiment = load_experiment(trial_config["experiment"])
-    overrides = dict(trial_config.get("params") or {})
-    config = experiment.search_config(overrides)
-    configure_process(threads=torch_threads(config.resources))
+    params = dict(trial_config.get("params") or {})
+    config = experiment.search_config(params)
+    threads = torch_threads(config.resources)
+    configure_process(threads=threads)
     seed = int(trial_config["seed"])
-    run = RunDir(experiment.run_dir(seed, tune.get_context().get_trial_id()))
+    trial_id = tune.get_context().get_trial_id()
+    run = RunDir(experiment.run_dir(seed, trial_id))
     digest = job_digest(config)
     refuse_known_divergence(run, digest)
     search = Search(config, seed, run.path, progress=False)
     run.claim()
     atomic_write_text(run.file(PID_FILE), str(os.getpid()))
-    atomic_write_text(run.file(TRIAL_FILE), json.dumps(
-        {"experiment": experiment.path.name, "trial_id": tune.get_context().get_trial_id(), "seed": seed,
-         "overrides": overrides, "job_digest": digest}, indent=2))
-
     restore(search, resume_run_dir=bool(trial_config.get("resume_run_dir")))
+    record = RunRecord(run)
+    placement = record.start({"experiment": experiment.path.name, "trial_id": trial_id, "seed": seed,
+                              "overrides": {**experiment.overrides, **params}, "job_digest": digest},
+                             from_epoch=search.epoch, threads=threads)
     costs = [m for m in experiment.hpo.get("cost_metrics", []) if m in COST_METRICS]
     cost_input = tuple(experiment.hpo.get("cost_input") or default_cost_input(config))
 
     def report(row: dict[str, Any]) -> None:
         metrics = {k: row[k] for k in REPORTED if row.get(k) is not None}
+        metrics["node_id"] = placement["node_id"]  # Tune's node_ip cannot tell nodes on one host apart
         if costs:
             metrics.update(record_arch_cost(run, row["epoch"], search.data.num_classes, cost_input, costs))
-        with tempfile.TemporaryDirectory(prefix="nasseg-ckpt-") as folder:
-            shutil.copyfile(run.file("checkpoints", CHECKPOINT_FILE), Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        record.epoch_done(row["epoch"])
+        with staged(run.file("checkpoints", CHECKPOINT_FILE)) as folder:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     try:
         search.run_search(on_epoch=report)
@@ -75,7 +79,8 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
 
 def restore(search: Search, resume_run_dir: bool) -> None:
     """The state of the last epoch Tune checkpointed (a restarted or restored trial), else, with
-    ``resume_run_dir``, the run dir's own last.pt (``--resume`` of a run Tune never saw)."""
+    ``resume_run_dir``, the run dir's own last.pt (``--resume`` of a run Tune never saw). The event
+    names the checkpoint read: on a cluster, a path on the shared storage."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
@@ -83,7 +88,8 @@ def restore(search: Search, resume_run_dir: bool) -> None:
         with checkpoint.as_directory() as folder:
             state = read_search_checkpoint(Path(folder) / CHECKPOINT_FILE)
         search.load_state_from(state, f"the Ray Tune checkpoint of {search.run.path}")
-        search.run.log_event("restored", epoch=search.epoch, source="tune checkpoint")
+        search.run.log_event("restored", epoch=search.epoch, source="tune checkpoint",
+                             checkpoint=str(Path(checkpoint.path) / CHECKPOINT_FILE))
     elif resume_run_dir and search.run.has_checkpoint():
         state = search.run.load_checkpoint()
         check_same_search(search.run, state["config"], search.config)

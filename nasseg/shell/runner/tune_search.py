@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -23,39 +24,63 @@ from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir
                             run_path)
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir
-from .experiment import TUNE_DIR, Experiment, load_experiment, portable_job
-from .ray_session import check_resources, ray_session
+from .experiment import TUNE_DIR, Experiment, job_overrides, load_experiment, portable_job
 from .inprocess import epoch_line
+from .ray_session import check_resources, ray_session
+from .record import node_alive, node_label, placements, read_record
+from .storage import check_out_path
 from .trainable import COST_METRICS, check_same_search, search_trainable
 
 
 class EpochLines(tune.Callback):
     """Prints one line per reported epoch and one summary line per trial, in the format of the
-    in-process ``nasseg search`` (Tune's own progress tables stay off)."""
+    in-process ``nasseg search`` (Tune's own progress tables stay off), and one line per failure
+    and per restart, naming the Ray node the trial lost and the one it continues on."""
 
-    def __init__(self, experiment_path: str | Path, epochs: int, kind: str = "search"):
+    max_failures: int | None = None  # class defaults: Tune restores callbacks pickled by older versions
+
+    def __init__(self, experiment_path: str | Path, epochs: int, kind: str = "search",
+                 max_failures: int | None = None):
         self.experiment_path = str(experiment_path)
         self.epochs = epochs
         self.kind = kind
+        self.max_failures = max_failures
 
     def label(self, trial: Any) -> str:
         return f"seed {trial.config['seed']}" if self.kind == "search" else f"trial {trial.trial_id}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = trial.config.get("params")
-        if params:  # an HPO trial: show what Optuna sampled
+        if params and trial.trial_id not in self.restarting():  # an HPO trial: show what Optuna sampled
             print(f"[{self.label(trial)}] " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                        for k, v in sorted(params.items())), flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.announce_restart(trial)
         extra = "".join(f"  {k} {result[k]:.4g}" for k in COST_METRICS if k in result)
         print(epoch_line(self.label(trial), self.epochs, result) + extra, flush=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epoch = (trial.last_result or {}).get("epoch")
         where = f"epoch {epoch}" if epoch and trial.checkpoint else "the start"
-        print(f"[{self.label(trial)}] worker failed ({error_line(trial).split('. ')[0]}); restarting from {where} "
-              f"(failure {trial.num_failures})", flush=True)
+        starts = placements(read_record(self.run_dir(trial)))
+        node = starts[-1] if starts else {}
+        if node.get("node_id") and not node_alive(node["node_id"]):
+            cause = f"node {node_label(node)} lost"
+        else:
+            cause = f"worker failed ({error_line(trial).split('. ')[0]})"
+        limit = f" of at most {self.max_failures}" if self.max_failures is not None else ""
+        print(f"[{self.label(trial)}] {cause}; restarting from {where} (restart {trial.num_failures}{limit})",
+              flush=True)
+        self.restarting()[trial.trial_id] = (trial, len(starts))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """A restarted trial records its new node when it starts: say where it went, without
+        waiting for its next epoch (polled at most once a second)."""
+        if self.restarting() and time.monotonic() >= self.__dict__.get("next_poll", 0.0):
+            self.__dict__["next_poll"] = time.monotonic() + 1.0
+            for trial, _ in list(self.restarting().values()):
+                self.announce_restart(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = finish_run_dir(trial, self.experiment_path)
@@ -63,8 +88,27 @@ class EpochLines(tune.Callback):
               f"{result['arch_epoch']} -> {result['run_dir']}/arch.yaml", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.restarting().pop(trial.trial_id, None)
         print(f"[{self.label(trial)}] failed: {error_line(trial)} (traceback: {Path(trial.path) / 'error.txt'})",
               flush=True)
+
+    def restarting(self) -> dict[str, tuple[Any, int]]:
+        """Trials that failed and will restart: trial id -> (trial, starts recorded at the failure)."""
+        return self.__dict__.setdefault("_restarting", {})
+
+    def run_dir(self, trial: Any) -> RunDir:
+        return RunDir(load_experiment(self.experiment_path).run_dir(int(trial.config["seed"]), trial.trial_id))
+
+    def announce_restart(self, trial: Any) -> None:
+        if trial.trial_id not in self.restarting():
+            return
+        _, seen = self.restarting()[trial.trial_id]
+        starts = placements(read_record(self.run_dir(trial)))
+        if len(starts) > seen:
+            del self.restarting()[trial.trial_id]
+            start = starts[-1]
+            where = f"epoch {start['from_epoch']}" if start.get("from_epoch") else "the start"
+            print(f"[{self.label(trial)}] restarted from {where} on node {node_label(start)}", flush=True)
 
 
 def error_text(error: BaseException | str | None) -> str:
@@ -162,6 +206,7 @@ def restored_tuner(experiment_path: Path, config: SearchConfig) -> tune.Tuner:
     experiment = load_experiment(experiment_path)
     if experiment.kind != "hpo":
         experiment.job = portable_job(config)  # --resume --set: new settings for the remaining epochs
+        experiment.overrides = job_overrides(config)
         experiment.save()
     print(f"resuming {experiment_path}: unfinished and failed trials continue from their last epoch", flush=True)
     return tune.Tuner.restore(str(experiment.tune_dir), trainable=trainable_with_resources(config),
@@ -187,10 +232,12 @@ def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Seque
                     resume: bool = False, restart: bool = False, address: str | None = None,
                     num_cpus: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Run the seeds of a job as parallel Tune trials; the results (result.json + run_dir) per seed."""
+    check_out_path(out)
     check_resume_restart(resume, restart)
     experiment_path = run_path(out, config.name).resolve()
     seeds = list(seeds if seeds is not None else config.seeds)
-    experiment = Experiment(experiment_path, "search", portable_job(config), config.file, seeds)
+    experiment = Experiment(experiment_path, "search", portable_job(config), config.file, seeds,
+                            overrides=job_overrides(config))
     check_run_dir(experiment_path, "experiment")
     restore = resume and tune.Tuner.can_restore(str(experiment.tune_dir))
     if resume and not restore:
@@ -205,15 +252,20 @@ def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Seque
             claim_run_dir(experiment_path, "experiment")
             experiment.save()
             claim_run_dir(experiment.tune_dir, "ray-tune")
-            tuner = tune.Tuner(
-                trainable_with_resources(config),
-                param_space={"experiment": str(experiment_path), "seed": tune.grid_search(seeds),
-                             "resume_run_dir": resume},
-                tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"seed{trial.config['seed']}"),
-                run_config=make_run_config(experiment, config.max_failures,
-                                           [EpochLines(experiment_path, config.epochs), *callbacks]))
+            tuner = new_search_tuner(config, experiment, resume, callbacks)
         with quiet_tune_logs():
             return collect_outcomes(tuner.fit(), load_experiment(experiment_path))
+
+
+def new_search_tuner(config: SearchConfig, experiment: Experiment, resume: bool, callbacks: Sequence[Any]) -> tune.Tuner:
+    """One trial per seed, named like its run dir (seed<N>)."""
+    lines = EpochLines(experiment.path, config.epochs, max_failures=config.max_failures)
+    return tune.Tuner(
+        trainable_with_resources(config),
+        param_space={"experiment": str(experiment.path), "seed": tune.grid_search(experiment.seeds),
+                     "resume_run_dir": resume},
+        tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"seed{trial.config['seed']}"),
+        run_config=make_run_config(experiment, config.max_failures, [lines, *callbacks]))
 
 
 def collect_outcomes(grid: tune.ResultGrid, experiment: Experiment, raise_on_error: bool = True) -> list[dict[str, Any]]:
