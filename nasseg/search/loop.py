@@ -35,7 +35,7 @@ from ..layers import frozen_bn_stats, to_channels_last
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
 from .architect import first_order_grads, second_order_grads, set_arch_grads
-from .config import SearchConfig, dump_job, resolve_space_path
+from .config import ArchOptim, SearchConfig, WeightOptim, dump_job, resolve_space_path
 from .data import build_search_data
 from .hessian import dominant_eigenvalue
 from .rundir import RunDir
@@ -59,6 +59,14 @@ class SearchResult:
 def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
     """DARTS schedule: cosine from lr (epoch 1) towards lr_min over ``epochs`` epochs."""
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
+
+
+def optimizers(model: Supernet, weights: WeightOptim, arch: ArchOptim) -> tuple[torch.optim.SGD, torch.optim.Adam]:
+    """The search's two optimisers: SGD with momentum for the weights, Adam for alphas and betas."""
+    return (torch.optim.SGD(model.weight_parameters(), lr=weights.lr, momentum=weights.momentum,
+                            weight_decay=weights.weight_decay),
+            torch.optim.Adam(model.arch_parameters(), lr=arch.lr, betas=tuple(arch.betas),
+                             weight_decay=arch.weight_decay))
 
 
 def seed_everything(seed: int) -> None:
@@ -87,12 +95,7 @@ class Search:
             raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
                               "classification head; searching on segmentation data needs a dense head "
                               "(e.g. aspp)")
-        w = config.weights
-        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=w.lr, momentum=w.momentum,
-                                                weight_decay=w.weight_decay)
-        a = config.arch
-        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
-                                               weight_decay=a.weight_decay)
+        self.weight_optimizer, self.arch_optimizer = optimizers(self.model, config.weights, config.arch)
         self.rule = make_rule(config.early_stop, file=config.file, key="early_stop")
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -292,7 +295,7 @@ class Search:
     def save(self) -> None:
         keep = 0
         if isinstance(self.rule, DartsADA):
-            keep = 2 * getattr(self.rule.rule, "window", 5) + 2
+            keep = 2 * self.rule.rule.window + 2  # the rule looks back two windows
         self.run.save_checkpoint(self.state(), self.epoch, keep_epochs=keep)
 
     # --- the loop -----------------------------------------------------------------------------

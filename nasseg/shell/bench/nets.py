@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from nasseg.errors import NassegError
 from nasseg.layers import frozen_bn_stats, to_channels_last
 from nasseg.search.architect import first_order_grads, second_order_grads, set_arch_grads
-from nasseg.search.config import SupernetConfig
+from nasseg.search.config import AUTODEEPLAB_ARCH, ArchOptim, SupernetConfig, WeightOptim
+from nasseg.search.loop import optimizers
 from nasseg.search.steps import weight_step
 from nasseg.space import SearchSpace
 from nasseg.supernet import Supernet, build
@@ -102,10 +103,9 @@ class Variant:
         if kind not in ("straightforward", "ours_nchw") and SupernetConfig().channels_last:
             self.model = to_channels_last(self.model)  # as the search loop does (supernet.channels_last)
         self.lattice = space.network.type == "lattice"
-        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=0.025, momentum=0.9,
-                                                weight_decay=3e-4)
-        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=3e-3 if self.lattice else 3e-4,
-                                               betas=(0.5, 0.999), weight_decay=1e-3)
+        # the search job's default optimisers (DARTS; Auto-DeepLab's for the architecture of a lattice)
+        arch = ArchOptim(**AUTODEEPLAB_ARCH) if self.lattice else ArchOptim()
+        self.weight_optimizer, self.arch_optimizer = optimizers(self.model, WeightOptim(), arch)
         generator = torch.Generator().manual_seed(seed + 1)
         shape = (net.batch, 3, *net.size)
         self.xa, self.xb = (torch.randn(shape, generator=generator).to(device) for _ in range(2))
