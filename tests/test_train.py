@@ -15,7 +15,7 @@ import torch
 from nasseg.shell.cli.main import main
 from nasseg.errors import NassegError, SpecError
 from nasseg.train.checkpoint import load_trained, read_checkpoint
-from nasseg.train.config import TrainConfig, TrainOptim, job_from_flags, load_train_job, parse_train_job
+from nasseg.train.config import TrainConfig, TrainOptim, load_train_job, parse_train_job
 from nasseg.train.losses import resize_label, segmentation_loss
 from nasseg.train.trainer import EpochBatches, Trainer, poly_lr
 
@@ -67,10 +67,19 @@ def test_job_validation_is_one_line(tmp_path):
         parse_train_job({"model": "icnet_resnet50", "data": {"crop": 64}}, "job.yaml")
     with pytest.raises(SpecError, match=r"data\.scale: expected \[min, max\]"):
         parse_train_job({"model": "icnet_resnet50", "data": {"scale": [2.0, 1.0]}}, "job.yaml")
-    config = job_from_flags("icnet_resnet50", {"data.crop": (32, 48), "iters": 7, "optim.lr": None},
-                            ["optim.warmup_iters=3"])
+    from nasseg.shell.cli.main import build_parser
+    from nasseg.shell.cli.train import load_config
+
+    args = build_parser().parse_args(["train", "icnet_resnet50", "--crop", "32x48", "--iters", "7",
+                                      "--set", "optim.warmup_iters=3", "--data", "camvid_demo"])
+    config = load_config(args)
     assert (config.data.crop, config.iters, config.optim.warmup_iters, config.name) == ((32, 48), 7, 3,
                                                                                          "icnet_resnet50")
+    job = tmp_path / "job.yaml"
+    job.write_text("model: icnet_resnet50\ndata: {dataset: camvid, root: /a}\n")
+    args = build_parser().parse_args(["train", str(job), "--data", "camvid:/b", "--model-arg", "width_mult=0.25"])
+    config = load_config(args)
+    assert (config.data.dataset, config.data.root, config.model_args) == ("camvid", "/b", {"width_mult": 0.25})
 
 
 @pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("retrain_*.yaml")), ids=lambda p: p.stem)

@@ -28,8 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from ..config import (FieldError, apply_overrides, dump_yaml, load_document, load_yaml, relative_to_file, set_keys,
-                      spec, to_plain, validate)
+from ..config import FieldError, dump_yaml, load_document, load_yaml, relative_to_file, spec, to_plain, validate
 from ..config.types import (Bool, Device, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,
                             RunName, Seed, Size, Str)
 from ..data.registry import DatasetRef
@@ -133,13 +132,6 @@ def is_train_job(path: str | Path) -> bool:
 
 def load_train_job(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     return parse_train_job(load_document(path, overrides), str(path))
-
-
-def job_from_flags(model: str, flags: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
-    """A job for ``nasseg train MODEL --data ... --iters ...``: the flags given, defaults otherwise."""
-    given = {key: list(value) if isinstance(value, tuple) else value for key, value in flags.items() if value is not None}
-    data = set_keys({"model": model}, given, "flags")
-    return parse_train_job(apply_overrides(data, overrides or []), None)
 
 
 def dump_train_job(config: TrainConfig) -> str:

@@ -4,41 +4,47 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from nasseg.errors import NassegError
 
 from .args import parse_size
 
 # flag -> job key; flags left unset keep the job's value (or the default)
-FLAG_KEYS = {"data": "data.dataset", "size": "data.size", "crop": "data.crop",
-             "batch_size": "data.batch_size", "loader_workers": "data.workers", "iters": "iters",
-             "lr": "optim.lr", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
-             "seed": "seed", "device": "device", "name": "name", "pretrained": "pretrained"}
+FLAG_KEYS = {"size": "data.size", "crop": "data.crop", "batch_size": "data.batch_size",
+             "loader_workers": "data.workers", "iters": "iters", "lr": "optim.lr",
+             "checkpoint_every": "checkpoint_every", "eval_every": "eval_every", "seed": "seed",
+             "device": "device", "name": "name", "pretrained": "pretrained"}
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keys the flags set: ``--data NAME[:PATH]`` is data.dataset and data.root."""
+    values = {key: list(value) if isinstance(value, tuple) else value
+              for flag, key in FLAG_KEYS.items() if (value := getattr(args, flag)) is not None}
+    if args.data is not None:
+        name, _, root = args.data.partition(":")
+        values.update({"data.dataset": name.strip(), "data.root": root.strip() or None})
+    return values
 
 
 def load_config(args: argparse.Namespace):
-    from nasseg.train.config import is_train_job, job_from_flags, load_train_job
+    """The training job: TARGET's job file (or a job of the model TARGET names), then the flags, then
+    ``--model-arg`` and ``--set`` (values are YAML)."""
+    from nasseg.config import apply_overrides, load_document, set_keys
+    from nasseg.train.config import is_train_job, parse_train_job
 
-    flags = {FLAG_KEYS[k]: getattr(args, k) for k in FLAG_KEYS}
-    overrides = list(args.set)
     for item in args.model_arg:
-        key, sep, value = item.partition("=")
-        if not sep:
+        if "=" not in item:
             raise NassegError(f"--model-arg: expected KEY=VALUE, got {item!r}")
-        overrides.append(f"model_args.{key}={value}")
-    target = args.target
-    if target.endswith((".yaml", ".yml")) and Path(target).is_file() and is_train_job(target):
-        given = [f"{key}={_yaml(value)}" for key, value in flags.items() if value is not None]
-        return load_train_job(target, given + overrides)
+    target, file = args.target, None
     if target.endswith((".yaml", ".yml")) and not Path(target).is_file():
         raise NassegError(f"{target}: file not found (expected a training job, an ArchSpec or a model name)")
-    return job_from_flags(target, flags, overrides)
-
-
-def _yaml(value) -> str:
-    import yaml
-    return yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
-                          default_flow_style=True).strip().removesuffix("...").strip()
+    if target.endswith((".yaml", ".yml")) and is_train_job(target):
+        data, file = load_document(target), target
+    else:
+        data = {"model": target}
+    overrides = [f"model_args.{item}" for item in args.model_arg] + list(args.set)
+    return parse_train_job(apply_overrides(set_keys(data, flag_values(args), "flags"), overrides, file), file)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
