@@ -1,21 +1,18 @@
 """Every CPU fast path and torch-bug workaround of nasseg: named, documented, individually switchable.
 
-Each entry computes the same function, with the same gradients, as the native op it stands in for
-(the tests compare them in float64), and is active only on the device types and torch versions it
-was measured on or is needed for. Layers ask :func:`enabled` at call time with their input's
-device, so a model moved between devices takes the right path. Measurements: docs/performance.md.
+Each path computes the same function and gradients as the native op it stands in for (tested in
+float64) and is on by default only on the device types and torch versions it was measured on or is
+needed for. Layers ask :func:`enabled` at call time with their input's device. Measurements and bug
+reports: docs/performance.md. Switches, strongest first:
 
-Switching, strongest first:
+* in code: :func:`set_enabled` (``None``: back to the default) or, for a block, :func:`overridden`;
+* ``NASSEG_FASTPATHS=-compact_max_pool,+subgrid_dilated_conv``: ``-name`` off, ``+name`` or ``name``
+  on, ``all`` for every path (read at first use; :func:`reset` reads it again);
+* the default, :meth:`FastPath.applies`.
 
-* in code: :func:`set_enabled` (``None`` returns a path to its default) or, for a block, :func:`overridden`;
-* the environment: ``NASSEG_FASTPATHS=-compact_max_pool,+subgrid_dilated_conv`` (``-name`` off,
-  ``+name`` or ``name`` on, ``all`` for every path; read at first use, :func:`reset` reads it again);
-* the default: on where :meth:`FastPath.applies` (device type and torch version).
-
-A forced ``+name`` runs the path outside its range too: every path is exact everywhere; the range
-says where it pays or is needed. To widen a workaround's ``torch_versions`` to another torch release,
-run its regression test on that release with the path off (``-name``) and check that it still fails
-there; to widen a kernel's, re-measure it (``benchmarks/fastpaths.py``).
+Forced on, a path runs outside its range too (it is exact everywhere; the range says where it pays
+or is needed). To widen a workaround's ``torch_versions``, run its regression test on the new torch
+with the path off and see it still fail; to widen a kernel's, re-measure (benchmarks/fastpaths.py).
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch.torch_version import TorchVersion
@@ -33,25 +30,20 @@ ENV = "NASSEG_FASTPATHS"
 
 @dataclass(frozen=True)
 class FastPath:
-    """One fast path: what it replaces, why, and where it is on by default."""
-
     name: str
     what: str
     why: str
-    devices: tuple[str, ...] | None  # device types (``torch.device.type``); None: every device
+    devices: tuple[str, ...] | None  # device types (torch.device.type); None: every device
     torch_versions: tuple[str | None, str | None] = (None, None)  # [first, before); None: unbounded
 
     def applies(self, device: str, version: str = torch.__version__) -> bool:
-        """Whether the path is on by default for ``device`` (a device type) under torch ``version``."""
-        return (self.devices is None or device in self.devices) and self.covers(version)
-
-    def covers(self, version: str) -> bool:
+        """Whether the path is on by default for device type ``device`` under torch ``version``."""
         first, before = self.torch_versions
         version = TorchVersion(version)
-        return (first is None or version >= first) and (before is None or version < before)
+        return (self.devices is None or device in self.devices) and \
+            (first is None or version >= first) and (before is None or version < before)
 
     def scope(self) -> str:
-        """Where the path is on by default, in words."""
         first, before = self.torch_versions
         versions = ",".join(bound for bound in (first and f">={first}", before and f"<{before}") if bound)
         return f"{'any device' if self.devices is None else ' or '.join(self.devices)}, torch {versions or 'any'}"
@@ -76,7 +68,7 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
              "followed by a stride-1 1x1 conv (layers.SubsampledPointwiseConv2d)",
         why="bug: oneDNN's channels-last weight gradient of strided 1x1 convs "
             "(jit_avx2_1x1_convolution_bwd_weights) writes past its buffer and corrupts the heap; "
-            "also faster in both layouts",
+            "in NCHW also faster than the native conv",
         devices=("cpu",), torch_versions=("2.13", "2.14")),
 )}
 
@@ -121,9 +113,13 @@ def _decide(name: str, device: str) -> tuple[bool, str]:
     return False, f"not needed on {device}, torch {torch.__version__} (on for {path.scope()})"
 
 
+def _kind(device: torch.device | str) -> str:
+    return torch.device(device).type if isinstance(device, str) else device.type
+
+
 def enabled(name: str, device: torch.device | str) -> bool:
     """Whether fast path ``name`` runs for a tensor on ``device`` (a device or device type)."""
-    kind = torch.device(device).type if isinstance(device, str) else device.type
+    kind = _kind(device)
     try:
         return _decided[name, kind]
     except KeyError:
@@ -144,7 +140,7 @@ def set_enabled(name: str, on: bool | None) -> None:
 @contextlib.contextmanager
 def overridden(**switches: bool) -> Iterator[None]:
     """Inside the block the named paths are forced on (True) or off (False); restored after."""
-    before = {name: (_path(name), _code.get(name))[1] for name in switches}
+    before = {name: _code.get(_path(name).name) for name in switches}
     try:
         for name, on in switches.items():
             set_enabled(name, on)
@@ -162,19 +158,15 @@ def reset() -> None:
     _decided.clear()
 
 
-@dataclass(frozen=True)
-class FastPathState:
+class FastPathState(NamedTuple):
     name: str
     enabled: bool
     reason: str
-    what: str
-    why: str
 
 
 def describe(device: torch.device | str = "cpu") -> list[FastPathState]:
-    """Every fast path with whether it runs on ``device`` and why (for listings such as the CLI's)."""
-    kind = torch.device(device).type if isinstance(device, str) else device.type
-    return [FastPathState(name, *_decide(name, kind), path.what, path.why) for name, path in FAST_PATHS.items()]
+    """Every fast path, whether it runs on ``device`` and why (what it does: ``FAST_PATHS[name]``)."""
+    return [FastPathState(name, *_decide(name, _kind(device))) for name in FAST_PATHS]
 
 
 __all__ = ["ENV", "FAST_PATHS", "FastPath", "FastPathState", "describe", "enabled", "overridden", "reset",

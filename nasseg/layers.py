@@ -305,40 +305,22 @@ class SubsampledPointwiseConv2d(nn.Conv2d):
         return conv_on_subsampled(x, *self.stride, self.weight, self.bias, 0, self.groups)
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _conv2d_class(c_in: int, c_out: int, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int] | str, dilation: tuple[int, int], groups: int,
-                 padding_mode: str = "zeros") -> type[nn.Conv2d]:
-    """The nn.Conv2d class for a conv of this shape: one with a fast path (each decides per call
-    whether to take it), else nn.Conv2d."""
-    if padding_mode != "zeros":
+def _fast_class(conv: nn.Conv2d) -> type[nn.Conv2d]:
+    """The class with a fast path for a conv of this shape (each decides per call whether to take
+    it), else nn.Conv2d."""
+    if conv.padding_mode != "zeros":
         return nn.Conv2d
-    if groups == c_in == c_out and dilation != (1, 1):
+    if conv.groups == conv.in_channels == conv.out_channels and conv.dilation != (1, 1):
         return DilatedDepthwiseConv2d
-    if kernel == (1, 1) and stride != (1, 1) and padding in ((0, 0), "valid"):
+    if conv.kernel_size == (1, 1) and conv.stride != (1, 1) and conv.padding in ((0, 0), "valid"):
         return SubsampledPointwiseConv2d
     return nn.Conv2d
 
 
-def create_conv2d(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int | str = 0,
-                  dilation: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
-    """A 2-d conv (arguments as nn.Conv2d's, no bias by default) of the class :func:`_conv2d_class`
-    picks; its parameters are named as nn.Conv2d's, so state dicts do not depend on the class."""
-    padding = padding if isinstance(padding, str) else _pair(padding)
-    cls = _conv2d_class(c_in, c_out, _pair(kernel), _pair(stride), padding, _pair(dilation), groups)
-    return cls(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
-
-
 def fast_conv2d(module: nn.Module) -> nn.Conv2d | None:
-    """A plain nn.Conv2d rebuilt as the class :func:`create_conv2d` would have given it, with the
-    same Parameter objects (optimisers and state dicts see no change); None if that is nn.Conv2d."""
-    if type(module) is not nn.Conv2d:
-        return None
-    cls = _conv2d_class(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                       module.padding, module.dilation, module.groups, module.padding_mode)
+    """A plain nn.Conv2d rebuilt as the class with its fast path, holding the same Parameter objects
+    (optimisers and state dicts see no change); None if it has none."""
+    cls = _fast_class(module) if type(module) is nn.Conv2d else nn.Conv2d
     if cls is nn.Conv2d:
         return None
     new = torch.nn.utils.skip_init(cls, module.in_channels, module.out_channels, module.kernel_size,
@@ -347,6 +329,14 @@ def fast_conv2d(module: nn.Module) -> nn.Conv2d | None:
                                    device=module.weight.device, dtype=module.weight.dtype)  # no init draws
     new.weight, new.bias = module.weight, module.bias
     return new.train(module.training)
+
+
+def create_conv2d(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int | str = 0,
+                  dilation: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
+    """A 2-d conv (nn.Conv2d's arguments, no bias by default) of the class with its fast path, if it
+    has one; its parameters are named as nn.Conv2d's, so state dicts do not depend on the class."""
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias)
+    return fast_conv2d(conv) or conv
 
 
 def replace_modules(root: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]) -> nn.Module:

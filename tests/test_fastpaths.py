@@ -43,7 +43,8 @@ def test_every_fast_path_is_listed_with_whether_it_runs_and_why():
     listed = fastpaths.describe("cpu")
     assert [s.name for s in listed] == list(fastpaths.FAST_PATHS) == \
         ["compact_max_pool", "subgrid_dilated_conv", "subsampled_pointwise_conv"]
-    assert all(s.enabled and s.reason.startswith("default on cpu") and s.what and s.why for s in listed)
+    assert all(s.enabled and s.reason.startswith("default on cpu") for s in listed)
+    assert all(path.what and path.why for path in fastpaths.FAST_PATHS.values())
     on_cuda = {s.name: s for s in fastpaths.describe(torch.device("cuda", 0))}
     assert on_cuda["compact_max_pool"].enabled and not on_cuda["subgrid_dilated_conv"].enabled
     assert on_cuda["subsampled_pointwise_conv"].reason.startswith("not needed on cuda")
