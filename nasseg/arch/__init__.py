@@ -1,4 +1,5 @@
-"""Discrete architectures: the ArchSpec format (and, with the search, its decoders)."""
+"""Discrete architectures: the ArchSpec format, uniform random sampling from a space (.sample) and,
+with the search, the decoders."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..config import resolve_builtin
+from .sample import count_architectures, sample_architecture
 from .spec import ArchSpec, CellGenotype, is_arch_file, load_arch, parse_arch
 
 BUILTIN_DIR = Path(str(resources.files("nasseg") / "archs"))
@@ -20,4 +22,5 @@ def load(name_or_path: str | Path) -> ArchSpec:
     return load_arch(resolve_builtin(name_or_path, BUILTIN_DIR, "architecture"))
 
 
-__all__ = ["ArchSpec", "CellGenotype", "load", "load_arch", "parse_arch", "is_arch_file", "builtin_archs"]
+__all__ = ["ArchSpec", "CellGenotype", "load", "load_arch", "parse_arch", "is_arch_file", "builtin_archs",
+           "sample_architecture", "count_architectures"]
