@@ -44,6 +44,15 @@ def node_key(node: Node) -> str:
     return f"L{node[0]}_{node[1]}"
 
 
+def resampling_op(c_in: int, c_out: int, factor: float, affine: bool) -> nn.Module:
+    """Auto-DeepLab's pre-processing of a transition (with its leading ReLU): a factorized reduce per
+    halving (factor 2, 4, ...), else ReLU-conv1x1-BN (followed by upsampling for factor < 1)."""
+    if factor > 1:
+        halvings = int(round(math.log2(factor)))
+        return nn.Sequential(*[FactorizedReduce(c_in if i == 0 else c_out, c_out, affine) for i in range(halvings)])
+    return ReLUConvBN(c_in, c_out, 1, affine=affine)
+
+
 class Resample(nn.Module):
     """Project a state to ``c_out`` channels and move it ``factor`` = stride_out / stride_in.
 
@@ -55,12 +64,7 @@ class Resample(nn.Module):
     def __init__(self, c_in: int, c_out: int, factor: float, affine: bool):
         super().__init__()
         self.upsample = factor < 1
-        if factor > 1:
-            halvings = int(round(math.log2(factor)))
-            self.op = nn.Sequential(*[FactorizedReduce(c_in if i == 0 else c_out, c_out, affine)
-                                      for i in range(halvings)])
-        else:
-            self.op = ReLUConvBN(c_in, c_out, 1, affine=affine)
+        self.op = resampling_op(c_in, c_out, factor, affine)
         strip_leading_relu(self.op)
 
     def forward(self, relu_x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
