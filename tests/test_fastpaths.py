@@ -1,6 +1,8 @@
 """nasseg.fastpaths: every fast path listed, gated by device and torch version, switchable in code and
 by NASSEG_FASTPATHS; switched off, each layer runs the native op with the same numbers."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,3 +169,14 @@ def test_modules_built_elsewhere_are_rebuilt_with_the_same_parameters():
     assert type(pool) is CompactMaxPool2d and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
     assert compact_max_pool(nn.MaxPool2d(3, 2, 1, ceil_mode=True)) is None
     assert compact_max_pool(nn.MaxPool2d(13)) is None and compact_max_pool(pool) is None
+
+
+def test_info_lists_the_fast_paths_and_their_state(capsys, monkeypatch):
+    from nasseg.shell.cli.main import main
+
+    with fastpaths.overridden(compact_max_pool=False):
+        assert main(["info", "--list", "fastpaths"]) == 0
+    lines = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert lines["compact_max_pool"] == "off" and set(lines) == {s.name for s in fastpaths.describe("cpu")}
+    assert main(["info", "--list", "ops", "--json"]) == 0
+    assert "sep_conv_3x3" in {entry["name"] for entry in json.loads(capsys.readouterr().out)}

@@ -146,11 +146,15 @@ def add_info_parser(sub) -> None:
 
 
 
-LISTABLE = ("ops", "stems", "heads", "models", "datasets", "spaces", "archs")
+LISTABLE = ("ops", "stems", "heads", "models", "datasets", "spaces", "archs", "fastpaths")
 
 
 def registered(kind: str) -> list[tuple[str, str]]:
-    """(name, one-line description) of every op, stem, head, model, dataset, built-in space or arch."""
+    """(name, one-line description) of every op, stem, head, model, dataset, built-in space or arch,
+    or of the CPU fast paths (on or off here, and why)."""
+    if kind == "fastpaths":
+        from nasseg import fastpaths
+        return [(s.name, f"{'on ' if s.enabled else 'off'}  {s.reason}") for s in fastpaths.describe("cpu")]
     if kind in ("spaces", "archs"):
         folder = spaces.BUILTIN_DIR if kind == "spaces" else archs.BUILTIN_DIR
         return [(path.stem, (load_yaml(path).get("description") or "") if kind == "spaces" else "")
