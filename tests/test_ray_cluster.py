@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from nasseg.shell.cli import main as cli
-from raycluster import Cluster, descends_from, free_port, processes_of, start_head, stop_cluster
+from raycluster import Cluster, descends_from, free_port, node_id_of, processes_of, start_head, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -234,6 +234,40 @@ def test_token_from_the_environment_works_in_a_fresh_process(client, tmp_path):
     OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 0 and done.stdout.startswith("JOB"), done.stderr
     assert client.token not in done.stdout + done.stderr
+
+
+def clean_shell(home: Path, **ray_settings: str) -> dict[str, str]:
+    """A fresh user's shell: none of this process's Ray variables, its own HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, "HOME": str(home), "OMP_NUM_THREADS": "1", **ray_settings}
+
+
+def test_search_on_the_cluster_finds_its_token(client, tmp_path):
+    """docs/ray.md's `nasseg search JOB --address HEAD:6379` in a shell whose only Ray setting is the
+    token in Ray's token file (no RAY_AUTH_MODE): it authenticates at once, no InvalidAuthToken retries."""
+    (tmp_path / "home" / ".ray").mkdir(parents=True)
+    (tmp_path / "home" / ".ray" / "auth_token").write_text(client.token + "\n")
+    done = subprocess.run([sys.executable, "-m", "nasseg", "search", "jobs/demo.yaml", "--address", client.gcs,
+                           "--out", str(tmp_path / "runs"), *TINY_SEARCH], cwd=REPO, env=clean_shell(tmp_path / "home"),
+                          capture_output=True, text=True, timeout=300)
+    OUTPUTS.append(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[seed 0] finished" in done.stdout and "InvalidAuthToken" not in done.stderr, done.stderr
+    record = json.loads((tmp_path / "runs" / "demo" / "seed0" / "trial.json").read_text())
+    assert [p["node_id"] for p in record["placements"]] == [node_id_of(client.temp_dir)]
+
+
+def test_search_with_a_wrong_token_is_one_line(client, tmp_path):
+    """Ray retries a rejected token for ~20 s, its C++ client logging each retry: one line instead."""
+    done = subprocess.run([sys.executable, "-m", "nasseg", "search", "jobs/demo.yaml", "--address", client.gcs,
+                           "--out", str(tmp_path / "runs"), *TINY_SEARCH], cwd=REPO,
+                          env=clean_shell(tmp_path / "home", RAY_AUTH_TOKEN="not-the-token-0123456789"),
+                          capture_output=True, text=True, timeout=300)
+    OUTPUTS.append(done.stdout + done.stderr)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr == (f"nasseg: error: the Ray cluster at {client.gcs} rejected the authentication token from "
+                           "RAY_AUTH_TOKEN; use the cluster's token (`ray get-auth-token` on the head node prints it)\n")
+    assert "not-the-token-0123456789" not in done.stderr
 
 
 # --- nasseg train --workers ----------------------------------------------------------------------

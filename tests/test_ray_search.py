@@ -2,12 +2,15 @@
 and a killed driver resume from their epoch checkpoints, resources are checked up front, Optuna
 HPO with ASHA, and `nasseg results`. Every test leaves Ray shut down."""
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -180,9 +183,82 @@ def test_diverged_trial_fails_once_then_resume_with_new_settings(work, local_ray
     run_dir = folder / "diverged" / "t" / "seed0"
     assert [e["event"] for e in events(run_dir)] == ["diverged"]  # the retry did not train again
     assert "worker failed" in capsys.readouterr().out
+    assert trial_record(run_dir)["overrides"] == {"alpha_limit": 1e-6, "max_failures": 1}  # the --set values
     outcomes = run_tune_search(load_job(job), folder / "diverged", seeds=[0], resume=True)
     assert outcomes[0]["status"] == "finished"
     assert_same_search(run_dir, folder / "local" / "t" / "seed0")
+    assert trial_record(run_dir)["overrides"] == {}  # resumed with the job file's settings
+    assert len(trial_record(run_dir)["placements"]) == 2  # started, resumed (the retry was refused at once)
+
+
+def trial_record(run_dir):
+    return json.loads((run_dir / "trial.json").read_text())
+
+
+def test_no_ray_computes_what_a_trial_computes(work, ray_experiment):
+    """--no-ray runs a seed with resources.cpus torch threads as a trial does, whatever this process
+    had: the same numbers in and out of Ray (two threads sum in another order: other losses and
+    eigenvalues from epoch 1 on)."""
+    folder, job = work
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_in_process(load_job(job), [0], folder / "threads", progress=False)
+        assert torch.get_num_threads() == 2  # given back after the run
+    finally:
+        torch.set_num_threads(before)
+    run_dir, trial = folder / "threads" / "t" / "seed0", ray_experiment[0] / "seed0"
+    assert [p["threads"] for p in trial_record(run_dir)["placements"]] == [1]
+    assert [p["threads"] for p in trial_record(trial)["placements"]] == [1]
+    assert_same_search(run_dir, trial)
+    assert (run_dir / "alphas" / "epoch_001.json").read_bytes() == (trial / "alphas" / "epoch_001.json").read_bytes()
+
+
+def test_results_show_what_set_changed(work, capsys):
+    """`nasseg results`: overrides are the settings a run changed from its job file with --set (a
+    --set that changes nothing is not one)."""
+    folder, job = work
+    out = folder / "overrides"
+    argv = ["search", str(job), "--no-ray", "--seed", "1", "--out", str(out), "--quiet"]
+    assert runner_main([*argv, "--set", "epochs=1", "--set", "data.limit=8", "--set", "weights.lr=0.05"]) == 0
+    capsys.readouterr()
+    assert runner_main(["results", str(out / "t"), "--csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table["overrides"]) == ["epochs=1 weights.lr=0.05"] and "nodes" not in table  # no Ray, no nodes
+
+
+def test_out_must_be_a_folder(work, capsys):
+    _, job = work
+    for extra in ([], ["--no-ray"]):
+        assert runner_main(["search", str(job), "--out", "s3://bucket/runs", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--out s3://bucket/runs: nasseg writes run directories as ordinary files and takes a folder" in err
+        assert err.count("\n") == 1
+    assert not Path("s3:").exists()
+
+
+def test_ray_messages_are_one_plain_line(capsys, monkeypatch):
+    """What the cluster publishes to a driver: the ~40 lines about a dead node go (nasseg says which
+    trial lost which node), any other message is its first line, without colour codes."""
+    import ray._private.worker as ray_worker
+
+    from nasseg.shell.runner.console import plain_ray_console
+
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "1")
+    monkeypatch.delenv("RAY_COLOR_PREFIX")
+    original = ray_worker.print_to_stdstream
+    dump = ("Raylet is terminated. Termination is unexpected. Possible reasons include: (1) SIGKILL by the user "
+            "or system OOM killer. Last 20 lines of the Raylet logs:\n    [state-dump] NodeManager: ...\n")
+    dead = ("The node with node id: 25ea32ee0380 and address: 10.0.0.5 and node name: 10.0.0.5 has been marked "
+            "dead because the detector has missed too many heartbeats from it. This can happen when a \t(1) ...")
+    memory = "\x1b[33mTask was killed due to the node running low on memory.\x1b[0m\nMemory on the node: ..."
+    with plain_ray_console():
+        for message in (dump, dead, memory):
+            ray_worker.print_to_stdstream({"lines": [message], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        assert os.environ["RAY_COLOR_PREFIX"] == "0"  # stdout is not a terminal here
+    out, err = capsys.readouterr()
+    assert out == "" and err == "ray: Task was killed due to the node running low on memory.\n"
+    assert ray_worker.print_to_stdstream is original
 
 
 def test_results_table(ray_experiment, capsys):
@@ -201,6 +277,7 @@ def test_results_table(ray_experiment, capsys):
         assert row.genotype.split()[0].startswith({"sep_conv_3x3": "sep3", "max_pool_3x3": "max3",
                                                    "skip_connect": "skip", "none": "none"}[first_op])
         assert row.checkpoint.endswith(f"{row.run}/checkpoints/last.pt")
+        assert re.fullmatch(r"[0-9a-f]{56}", row.nodes)  # the Ray node id of the trial (one node, no restart)
     assert table["config"].nunique() == 1  # two seeds of one config
     summary = summarize(table)
     assert summary.loc[0, "runs"] == 2 and summary.loc[0, "seeds"] == "0,1"
@@ -214,7 +291,8 @@ def test_results_table(ray_experiment, capsys):
     data = json.loads(capsys.readouterr().out)
     assert len(data["trials"]) == 2 and data["configs"][0]["runs"] == 2
     assert runner_main(["results", str(experiment)]) == 0
-    assert "±" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "±" in shown and table["nodes"][0][:8] in shown and table["nodes"][0] not in shown  # node ids cut
     assert runner_main(["results", str(experiment), "--sort", "bestmiou"]) == 2
     assert "no such column" in capsys.readouterr().err
 

@@ -14,8 +14,11 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 from typing import Any, Iterator
 
+# what Ray's C++ GCS client logs per attempt while a cluster refuses the token (one a second for ~20 s)
+AUTH_RETRY = ("gcs_client", "InvalidAuthToken")
 # Ray's messages about a node that died: reported per trial by nasseg instead
 NODE_DEATH = ("Raylet is terminated", "has been marked dead because")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -56,3 +59,25 @@ def condensed(message: str) -> str | None:
     if not text or any(marker in text for marker in NODE_DEATH):
         return None
     return "ray: " + text.splitlines()[0].strip()
+
+
+@contextlib.contextmanager
+def quiet_auth_retries() -> Iterator[None]:
+    """While attaching to a cluster: Ray's C++ client writes its retry warnings straight to file
+    descriptor 2, past Python's logging. Hold what reaches fd 2 (an anonymous temporary file), then
+    pass it on without those lines: a rejected token becomes the one line of the error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not all(marker in line for marker in AUTH_RETRY)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()

@@ -19,8 +19,8 @@ from typing import Iterator
 from nasseg.errors import NassegError
 from nasseg.search.config import ResourcesConfig
 
-from .auth import find_token, use_cluster_token
-from .console import plain_ray_console
+from .auth import Token, find_token, use_cluster_token
+from .console import plain_ray_console, quiet_auth_retries
 
 # Small: trials pass file paths and a few numbers through Ray, never tensors.
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -48,20 +48,33 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             if address:
                 check_reachable(address)
                 use_cluster_token()  # RAY_AUTH_MODE=token when a token is at hand, as `ray start` does
-                ray.init(address=address, **kwargs)
+                with quiet_auth_retries():
+                    ray.init(address=address, **kwargs)
             else:
                 # the embedded instance creates its own token; the notice about it is not news to the user
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                 ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,  # never a stray `ray start`
                          object_store_memory=EMBEDDED_OBJECT_STORE_BYTES, **kwargs)
         except ConnectionError as exc:
-            hint = ("; if the cluster uses token authentication (the default of recent Ray), provide its token "
-                    "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)" if find_token() is None else "")
-            raise NassegError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
+            raise NassegError(connect_error(address, exc, find_token())) from None
         try:
             yield
         finally:
             ray.shutdown()
+
+
+def connect_error(address: str, exc: ConnectionError, token: Token | None) -> str:
+    """One line for a failed attach; the token's value is never shown."""
+    cause = f"{exc} {exc.__cause__ or ''}"
+    if "InvalidAuthToken" in cause or "Unauthenticated" in cause:
+        if token is None:
+            return (f"the Ray cluster at {address} requires token authentication and no token was found here; set "
+                    "RAY_AUTH_TOKEN, or put the token in ~/.ray/auth_token (or a file named by RAY_AUTH_TOKEN_PATH)")
+        return (f"the Ray cluster at {address} rejected the authentication token from {token.source}; use the "
+                "cluster's token (`ray get-auth-token` on the head node prints it)")
+    hint = ("; if the cluster uses token authentication (the default of recent Ray), provide its token in "
+            "RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token") if token is None else ""
+    return f"cannot connect to the Ray cluster at {address}: {exc}{hint}"
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
