@@ -12,7 +12,7 @@ from nasseg.io import read_csv
 from ..bench.output import write_csv, write_json
 from ..bench.run import run_bench
 from ..bench.settings import Settings
-from ..cli.info import describe_model
+from ..describe import describe_model
 from . import tolerances as tol
 from .compare import Comparison, measured_only, skipped, within
 from .context import CheckContext
