@@ -39,14 +39,10 @@ def placements(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
 
 
-def current_node() -> tuple[str | None, str | None]:
-    """(Ray node id, node IP) of this process; (None, None) outside Ray."""
-    try:
-        import ray
-    except ImportError:
-        return None, None
-    if not ray.is_initialized():
-        return None, None
+def current_node() -> tuple[str, str]:
+    """(Ray node id, node IP) of this Ray worker process."""
+    import ray
+
     return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
 
@@ -58,11 +54,12 @@ class RunRecord:
         self.run = run
         self.data: dict[str, Any] = {}
 
-    def start(self, identity: dict[str, Any], from_epoch: int, threads: int) -> dict[str, Any]:
-        """Record a (re)start on this process's node; ``identity``: experiment, trial id, seed,
-        overrides, job digest. Returns the new placement."""
+    def start(self, identity: dict[str, Any], from_epoch: int, threads: int,
+              node: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:
+        """Record a (re)start; ``identity``: experiment, trial id, seed, overrides, job digest;
+        ``node``: (Ray node id, IP) of a trial (see current_node). Returns the new placement."""
         history = placements(read_record(self.run))
-        node_id, node_ip = current_node()
+        node_id, node_ip = node
         placement = {"node_id": node_id, "node_ip": node_ip, "host": socket.gethostname(), "pid": os.getpid(),
                      "threads": threads, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                      "from_epoch": from_epoch, "last_epoch": from_epoch}

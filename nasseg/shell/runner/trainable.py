@@ -25,7 +25,7 @@ from nasseg.search.rundir import RunDir, read_search_checkpoint
 from ..process import configure_process
 from .experiment import PID_FILE, job_digest, load_experiment
 from .ray_session import torch_threads
-from .record import RunRecord
+from .record import RunRecord, current_node
 from .storage import staged
 
 CHECKPOINT_FILE = "last.pt"
@@ -56,7 +56,7 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
     record = RunRecord(run)
     placement = record.start({"experiment": experiment.path.name, "trial_id": trial_id, "seed": seed,
                               "overrides": {**experiment.overrides, **params}, "job_digest": digest},
-                             from_epoch=search.epoch, threads=threads)
+                             from_epoch=search.epoch, threads=threads, node=current_node())
     costs = [m for m in experiment.hpo.get("cost_metrics", []) if m in COST_METRICS]
     cost_input = tuple(experiment.hpo.get("cost_input") or default_cost_input(config))
 
