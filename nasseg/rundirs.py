@@ -32,7 +32,7 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.+=-]")
 # kind -> what it is, in messages
 KINDS = {"train": "training run", "search": "search run", "experiment": "search experiment",
-         "hpo": "HPO experiment", "ray-tune": "Ray Tune state folder"}
+         "hpo": "HPO experiment", "ray-tune": "Ray Tune state folder", "study": "NAS study"}
 # What a legacy run (no marker) may hold for nasseg to delete it: the files nasseg writes there,
 # plus the '.<name>.<random>.tmp' files of interrupted atomic writes.
 LEGACY_ENTRIES = {

@@ -12,18 +12,19 @@ from nasseg.io import atomic_write_text
 from nasseg.registry import Registry
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-KINDS = ("job", "search", "train", "hpo", "space", "arch")
+KINDS = ("job", "search", "train", "hpo", "study", "space", "arch")
 
 
 def job_schema() -> dict[str, Any]:
     """Any job file nasseg reads from jobs/: a search job (no kind, or kind: search), an HPO study
-    (kind: hpo) or a training job (a model key)."""
+    (kind: hpo), a NAS study (kind: study) or a training job (a model key)."""
     from nasseg.search.config import SearchConfig
     from nasseg.train.config import TrainConfig
 
     from ..runner.hpo import HpoJob
-    return _document(SearchConfig | HpoJob | TrainConfig, "nasseg job file",
-                     "A search job, an HPO job (kind: hpo) or a training job (a model key).")
+    from ..runner.study import StudyJob
+    return _document(SearchConfig | HpoJob | StudyJob | TrainConfig, "nasseg job file",
+                     "A search job, an HPO job (kind: hpo), a NAS study (kind: study) or a training job (a model key).")
 
 
 def space_schema() -> dict[str, Any]:
@@ -69,6 +70,10 @@ def schema_for(kind: str) -> dict[str, Any]:
     if kind == "hpo":
         from ..runner.hpo import HpoJob
         return _document(HpoJob, "nasseg HPO job", "kind: hpo: an Optuna study over a search job.")
+    if kind == "study":
+        from ..runner.study import StudyJob
+        return _document(StudyJob, "nasseg NAS study", "kind: study: searches, random architectures and baselines "
+                         "retrained with one recipe and compared (docs/study.md).")
     if kind == "space":
         return space_schema()
     from nasseg.arch.spec import ArchDoc
@@ -79,9 +84,9 @@ def add_schema_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "schema", help="print the JSON Schema of job, space or architecture files (for editors and scripts)",
         description="Print the JSON Schema (draft 2020-12) of a file kind: job (= search: every job file in "
-                    "jobs/: search jobs, kind: hpo jobs and training jobs), train, hpo, space (with the "
-                    "registered ops, stems and heads) or arch. Point an editor's YAML support at it to get "
-                    "completion and checking while typing (docs/schemas.md).",
+                    "jobs/: search jobs, kind: hpo and kind: study jobs and training jobs), train, hpo, study, "
+                    "space (with the registered ops, stems and heads) or arch. Point an editor's YAML support at "
+                    "it to get completion and checking while typing (docs/schemas.md).",
         epilog="Example: nasseg schema job -o .schemas/job.json; nasseg schema space > space.schema.json")
     parser.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
     parser.add_argument("-o", "--output", default=None, metavar="FILE.json", help="write here instead of stdout")

@@ -23,7 +23,9 @@ def add_search_parsers(sub) -> None:
                     "--address / RAY_ADDRESS names a cluster; --no-ray runs the seeds one after another in "
                     "this process). Each seed writes OUT/<job name>/seed<N>/: metrics.csv, per-epoch "
                     "alphas/betas and decoded architectures, checkpoints, arch.yaml (the answer) and "
-                    "result.json. A job with `kind: hpo` runs an Optuna study of searches instead.",
+                    "result.json. A job with `kind: hpo` runs an Optuna study of searches instead, a job with "
+                    "`kind: study` a NAS study (searches, random architectures, baselines, retrainings; "
+                    "docs/study.md).",
         epilog="Example: nasseg search jobs/demo.yaml --set epochs=3 --set data.crop=[64,64]")
     search.add_argument("job", metavar="JOB.yaml", help="the search job file (see jobs/)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -82,6 +84,9 @@ def run_search_command(args: argparse.Namespace) -> int:
     from ..runner.hpo import is_hpo_job
     if is_hpo_job(data):
         return _run_hpo(args)
+    if isinstance(data, dict) and data.get("kind") == "study":
+        from .study import run_study_command
+        return run_study_command(args)
     from nasseg.search import load_job
 
     config = load_job(args.job, args.set)

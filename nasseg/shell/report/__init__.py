@@ -24,6 +24,7 @@ from .collect import SECTIONS, collect_experiment, collect_run
 from .figures import plot_retrain_curves
 from .render import render_experiment, render_run
 from .runs import RETRAIN_DIR, Run, attach_retrains, find_trials, load_run
+from .study import study_retrains
 
 REPORT_FILE, INDEX_FILE = "report.html", "index.html"
 
@@ -40,7 +41,7 @@ def _write_experiment_report(path: Path, out: Path, retrains: Iterable[str | Pat
         raise NassegError(f"{path}: neither a search run directory (config.yaml and metrics.csv) nor an "
                           "experiment holding run directories")
     runs = [load_run(trial) for trial in trials]
-    attach_retrains(runs, retrains)
+    attach_retrains(runs, [*retrains, *study_retrains(path)])  # a study: its searched architectures' retrainings
     reports = [_write_run_report(run, out.parent / run.path.relative_to(path) / REPORT_FILE) for run in runs]
     with tempfile.TemporaryDirectory(prefix="nasseg_report_") as folder:
         page = collect_experiment(path, runs, reports, Path(folder))
