@@ -20,7 +20,7 @@ from nasseg.errors import NassegError, worker_error_message
 from nasseg.rundirs import check_resume_restart
 
 from ..process import configure_process
-from . import bench, cluster, data, demo, gpucheck, inference, info, report, schema, search, show, train
+from . import bench, cluster, data, demo, gpucheck, inference, info, plan, report, schema, search, show, train
 
 EPILOG = ("Docs: docs/quickstart.md; errors and exit codes: docs/errors.md. Every command takes --help.")
 DEBUG_HELP = "on an error, print the Python traceback too (for bug reports)"
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_results_parser(sub)
     cluster.add_cluster_parsers(sub)
     bench.add_bench_parser(sub)
+    plan.add_plan_parser(sub)
     gpucheck.add_gpucheck_parser(sub)
     schema.add_schema_parser(sub)
     _add_debug_everywhere(sub)

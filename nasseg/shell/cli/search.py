@@ -14,6 +14,8 @@ import sys
 from nasseg.errors import NassegError
 from nasseg.config import load_yaml
 
+from .plan import add_force_argument, check_search_memory
+
 
 def add_search_parsers(sub) -> None:
     """``nasseg search`` and ``nasseg decode``."""
@@ -38,6 +40,7 @@ def add_search_parsers(sub) -> None:
     search.add_argument("--out", default="runs", metavar="DIR", help="where runs are written (default: runs)")
     search.add_argument("--seed", type=int, default=None, help="run only this seed")
     search.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_force_argument(search)
     add_search_ray_arguments(search)
     search.set_defaults(run=run_search_command)
 
@@ -91,6 +94,8 @@ def run_search_command(args: argparse.Namespace) -> int:
 
     config = load_job(args.job, args.set)
     seeds = [args.seed] if args.seed is not None else list(config.seeds)
+    if not args.force:
+        check_search_memory(config, args, seeds)
     if getattr(args, "no_ray", False):
         from ..runner.inprocess import run_in_process
         run_in_process(config, seeds, args.out, resume=args.resume, restart=args.restart,

@@ -9,6 +9,7 @@ from typing import Any
 from nasseg.errors import NassegError
 
 from .args import parse_size
+from .plan import add_force_argument, check_memory
 
 # flag -> job key; flags left unset keep the job's value (or the default)
 FLAG_KEYS = {"size": "data.size", "crop": "data.crop", "batch_size": "data.batch_size",
@@ -55,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_distributed(args, config)
     if args.address:
         raise NassegError("--address runs Ray Train workers on a cluster; pass --workers N with it")
+    if not args.force:
+        check_memory(config)
     trainer = Trainer(config, args.out, resume=args.resume, restart=args.restart, progress=not args.quiet)
     where = f"resuming {trainer.run_dir} at iteration {trainer.iteration}" if args.resume \
         else f"training {config.name} -> {trainer.run_dir}"
@@ -137,4 +140,5 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue OUT/<name> from checkpoints/last.pt")
     train.add_argument("--restart", action="store_true", help="discard an existing OUT/<name> and start over")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_force_argument(train)
     train.set_defaults(run=cmd_train)

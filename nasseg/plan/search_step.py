@@ -1,0 +1,165 @@
+"""The memory of a search job's steps, traced on ``meta`` tensors: nothing is allocated or computed.
+
+The supernet, its optimisers and the batches are built as :class:`nasseg.search.Search` builds them,
+and each phase calls the search engine's own step functions (``steps.weight_step``, the architects'
+``first_order_grads`` / ``second_order_grads``, ``hessian.make_hvp``) in the order the loop calls
+them (nasseg/search/loop.py), so the trace holds what a real step holds:
+
+* steady state (``warm``, the default): the weight gradients of the previous weight step, the SGD
+  momentum and the Adam moments exist when a step starts, as from the second step of a search on;
+  ``warm=False`` plans the first step of a fresh process (what ``nasseg bench`` measures);
+* ``architecture step`` and ``weight step``, in the algorithm's order (DARTS: architecture first);
+* ``eigenvalue`` (when ``hessian.every`` > 0): the base gradient pass and one Hessian-vector product
+  on the Hessian batch, with the weights frozen and the structure fixed (checkpointing off!) as
+  ``Search.eigenvalue`` runs them; later Lanczos steps repeat the product and hold no more memory
+  (the first one already turns the recorded ReLU masks into floats);
+* ``validation``: one no-grad batch of ``data.val_batch_size`` in eval mode.
+
+Architecture steps are planned as active (after ``arch.start_epoch``), ``supernet.prune_below`` as
+pruning nothing (its savings depend on the alphas), ``supernet.amp`` not at all (float32 throughout).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import space as spaces
+from ..layers import frozen_bn_stats, to_channels_last
+from ..search.architect import first_order_grads, second_order_grads, set_arch_grads
+from ..search.config import SearchConfig, resolve_space_path
+from ..search.hessian import make_hvp
+from ..search.steps import fixed_structure, frozen, weight_step
+from ..supernet import Supernet
+from .budget import MemoryPlan
+from .shapes import DataShapes, search_shapes
+from .simulation import SavedCounter, Simulation, on_meta, storage_bytes
+
+META = torch.device("meta")
+
+
+def _batch(batch: int, size: tuple[int, int], classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, H, W) and labels (N, H, W) on ``meta``, as the data loader makes them."""
+    return (torch.empty(batch, 3, *size, device=META),
+            torch.empty(batch, *size, dtype=torch.int64, device=META))
+
+
+class SearchStepTrace:
+    """A search's model, optimisers and batches on ``meta``, and its phases (module docstring)."""
+
+    def __init__(self, config: SearchConfig, shapes: DataShapes, batch: int, checkpoint: bool,
+                 device: str):
+        self.config, self.shapes = config, shapes
+        space = spaces.load(resolve_space_path(config))
+        self.model = on_meta(lambda: Supernet(space, shapes.num_classes, checkpoint_cells=checkpoint))
+        if config.supernet.channels_last:
+            self.model = on_meta(lambda: to_channels_last(self.model))
+        foreach = device.startswith("cuda")  # torch's default there: one multi-tensor update, its temporaries
+        w, a = config.weights, config.arch
+        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=w.lr, momentum=w.momentum,
+                                                weight_decay=w.weight_decay, foreach=foreach)
+        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
+                                               weight_decay=a.weight_decay, foreach=foreach)
+        self.xa, self.ya = _batch(batch, shapes.train_size, shapes.num_classes)
+        self.xb, self.yb = _batch(batch, shapes.train_size, shapes.num_classes)
+        hessian_batch = config.hessian.batch_size or batch
+        self.xh, self.yh = _batch(hessian_batch, shapes.train_size, shapes.num_classes)
+        self.saved = SavedCounter([*self.model.parameters(), *self.model.buffers(), self.xa])
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y, ignore_index=self.shapes.ignore_index)
+
+    def inputs(self) -> list[torch.Tensor]:
+        return [self.xa, self.ya, self.xb, self.yb, self.xh, self.yh]
+
+    def warm_up(self) -> None:
+        """Gradients and optimiser state as a previous step leaves them."""
+        for group in (self.model.weight_parameters(), self.model.arch_parameters()):
+            for param in group:
+                param.grad = torch.zeros_like(param)
+        self.weight_optimizer.step()
+        self.arch_optimizer.step()
+
+    def arch_step(self) -> None:
+        """``Search.arch_step``: the architecture gradient, then one Adam step."""
+        config = self.config
+        if config.algorithm == "darts" and config.order == "second":
+            grads = second_order_grads(self.model, self.loss, self.xa, self.ya, self.xb, self.yb,
+                                       self.weight_optimizer, xi=config.weights.lr, r=config.arch.fd_radius,
+                                       difference=config.arch.fd)
+        else:
+            grads = first_order_grads(self.model, self.loss, self.xb, self.yb)
+        self.arch_optimizer.zero_grad()
+        set_arch_grads(self.model, grads)
+        self.arch_optimizer.step()
+
+    def weight_step(self) -> None:
+        """``Search.weight_step``: one SGD step of the weights (forward + backward + clip + update)."""
+        criterion = partial(F.cross_entropy, ignore_index=self.shapes.ignore_index)
+        with self.saved.counting():
+            weight_step(self.model, criterion, self.xa, self.ya, self.weight_optimizer, self.config.weights.grad_clip)
+
+    def eigenvalue(self) -> None:
+        """``Search.eigenvalue``'s passes: the gradient at the base point and one product."""
+        hessian = self.config.hessian
+        model, arch = self.model, self.model.arch_parameters()
+        with frozen_bn_stats(model), frozen(model.weight_parameters()), fixed_structure(model):
+            hvp = make_hvp(lambda: self.loss(model, self.xh, self.yh), arch, method=hessian.method,
+                           epsilon=hessian.epsilon)
+            vector = torch.zeros(sum(p.numel() for p in arch), device=META)
+            hvp(vector)
+
+    @torch.no_grad()
+    def validation(self) -> None:
+        """One batch of ``Search.evaluate``."""
+        x, y = _batch(self.config.data.val_batch_size, self.shapes.val_size, self.shapes.num_classes)
+        self.model.eval()
+        F.cross_entropy(self.model(x), y, ignore_index=self.shapes.ignore_index, reduction="sum")
+        self.model.train()
+
+    def step_phases(self) -> list[tuple[str, Callable[[], None]]]:
+        phases = [("architecture step", self.arch_step), ("weight step", self.weight_step)]
+        return phases[::-1] if self.config.algorithm == "autodeeplab" else phases
+
+
+def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None = None,
+                checkpoint: bool | None = None, warm: bool = True, shapes: DataShapes | None = None) -> MemoryPlan:
+    """The predicted peak memory of ``config``'s search steps on ``device`` (``cpu`` / ``cuda``), at
+    ``batch`` (default ``data.batch_size``) and with ``checkpoint`` (default ``supernet.checkpoint``).
+    ``warm=False``: the first step of a process, without the epoch-end phases."""
+    batch = batch or config.data.batch_size
+    checkpoint = config.supernet.checkpoint if checkpoint is None else checkpoint
+    shapes = shapes or search_shapes(config.data)
+    trace = SearchStepTrace(config, shapes, batch, checkpoint, device)
+    sim = Simulation(device)
+    sim.track([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()])
+    before = sim.current
+    if warm:
+        with sim.setup():
+            trace.warm_up()
+    state = sim.current - before
+    for name, run in trace.step_phases():
+        with sim.phase(name):
+            run()
+    if warm and config.hessian.every:
+        with sim.phase("eigenvalue"):
+            trace.eigenvalue()
+    if warm:
+        with sim.phase("validation"):
+            trace.validation()
+    notes = []
+    if config.supernet.prune_below:
+        notes.append("supernet.prune_below planned as pruning nothing (an upper bound)")
+    if config.supernet.amp and device.startswith("cuda"):
+        notes.append("supernet.amp not modelled: activations planned in float32 (an upper bound)")
+    return MemoryPlan(job=config.name, kind="search", device=sim.model.name, batch=batch,
+                      input_size=shapes.train_size, checkpoint=checkpoint,
+                      weights=storage_bytes([*trace.model.parameters(), *trace.model.buffers()]),
+                      state=state, inputs=storage_bytes(trace.inputs()), saved=trace.saved.bytes,
+                      runtime=sim.model.runtime_bytes, phases=tuple(sim.phases), notes=tuple(notes))
+
+
+__all__ = ["SearchStepTrace", "plan_search"]

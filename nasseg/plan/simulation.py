@@ -1,0 +1,119 @@
+"""Running the phases of a step on ``meta`` tensors and recording the memory each one peaks at.
+
+A device model says how tensor bytes become device memory:
+
+* ``cuda``: what ``torch.cuda.max_memory_allocated`` counts, every storage rounded up to the caching
+  allocator's 512-byte blocks. Not modelled: cuDNN / cuBLAS workspaces and the CUDA context.
+* ``cpu``: the resident memory of the process, which is more than its tensors. Measured on the DARTS
+  and Auto-DeepLab search nets (docs/planning.md), three costs come on top, and the model adds them:
+  every storage is 64-byte aligned (c10's allocator) and the heap holds ~10 % more than the live
+  tensors (glibc's free chunks between them, with nasseg's kept heap); each operation recorded for
+  autograd costs ~1.9 KB of host memory until its graph is freed (the node, its saved variables,
+  the tensors' metadata; an Auto-DeepLab pass records ~90 000 of them, ~170 MB); the first step of a
+  process loads kernels and modules once (~40 MB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .tracer import MemoryTracer
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    name: str
+    round_to: int  # allocation granularity in bytes
+    byte_factor: float  # allocator slack on top of the live tensors
+    node_bytes: int  # host bytes per autograd graph node (CPU: the same memory as the tensors)
+    runtime_bytes: int  # once per process, from its first step on
+
+
+DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1900, 40 * MB),
+                 "cuda": DeviceModel("cuda", 512, 1.0, 0, 0)}
+
+
+def device_model(device: str) -> DeviceModel:
+    """The model of ``cpu``, ``cuda`` or ``cuda:N``."""
+    return DEVICE_MODELS["cuda" if device.startswith("cuda") else "cpu"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    peak: int  # bytes in use at the phase's peak: everything alive, the device model applied
+
+
+def on_meta(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with every parameter and buffer on the ``meta`` device: nothing allocated or
+    initialised (a scratch tracer skips the initialisers' work)."""
+    with MemoryTracer(), torch.device("meta"):
+        return build()
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages of ``tensors``."""
+    seen = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
+    return sum(seen.values())
+
+
+class SavedCounter:
+    """Bytes of the distinct storages autograd saves for backward inside :meth:`counting`,
+    those of ``exclude`` (parameters, inputs) not counted."""
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
+        self.exclude = {t.untyped_storage()._cdata for t in exclude}
+        self.seen: dict[int, int] = {}
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.seen.values())
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in self.exclude:
+            self.seen[storage._cdata] = storage.nbytes()
+        return tensor
+
+    def counting(self) -> contextlib.AbstractContextManager:
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+
+
+class Simulation:
+    """One tracer over a whole plan: tensors made before it (``track``), set-up work counted but
+    not a phase (``setup``), and the phases, each with its own peak."""
+
+    def __init__(self, device: str):
+        self.model = device_model(device)
+        self.tracer = MemoryTracer(self.model.round_to, self.model.byte_factor, self.model.node_bytes)
+        self.phases: list[Phase] = []
+
+    @property
+    def current(self) -> int:
+        return self.tracer.current
+
+    def track(self, tensors: Iterable[torch.Tensor | None]) -> None:
+        self.tracer.track(tensors)
+
+    @contextlib.contextmanager
+    def setup(self) -> Iterator[None]:
+        with self.tracer:
+            yield
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.tracer.reset_peak()
+        with self.tracer:
+            yield
+        self.phases.append(Phase(name, self.tracer.peak + self.model.runtime_bytes))
+
+
+__all__ = ["DEVICE_MODELS", "DeviceModel", "MB", "Phase", "SavedCounter", "Simulation", "device_model", "on_meta",
+           "storage_bytes"]
