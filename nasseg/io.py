@@ -38,8 +38,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
     The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp makes 0600)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise NassegError(f"{path}: is a directory; expected a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # the folder cannot be made or written: a file in its place, read-only, /proc
+        raise NassegError(f"{path}: cannot write here ({e.strerror or _short(e)}: {e.filename or path.parent})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -69,6 +74,8 @@ def _short(error: BaseException, first_sentence: bool = False) -> str:
 def read_bytes(path: str | Path, what: str) -> bytes:
     """The file's bytes; a missing or unreadable file is a NassegError naming it."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # reading a FIFO or a device blocks
+        raise NassegError(f"{path}: not a regular file (a FIFO, socket or device); expected {what}")
     try:
         return path.read_bytes()
     except FileNotFoundError:

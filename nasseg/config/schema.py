@@ -55,7 +55,18 @@ def validate(schema: type[T] | Any, data: Any, file: str | None = None, key: str
     try:
         return adapter(schema).validate_python(data)
     except ValidationError as exc:
-        raise spec_error(exc, schema, data, file, key) from None
+        raise _described(exc, schema, data, file, key) from None
+
+
+def _described(exc: ValidationError, schema: Any, data: Any, file: str | None, key: str | None) -> SpecError:
+    """The one-line SpecError of ``exc``; should describing it fail on a document shape not foreseen
+    here, pydantic's own first message, still one line naming the file and the key."""
+    try:
+        return spec_error(exc, schema, data, file, key)
+    except Exception:  # noqa: BLE001 - the net under the description, never under validation
+        first = exc.errors(include_url=False)[0]
+        path = ".".join(str(part) for part in (key, *first["loc"]) if part is not None)
+        return SpecError(file, path or None, f"{first['msg']}, got {describe(first.get('input'))}")
 
 
 def spec_error(exc: ValidationError, schema: Any, data: Any, file: str | None, key: str | None) -> SpecError:
@@ -64,18 +75,22 @@ def spec_error(exc: ValidationError, schema: Any, data: Any, file: str | None, k
     for deeper, text in described[1:]:  # a union's members fail at its path; the member that fits, deeper
         if deeper.startswith((path + ".", path + "[")) if path else deeper:
             path, message = deeper, text
-    others = list(dict.fromkeys(p for p, _ in described if p != path and not path.startswith(p)))
+    others = list(dict.fromkeys(_below(key, p) for p, _ in described if p != path and not path.startswith(p)))
     if others:
         message += f" (and {len(others)} more problem{'s' * (len(others) > 1)}: {', '.join(others[:4])}"
         message += ", ...)" if len(others) > 4 else ")"
-    full = ".".join(p for p in (key, path) if p) if not (path or "").startswith("[") else f"{key or ''}{path}"
-    return SpecError(file, full or None, message)
+    return SpecError(file, _below(key, path) or None, message)
+
+
+def _below(key: str | None, path: str) -> str:
+    """``path`` of a document that is ``key`` in a larger one: data + [0] -> data[0], data + mean -> data.mean."""
+    return ".".join(p for p in (key, path) if p) if not (path or "").startswith("[") else f"{key or ''}{path}"
 
 
 # --- the keyword parameters of a builder (ops, stems, heads, models) as a schema -------------------
 
-_STRICT = {int: Annotated[int, Strict()], float: Annotated[float, Strict()], bool: Annotated[bool, Strict()],
-           str: Annotated[str, Strict()]}
+_STRICT = {int: Annotated[int, Strict()], float: Annotated[float, Strict(), pydantic.Field(allow_inf_nan=False)],
+           bool: Annotated[bool, Strict()], str: Annotated[str, Strict()]}
 
 
 @cache
@@ -108,6 +123,8 @@ def describe(value: Any) -> str:
 
 def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
     """' (did you mean X?)' when a close match exists, else ''."""
+    if len(str(word)) > 200:  # no name is that long; difflib would only spend time on it
+        return ""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -115,6 +132,9 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 _UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 _MISSING = ("missing", "missing_argument", "missing_keyword_only_argument")
+_NOT_A_MAPPING = ("model_attributes_type", "dataclass_type", "dict_type", "model_type")
+_KEY_TYPES = {"int_type": "an integer", "int_parsing": "an integer", "string_type": "a string",
+              "float_type": "a number", "bool_type": "true or false"}
 
 
 def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> tuple[str, str]:
@@ -126,8 +146,9 @@ def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> 
     if loc and loc[-1] == "[key]":  # a mapping's key, not its value, is wrong
         names = _schema_at(schema, keys[:-1], data).get("propertyNames", {})
         choices = names.get("enum") or []
+        wanted = _KEY_TYPES.get(kind, "another key")
         message = f"unknown key {describe(keys[-1])}; expected one of {', '.join(map(str, choices))}" \
-            + did_you_mean(keys[-1], choices) if choices else f"invalid key {describe(keys[-1])}: {error['msg']}"
+            + did_you_mean(keys[-1], choices) if choices else f"invalid key {describe(keys[-1])}; expected {wanted}"
     elif kind in _UNKNOWN_KEY:
         known = sorted(_properties(_schema_at(schema, keys[:-1], data)))
         message = f"unknown key; expected one of {', '.join(known)}" + did_you_mean(keys[-1], known)
@@ -137,11 +158,21 @@ def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> 
         bound = next(iter(ctx.values()))
         bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
         message = f"must be {_BOUNDS[kind]} {bound}, got {describe(value)}"
+    elif kind == "union_tag_not_found":
+        union = _schema_at(schema, keys, data, branch=False)
+        tags = list((union.get("discriminator") or {}).get("mapping") or {})
+        keys.append(str(ctx.get("discriminator", "")).strip("'"))
+        message = f"missing; expected one of {', '.join(tags)}" if tags else f"missing; {error['msg']}"
+    elif kind in _NOT_A_MAPPING:
+        message = f"expected a mapping, got {describe(value)}"
+    elif kind == "finite_number":
+        message = f"expected a finite number, got {describe(value)}"
     elif kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
         keys.append(str(ctx.get("discriminator", "")).strip("'"))
-        message = f"expected one of {', '.join(tags)}, got {describe(ctx.get('tag'))}" + did_you_mean(ctx.get("tag"), tags)
-    elif kind == "literal_error":
+        tag = value.get(keys[-1], ctx.get("tag")) if isinstance(value, dict) else ctx.get("tag")
+        message = f"expected one of {', '.join(tags)}, got {describe(tag)}" + did_you_mean(tag, tags)
+    elif kind == "literal_error" and ("enum" in field_schema or "const" in field_schema):
         choices = field_schema.get("enum") or [field_schema.get("const")]
         message = f"expected one of {', '.join(map(str, choices))}, got {describe(value)}" + did_you_mean(value, choices)
     elif kind == "too_short" and isinstance(value, (dict, list)) and not value:
@@ -200,7 +231,7 @@ def _branches(schema: dict[str, Any], node: dict[str, Any], value: Any) -> dict[
         return node
     mapping = (node.get("discriminator") or {}).get("mapping")
     prop = (node.get("discriminator") or {}).get("propertyName")
-    if mapping and isinstance(value, dict) and value.get(prop) in mapping:
+    if mapping and isinstance(value, dict) and isinstance(value.get(prop), str) and value[prop] in mapping:
         return _resolve(schema, {"$ref": mapping[value[prop]]})
     real = [_resolve(schema, m) for m in members if _resolve(schema, m).get("type") != "null"]
     kind = _json_type(value)
@@ -216,9 +247,11 @@ def _json_type(value: Any) -> str | None:
     return None
 
 
-def _schema_at(schema: dict[str, Any], keys: list[Any], data: Any) -> dict[str, Any]:
+def _schema_at(schema: dict[str, Any], keys: list[Any], data: Any, branch: bool = True) -> dict[str, Any]:
+    """The JSON-schema node of the document at ``keys``; with ``branch=False`` a union there is
+    returned as the union (its members and discriminator), not the member that fits the value."""
     node, value = _branches(schema, schema, data), data
-    for key in keys:
+    for i, key in enumerate(keys):
         if isinstance(key, int):
             items = node.get("prefixItems")
             node = items[key] if items and key < len(items) else node.get("items", {})
@@ -228,7 +261,7 @@ def _schema_at(schema: dict[str, Any], keys: list[Any], data: Any) -> dict[str, 
                 node = {}
         value = value.get(key) if isinstance(value, dict) else value[key] if isinstance(value, list) and \
             isinstance(key, int) and key < len(value) else None
-        node = _branches(schema, node, value)
+        node = _branches(schema, node, value) if branch or i < len(keys) - 1 else _resolve(schema, node)
     return node
 
 

@@ -1,5 +1,6 @@
 """Field types shared by the schemas: strict scalars (a string is not a number, true is not 1) with
-their valid ranges, so that a bad value fails at reading time, naming its key."""
+their valid ranges, so that a bad value fails at reading time, naming its key. Every float is finite:
+YAML's ``.nan`` and ``.inf`` (or ``1e999``) are refused, not carried into an optimiser or a loop."""
 
 from __future__ import annotations
 
@@ -11,18 +12,36 @@ from pydantic import AfterValidator, BeforeValidator, Field, Strict, WithJsonSch
 from ..rundirs import MAX_NAME_LENGTH, PLAIN_NAME, check_run_name
 
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]  # an integer is a valid float
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # finite; an integer is a valid float
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
-Probability = Annotated[float, Strict(), Field(ge=0, le=1)]
-OpenUnit = Annotated[float, Strict(), Field(gt=0, lt=1)]  # strictly between 0 and 1
-Size = tuple[PositiveInt, PositiveInt]  # [H, W] in pixels
-Seed = NonNegativeInt
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Probability = Annotated[Float, Field(ge=0, le=1)]
+OpenUnit = Annotated[Float, Field(gt=0, lt=1)]  # strictly between 0 and 1
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]  # what every RNG (torch, numpy, random) takes
+MAX_CHANNELS = 4096  # a layer's width (C, F, stem and head channels): DARTS and Auto-DeepLab use 16-256
+Channels = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]
+MAX_CLASSES = 10_000  # classes of a segmentation head: ADE20K-full has 3,688; the logits are per class and pixel
+Classes = Annotated[int, Strict(), Field(ge=1, le=MAX_CLASSES)]
+
+# An image size nasseg resizes to, crops or feeds a network: at most the pixels nasseg decodes
+# (8192 x 8192, nasseg.data.datasets.MAX_IMAGE_PIXELS), so that a typo such as [99999, 99999]
+# fails here instead of allocating tens of gigabytes.
+MAX_SIZE_PIXELS = 8192 * 8192
+
+
+def _within_pixel_limit(size: tuple[int, int]) -> tuple[int, int]:
+    if size[0] * size[1] > MAX_SIZE_PIXELS:
+        raise ValueError(f"{size[0]}x{size[1]} is {size[0] * size[1]:,} pixels; expected [H, W] of at most "
+                         f"{MAX_SIZE_PIXELS:,} pixels (8192 x 8192)")
+    return size
+
+
+Size = Annotated[tuple[PositiveInt, PositiveInt], AfterValidator(_within_pixel_limit)]  # [H, W] in pixels
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 

@@ -71,6 +71,8 @@ def load_yaml(path: str | Path) -> Any:
     try:
         if path.is_dir():
             raise SpecError(str(path), None, "is a directory; expected a YAML file")
+        if path.exists() and not path.is_file():  # reading a FIFO or a device would block or never end
+            raise SpecError(str(path), None, "not a regular file (a FIFO, socket or device); expected a YAML file")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise SpecError(str(path), None, f"{size:,} bytes; expected a YAML file of at most {MAX_BYTES:,}")

@@ -18,12 +18,15 @@ from torch import nn
 from pydantic import Field
 
 from ..config import validate_keywords
-from ..config.types import PositiveFloat, PositiveInt
+from ..config.types import Channels, PositiveFloat, PositiveInt
 from ..layers import ConvBNReLU
 from ..registry import Registry
 
-Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=1, max_length=16)]  # per stem conv
-Rates = Annotated[tuple[PositiveFloat, ...], Field(min_length=1, max_length=16)]  # atrous rates at stride 1
+MAX_STEM_STRIDE = 4  # per stem conv; the published stems use 1 and 2
+MAX_RATE = 4096  # an atrous rate at stride 1 (Auto-DeepLab's search head: 96; DeepLabV3 at stride 16: 288)
+Widths = Annotated[tuple[Channels, ...], Field(min_length=1, max_length=16)]  # per stem conv
+Strides = Annotated[tuple[Annotated[PositiveInt, Field(le=MAX_STEM_STRIDE)], ...], Field(min_length=1, max_length=16)]
+Rates = Annotated[tuple[Annotated[PositiveFloat, Field(le=MAX_RATE)], ...], Field(min_length=1, max_length=16)]
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ HEADS: Registry[HeadDef] = Registry("head")
 
 # --- stems ---------------------------------------------------------------------------------
 
-def _conv_stem(channels: PositiveInt = 48) -> nn.Module:
+def _conv_stem(channels: Channels = 48) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
 
 
@@ -68,7 +71,7 @@ STEMS.register("conv", StemDef("conv", _conv_stem, lambda channels=48: (channels
                               "DARTS CIFAR stem: conv3x3 + BN at full resolution"))
 
 
-def _three_conv_stem(channels: Widths = (64, 64, 128), strides: Widths = (2, 1, 2)) -> nn.Module:
+def _three_conv_stem(channels: Widths = (64, 64, 128), strides: Strides = (2, 1, 2)) -> nn.Module:
     layers, c_in = [], 3
     for c_out, stride in zip(channels, strides):
         layers.append(ConvBNReLU(c_in, c_out, 3, stride))
@@ -109,7 +112,7 @@ class ASPPHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, stride: int, classes: int, rates: Rates = (96,),
-                 channels: PositiveInt | None = None):
+                 channels: Channels | None = None):
         super().__init__()
         width = channels or in_channels
         self.dilations = [max(1, round(r / stride)) for r in rates]

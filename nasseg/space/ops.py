@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
+from pydantic import Field
 from torch import nn
 
 from ..config import validate_keywords
@@ -23,6 +24,7 @@ from ..layers import DilConv, FactorizedReduce, Identity, Noise, ReLUConvBN, Sep
 from ..registry import Registry
 
 OpBuilder = Callable[..., nn.Module]
+MAX_DILATION = 256  # conv_3x3's dilation (DeepLab's largest, at output stride 8: 36)
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def _conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
 
 
 @register_op("conv_3x3")
-def _conv_3x3(C: int, stride: int, affine: bool, dilation: PositiveInt = 1) -> nn.Module:
+def _conv_3x3(C: int, stride: int, affine: bool,
+              dilation: Annotated[PositiveInt, Field(le=MAX_DILATION)] = 1) -> nn.Module:
     """ReLU-conv3x3-BN (optionally dilated)."""
     return nn.Sequential(
         nn.ReLU(inplace=False),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from ..config import FieldError, describe, did_you_mean, load_yaml, spec, validate
-from ..config.types import Int, NonNegativeInt, PositiveInt, Str
+from ..config.types import MAX_CHANNELS, Classes, Int, NonNegativeInt, PositiveInt, Str
 from ..errors import SpecError
 from ..registry import Registry
 from .blocks import HEADS, STEMS
@@ -136,7 +136,7 @@ MAX_LAYERS = 256
 MAX_LEVELS = 8
 MAX_OPS = 64
 MAX_CANDIDATE_OPS = 20_000  # candidate ops over every cell of the supernet (edges x ops x cell states)
-MAX_WIDTH = 4096  # C or F
+MAX_WIDTH = MAX_CHANNELS  # C or F
 
 
 def _bounded(low: int, high: int) -> Any:
@@ -176,7 +176,7 @@ class ChainDoc:
     layers: _bounded(1, MAX_LAYERS)
     stem: Block
     head: Block
-    classes: PositiveInt | None = None
+    classes: Classes | None = None
     reductions: Literal["thirds"] | tuple[Int, ...] = "thirds"
     reduction_mode: Literal["cell", "preprocess"] = "cell"
 
@@ -188,7 +188,7 @@ class LatticeDoc:
     layers: _bounded(1, MAX_LAYERS)
     stem: Block
     head: Block
-    classes: PositiveInt | None = None
+    classes: Classes | None = None
     strides: Annotated[tuple[PositiveInt, ...], Field(min_length=1, max_length=MAX_LEVELS)] = (4, 8, 16, 32)
     transitions: Annotated[tuple[Literal["down", "same", "up"], ...], Field(min_length=1)] = TRANSITIONS
 
@@ -217,7 +217,7 @@ def _read_ops(doc: SpaceDoc, file: str | None) -> tuple[OpSpec, ...]:
         if not isinstance(op, str) or not isinstance(name, str):
             raise SpecError(file, key, f"expected an op name or a mapping with 'name' (and 'op'), got {describe(entry)}")
         if op not in OPS:
-            raise SpecError(file, key, f"unknown op {op!r}; registered ops: {', '.join(sorted(OPS))}"
+            raise SpecError(file, key, f"unknown op {describe(op)}; registered ops: {', '.join(sorted(OPS))}"
                             + did_you_mean(op, OPS))
         allowed = OPS[op].params()
         for param in entry:
@@ -226,7 +226,7 @@ def _read_ops(doc: SpaceDoc, file: str | None) -> tuple[OpSpec, ...]:
                 raise SpecError(file, f"{key}.{param}", f"unknown parameter; op {op!r} {takes}" + did_you_mean(param, allowed))
         params = OPS[op].check_params(entry, file, key)
         if any(o.name == name for o in ops):
-            raise SpecError(file, key, f"op {name!r} is listed twice; give the second one another 'name'")
+            raise SpecError(file, key, f"op {describe(name)} is listed twice; give the second one another 'name'")
         ops.append(OpSpec(name, op, params))
     return tuple(ops)
 
@@ -235,7 +235,8 @@ def _op_subset(names: tuple[str, ...], all_ops: tuple[str, ...], file: str | Non
     for j, name in enumerate(names):
         if name not in all_ops:
             hint = did_you_mean(name, all_ops) or did_you_mean(name, OPS)
-            raise SpecError(file, f"{key}[{j}]", f"unknown op {name!r}; this space's ops are {', '.join(all_ops)}" + hint)
+            raise SpecError(file, f"{key}[{j}]", f"unknown op {describe(name)}; this space's ops are {', '.join(all_ops)}"
+                            + hint)
     return tuple(o for o in all_ops if o in names)  # canonical order
 
 

@@ -20,14 +20,18 @@ Writes are atomic (temp file, fsync, rename): a crash never leaves a truncated c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from ..errors import NassegError
+from ..config import FieldError, parse_yaml, spec, validate
+from ..config.types import Classes, Float, Int, PositiveFloat, Size, Str
+from ..errors import NassegError, SpecError
 from ..io import atomic_write, load_tensors
 
 FORMAT = "nasseg-train-1"
@@ -97,36 +101,68 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+# --- the records a checkpoint carries, checked as any file nasseg reads: a checkpoint may come from
+# anywhere, and its numbers size the network and the images it is rebuilt for ---------------------
+
+Colour = tuple[Annotated[int, Field(ge=0, le=255, strict=True)], ...]
+
+
+@spec
+class ModelRecord:
+    num_classes: Classes
+    name: Str | None = None  # a registered model ...
+    arch: Str | None = None  # ... or the ArchSpec text
+    args: dict[Str, Any] = dataclasses.field(default_factory=dict)  # the builder's keywords
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.arch is None):
+            raise FieldError("name", "expected a registered model name or an ArchSpec in 'arch', one of them")
+
+
+@spec
+class DataRecord:
+    dataset: Str
+    classes: tuple[Str, ...]
+    ignore_index: Int
+    mean: tuple[Float, Float, Float]
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+    crop: Size
+    palette: tuple[Annotated[Colour, Field(min_length=3, max_length=3)], ...]
+    size: Size | None = None
+
+
+@spec
+class Progress:
+    iteration: Annotated[int, Field(ge=0, strict=True)]
+    iters: Annotated[int, Field(ge=1, strict=True)]
+
+
 def meta_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>") -> TrainedMeta:
-    """The metadata of a checkpoint read by :func:`read_checkpoint`; NassegError naming ``path``
-    when its model or data record lacks a field or holds a wrong type."""
-    try:
-        return _meta(payload)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
-        raise NassegError(f"{path}: incomplete nasseg training checkpoint ({what})") from None
-
-
-def _meta(payload: dict[str, Any]) -> TrainedMeta:
-    model, data = payload["model"], payload["data"]
+    """The metadata of a checkpoint read by :func:`read_checkpoint`; SpecError naming ``path`` and
+    the record's key when a field is missing, of a wrong type or out of its range."""
+    file = str(path)
+    model = validate(ModelRecord, payload["model"], file, "model")
+    data = validate(DataRecord, payload["data"], file, "data")
+    progress = validate(Progress, {"iteration": payload["iteration"], "iters": payload["iters"]}, file)
+    for key, count in (("classes", len(data.classes)), ("palette", len(data.palette))):
+        if count != model.num_classes:
+            raise NassegError(f"{path}: data.{key} holds {count} entries for model.num_classes "
+                              f"{model.num_classes}; expected one per class (a damaged checkpoint?)")
     return TrainedMeta(
-        model_name=model.get("name"), arch_yaml=model.get("arch"), model_args=dict(model["args"]),
-        num_classes=int(model["num_classes"]), dataset=data["dataset"],
-        classes=tuple(data["classes"]), ignore_index=int(data["ignore_index"]),
-        mean=tuple(data["mean"]), std=tuple(data["std"]), crop=tuple(data["crop"]),
-        size=tuple(data["size"]) if data.get("size") else None,
-        palette=tuple(tuple(c) for c in data["palette"]),
-        iteration=int(payload["iteration"]), iters=int(payload["iters"]))
+        model_name=model.name, arch_yaml=model.arch, model_args=dict(model.args), num_classes=model.num_classes,
+        dataset=data.dataset, classes=data.classes, ignore_index=data.ignore_index, mean=data.mean, std=data.std,
+        crop=data.crop, size=data.size, palette=tuple(tuple(c) for c in data.palette),  # type: ignore[misc]
+        iteration=progress.iteration, iters=progress.iters)
 
 
-def build_model(meta: TrainedMeta) -> nn.Module:
-    """The (untrained) network a checkpoint's weights belong to."""
+def build_model(meta: TrainedMeta, source: str | Path = "<checkpoint>") -> nn.Module:
+    """The (untrained) network a checkpoint's weights belong to (``source`` names it in errors)."""
     from ..arch import parse_arch
     from ..models import build
-    import yaml
 
     if meta.arch_yaml is not None:
-        arch = parse_arch(yaml.safe_load(meta.arch_yaml), file="<checkpoint arch>")
+        where = f"{source} (its model.arch)"
+        arch = parse_arch(parse_yaml(meta.arch_yaml, where), file=where)
         return build(arch, meta.num_classes, **meta.model_args)
     return build(meta.model_name, meta.num_classes, **meta.model_args)
 
@@ -136,7 +172,14 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     path = resolve_checkpoint(path)
     payload = read_checkpoint(path)
     meta = meta_from_payload(payload, path)
-    model = build_model(meta)
+    try:
+        model = build_model(meta, path)
+    except SpecError as e:  # the builder's keywords (model_args.KEY) belong to this file
+        if e.file is not None:
+            raise
+        raise SpecError(str(path), e.key, e.message) from None
+    except NassegError as e:
+        raise NassegError(f"{path}: {e}") from None
     try:
         missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     except (RuntimeError, TypeError, AttributeError) as e:  # shapes that differ, a state_dict that is none

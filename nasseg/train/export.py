@@ -47,6 +47,7 @@ from ..extras import check_extra, require
 
 EXPORTERS = ("auto", "legacy", "dynamo")
 DEFAULT_OPSET = 18
+OPSETS = range(7, 24)  # what torch.onnx exports (torch.onnx._constants: ONNX_MIN_OPSET..ONNX_MAX_OPSET)
 TOLERANCE = 1e-4  # max |onnx - torch| allowed, relative to max(1, max |torch logits|)
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 FEATURE = "nasseg export"  # names the feature in the error when the 'export' extra is missing
@@ -174,10 +175,17 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
     """
     if exporter not in EXPORTERS:
         raise NassegError(f"unknown exporter {exporter!r} (expected {', '.join(EXPORTERS)})")
+    if opset not in OPSETS:
+        raise NassegError(f"ONNX opset {opset}: expected an opset torch exports, {OPSETS[0]}..{OPSETS[-1]}")
     check_extra("export", FEATURE)  # onnx, onnxscript (the dynamo exporter), onnxruntime: before any work
     model = model.cpu().eval()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise NassegError(f"{path}: is a directory; expected the ONNX file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NassegError(f"{path}: cannot write here ({e.strerror}: {e.filename})") from None
     tmp = path.with_name(f".{path.name}.tmp")
     shapes = _check_shapes(input_size, dynamic)
     problems: list[str] = []

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+from nasseg.config.types import MAX_CLASSES, MAX_SIZE_PIXELS
+
+MAX_SCALE = 8.0  # a test-time scale (DeepLab's largest: 1.75); the scaled image is decoded in memory
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'321x321' -> (321, 321); one number means a square."""
+    """'321x321' -> (321, 321); one number means a square; at most 8192 x 8192 pixels."""
     parts = text.lower().split("x")
     try:
         sizes = [int(p) for p in parts]
@@ -16,6 +21,9 @@ def parse_size(text: str) -> tuple[int, int]:
         sizes *= 2
     if len(sizes) != 2 or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW such as 321x321, got {text!r}")
+    if sizes[0] * sizes[1] > MAX_SIZE_PIXELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is {sizes[0] * sizes[1]:,} pixels; expected HxW of at most "
+                                         f"{MAX_SIZE_PIXELS:,} pixels (8192x8192)")
     return sizes[0], sizes[1]
 
 
@@ -30,8 +38,9 @@ def parse_scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(s) for s in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected scales such as 0.75,1,1.25, got {text!r}") from None
-    if not scales or min(scales) <= 0:
-        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
+    if not scales or not all(math.isfinite(s) and 0 < s <= MAX_SCALE for s in scales):
+        raise argparse.ArgumentTypeError(f"expected scales above 0 and at most {MAX_SCALE:g}, such as 0.75,1,1.25, "
+                                         f"got {text!r}")
     return scales
 
 
@@ -42,6 +51,24 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def class_count(text: str) -> int:
+    """A number of classes: 1 .. MAX_CLASSES."""
+    value = positive_int(text)
+    if value > MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_CLASSES:,} classes, got {text!r}")
     return value
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from nasseg.device import resolve_device
 from nasseg.errors import NassegError
 from nasseg.train.export import DEFAULT_OPSET, EXPORTERS
-from .args import opacity, parse_scales, parse_size, parse_size_or_none, positive_int
+from .args import non_negative_int, opacity, parse_scales, parse_size, parse_size_or_none, positive_int
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -78,7 +78,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     add_inference_arguments(p)
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="only the first N images")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=non_negative_int, default=2, metavar="N",
                    help="data loading processes (default: 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("-o", "--output", default=None, metavar="RESULTS.json",

@@ -13,7 +13,7 @@ from nasseg.config import load_yaml
 from nasseg.errors import NassegError
 
 from ..describe import describe_target
-from .args import parse_size, positive_int
+from .args import class_count, parse_size
 
 
 # --- nasseg info ------------------------------------------------------------------------------
@@ -32,7 +32,7 @@ def add_info_parser(sub) -> None:
                       help=f"list what is registered or built in instead: {', '.join(LISTABLE)}")
     info.add_argument("--input", type=parse_size, default=None, metavar="HxW",
                       help="input size (default: 32x32 for classification spaces, 512x512 otherwise)")
-    info.add_argument("--classes", type=positive_int, default=None, metavar="N",
+    info.add_argument("--classes", type=class_count, default=None, metavar="N",
                       help="number of classes (default: the space's network.classes)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--latency", action="store_true",
