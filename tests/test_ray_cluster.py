@@ -265,8 +265,9 @@ def test_search_with_a_wrong_token_is_one_line(client, tmp_path):
                           capture_output=True, text=True, timeout=300)
     OUTPUTS.append(done.stdout + done.stderr)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr == (f"nasseg: error: the Ray cluster at {client.gcs} rejected the authentication token from "
-                           "RAY_AUTH_TOKEN; use the cluster's token (`ray get-auth-token` on the head node prints it)\n")
+    assert done.stderr == (f"nasseg: error: the Ray cluster at {client.gcs} rejected the authentication token "
+                           "from RAY_AUTH_TOKEN; use the cluster's token (`ray get-auth-token` on the head node "
+                           "prints it)\n")
     assert "not-the-token-0123456789" not in done.stderr
 
 

@@ -1,8 +1,8 @@
 """``nasseg results``: one pandas table of the searches in an experiment directory.
 
 Everything is read from the nasseg run dirs (config.yaml, metrics.csv, result.json, arch.yaml,
-trial.json: the overrides and the Ray nodes a trial ran on), never from Ray's state, so runs made in-process (``--no-ray``) and Tune trials
-(seeds or Optuna trials) are listed alike. Runs with the same settings (the job minus seeds and
+trial.json: the overrides and the Ray nodes a trial ran on), never from Ray's state, so runs made
+in-process (``--no-ray``) and Tune trials (seeds or Optuna trials) are listed alike. Runs with the same settings (the job minus seeds and
 placement) form one config; ``summarize`` gives mean and std over its seeds.
 """
 

@@ -1,11 +1,12 @@
 """The Ray Tune trainable: one seed of one search job (or one HPO trial), checkpointed every epoch.
 
 A plain function of its Tune config (``experiment``: the experiment dir, ``seed``, ``params``:
-HPO overrides, ``resume_run_dir``: continue from the run dir's last.pt when Tune has no checkpoint). It builds the same :class:`~nasseg.search.Search` as an in-process run,
-restores the state of the last finished epoch from ``tune.get_checkpoint()`` when Tune restarts
-it (a dead worker or node, or ``Tuner.restore`` after the driver died), and reports each epoch with a
-checkpoint holding a copy of the nasseg checkpoint, so Tune can restart it on any worker. Each start
-is recorded in the run's trial.json with its Ray node (nasseg.shell.runner.record).
+HPO overrides, ``resume_run_dir``: continue from the run dir's last.pt when Tune has no
+checkpoint). It builds the same :class:`~nasseg.search.Search` as an in-process run, restores the
+state of the last finished epoch from ``tune.get_checkpoint()`` when Tune restarts it (a dead
+worker or node, or ``Tuner.restore`` after the driver died), and reports each epoch with a
+checkpoint holding a copy of the nasseg checkpoint, so Tune can restart it on any worker. Each
+start is recorded in the run's trial.json with its Ray node (nasseg.shell.runner.record).
 """
 
 from __future__ import annotations

@@ -37,21 +37,25 @@ class EpochLines(tune.Callback):
     in-process ``nasseg search`` (Tune's own progress tables stay off), and one line per failure
     and per restart, naming the Ray node the trial lost and the one it continues on."""
 
-    max_failures: int | None = None  # class defaults: Tune restores callbacks pickled by older versions
-
     def __init__(self, experiment_path: str | Path, epochs: int, kind: str = "search",
                  max_failures: int | None = None):
         self.experiment_path = str(experiment_path)
         self.epochs = epochs
         self.kind = kind
         self.max_failures = max_failures
+        self.restarting: dict[str, tuple[Any, int]] = {}  # failed trials: id -> (trial, starts recorded then)
+        self.next_poll = 0.0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Tuner.restore unpickles the callbacks of the first run, maybe made by an older nasseg."""
+        self.__dict__.update({"max_failures": None, **state, "restarting": {}, "next_poll": 0.0})
 
     def label(self, trial: Any) -> str:
         return f"seed {trial.config['seed']}" if self.kind == "search" else f"trial {trial.trial_id}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = trial.config.get("params")
-        if params and trial.trial_id not in self.restarting():  # an HPO trial: show what Optuna sampled
+        if params and trial.trial_id not in self.restarting:  # an HPO trial: show what Optuna sampled
             print(f"[{self.label(trial)}] " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                        for k, v in sorted(params.items())), flush=True)
 
@@ -72,14 +76,14 @@ class EpochLines(tune.Callback):
         limit = f" of at most {self.max_failures}" if self.max_failures is not None else ""
         print(f"[{self.label(trial)}] {cause}; restarting from {where} (restart {trial.num_failures}{limit})",
               flush=True)
-        self.restarting()[trial.trial_id] = (trial, len(starts))
+        self.restarting[trial.trial_id] = (trial, len(starts))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """A restarted trial records its new node when it starts: say where it went, without
         waiting for its next epoch (polled at most once a second)."""
-        if self.restarting() and time.monotonic() >= self.__dict__.get("next_poll", 0.0):
-            self.__dict__["next_poll"] = time.monotonic() + 1.0
-            for trial, _ in list(self.restarting().values()):
+        if self.restarting and time.monotonic() >= self.next_poll:
+            self.next_poll = time.monotonic() + 1.0
+            for trial, _ in list(self.restarting.values()):
                 self.announce_restart(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -88,24 +92,20 @@ class EpochLines(tune.Callback):
               f"{result['arch_epoch']} -> {result['run_dir']}/arch.yaml", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.restarting().pop(trial.trial_id, None)
+        self.restarting.pop(trial.trial_id, None)
         print(f"[{self.label(trial)}] failed: {error_line(trial)} (traceback: {Path(trial.path) / 'error.txt'})",
               flush=True)
-
-    def restarting(self) -> dict[str, tuple[Any, int]]:
-        """Trials that failed and will restart: trial id -> (trial, starts recorded at the failure)."""
-        return self.__dict__.setdefault("_restarting", {})
 
     def run_dir(self, trial: Any) -> RunDir:
         return RunDir(load_experiment(self.experiment_path).run_dir(int(trial.config["seed"]), trial.trial_id))
 
     def announce_restart(self, trial: Any) -> None:
-        if trial.trial_id not in self.restarting():
+        if trial.trial_id not in self.restarting:
             return
-        _, seen = self.restarting()[trial.trial_id]
+        _, seen = self.restarting[trial.trial_id]
         starts = placements(read_record(self.run_dir(trial)))
         if len(starts) > seen:
-            del self.restarting()[trial.trial_id]
+            del self.restarting[trial.trial_id]
             start = starts[-1]
             where = f"epoch {start['from_epoch']}" if start.get("from_epoch") else "the start"
             print(f"[{self.label(trial)}] restarted from {where} on node {node_label(start)}", flush=True)
@@ -257,7 +257,8 @@ def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Seque
             return collect_outcomes(tuner.fit(), load_experiment(experiment_path))
 
 
-def new_search_tuner(config: SearchConfig, experiment: Experiment, resume: bool, callbacks: Sequence[Any]) -> tune.Tuner:
+def new_search_tuner(config: SearchConfig, experiment: Experiment, resume: bool,
+                     callbacks: Sequence[Any]) -> tune.Tuner:
     """One trial per seed, named like its run dir (seed<N>)."""
     lines = EpochLines(experiment.path, config.epochs, max_failures=config.max_failures)
     return tune.Tuner(
