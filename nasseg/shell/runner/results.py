@@ -2,8 +2,9 @@
 
 Everything is read from the nasseg run dirs (config.yaml, metrics.csv, result.json, arch.yaml,
 trial.json: the overrides and the Ray nodes a trial ran on), never from Ray's state, so runs made
-in-process (``--no-ray``) and Tune trials (seeds or Optuna trials) are listed alike. Runs with the same settings (the job minus seeds and
-placement) form one config; ``summarize`` gives mean and std over its seeds.
+in-process (``--no-ray``) and Tune trials (seeds or Optuna trials) are listed alike. Runs with the
+same settings (the job minus seeds and placement) form one config; ``summarize`` gives mean and std
+over its seeds.
 """
 
 from __future__ import annotations
