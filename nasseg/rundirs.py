@@ -202,7 +202,11 @@ def claim_run_dir(path: str | Path, kind: str) -> Path:
     other existing folder is refused: nasseg does not write into folders it did not create."""
     path = Path(path)
     if (not path.exists() and not path.is_symlink()) or is_empty_dir(path):
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # OUT (or a folder above it) is a file, read-only, or in /proc
+            raise NassegError(f"{path}: cannot create the run directory ({e.strerror}: {e.filename}); "
+                              "expected --out to be a folder nasseg may write in") from None
         write_marker(path, kind)
     else:
         _check_owned(path, kind, "write into")

@@ -302,7 +302,7 @@ def test_empty_split(tmp_path: Path, make, spec: str, breaker, needles: list[str
     ("classes: road\n", ["dataset.yaml: classes: expected a non-empty list"]),
     ("classes: [a, b]\nignore_index: 1\n", ["ignore_index: expected an integer outside"]),
     ("classes: [a, b]\npalette: [[1, 2, 3]]\n", ["palette: expected 2 [r, g, b] colours"]),
-    ("classes: [a\n", ["dataset.yaml: not valid YAML"]),
+    ("classes: [a\n", ["dataset.yaml: line 2, column 1: invalid YAML"]),
 ])
 def test_dataset_yaml_problems(tmp_path: Path, yaml_text: str | None, needles: list[str]) -> None:
     make_folder(tmp_path)

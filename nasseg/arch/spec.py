@@ -31,6 +31,7 @@ from ..config import describe, did_you_mean, load_yaml, spec, validate
 from ..config.types import Int, NonNegativeInt, Str
 from ..errors import SpecError
 from ..space.ops import OPS
+from ..space.spec import MAX_LAYERS
 
 Edge = tuple[str, int]  # (op, input node)
 
@@ -88,7 +89,7 @@ class CellDoc:
     nodes: Annotated[dict[Node, Annotated[tuple[tuple[Str, NonNegativeInt], ...], Field(min_length=1)]],
                      Field(min_length=1, description="expected a mapping node -> [[op, input node], ...]")]
     inputs: Annotated[int, Field(ge=1, le=2, strict=True)] = 2
-    concat: tuple[Int, ...] | None = None  # default: every intermediate node
+    concat: Annotated[tuple[Int, ...], Field(min_length=1)] | None = None  # default: every intermediate node
 
 
 @spec
@@ -98,7 +99,7 @@ class ArchDoc:
     cells: Annotated[dict[Str, CellDoc], Field(min_length=1, description="expected a mapping of cell types, e.g. normal")]
     name: Str | None = None
     space: Str | None = None
-    path: tuple[Int, ...] | None = None  # lattice architectures: the stride of every cell layer
+    path: Annotated[tuple[Int, ...], Field(min_length=1, max_length=MAX_LAYERS)] | None = None  # lattice: each layer's stride
     meta: dict[Str, Any] = dataclasses.field(default_factory=dict)  # free-form provenance
 
 
@@ -118,6 +119,8 @@ def _read_cell(doc: CellDoc, file: str | None, key: str) -> CellGenotype:
         if node not in doc.nodes:
             raise SpecError(file, f"{key}.concat[{j}]", f"{node} is not an intermediate node; "
                             f"expected one of {sorted(doc.nodes)}")
+        if node in concat[:j]:
+            raise SpecError(file, f"{key}.concat[{j}]", f"node {node} is listed twice; expected each node once")
     return CellGenotype(inputs, dict(doc.nodes), concat)
 
 
@@ -134,6 +137,9 @@ def check_path(path: Sequence[int], file: str | None = None) -> tuple[int, ...]:
 
 
 def parse_arch(data: Any, file: str | None = None) -> ArchSpec:
+    if isinstance(data, dict) and "cells" not in data and {"cell", "network"} <= data.keys():
+        raise SpecError(file, None, "a search space, not an ArchSpec (an ArchSpec has 'cells'; "
+                        "`nasseg decode RUN_DIR` writes one from a search)")
     doc = validate(ArchDoc, data, file)
     cells = {kind: _read_cell(cell, file, f"cells.{kind}") for kind, cell in doc.cells.items()}
     path = check_path(doc.path, file) if doc.path is not None else None

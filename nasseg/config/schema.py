@@ -157,7 +157,7 @@ def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> 
     elif kind in _BOUNDS:
         bound = next(iter(ctx.values()))
         bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
-        message = f"must be {_BOUNDS[kind]} {bound}, got {describe(value)}"
+        message = f"must be {_BOUNDS[kind]} {bound}, got {describe(value)}" + _reason(field_schema)
     elif kind == "union_tag_not_found":
         union = _schema_at(schema, keys, data, branch=False)
         tags = list((union.get("discriminator") or {}).get("mapping") or {})
@@ -177,6 +177,10 @@ def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> 
         message = f"expected one of {', '.join(map(str, choices))}, got {describe(value)}" + did_you_mean(value, choices)
     elif kind == "too_short" and isinstance(value, (dict, list)) and not value:
         message = f"empty; expected {expected(field_schema)}"
+    elif kind == "string_too_short":
+        message = f"expected a string of at least {ctx.get('min_length')} character(s), got {describe(value)}"
+    elif kind == "too_long":
+        message = f"{ctx.get('actual_length')} entries; expected at most {ctx.get('max_length')}"
     elif kind.startswith("nasseg_"):  # custom errors of our own validators carry their message
         message = error["msg"]
     elif kind in ("value_error", "assertion_error"):
@@ -187,6 +191,12 @@ def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> 
     else:
         message = f"expected {expected(field_schema)}, got {describe(value)}"
     return _join(keys), message
+
+
+def _reason(node: dict[str, Any]) -> str:
+    """' (why)' when the field's description ends with its reason in parentheses, else ''."""
+    text = node.get("description", "")
+    return f" ({text.rsplit('(', 1)[1]}" if text.startswith("expected ") and text.endswith(")") and "(" in text else ""
 
 
 def _join(keys: list[str | int]) -> str:

@@ -22,6 +22,8 @@ PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 Probability = Annotated[Float, Field(ge=0, le=1)]
 OpenUnit = Annotated[Float, Field(gt=0, lt=1)]  # strictly between 0 and 1
+# a training batch: batch normalisation needs two values per channel (DeepLab's image pooling has one per image)
+BatchSize = Annotated[int, Strict(), Field(ge=2, description="expected an integer >= 2 (batch normalisation needs 2 images)")]
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]  # what every RNG (torch, numpy, random) takes
 MAX_CHANNELS = 4096  # a layer's width (C, F, stem and head channels): DARTS and Auto-DeepLab use 16-256
 Channels = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-import yaml
+from pydantic import Field
 
+from nasseg.config import FieldError, load_yaml, spec, validate
+from nasseg.config.types import MAX_CLASSES, Str
 from nasseg.data.datasets import PairList, generated_palette, read_pair_list
-from nasseg.errors import NassegError, SpecError
+from nasseg.errors import NassegError
 from nasseg.io import read_text
 
 RGB = tuple[int, int, int]
@@ -159,36 +162,40 @@ class YamlMeta:
     palette: tuple[RGB, ...]
 
 
+ClassName = Annotated[Str, Field(min_length=1)]
+Colour = Annotated[tuple[Annotated[int, Field(ge=0, le=255, strict=True)], ...], Field(min_length=3, max_length=3)]
+
+
+@spec
+class DatasetYaml:
+    """The document of ``dataset.yaml`` (a folder or list dataset's classes)."""
+
+    classes: Annotated[tuple[ClassName, ...], Field(min_length=1, max_length=MAX_CLASSES,
+                                                    description="expected a non-empty list of class names")]
+    ignore_index: Annotated[int, Field(ge=0, le=65535, strict=True)] = 255  # a label PNG holds 0..65535
+    palette: tuple[Colour, ...] | None = None  # one [r, g, b] per class; default: generated
+
+    def __post_init__(self) -> None:
+        repeated = next((name for i, name in enumerate(self.classes) if name in self.classes[:i]), None)
+        if repeated is not None:
+            raise FieldError("classes", f"{repeated!r} is listed twice; expected distinct class names")
+        if self.ignore_index < len(self.classes):
+            raise FieldError("ignore_index", f"expected an integer outside the class ids 0..{len(self.classes) - 1}, "
+                             f"got {self.ignore_index}")
+        if self.palette is not None and len(self.palette) != len(self.classes):
+            raise FieldError("palette", f"expected {len(self.classes)} [r, g, b] colours (0..255), one per class, "
+                             f"got {len(self.palette)}")
+
+
 def read_dataset_yaml(root: Path) -> YamlMeta:
     """Read and validate ``dataset.yaml`` (``classes``, optional ``ignore_index``, ``palette``)."""
     path = root / "dataset.yaml"
-    file = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise NassegError(f"{path}: not found; a folder/list dataset needs it, e.g. "
                           "'classes: [background, road, car]' and optionally 'ignore_index: 255'")
-    try:
-        data = yaml.safe_load(read_text(path, "dataset.yaml"))
-    except yaml.YAMLError as e:
-        raise SpecError(file, None, f"not valid YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(data, dict):
-        raise SpecError(file, None, "expected a mapping with 'classes: [names]'")
-    classes = data.get("classes")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise SpecError(file, "classes",
-                        f"expected a non-empty list of class names, got {classes!r}")
-    ignore = data.get("ignore_index", 255)
-    if not isinstance(ignore, int) or isinstance(ignore, bool) or 0 <= ignore < len(classes):
-        raise SpecError(file, "ignore_index", f"expected an integer outside the class ids "
-                        f"0..{len(classes) - 1}, got {ignore!r}")
-    palette = data.get("palette")
-    if palette is None:
-        return YamlMeta(tuple(classes), ignore, generated_palette(len(classes)))
-    if not (isinstance(palette, list) and len(palette) == len(classes) and all(
-            isinstance(c, list) and len(c) == 3 and all(type(v) is int and 0 <= v <= 255 for v in c)
-            for c in palette)):
-        raise SpecError(file, "palette", f"expected {len(classes)} [r, g, b] colours (0..255), "
-                        "one per class")
-    return YamlMeta(tuple(classes), ignore, tuple(tuple(c) for c in palette))
+    doc = validate(DatasetYaml, load_yaml(path), str(path))
+    palette = doc.palette if doc.palette is not None else generated_palette(len(doc.classes))
+    return YamlMeta(doc.classes, doc.ignore_index, tuple(tuple(c) for c in palette))  # type: ignore[misc]
 
 
 def scan_folder(root: Path, split: str) -> PairList:

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..arch import ArchSpec, CellGenotype, load
-from ..config.types import PositiveInt
+from ..config import describe
+from ..config.types import Channels
 from ..errors import NassegError
 from ..layers import ConvBNReLU, ReLUConvBN
 from .darts_net import build_edge_ops, registry_op, run_cell
@@ -44,6 +45,7 @@ from .registry import register_model
 STEM_CHANNELS = (64, 64, 128)
 STEM_STRIDE = 4
 ASPP_RATES_AT_16 = (6, 12, 18)  # DeepLabV3+ rates at output stride 16, rescaled to the final stride
+MAX_STRIDE = 64  # the largest power of two at which min(ASPP_RATES_AT_16) * 16 // stride is still >= 1
 
 
 class AtrousConv(nn.Module):
@@ -138,9 +140,11 @@ class AutoDeepLab(nn.Module):
         if not arch.path:
             raise NassegError(f"architecture {arch.name!r} has no path; an Auto-DeepLab network "
                               "needs the stride of every layer")
-        if arch.path[0] not in (STEM_STRIDE, 2 * STEM_STRIDE) or min(arch.path) < STEM_STRIDE:
-            raise NassegError(f"architecture {arch.name!r}: the path must start at stride 4 or 8 "
-                              f"and never go below 4 (the stem's stride), got {list(arch.path)}")
+        if arch.path[0] not in (STEM_STRIDE, 2 * STEM_STRIDE) or not STEM_STRIDE <= min(arch.path) <= \
+                max(arch.path) <= MAX_STRIDE:
+            raise NassegError(f"architecture {arch.name!r}: the path must start at stride 4 or 8 and stay within "
+                              f"4 (the stem's stride) and {MAX_STRIDE} (the ASPP's smallest rate, "
+                              f"{min(ASPP_RATES_AT_16)} at stride 16, keeps a dilation >= 1), got {describe(list(arch.path))}")
         genotype = lattice_cell(arch)
         self.path = tuple(arch.path)
         self.drop_path_prob = 0.0
@@ -181,18 +185,18 @@ def _autodeeplab(num_classes: int, F: int, separable_atrous: bool) -> AutoDeepLa
 
 
 @register_model("autodeeplab_s")
-def autodeeplab_s(num_classes: int, *, F: PositiveInt = 20, separable_atrous: bool = False) -> AutoDeepLab:
+def autodeeplab_s(num_classes: int, *, F: Channels = 20, separable_atrous: bool = False) -> AutoDeepLab:
     """Auto-DeepLab-S (F = 20): paper 10.15M parameters, 333.25B multiply-adds at 1024x2048."""
     return _autodeeplab(num_classes, F, separable_atrous)
 
 
 @register_model("autodeeplab_m")
-def autodeeplab_m(num_classes: int, *, F: PositiveInt = 32, separable_atrous: bool = False) -> AutoDeepLab:
+def autodeeplab_m(num_classes: int, *, F: Channels = 32, separable_atrous: bool = False) -> AutoDeepLab:
     """Auto-DeepLab-M (F = 32): paper 21.62M parameters, 460.93B multiply-adds at 1024x2048."""
     return _autodeeplab(num_classes, F, separable_atrous)
 
 
 @register_model("autodeeplab_l")
-def autodeeplab_l(num_classes: int, *, F: PositiveInt = 48, separable_atrous: bool = False) -> AutoDeepLab:
+def autodeeplab_l(num_classes: int, *, F: Channels = 48, separable_atrous: bool = False) -> AutoDeepLab:
     """Auto-DeepLab-L (F = 48): paper 44.42M parameters, 695.03B multiply-adds at 1024x2048."""
     return _autodeeplab(num_classes, F, separable_atrous)

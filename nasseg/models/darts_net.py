@@ -19,7 +19,7 @@ from pydantic import Field, Strict
 from torch import Tensor, nn
 
 from ..arch import ArchSpec, CellGenotype, load
-from ..config.types import PositiveInt
+from ..config.types import Channels
 from ..errors import NassegError
 from ..layers import FactorizedReduce, Identity, ReLUConvBN
 from ..space.blocks import STEMS
@@ -226,13 +226,13 @@ class DartsSegNet(nn.Module):
 
 
 @register_model("darts_v2_cifar")
-def darts_v2_cifar(num_classes: int = 10, *, C: PositiveInt = 36, layers: Layers = 20,
+def darts_v2_cifar(num_classes: int = 10, *, C: Channels = 36, layers: Layers = 20,
                    auxiliary: bool = False) -> NetworkCIFAR:
     """DARTS_V2 CIFAR evaluation network (3.35M parameters at the defaults)."""
     return NetworkCIFAR(C, num_classes, layers, auxiliary, load("darts_v2"))
 
 
 @register_model("darts_v2_seg")
-def darts_v2_seg(num_classes: int, *, C: PositiveInt = 32, layers: Layers = 12) -> DartsSegNet:
+def darts_v2_seg(num_classes: int, *, C: Channels = 32, layers: Layers = 12) -> DartsSegNet:
     """DARTS_V2 cells in a DeepLabV3+-style segmentation network (output stride 16)."""
     return DartsSegNet(load("darts_v2"), C, layers, num_classes)

@@ -15,8 +15,9 @@ from typing import Any, Callable
 from torch import nn
 
 from ..arch import ArchSpec, load
-from ..config.types import PositiveInt
-from ..errors import NassegError
+from ..config import describe
+from ..config.types import Channels
+from ..errors import SpecError
 from .autodeeplab_net import AutoDeepLab
 from .darts_net import DartsSegNet, Layers, NetworkCIFAR
 from .registry import check_model_args
@@ -24,16 +25,16 @@ from .registry import check_model_args
 CHAIN_KINDS = ("seg", "cifar")
 
 
-def _autodeeplab(arch: ArchSpec, num_classes: int, *, F: PositiveInt = 20,
+def _autodeeplab(arch: ArchSpec, num_classes: int, *, F: Channels = 20,
                  separable_atrous: bool = False) -> AutoDeepLab:
     return AutoDeepLab(arch, num_classes, F, separable_atrous)
 
 
-def _darts_seg(arch: ArchSpec, num_classes: int, *, C: PositiveInt = 32, layers: Layers = 12) -> DartsSegNet:
+def _darts_seg(arch: ArchSpec, num_classes: int, *, C: Channels = 32, layers: Layers = 12) -> DartsSegNet:
     return DartsSegNet(arch, C, layers, num_classes)
 
 
-def _darts_cifar(arch: ArchSpec, num_classes: int, *, C: PositiveInt = 36, layers: Layers = 20,
+def _darts_cifar(arch: ArchSpec, num_classes: int, *, C: Channels = 36, layers: Layers = 20,
                  auxiliary: bool = False) -> NetworkCIFAR:
     return NetworkCIFAR(C, num_classes, layers, auxiliary, arch)
 
@@ -46,8 +47,8 @@ def arch_builder(arch: ArchSpec, kwargs: dict[str, Any]) -> tuple[Callable[..., 
     else:
         kind = kwargs.pop("kind", "seg")
         if kind not in CHAIN_KINDS:
-            raise NassegError(f"architecture {arch.name!r}: kind must be one of {', '.join(CHAIN_KINDS)}, "
-                              f"got {kind!r}")
+            raise SpecError(None, "model_args.kind", f"expected one of {', '.join(CHAIN_KINDS)} (the network "
+                            f"architecture {arch.name!r} becomes), got {describe(kind)}")
         builder = _darts_cifar if kind == "cifar" else _darts_seg
     return builder, check_model_args(builder, kwargs, skip=2)
 

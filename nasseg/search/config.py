@@ -32,12 +32,13 @@ from pydantic import Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from ..config import FieldError, dump_yaml, load_document, relative_to_file, spec, to_plain, validate
-from ..config.types import (Bool, Device, NonNegativeFloat, NonNegativeInt, OpenUnit, PositiveFloat, PositiveInt,
-                            Probability, RunName, Seeds, Size, Str)
+from ..config.types import (BatchSize, Bool, Device, Float, NonNegativeFloat, NonNegativeInt, OpenUnit, PositiveFloat,
+                            PositiveInt, Probability, RunName, Seeds, Size, Str)
 from ..data.registry import DatasetRef
 from ..errors import SpecError
 from .stop_rules import EarlyStop, PaperStop
 
+AdamBeta = Annotated[Float, Field(ge=0, lt=1)]
 # Auto-DeepLab searches its alphas and betas with another optimiser, from the middle epoch on
 AUTODEEPLAB_ARCH = {"lr": 3e-3, "weight_decay": 1e-3}
 
@@ -47,7 +48,7 @@ class DataConfig(DatasetRef):
     size: Size | None = None  # resize every image to HxW first (reduced resolution)
     crop: Size | None = None  # random training crop after resizing (None = whole image)
     flip: Bool = True
-    batch_size: PositiveInt = 4
+    batch_size: BatchSize = 4
     val_batch_size: PositiveInt = 4
     limit: Annotated[int, Field(ge=2, strict=True)] | None = None  # only the first N training images
 
@@ -70,7 +71,7 @@ class WeightOptim:
 @spec
 class ArchOptim:
     lr: PositiveFloat = 3e-4
-    betas: tuple[Probability, Probability] = (0.5, 0.999)
+    betas: tuple[AdamBeta, AdamBeta] = (0.5, 0.999)  # Adam's decay rates, each in [0, 1)
     weight_decay: NonNegativeFloat = 1e-3
     start_epoch: NonNegativeInt = 0
     fd_radius: PositiveFloat = 0.01  # second order: finite-difference step R = fd_radius / ||v|| (DARTS: 0.01)
@@ -81,7 +82,7 @@ class ArchOptim:
 class HessianConfig:
     every: NonNegativeInt = 1  # compute the dominant eigenvalue every N epochs (0 = never)
     iters: Annotated[int, Field(ge=2, strict=True)] = 20  # Lanczos steps
-    batch_size: PositiveInt | None = None  # the fixed validation batch; default: data.batch_size
+    batch_size: BatchSize | None = None  # the fixed validation batch; default: data.batch_size
     tol: OpenUnit = 1e-2  # Lanczos stops when the top Ritz pair's residual r is below tol * |eigenvalue|
     warm_start: Bool = True  # start Lanczos from the previous epoch's eigenvector
     method: Literal["exact", "forward", "central"] = "forward"  # Hessian-vector products (double backward or differences)
@@ -92,7 +93,7 @@ class HessianConfig:
 class SupernetConfig:
     """How the supernet is computed; none of these changes what is searched except prune_below."""
     checkpoint: Bool = False  # recompute each state's activations in backward: far less memory, ~1.3x time
-    prune_below: Annotated[float, Field(ge=0, lt=1, strict=True)] = 0.0  # skip ops whose softmax weight fell below
+    prune_below: Annotated[Float, Field(ge=0, lt=1)] = 0.0  # skip ops whose softmax weight fell below
     channels_last: Bool = True  # NHWC memory format for the convolutions (CPU and CUDA)
     amp: Bool = False  # CUDA only: bfloat16 autocast in the weight and first-order architecture steps
 
@@ -143,6 +144,9 @@ class SearchConfig:
         return data
 
     def __post_init__(self) -> None:
+        repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+        if repeated:
+            raise FieldError("seeds", f"seed {repeated[0]} is listed twice; expected distinct seeds (each writes seed<N>)")
         if self.algorithm == "autodeeplab" and self.order != "first":
             raise FieldError("order", "Auto-DeepLab search is first order only (the paper's method)")
         if self.early_stop.rule != "none" and self.hessian.every != 1:

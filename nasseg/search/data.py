@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import eval_transform
 from ..data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, Resize
-from .config import DataConfig
+from ..errors import SpecError
+from .config import DataConfig, SearchConfig
 
 
 @dataclass
@@ -62,3 +63,30 @@ def build_search_data(config: DataConfig, seed: int) -> SearchData:
     half = count // 2
     return SearchData(train, Subset(train, order[:half]), Subset(train, order[half:2 * half]), val,
                       train.num_classes, train.ignore_index, train.classes)
+
+
+def check_search_data(config: SearchConfig, data: SearchData, largest_stride: int) -> None:
+    """Values that pass the job's schema but not its data or supernet: a limit above the split,
+    batches larger than the halves (drop_last would leave an epoch without a step), the val split
+    or half B (the Hessian batch), and a training input smaller than the supernet's largest stride.
+    One SpecError naming the job file and key."""
+    d, file = config.data, config.file
+    total, half = len(data.train), len(data.half_a)
+    if d.limit is not None and d.limit > total:
+        raise SpecError(file, "data.limit", f"{d.limit} is more than the {total} images of the train split of "
+                        f"{d.spec}; expected at most {total} (or no limit)")
+    if d.batch_size > half:
+        raise SpecError(file, "data.batch_size", f"{d.batch_size} is larger than each half of the {2 * half} training "
+                        f"images used (half A trains the weights, half B the architecture: {half} each); expected at "
+                        f"most {half}, or more images (data.limit)")
+    if d.val_batch_size > len(data.val):
+        raise SpecError(file, "data.val_batch_size", f"{d.val_batch_size} is larger than the val split of {d.spec} "
+                        f"({len(data.val)} images); expected at most {len(data.val)}")
+    hessian = config.hessian.batch_size
+    if hessian is not None and hessian > len(data.half_b):
+        raise SpecError(file, "hessian.batch_size", f"{hessian} is larger than half B ({len(data.half_b)} images), "
+                        f"which the Hessian batch is drawn from; expected at most {len(data.half_b)}")
+    for key, size in (("data.crop", d.crop), ("data.size", None if d.crop else d.size)):
+        if size and min(size) < largest_stride:
+            raise SpecError(file, key, f"{list(size)} is smaller than the supernet's largest stride {largest_stride}; "
+                            f"expected at least {largest_stride}x{largest_stride} pixels")

@@ -36,7 +36,7 @@ from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
 from .architect import first_order_grads, second_order_grads, set_arch_grads
 from .config import ArchOptim, SearchConfig, WeightOptim, dump_job, resolve_space_path
-from .data import build_search_data
+from .data import build_search_data, check_search_data
 from .hessian import dominant_eigenvalue
 from .rundir import RunDir
 from .steps import fixed_structure, frozen, weight_step
@@ -84,6 +84,7 @@ class Search:
         seed_everything(seed)
         self.space = space or spaces.load(resolve_space_path(config))
         self.data = build_search_data(config.data, seed)
+        check_search_data(config, self.data, max(self.space.network.strides))
         self.device = resolve_device(config.device)
         net = config.supernet
         self.model = Supernet(self.space, self.data.num_classes, checkpoint_cells=net.checkpoint,

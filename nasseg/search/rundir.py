@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,8 +97,17 @@ class RunDir:
     # --- reading ------------------------------------------------------------------------------
 
     def read_arch_weights(self, epoch: int) -> dict[str, Any]:
-        return read_json_object(self.epoch_file("alphas", epoch, ".json"),
-                                f"the architecture weights of epoch {epoch}", ("alphas_raw", "betas_raw"))
+        """alphas/epoch_NNN.json: ``alphas_raw`` (cell type -> rows of numbers) and ``betas_raw``
+        (rows of numbers or null), every number finite; NassegError naming the file otherwise."""
+        path, what = self.epoch_file("alphas", epoch, ".json"), f"the architecture weights of epoch {epoch}"
+        weights = read_json_object(path, what, ("alphas_raw", "betas_raw"))
+        alphas = weights["alphas_raw"]
+        problem = ("alphas_raw", "not a mapping of cell types") if not isinstance(alphas, dict) or not alphas else \
+            next(filter(None, (_not_numbers(f"alphas_raw.{kind}", rows) for kind, rows in alphas.items())), None) \
+            or (_not_numbers("betas_raw", weights["betas_raw"]) if weights["betas_raw"] is not None else None)
+        if problem:
+            raise NassegError(f"{path}: {problem[0]}: {problem[1]}; expected {what} (rows of finite numbers)")
+        return weights
 
     def read_metrics(self, numeric: Sequence[str] = ("epoch",)) -> "pd.DataFrame":
         """metrics.csv as a table whose ``numeric`` columns exist and hold numbers."""
@@ -105,6 +115,17 @@ class RunDir:
 
     def epochs_recorded(self) -> list[int]:
         return sorted(int(p.stem.split("_")[1]) for p in self.file("alphas").glob("epoch_*.json"))
+
+
+def _not_numbers(key: str, value: Any) -> tuple[str, str] | None:
+    """(where, what) for the first entry of a (nested) list that is not a finite number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (list, int, float)):
+        return key, f"{type(value).__name__} {str(value)[:40]!r} is not a number"
+    if isinstance(value, (int, float)):
+        return None if math.isfinite(value) else (key, f"{value} is not a finite number")
+    if not value:
+        return key, "an empty list"
+    return next(filter(None, (_not_numbers(f"{key}[{i}]", item) for i, item in enumerate(value))), None)
 
 
 def read_search_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Mapping, Protocol, Sequence
 
-from pydantic import BeforeValidator, Field, Strict, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from ..config import FieldError, spec, validate
-from ..config.types import NonNegativeInt, PositiveFloat, PositiveInt
+from ..config.types import Float, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class DartsADA:
 class AdaSpec:
     """DARTS-ADA: on the rule's signal roll back and multiply the weight decay by ``factor``."""
 
-    factor: Annotated[float, Strict(), Field(gt=1)] = 10.0
+    factor: Annotated[Float, Field(gt=1)] = 10.0
     max_wd: PositiveFloat | None = None  # default 3e-2 unless only max_rollbacks bounds the rollbacks
     max_rollbacks: NonNegativeInt | None = None
 

@@ -29,10 +29,10 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from ..config import FieldError, dump_yaml, load_document, load_yaml, relative_to_file, spec, to_plain, validate
-from ..config.types import (Bool, Device, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,
-                            RunName, Seed, Size, Str)
+from ..config.types import (BatchSize, Bool, Device, Float, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                            PositiveInt, Probability, RunName, Seed, Size, Str)
 from ..data.registry import DatasetRef
-from ..errors import SpecError
+from ..errors import NassegError, SpecError
 
 # a crop may pass the (scaled) image and is padded with ignore labels, but not by more than this
 MAX_CROP_OVER_IMAGE = 2.0
@@ -46,8 +46,8 @@ class TrainData(DatasetRef):
     crop: Size = (256, 256)
     scale: tuple[PositiveFloat, PositiveFloat] = (0.5, 2.0)
     flip: Bool = True
-    jitter: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.0  # photometric jitter strength, 0 = off
-    batch_size: PositiveInt = 8
+    jitter: Annotated[Float, Field(ge=0, le=1)] = 0.0  # photometric jitter strength, 0 = off
+    batch_size: BatchSize = 8
     workers: Annotated[int, Field(ge=0, le=256, strict=True)] = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
@@ -120,7 +120,11 @@ def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
     try:  # the model's keywords fail now, naming the job file, not after the data is read
         check_args(config.model, config.model_args)
     except SpecError as exc:
+        if exc.file is not None:  # the ArchSpec file's own problem: its file and key
+            raise
         raise SpecError(file, exc.key, exc.message) from None
+    except NassegError as exc:  # an unknown model name, a keyword the architecture does not take
+        raise SpecError(file, "model", str(exc)) from None
     return config
 
 

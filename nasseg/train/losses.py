@@ -18,7 +18,13 @@ from ..errors import NassegError
 
 
 def as_outputs(output: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    return [output] if isinstance(output, Tensor) else list(output)
+    """A model's training-mode output(s) as a list of N x C x H x W logits."""
+    outputs = [output] if isinstance(output, Tensor) else list(output)
+    if any(out.dim() != 4 for out in outputs):
+        raise NassegError("the model is a classification network (one score per class and image, not a map per "
+                          "pixel); segmentation training needs a segmentation model (for an ArchSpec chain: "
+                          "model_args kind seg, the default)")
+    return outputs
 
 
 def loss_weights_for(model: nn.Module, n_outputs: int, configured: Sequence[float] | None) -> tuple[float, ...]:

@@ -106,7 +106,10 @@ def predict_files(model: nn.Module, meta: TrainedMeta, paths: Sequence[Path], ou
     from tqdm import tqdm
 
     palette = full_palette(meta.palette, meta.num_classes)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, or a place nasseg may not write
+        raise NassegError(f"{out_dir}: cannot create the output folder ({e.strerror}: {e.filename})") from None
     skipped: list[str] = []
     bar = tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2,
                leave=False)

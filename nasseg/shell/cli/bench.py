@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
+import tempfile
+from pathlib import Path
 
 from nasseg.errors import NassegError
 
@@ -13,14 +16,25 @@ from ..bench.run import run_bench
 from ..bench.settings import DEFAULT_JOB, DEFAULT_SUITES, SUITES, Settings, parse_suites
 
 
+MAX_THREADS = 256  # torch.set_num_threads with tens of thousands of threads crashes the process
+MAX_CROP = 1024  # an Auto-DeepLab supernet step at a 1024 crop already needs tens of GB
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise NassegError(f"--device {args.device}: expected cpu, cuda or cuda:N")
     if args.device.startswith("cuda") and not _cuda_available():
         raise NassegError(f"--device {args.device}: CUDA is not available on this machine")
-    if (args.repeats is not None and args.repeats < 1) or args.warmup < 0 or args.threads < 1:
-        raise NassegError("--repeats and --threads must be >= 1, --warmup >= 0")
-    crops = tuple(int(c) for c in args.adl_crops.split(",") if c.strip()) if args.adl_crops else None
-    if crops is not None and (not crops or min(crops) < 16):
-        raise NassegError(f"--adl-crops: expected sizes >= 16 such as 129,321, got {args.adl_crops!r}")
+    if (args.repeats is not None and args.repeats < 1) or args.warmup < 0 or not 1 <= args.threads <= MAX_THREADS:
+        raise NassegError(f"--repeats must be >= 1, --warmup >= 0 and --threads 1..{MAX_THREADS}")
+    for flag, value, low in (("--epoch-steps", args.epoch_steps, 0), ("--ray-trials", args.ray_trials, 1)):
+        if value is not None and value < low:
+            raise NassegError(f"{flag} must be >= {low}, got {value}")
+    if not 0 <= args.seed < 2**32:
+        raise NassegError(f"--seed must be 0..{2**32 - 1}, got {args.seed}")
+    crops = _crops(args.adl_crops)
+    for path in (args.csv, args.json, args.plot):  # an unwritable output fails now, not after the suites ran
+        _check_output(path)
     quick = args.quick
     suites = parse_suites(args.suite) if args.suite else DEFAULT_SUITES
     # bad paths fail now, not after the suites before them have run for an hour
@@ -36,6 +50,29 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         epoch_steps=args.epoch_steps if args.epoch_steps is not None else (2 if quick else 10),
         ray_trials=args.ray_trials, peer_dir=args.peer_dir, memory=args.memory, seed=args.seed,
         progress=not args.quiet)
+
+
+def _crops(text: str | None) -> tuple[int, ...] | None:
+    try:
+        crops = tuple(int(c) for c in text.split(",") if c.strip()) if text else None
+    except ValueError:
+        crops = ()
+    if crops is not None and (not crops or not all(16 <= c <= MAX_CROP for c in crops)):
+        raise NassegError(f"--adl-crops: expected sizes 16..{MAX_CROP} such as 129,321, got {text!r}")
+    return crops
+
+
+def _check_output(path: str | None) -> None:
+    if path is None or path == "-":
+        return
+    if Path(path).is_dir():
+        raise NassegError(f"{path}: is a directory; expected a file name to write")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=Path(path).parent):  # the folder takes files (not /proc, not read-only)
+            pass
+    except OSError as e:
+        raise NassegError(f"{path}: cannot write here ({e.strerror}: {e.filename})") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

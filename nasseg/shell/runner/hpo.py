@@ -61,9 +61,12 @@ class Uniform:
     uniform: Range
 
 
+Int64 = Annotated[Int, Field(ge=-2**63, lt=2**63)]  # what Ray's randint (numpy) draws from
+
+
 @spec
 class RandInt:
-    randint: tuple[Int, Int]  # inclusive
+    randint: tuple[Int64, Int64]  # inclusive
 
 
 @spec
@@ -89,7 +92,7 @@ Distribution = Annotated[Annotated[LogUniform, Tag("loguniform")] | Annotated[Un
 @spec
 class AshaConfig:
     grace_period: PositiveInt = 1
-    reduction_factor: Annotated[float, Field(gt=1, strict=True)] = 2.0
+    reduction_factor: Annotated[Float, Field(gt=1)] = 2.0
 
 
 @spec
@@ -100,10 +103,10 @@ class HpoJob:
     search: Str | dict[Str, Any]  # the base search job: a path (relative to this file) or a mapping
     space: Annotated[dict[Str, Distribution], Field(min_length=1)]
     name: RunName = "hpo"  # default: the job file's name
-    epochs: PositiveInt = 10
+    epochs: Annotated[PositiveInt, Field(le=100_000)] = 10  # as a search job's epochs
     seed: Seed = 0
-    trials: PositiveInt = 10
-    objectives: Annotated[list[Metric | dict[Metric, Mode]], Field(min_length=1)] = \
+    trials: Annotated[PositiveInt, Field(le=100_000)] = 10
+    objectives: Annotated[list[Metric | Annotated[dict[Metric, Mode], Field(min_length=1)]], Field(min_length=1)] = \
         dataclasses.field(default_factory=lambda: [{"val_miou": "max"}])
     asha: AshaConfig = AshaConfig()
     max_concurrent: PositiveInt | None = None
@@ -119,6 +122,9 @@ class HpoJob:
         metrics = [m for item in self.objectives for m in ([item] if isinstance(item, str) else item)]
         if len(set(metrics)) != len(metrics):
             raise FieldError("objectives", "expected distinct metrics, e.g. [val_miou: max, macs: min]")
+        if self.asha.grace_period > self.epochs:
+            raise FieldError("asha.grace_period", f"{self.asha.grace_period} is more than the {self.epochs} epochs of "
+                             "a trial; expected at most epochs (ASHA judges a trial after grace_period epochs)")
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,9 @@ def parse_hpo_job(data: Any, file: str | None = None) -> HpoConfig:
     base_data = {**base_data, "name": job.name, "epochs": job.epochs, "seeds": [job.seed]}
     try:
         search = parse_job(base_data, base_file)
-    except SpecError as exc:
+    except SpecError as exc:  # an inline base job: its keys below 'search'; a base job file: that file
+        if exc.file == file:
+            raise SpecError(file, ".".join(k for k in ("search", exc.key) if k), exc.message) from None
         raise SpecError(file, "search", str(exc)) from None
     space = {key: (kind, list(getattr(dist, kind))) for key, dist in job.space.items()
              for kind in DISTRIBUTIONS if hasattr(dist, kind)}

@@ -135,7 +135,8 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(["config", "overrides"], sort=False)
     summary = grouped[metrics].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
-    summary.insert(0, "seeds", grouped["seed"].apply(lambda s: ",".join(str(v) for v in s)))
+    if "seed" in table:  # a run dir that records no seed (no trial.json, result.json or seed<N> name) has none
+        summary.insert(0, "seeds", grouped["seed"].apply(lambda s: ",".join(str(v) for v in s)))
     summary.insert(0, "runs", grouped.size())
     return summary.reset_index()
 
