@@ -173,7 +173,8 @@ def kill_raylet_and_workers(node: Node) -> list[int]:
     """SIGKILL a node's raylet and its worker processes (`ray::...`), as when the machine's OOM
     killer or an operator takes the raylet down; its agents live on and report the death."""
     port = f"--node_manager_port={node.node_manager_port}"
-    raylets = [pid for pid in processes_of(*node.markers) if "/raylet " in command_line(pid) and port in command_line(pid)]
+    raylets = [pid for pid in processes_of(*node.markers)
+               if "/raylet " in command_line(pid) and port in command_line(pid)]
     assert len(raylets) == 1, f"raylet of {node} not found"
     workers = [pid for pid in processes_of(*node.markers) if parent_of(pid) == raylets[0]
                and command_line(pid).startswith("ray::")]

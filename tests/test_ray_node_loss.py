@@ -6,6 +6,9 @@ the death, as after an OOM kill).
 - ``nasseg search --address`` (the documented command: a token in RAY_AUTH_TOKEN, no RAY_AUTH_MODE):
   seed 0 runs on the worker node, is restored on the head from its epoch-1 checkpoint, read from the
   shared ``--out``, and ends byte for byte like an uninterrupted run; the user sees one line per event.
+- a trial that only the worker node can hold (2 CPUs, the head has 1) says that it waits for a node,
+  and continues from its checkpoint on one that joins later; one needing more than any node has
+  is refused up front.
 - ``nasseg train --workers 2 --address``: one rank per node; the group restarts from the last
   checkpoint on the head and a replacement node, and ends with the weights of an uninterrupted run.
 
@@ -88,8 +91,8 @@ def nodes(head, scratch):
     """Starts worker nodes of one CPU each (stopped after the test)."""
     started: list[Node] = []
 
-    def start() -> Node:
-        node = start_node(head, 1, node_env(head.token, **{k: str(v) for k, v in scratch.items()}))
+    def start(cpus: int = 1) -> Node:
+        node = start_node(head, cpus, node_env(head.token, **{k: str(v) for k, v in scratch.items()}))
         started.append(node)
         return node
 
@@ -232,6 +235,42 @@ def test_search_trial_moves_to_the_head_and_ends_as_if_undisturbed(head, nodes, 
     assert trials[0]["nodes"] == f"{worker.node_id} > {head_id}" and trials[1]["nodes"] == head_id
     assert_nothing_outside(scratch)
     print(f"search node-loss test: {time.monotonic() - started:.0f} s")
+
+
+def test_a_trial_no_node_left_can_hold_waits_for_one_to_join(head, nodes, scratch, tmp_path):
+    """A trial of 1.5 CPUs (one torch thread) fits only the 2-CPU worker node, the head has 1: it is
+    refused up front when it needs more than any one node has, says so when its node is lost, and
+    continues from its checkpoint on a node that joins later."""
+    started = time.monotonic()
+    worker = nodes(2)
+    job = write_job(tmp_path / "job", seeds=[0], resources={"cpus": 1.5}, max_failures=2,
+                    data={"size": [48, 64], "crop": [32, 32], "batch_size": 2, "limit": 24, "val_batch_size": 8})
+    out, env = tmp_path / "shared", client_env(head, scratch)
+    too_big = subprocess.run([sys.executable, "-m", "nasseg", "search", str(job), "--address", head.gcs, "--out",
+                              str(out), "--set", "resources.cpus=2.5"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert too_big.returncode == 2 and too_big.stderr.count("\n") == 1, too_big.stderr
+    assert "trial needs 2.5 CPUs on one node, the largest node of the cluster has 2 (3 in total)" in too_big.stderr
+    run_in_process(load_job(job), [0], tmp_path / "reference", progress=False)
+    log = tmp_path / "search.log"
+    driver = start_driver(["search", str(job), "--address", head.gcs, "--out", str(out)], log, env)
+    wait_for("epoch 1 of seed 0", lambda: "[seed 0] epoch   1/3" in log.read_text(), driver, log)
+    time.sleep(0.3)
+    kill_raylet_and_workers(worker)
+    wait_for("the failure line", lambda: "it waits for a node" in log.read_text(), driver, log)
+    late = nodes(2)
+    text = finish(driver, log)
+
+    assert [(p["node_id"], p["from_epoch"]) for p in placements(out / "t" / "seed0")] == [(worker.node_id, 0),
+                                                                                             (late.node_id, 1)]
+    assert_same_files(out / "t" / "seed0", tmp_path / "reference" / "t" / "seed0")
+    assert_plain_output(text, head.token)
+    failure = (rf"^\[seed 0\] node {worker.node_id[:8]} \([\d.]+\) lost; restarting from epoch 1 \(restart 1 of at "
+               r"most 2\); it waits for a node with 1\.5 CPUs to join: no node left has them$")
+    assert re.search(failure, text, re.M), text
+    assert re.search(rf"^\[seed 0\] restarted from epoch 1 on node {late.node_id[:8]} ", text, re.M), text
+    assert_nothing_outside(scratch)
+    print(f"waiting node-loss test: {time.monotonic() - started:.0f} s")
 
 
 TRAIN = ["train", "icnet_resnet50", "--data", "camvid_demo", "--size", "90x120", "--crop", "64x64", "--batch-size",

@@ -40,6 +40,7 @@ from nasseg.train.config import TrainConfig
 from nasseg.train.trainer import Trainer, prepare_run_dir
 
 from ..process import configure_process
+from .ray_session import largest_node, ray_session
 from .record import current_node, node_alive, node_label
 from .storage import check_out_path, staged
 
@@ -54,8 +55,6 @@ def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resum
                     max_failures: int = MAX_FAILURES) -> dict[str, Any] | None:
     """Train ``config`` on ``workers`` Ray Train workers; result.json's contents once finished
     (None when stopped early by ``stop_at``, which tests use to interrupt a run)."""
-    from .ray_session import ray_session
-
     check_out_path(out)
     if workers < 1:
         raise NassegError(f"--workers must be >= 1, got {workers}")
@@ -104,8 +103,7 @@ def plan_workers(config: TrainConfig, workers: int) -> tuple[bool, int]:
                           f"lower --workers or use --device cpu")
     if cpus < workers:
         raise NassegError(f"{workers} workers need a CPU each, the cluster has {cpus:g}; lower --workers")
-    largest_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=cpus)
-    return use_gpu, max(1, int(min(cpus // workers, largest_node)))
+    return use_gpu, max(1, int(min(cpus // workers, largest_node()["CPU"])))
 
 
 def _torch_trainer(config: TrainConfig, run_dir: Path, workers: int, use_gpu: bool, cpus: int,

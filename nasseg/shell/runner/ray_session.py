@@ -103,9 +103,23 @@ def check_resources(resources: ResourcesConfig, job_file: str | None, device: st
     if resources.gpus > gpus:
         raise NassegError(f"trial needs {resources.gpus:g} GPUs, the cluster has {gpus:g} in total; "
                           f"lower resources.gpus in {where} (0 runs on CPU)")
+    largest = largest_node()  # a trial is one process: its CPUs and GPUs must be on one node
+    for key, name, need in (("CPU", "CPUs", resources.cpus), ("GPU", "GPUs", resources.gpus)):
+        if need > largest.get(key, 0.0):
+            raise NassegError(f"trial needs {need:g} {name} on one node, the largest node of the cluster has "
+                              f"{largest.get(key, 0.0):g} ({total.get(key, 0.0):g} in total); lower "
+                              f"resources.{name.lower()} in {where}")
     if device.startswith("cuda") and resources.gpus == 0:
         raise NassegError(f"device {device!r} needs a GPU, but a trial reserves none; set resources.gpus: 1 "
                           f"in {where} (Ray hides GPUs from trials that did not reserve one)")
+
+
+def largest_node(excluding: str | None = None) -> dict[str, float]:
+    """The most CPUs and the most GPUs any one alive node has (leaving out node ``excluding``)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive") and n.get("NodeID") != excluding]
+    return {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
 
 
 def torch_threads(resources: ResourcesConfig) -> int:

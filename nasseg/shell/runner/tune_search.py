@@ -26,7 +26,7 @@ from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir
 from .experiment import TUNE_DIR, Experiment, job_overrides, load_experiment, portable_job
 from .inprocess import epoch_line
-from .ray_session import check_resources, ray_session
+from .ray_session import check_resources, largest_node, ray_session
 from .record import node_alive, node_label, placements, read_record
 from .storage import check_out_path
 from .trainable import COST_METRICS, check_same_search, search_trainable
@@ -69,12 +69,12 @@ class EpochLines(tune.Callback):
         where = f"epoch {epoch}" if epoch and trial.checkpoint else "the start"
         starts = placements(read_record(self.run_dir(trial)))
         node = starts[-1] if starts else {}
-        if node.get("node_id") and not node_alive(node["node_id"]):
-            cause = f"node {node_label(node)} lost"
-        else:
-            cause = f"worker failed ({error_line(trial).split('. ')[0]})"
+        lost = node.get("node_id") and not node_alive(node["node_id"])
+        cause = f"node {node_label(node)} lost" if lost else f"worker failed ({error_line(trial).split('. ')[0]})"
         limit = f" of at most {self.max_failures}" if self.max_failures is not None else ""
-        print(f"[{self.label(trial)}] {cause}; restarting from {where} (restart {trial.num_failures}{limit})",
+        missing = unplaceable(trial, node["node_id"] if lost else None)
+        waits = f"; it waits for a node with {missing} to join: no node left has them" if missing else ""
+        print(f"[{self.label(trial)}] {cause}; restarting from {where} (restart {trial.num_failures}{limit}){waits}",
               flush=True)
         self.restarting[trial.trial_id] = (trial, len(starts))
 
@@ -109,6 +109,13 @@ class EpochLines(tune.Callback):
             start = starts[-1]
             where = f"epoch {start['from_epoch']}" if start.get("from_epoch") else "the start"
             print(f"[{self.label(trial)}] restarted from {where} on node {node_label(start)}", flush=True)
+
+
+def unplaceable(trial: Any, lost: str | None) -> str:
+    """What a restarting trial needs on one node that no node but the lost one has ('2 CPUs'), or ''."""
+    needs = trial.placement_group_factory.required_resources
+    largest = largest_node(excluding=lost)
+    return " and ".join(f"{needs[key]:g} {key}s" for key in ("CPU", "GPU") if needs.get(key, 0.0) > largest[key])
 
 
 def error_text(error: BaseException | str | None) -> str:
