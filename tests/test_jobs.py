@@ -27,6 +27,13 @@ def test_job_file_is_valid(job):
         hpo = load_hpo_job(job)
         assert hpo.trials >= 6 and hpo.objectives
         return
+    if load_yaml(job).get("kind") == "study":
+        from nasseg.shell.runner.study import load_study_job
+
+        study = load_study_job(job)
+        assert len(study.search.seeds) >= 3 and study.job.random.count >= 5 and study.job.ablation
+        assert len(study.retrain_seeds) >= 2 and {b.model for b in study.baselines} >= {"icnet_resnet50"}
+        return
     config = load_job(job)
     assert config.epochs >= 1 and config.seeds
 
