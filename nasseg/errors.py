@@ -21,6 +21,9 @@ class SpecError(NassegError):
         where = ": ".join(part for part in (file, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self):  # pickled by Ray and by DataLoader workers: rebuilt from its three parts
+        return type(self), (self.file, self.key, self.message)
+
 
 def worker_error_message(message: str) -> str:
     """The message of a NassegError raised in a torch DataLoader worker process: torch re-raises it

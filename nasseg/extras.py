@@ -26,8 +26,11 @@ class MissingExtra(NassegError):
     """A feature was used whose optional packages are not installed."""
 
     def __init__(self, feature: str, extra: str, reason: str):
-        self.feature, self.extra = feature, extra
+        self.feature, self.extra, self.reason = feature, extra, reason
         super().__init__(f"{feature} needs the '{extra}' extra: pip install 'nasseg[{extra}]' ({reason})")
+
+    def __reduce__(self):  # pickled when raised in a Ray worker: rebuilt from its parts
+        return type(self), (self.feature, self.extra, self.reason)
 
 
 def require(module: str, extra: str, feature: str) -> ModuleType:

@@ -65,7 +65,7 @@ def supernet_cost(space: SearchSpace, num_classes: int | None = None,
                           "(e.g. --classes 19)")
     count = _Counter()
     with meta_device():
-        stem = STEMS[net.stem.type].build(**net.stem.params)
+        stem = STEMS[net.stem.type].build(**net.stem.params).eval()  # eval: BN of a 1x1 input (--input 1x1)
         image = torch.zeros(1, 3, *input_size)
     params, macs = count_params(stem.parameters()), count_macs(lambda: stem(image))
     stem_out = stem(image)

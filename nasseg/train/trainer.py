@@ -161,9 +161,10 @@ class Trainer:
         self.is_writer = rank == 0
         self.progress = progress and self.is_writer
         self.device = resolve_device(config.device)
-        if config.data.batch_size % world_size:
+        if config.data.batch_size % world_size or config.data.batch_size < 2 * world_size:
             raise NassegError(f"data.batch_size {config.data.batch_size} does not split over {world_size} "
-                              f"workers; use a multiple of {world_size}")
+                              f"workers into batches of 2 or more (batch normalisation needs 2 images); "
+                              f"use a multiple of {world_size} of at least {2 * world_size}")
         self._prepare_run_dir(resume, restart)
         d = config.data
         probe = build_dataset(d.spec, d.train_split)

@@ -80,3 +80,14 @@ def opacity(text: str) -> float:
     if not 0 <= alpha <= 1:
         raise argparse.ArgumentTypeError(f"expected an opacity between 0 and 1, got {text!r}")
     return alpha
+
+
+def seed_value(text: str) -> int:
+    """A seed: 0 .. 2**32 - 1 (what torch, numpy and random all take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed 0..{2**32 - 1}, got {text!r}")
+    return value

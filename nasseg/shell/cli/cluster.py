@@ -19,6 +19,8 @@ from typing import Any
 
 from nasseg.errors import NassegError
 
+from .args import seed_value
+
 ADDRESS_HELP = "the cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)"
 TOKEN_NOTE = ("Clusters with token authentication: the token is read from RAY_AUTH_TOKEN, the file named by "
               "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, and never printed.")
@@ -52,7 +54,7 @@ def add_cluster_parsers(subparsers) -> None:
                              "of `ray start`)")
     submit.add_argument("--resume", action="store_true", help="pass --resume to the job's command")
     submit.add_argument("--restart", action="store_true", help="pass --restart to the job's command")
-    submit.add_argument("--seed", type=int, default=None, help="search jobs: run only this seed")
+    submit.add_argument("--seed", type=seed_value, default=None, help="search jobs: run only this seed")
     submit.add_argument("--workers", type=int, default=None, metavar="N",
                         help="training jobs: data-parallel training on N Ray Train workers")
     wait = submit.add_mutually_exclusive_group()

@@ -14,6 +14,7 @@ import sys
 from nasseg.errors import NassegError
 from nasseg.config import load_yaml
 
+from .args import seed_value
 from .plan import add_force_argument, check_search_memory
 
 
@@ -38,7 +39,7 @@ def add_search_parsers(sub) -> None:
     search.add_argument("--restart", action="store_true",
                         help="discard an existing run directory of the same job and seed, start over")
     search.add_argument("--out", default="runs", metavar="DIR", help="where runs are written (default: runs)")
-    search.add_argument("--seed", type=int, default=None, help="run only this seed")
+    search.add_argument("--seed", type=seed_value, default=None, help="run only this seed")
     search.add_argument("--quiet", action="store_true", help="no progress bars")
     add_force_argument(search)
     add_search_ray_arguments(search)
