@@ -8,11 +8,11 @@ turns tensor bytes into device memory (:mod:`.simulation`). ``nasseg plan`` prin
 Measured accuracy: docs/planning.md.
 """
 
-from .budget import MemoryPlan, format_bytes
+from .budget import MemoryPlan, Phase, format_bytes
 from .fit import FitReport, fit_report, largest_batch, plan_job, refusal, way_out
 from .machine import Available, available_memory
 from .search_step import plan_search
-from .simulation import DEVICE_MODELS, DeviceModel, Phase, device_model
+from .simulation import DEVICE_MODELS, DeviceModel, device_model
 from .tracer import MemoryTracer
 from .training_step import plan_training
 

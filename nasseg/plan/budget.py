@@ -6,7 +6,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .simulation import Phase
 
 
 def format_bytes(n: float) -> str:
@@ -15,6 +14,13 @@ def format_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.1f} {unit}"
     return f"{int(n)} B"
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    peak: int  # bytes in use at the phase's peak: everything alive, the device model applied
+    bookkeeping: int = 0  # of which host memory per graph node and the runtime: not growing with the batch
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class MemoryPlan:
     inputs: int  # the batches a step holds
     saved: int  # what autograd keeps for backward in one training forward pass
     runtime: int  # the device model's once-per-process cost
+    baseline: int  # in use before the first step (weights, buffers, inputs; the device model applied)
     phases: tuple[Phase, ...]
     notes: tuple[str, ...] = ()  # what the prediction does not model for this job
 
@@ -44,9 +51,15 @@ class MemoryPlan:
         return max(self.phases, key=lambda phase: phase.peak).name
 
     @property
+    def growth(self) -> int:
+        """The peak above :attr:`baseline`: what ``nasseg bench`` measures of a first step."""
+        return self.peak - self.baseline
+
+    @property
     def fixed(self) -> int:
         """The part of the peak that does not grow with the batch."""
-        return self.weights + self.state + self.runtime
+        peak = max(self.phases, key=lambda phase: phase.peak)
+        return self.weights + self.state + peak.bookkeeping
 
     def largest_batch(self, available: int) -> int:
         """The largest batch whose peak fits ``available`` bytes, the peak taken as linear in the
@@ -60,7 +73,7 @@ class MemoryPlan:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["phases"] = [asdict(phase) for phase in self.phases]
-        data.update(peak=self.peak, peak_phase=self.peak_phase)
+        data.update(peak=self.peak, peak_phase=self.peak_phase, growth=self.growth)
         return data
 
     def describe(self) -> str:
@@ -71,4 +84,4 @@ class MemoryPlan:
         return f"{what} (batch {self.batch} at {h}x{w}{ckpt} on {self.device})"
 
 
-__all__ = ["MemoryPlan", "format_bytes"]
+__all__ = ["MemoryPlan", "Phase", "format_bytes"]

@@ -53,7 +53,7 @@ def largest_batch(config: JobConfig, device: str, plan: MemoryPlan, available: i
     return max((b for b, peak in traced if peak <= available), default=estimate)
 
 
-def fit_report(config: JobConfig, device: str, available: int, *, confirm: bool = True,
+def fit_report(config: JobConfig, device: str, available: int, *, confirm: bool = False,
                plan: MemoryPlan | None = None) -> FitReport:
     """The job's plan (or ``plan``) against ``available`` bytes; for a search that does not fit, also its
     plan with activation checkpointing."""

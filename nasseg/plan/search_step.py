@@ -36,24 +36,25 @@ from ..search.steps import fixed_structure, frozen, weight_step
 from ..supernet import Supernet
 from .budget import MemoryPlan
 from .shapes import DataShapes, search_shapes
-from .simulation import SavedCounter, Simulation, on_meta, storage_bytes
+from .simulation import SavedCounter, Simulation, on_meta
 
 META = torch.device("meta")
 
 
-def _batch(batch: int, size: tuple[int, int], classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, H, W) and labels (N, H, W) on ``meta``, as the data loader makes them."""
+def _batch(batch: int, size: tuple[int, int], dense: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, H, W) and labels (N, H, W) on ``meta``, as the data loader makes them; one
+    label per image for a classification head (the DARTS CIFAR net of the benchmarks)."""
     return (torch.empty(batch, 3, *size, device=META),
-            torch.empty(batch, *size, dtype=torch.int64, device=META))
+            torch.empty(batch, *(size if dense else ()), dtype=torch.int64, device=META))
 
 
 class SearchStepTrace:
     """A search's model, optimisers and batches on ``meta``, and its phases (module docstring)."""
 
     def __init__(self, config: SearchConfig, shapes: DataShapes, batch: int, checkpoint: bool,
-                 device: str):
+                 device: str, space: spaces.SearchSpace | None = None):
         self.config, self.shapes = config, shapes
-        space = spaces.load(resolve_space_path(config))
+        space = space or spaces.load(resolve_space_path(config))
         self.model = on_meta(lambda: Supernet(space, shapes.num_classes, checkpoint_cells=checkpoint))
         if config.supernet.channels_last:
             self.model = on_meta(lambda: to_channels_last(self.model))
@@ -63,10 +64,10 @@ class SearchStepTrace:
                                                 weight_decay=w.weight_decay, foreach=foreach)
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
                                                weight_decay=a.weight_decay, foreach=foreach)
-        self.xa, self.ya = _batch(batch, shapes.train_size, shapes.num_classes)
-        self.xb, self.yb = _batch(batch, shapes.train_size, shapes.num_classes)
-        hessian_batch = config.hessian.batch_size or batch
-        self.xh, self.yh = _batch(hessian_batch, shapes.train_size, shapes.num_classes)
+        dense = self.model.segmentation
+        self.xa, self.ya = _batch(batch, shapes.train_size, dense)
+        self.xb, self.yb = _batch(batch, shapes.train_size, dense)
+        self.xh, self.yh = _batch(config.hessian.batch_size or batch, shapes.train_size, dense)
         self.saved = SavedCounter([*self.model.parameters(), *self.model.buffers(), self.xa])
 
     def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,7 @@ class SearchStepTrace:
     @torch.no_grad()
     def validation(self) -> None:
         """One batch of ``Search.evaluate``."""
-        x, y = _batch(self.config.data.val_batch_size, self.shapes.val_size, self.shapes.num_classes)
+        x, y = _batch(self.config.data.val_batch_size, self.shapes.val_size, self.model.segmentation)
         self.model.eval()
         F.cross_entropy(self.model(x), y, ignore_index=self.shapes.ignore_index, reduction="sum")
         self.model.train()
@@ -126,21 +127,19 @@ class SearchStepTrace:
 
 
 def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None = None,
-                checkpoint: bool | None = None, warm: bool = True, shapes: DataShapes | None = None) -> MemoryPlan:
+                checkpoint: bool | None = None, warm: bool = True, shapes: DataShapes | None = None,
+                space: spaces.SearchSpace | None = None) -> MemoryPlan:
     """The predicted peak memory of ``config``'s search steps on ``device`` (``cpu`` / ``cuda``), at
     ``batch`` (default ``data.batch_size``) and with ``checkpoint`` (default ``supernet.checkpoint``).
-    ``warm=False``: the first step of a process, without the epoch-end phases."""
+    ``warm=False``: the first step of a process, without the epoch-end phases. ``shapes`` and
+    ``space`` replace what the job's data and space say (as ``Search(space=...)`` takes a space)."""
     batch = batch or config.data.batch_size
     checkpoint = config.supernet.checkpoint if checkpoint is None else checkpoint
     shapes = shapes or search_shapes(config.data)
-    trace = SearchStepTrace(config, shapes, batch, checkpoint, device)
+    trace = SearchStepTrace(config, shapes, batch, checkpoint, device, space)
     sim = Simulation(device)
-    sim.track([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()])
-    before = sim.current
-    if warm:
-        with sim.setup():
-            trace.warm_up()
-    state = sim.current - before
+    state = sim.begin([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()],
+                      trace.warm_up if warm else None)
     for name, run in trace.step_phases():
         with sim.phase(name):
             run()
@@ -155,11 +154,8 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
         notes.append("supernet.prune_below planned as pruning nothing (an upper bound)")
     if config.supernet.amp and device.startswith("cuda"):
         notes.append("supernet.amp not modelled: activations planned in float32 (an upper bound)")
-    return MemoryPlan(job=config.name, kind="search", device=sim.model.name, batch=batch,
-                      input_size=shapes.train_size, checkpoint=checkpoint,
-                      weights=storage_bytes([*trace.model.parameters(), *trace.model.buffers()]),
-                      state=state, inputs=storage_bytes(trace.inputs()), saved=trace.saved.bytes,
-                      runtime=sim.model.runtime_bytes, phases=tuple(sim.phases), notes=tuple(notes))
+    return sim.plan(trace, job=config.name, kind="search", batch=batch, input_size=shapes.train_size,
+                    checkpoint=checkpoint, state=state, notes=tuple(notes))
 
 
 __all__ = ["SearchStepTrace", "plan_search"]

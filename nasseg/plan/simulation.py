@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from .budget import MemoryPlan, Phase
 from .tracer import MemoryTracer
 
 MB = 2**20
@@ -43,12 +44,6 @@ DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1900, 40 * MB),
 def device_model(device: str) -> DeviceModel:
     """The model of ``cpu``, ``cuda`` or ``cuda:N``."""
     return DEVICE_MODELS["cuda" if device.startswith("cuda") else "cpu"]
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    peak: int  # bytes in use at the phase's peak: everything alive, the device model applied
 
 
 def on_meta(build: Callable[[], nn.Module]) -> nn.Module:
@@ -87,33 +82,43 @@ class SavedCounter:
 
 
 class Simulation:
-    """One tracer over a whole plan: tensors made before it (``track``), set-up work counted but
-    not a phase (``setup``), and the phases, each with its own peak."""
+    """One tracer over a whole plan: what exists before the steps and the state a previous step
+    leaves (:meth:`begin`), then the phases, each with its own peak."""
 
     def __init__(self, device: str):
         self.model = device_model(device)
         self.tracer = MemoryTracer(self.model.round_to, self.model.byte_factor, self.model.node_bytes)
         self.phases: list[Phase] = []
+        self.baseline = 0
 
-    @property
-    def current(self) -> int:
-        return self.tracer.current
-
-    def track(self, tensors: Iterable[torch.Tensor | None]) -> None:
-        self.tracer.track(tensors)
-
-    @contextlib.contextmanager
-    def setup(self) -> Iterator[None]:
-        with self.tracer:
-            yield
+    def begin(self, existing: Iterable[torch.Tensor], warm_up: Callable[[], None] | None) -> int:
+        """Count ``existing`` (weights, buffers, batches: the :attr:`baseline`), then run ``warm_up``
+        (e.g. one optimiser step, for the state it leaves); the bytes ``warm_up`` left."""
+        self.tracer.track(existing)
+        self.baseline = self.tracer.current
+        if warm_up is not None:
+            with self.tracer:
+                warm_up()
+        return self.tracer.current - self.baseline
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.tracer.reset_peak()
         with self.tracer:
             yield
-        self.phases.append(Phase(name, self.tracer.peak + self.model.runtime_bytes))
+        runtime, tracer = self.model.runtime_bytes, self.tracer
+        self.phases.append(Phase(name, tracer.peak + runtime, tracer.peak - tracer.peak_tensors + runtime))
+
+    def plan(self, trace, *, job: str, kind: str, batch: int, input_size: tuple[int, int], checkpoint: bool,
+             state: int, notes: tuple[str, ...]) -> MemoryPlan:
+        """The plan of the phases run; ``trace`` has the ``model``, its ``inputs()`` and a ``saved`` counter."""
+        model = trace.model
+        return MemoryPlan(job=job, kind=kind, device=self.model.name, batch=batch, input_size=input_size,
+                          checkpoint=checkpoint, weights=storage_bytes([*model.parameters(), *model.buffers()]),
+                          state=state, inputs=storage_bytes(trace.inputs()), saved=trace.saved.bytes,
+                          runtime=self.model.runtime_bytes, baseline=self.baseline, phases=tuple(self.phases),
+                          notes=notes)
 
 
-__all__ = ["DEVICE_MODELS", "DeviceModel", "MB", "Phase", "SavedCounter", "Simulation", "device_model", "on_meta",
+__all__ = ["DEVICE_MODELS", "DeviceModel", "MB", "SavedCounter", "Simulation", "device_model", "on_meta",
            "storage_bytes"]

@@ -24,7 +24,7 @@ from ..train.inference import predict_logits
 from ..train.losses import as_outputs, loss_weights_for, segmentation_loss
 from .budget import MemoryPlan
 from .shapes import DataShapes, training_shapes
-from .simulation import SavedCounter, Simulation, on_meta, storage_bytes
+from .simulation import SavedCounter, Simulation, on_meta
 
 META = torch.device("meta")
 
@@ -84,12 +84,8 @@ def plan_training(config: TrainConfig, device: str = "cpu", *, batch: int | None
     shapes = shapes or training_shapes(config.data)
     trace = TrainingStepTrace(config, shapes, batch, device)
     sim = Simulation(device)
-    sim.track([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()])
-    before = sim.current
-    if warm:
-        with sim.setup():
-            trace.warm_up()
-    state = sim.current - before
+    state = sim.begin([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()],
+                      trace.warm_up if warm else None)
     with sim.phase("training step"):
         trace.step()
     if warm:
@@ -97,11 +93,8 @@ def plan_training(config: TrainConfig, device: str = "cpu", *, batch: int | None
             trace.validation()
     notes = ("amp not modelled: activations planned in float32 (an upper bound)",) \
         if config.amp and device.startswith("cuda") else ()
-    return MemoryPlan(job=config.name, kind="training", device=sim.model.name, batch=batch,
-                      input_size=shapes.train_size, checkpoint=False,
-                      weights=storage_bytes([*trace.model.parameters(), *trace.model.buffers()]),
-                      state=state, inputs=storage_bytes(trace.inputs()), saved=trace.saved.bytes,
-                      runtime=sim.model.runtime_bytes, phases=tuple(sim.phases), notes=notes)
+    return sim.plan(trace, job=config.name, kind="training", batch=batch, input_size=shapes.train_size,
+                    checkpoint=False, state=state, notes=notes)
 
 
 __all__ = ["TrainingStepTrace", "plan_training"]

@@ -10,13 +10,14 @@ from ..process import configure_process
 from .context import Bench
 from .hessian import hessian
 from .peers import peers
+from .plan import plan_accuracy
 from .ray_trials import ray_speedup
 from .settings import SUITES, Row, Settings
 from .supernets import autodeeplab, checkpoint, darts, order
 
 SUITE_RUNS: dict[str, Callable[[Bench], list[Row]]] = {
     "darts": darts, "autodeeplab": autodeeplab, "order": order, "checkpoint": checkpoint, "hessian": hessian,
-    "ray": ray_speedup, "peers": peers}
+    "ray": ray_speedup, "peers": peers, "plan": plan_accuracy}
 assert tuple(SUITE_RUNS) == SUITES
 
 

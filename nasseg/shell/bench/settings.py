@@ -10,8 +10,9 @@ from nasseg.errors import NassegError
 
 from .nets import NetConfig
 
-SUITES = ("darts", "autodeeplab", "order", "checkpoint", "hessian", "ray", "peers")
-# ray starts a local Ray and peers runs the original codes for many minutes: only when asked for
+SUITES = ("darts", "autodeeplab", "order", "checkpoint", "hessian", "ray", "peers", "plan")
+# ray starts a local Ray, peers runs the original codes for many minutes and plan measures six first steps
+# (memory planner against measured peaks): only when asked for
 DEFAULT_SUITES = ("darts", "autodeeplab", "order", "checkpoint", "hessian")
 DEFAULT_JOB = "camvid_darts"  # the hessian suite's search job, shipped in nasseg/jobs
 

@@ -100,12 +100,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         found = available_memory(device) if device == "cpu" or _cuda_available() else None
         available, source = (found.bytes, found.source) if found else (None, "unknown")
-    report = fit_report(config, device, available) if available else None
+    report = fit_report(config, device, available, confirm=args.confirm) if available else None
     plan = report.plan if report else _plan_only(config, device)
     if args.json:
         print(json.dumps(_as_json(plan, report, source), indent=2))
     else:
-        print(format_report(plan, report, source))
+        print(format_report(plan, report, source, args.confirm))
     return 0
 
 
@@ -129,7 +129,7 @@ def _as_json(plan, report, source: str) -> dict:
     return data
 
 
-def format_report(plan, report, source: str) -> str:
+def format_report(plan, report, source: str, confirm: bool = False) -> str:
     from nasseg.plan import format_bytes as fb
     from nasseg.plan import way_out
 
@@ -147,7 +147,8 @@ def format_report(plan, report, source: str) -> str:
     verdict = "fits" if report.fits else "does NOT fit"
     lines.append(f"memory: {fb(report.available)} ({source}): {verdict} "
                  f"({100 * plan.peak / report.available:.0f} % of it at the peak)")
-    lines.append(f"largest batch that fits: {report.largest_batch or 'none'}")
+    how = "traced" if confirm else "linear in the batch from this plan; --confirm traces it"
+    lines.append(f"largest batch that fits: {report.largest_batch or 'none'} ({how})")
     if plan.kind == "search":
         if plan.checkpoint:
             lines.append("activation checkpointing: on (supernet.checkpoint: true)")
@@ -179,6 +180,9 @@ def add_plan_parser(sub) -> argparse.ArgumentParser:
                       help="the memory budget, e.g. 16GB (default: the device's free memory now)")
     plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a job key, e.g. --set data.batch_size=8 (repeatable; value is YAML)")
+    plan.add_argument("--confirm", action="store_true",
+                      help="trace the plan again at the estimated largest batch (and correct it, up to 3 more "
+                           "plans) instead of extrapolating linearly from the job's batch")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(run=cmd_plan)
     return plan
