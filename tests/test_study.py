@@ -76,7 +76,8 @@ def test_study_job_is_read_and_checked(tmp_path):
     mistakes = {"recipe.model=x": "recipe.model: set by the study per candidate",
                 "recipe.iters=0": "recipe.iters: must be >= 1",
                 "baselines=[nosuchnet]": "baselines[0].model: unknown model 'nosuchnet'",
-                "baselines=[{model: icnet_resnet50, model_args: {width: 2}}]": "baselines[0].model_args.width: unknown key",
+                "baselines=[{model: icnet_resnet50, model_args: {width: 2}}]":
+                    "baselines[0].model_args.width: unknown key",
                 "baselines=[random]": "baselines[0]: group name 'random' is taken",
                 "arch_args.F=2": "arch_args.F: unknown key",
                 "search.epochs=0": "search.epochs: must be >= 1",
@@ -88,6 +89,16 @@ def test_study_job_is_read_and_checked(tmp_path):
             load_study_job(path, [change])
         assert str(info.value).startswith(f"{path}: {message}"), (change, str(info.value))
     assert load_study_job(path, ["ablation=false", "search.early_stop={rule: none}"]).search.early_stop.rule == "none"
+
+
+def test_the_documented_study_is_valid():
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "study.md").read_text()
+    block = re.search(r"## The job file.*?```yaml\n(.*?)```", text, re.S).group(1)
+    study = parse_study_job(yaml.safe_load(block), "docs/study.md")
+    assert (study.job.random.count, study.retrain_seeds, study.search.seeds) == (5, (0, 1), (0, 1, 2))
+    assert study.recipe["data"]["val_split"] == "val" and study.job.bootstrap.samples == 10_000
 
 
 def test_a_search_file_is_read_in_and_keeps_its_paths(tmp_path):
@@ -330,7 +341,8 @@ def test_study_runs_end_to_end(uninterrupted):
     assert len(runs) == len(set(runs["run"])) and runs["miou"].between(0, 1).all()
     for run in runs["run"]:  # every unit a finished, marked training run of the recipe
         config = yaml.safe_load((study_dir / "retrain" / run / "config.yaml").read_text())
-        assert config["iters"] == 6 and json.loads((study_dir / "retrain" / run / ".nasseg-run").read_text())["kind"] == "train"
+        marker = json.loads((study_dir / "retrain" / run / ".nasseg-run").read_text())
+        assert config["iters"] == 6 and marker["kind"] == "train"
     assert json.loads((study_dir / ".nasseg-run").read_text())["kind"] == "study"
     assert (study_dir / "search" / "seed0" / "result.json").is_file()
     assert nasseg_main(["report", str(study_dir)]) == 0

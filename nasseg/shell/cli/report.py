@@ -15,7 +15,9 @@ arch/epoch_NNN.yaml, and of RUN_DIR/../retrain, where `nasseg demo` retrains), t
 metrics table and links to arch.yaml, the per-epoch ArchSpecs and the checkpoint.
 
 DIR is a run directory (OUT/<job>/seed<N>: report.html in it) or an experiment directory holding
-run directories (a report in each, plus index.html with a summary table of the trials)."""
+run directories (a report in each, plus index.html with a summary table of the trials). A NAS study's
+folder (OUT/<study>, docs/study.md) gets index.html with the study's table, comparisons and
+mIoU / multiply-adds plot above its searches, whose pages show their architectures' retrainings."""
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -148,13 +148,6 @@ def comparisons(study: StudyConfig, candidates: pd.DataFrame, runs: pd.DataFrame
     return found
 
 
-def comparison_text(c: Comparison, percent: bool = True) -> str:
-    scale, unit = (100, " pts") if percent else (1, "")
-    if c.verdict == "too few runs":
-        return f"{scale * c.difference:+.2f}{unit} (too few runs for an interval)"
-    return f"{scale * c.difference:+.2f}{unit} [{scale * c.low:+.2f}, {scale * c.high:+.2f}]: {c.verdict}"
-
-
 def group_rows(study: StudyConfig, candidates: pd.DataFrame, runs: pd.DataFrame, outcomes: Sequence[SearchOutcome],
                found: Sequence[Comparison], classes: list[str]) -> pd.DataFrame:
     rows = []
@@ -230,11 +223,16 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
             *["| " + " | ".join(map(cell, row)) + " |" for row in rows]]
 
 
-def _pct(value: Any, std: Any = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def percent(value: Any, std: Any = None) -> str:
+    """An mIoU (a fraction) in %, with its std: '52.00 ± 2.58'; '–' for nothing."""
+    if value is None or pd.isna(value):
         return "–"
-    text = f"{100 * value:.2f}"
-    return text + (f" ± {100 * std:.2f}" if std is not None and not math.isnan(std) else "")
+    return f"{100 * value:.2f}" + ("" if std is None or pd.isna(std) else f" ± {100 * std:.2f}")
+
+
+def signed(value: Any) -> str:
+    """A difference of mIoU in percentage points, with its sign."""
+    return "–" if value is None or pd.isna(value) else f"{100 * value:+.2f}"
 
 
 def markdown(t: StudyTables) -> str:
@@ -243,24 +241,25 @@ def markdown(t: StudyTables) -> str:
              f"{t.cost_input[0]}x{t.cost_input[1]}; {len(t.runs)} of {t.planned_runs} retraining runs finished.", ""]
     lines += _md_table(["group", "candidates", "runs", "mIoU", "std between archs", "params (M)", "MACs (G)",
                         "search CPU h", "retrain CPU h", "vs random (Δ mIoU, 95% CI)"],
-                       [[g.group, g.candidates, g.runs, _pct(g.miou_mean, g.miou_std), _pct(g.miou_std_between),
-                         f"{g.params_mean / 1e6:.2f}", f"{g.macs_mean / 1e9:.3f}", f"{g.search_cpu_h:.2f}",
-                         f"{g.retrain_cpu_h:.2f}",
-                         "" if not g.vs_random else f"{100 * g.vs_random_difference:+.2f} "
-                         f"[{100 * g.vs_random_low:+.2f}, {100 * g.vs_random_high:+.2f}] {g.vs_random}"]
+                       [[g.group, g.candidates, g.runs, percent(g.miou_mean, g.miou_std), percent(g.miou_std_between),
+                         f"{g.params_mean / 1e6:.2f}", f"{g.macs_mean / 1e9:.3f}", f"{g.search_cpu_h:.3f}",
+                         f"{g.retrain_cpu_h:.3f}",
+                         "" if not g.vs_random else f"{signed(g.vs_random_difference)} "
+                         f"[{signed(g.vs_random_low)}, {signed(g.vs_random_high)}] {g.vs_random}"]
                         for g in t.groups.itertuples()])
     if len(t.comparisons):
         lines += ["", "## Comparisons (two-level bootstrap of the difference of mean mIoU, percentile interval)", ""]
-        lines += _md_table(["A", "B", "pairing", "Δ mIoU (A − B)", "interval", "share of resamples > 0", "verdict"],
-                           [[c.a, c.b, "by search seed" if c.paired else "independent", _pct(c.difference),
-                             f"[{_pct(c.low)}, {_pct(c.high)}]", f"{c.share_above_zero:.3f}", c.verdict]
+        lines += _md_table(["A", "B", "pairing", "Δ mIoU, pts (A − B)", "interval", "share of resamples > 0",
+                            "verdict"],
+                           [[c.a, c.b, "by search seed" if c.paired else "independent", signed(c.difference),
+                             f"[{signed(c.low)}, {signed(c.high)}]", f"{c.share_above_zero:.3f}", c.verdict]
                             for c in t.comparisons.itertuples()])
     lines += ["", "## Per-class IoU (%)", ""]
     lines += _md_table(["class", *t.groups["group"]],
-                       [[k, *(_pct(v) for v in t.groups[f"iou_{k}"])] for k in t.classes])
+                       [[k, *(percent(v) for v in t.groups[f"iou_{k}"])] for k in t.classes])
     lines += ["", "## Candidates", ""]
     lines += _md_table(["group", "candidate", "source", "runs", "mIoU", "params (M)", "MACs (G)"],
-                       [[c.group, c.candidate, c.source, c.runs, _pct(c.miou_mean, c.miou_std),
+                       [[c.group, c.candidate, c.source, c.runs, percent(c.miou_mean, c.miou_std),
                          f"{c.params / 1e6:.3f}", f"{c.macs / 1e9:.3f}"] for c in t.candidates.itertuples()])
     lines += ["", "## Searches", ""]
     lines += _md_table(["seed", "epochs", "stop rule fired at", "returned epoch", "search hours", "to the stop"],
@@ -288,8 +287,9 @@ def plot_miou_vs_macs(t: StudyTables, output: str | Path) -> Path:
         # each group its own marker, each smaller than the one before: groups that coincide (the stop rule
         # never fired: the same architectures) stay visible inside each other
         ax.errorbar([group.macs_mean / 1e9], [100 * group.miou_mean], yerr=[spread], fmt=GROUP_MARKERS[i % 6],
-                    color=color, markersize=max(5.0, 12 - 2 * i), capsize=4, markeredgecolor="black",
-                    label=f"{group.group} ({group.candidates} candidates, {group.runs} runs)")
+                    color=color, markersize=max(7.0, 12 - 1.5 * i), capsize=4, markeredgecolor="black",
+                    label=f"{group.group} ({group.candidates} candidate{'s' * (group.candidates != 1)}, "
+                          f"{group.runs} runs)")
     macs = done["macs"]
     if len(macs) and macs.min() > 0 and macs.max() > 10 * macs.min():
         ax.set_xscale("log")
@@ -317,4 +317,4 @@ def write_tables(study_dir: str | Path) -> StudyTables:
 
 
 __all__ = ["StudyTables", "collect_tables", "write_tables", "markdown", "plot_miou_vs_macs", "model_cost",
-           "comparison_text", "TIMING_COLUMNS", "FILES", "MARKDOWN", "PLOT", "GROUPS"]
+           "percent", "signed", "TIMING_COLUMNS", "FILES", "MARKDOWN", "PLOT", "GROUPS"]

@@ -14,6 +14,7 @@ that never fired: both answers are the last epoch's) share their retraining runs
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -176,7 +177,7 @@ def baseline_candidates(study: StudyConfig) -> list[Candidate]:
 def with_units(candidates: list[Candidate]) -> list[Candidate]:
     """Each candidate with its retraining unit: the first candidate with the same network names it."""
     units: dict[str, str] = {}
-    return [Candidate(**{**c.__dict__, "unit": units.setdefault(network_key(c), c.id)}) for c in candidates]
+    return [dataclasses.replace(c, unit=units.setdefault(network_key(c), c.id)) for c in candidates]
 
 
 def network_key(candidate: Candidate) -> str:
