@@ -403,3 +403,21 @@ def test_killed_driver_then_resume_gives_the_same_table(uninterrupted):
     assert f"retraining: {len(finished)} of {planned} runs finished, {planned - len(finished)} to go" in resumed.stdout
     assert stamps == {run: (study_dir / "retrain" / run / "result.json").stat().st_mtime_ns for run in finished}
     compare_tables(study_dir, folder / "whole" / "s")
+
+
+def test_submit_sends_a_study_as_a_search(tmp_path, monkeypatch):
+    """`nasseg submit STUDY.yaml` checks the study locally and runs `nasseg search` on the cluster."""
+    from nasseg.shell.cli.cluster import job_command
+    from nasseg.shell.cli.main import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    write_study(tmp_path)
+    args = build_parser().parse_args(["submit", "study.yaml", "--address", "http://head:8265", "--set",
+                                      "random.count=1"])
+    argv, name, metadata, _ = job_command(args)
+    assert argv[1:5] == ["-m", "nasseg", "search", "study.yaml"] and argv[-2:] == ["--set", "random.count=1"]
+    assert name == "s" and metadata["nasseg_command"] == "search"
+    bad = build_parser().parse_args(["submit", "study.yaml", "--address", "http://head:8265",
+                                     "--set", "recipe.iters=0"])
+    with pytest.raises(SpecError, match="recipe.iters: must be >= 1"):
+        job_command(bad)

@@ -147,6 +147,11 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
 
         hpo = load_hpo_job(job, overrides)
         return hpo.name, hpo.search.data.root
+    if load_yaml(job).get("kind") == "study":
+        from ..runner.study import load_study_job
+
+        study = load_study_job(job, overrides)
+        return study.name, study.search.data.root
     from nasseg.search import load_job
 
     config = load_job(job, overrides)

@@ -35,6 +35,10 @@ from .study_table import StudyTables, write_tables
 from .study_units import (RETRAIN_DIR, STUDY_FILE, read_unit, study_candidates, study_document, unit_jobs,
                           write_units)
 
+class RetrainingFailed(NassegError):
+    """Some retraining runs failed for good (after ``max_failures`` restarts)."""
+
+
 # what --resume --set may change: how much more to do and where it runs, never what finished units computed
 RESUMABLE_CHANGES = ("random.count", "retrain_seeds", "baselines", "bootstrap", "cost_input", "resources",
                      "max_failures", "search.resources", "search.max_failures", "search.device")
@@ -62,7 +66,13 @@ def run_study(study: StudyConfig, out: str | Path = "runs", *, resume: bool = Fa
         jobs = unit_jobs(study, candidates)
         check_units_unchanged(study_dir, jobs)
         write_units(study_dir, jobs)
-        run_retrains(study, study_dir, list(jobs), callbacks)
+        try:
+            run_retrains(study, study_dir, list(jobs), callbacks)
+        except RetrainingFailed as exc:  # the others' numbers are worth a table: write it, then say so
+            if not any((study_dir / RETRAIN_DIR / run / "result.json").is_file() for run in jobs):
+                raise
+            tables = write_tables(study_dir)
+            raise NassegError(f"{exc}; {study_dir / 'table.md'} holds the {len(tables.runs)} finished runs") from None
     return write_tables(study_dir)
 
 
@@ -222,8 +232,8 @@ def run_retrains(study: StudyConfig, study_dir: Path, runs: list[str], callbacks
         grid = tuner.fit()
     failed = [f"{result.config['run']}: {error_text(result.error)}" for result in grid if result.error]
     if failed:
-        raise NassegError(f"{len(failed)} of {len(pending)} retraining runs failed ({'; '.join(failed[:3])}); fix the "
-                          "cause and continue with --resume")
+        raise RetrainingFailed(f"{len(failed)} of {len(pending)} retraining runs failed ({'; '.join(failed[:3])}); "
+                               "fix the cause and continue with --resume")
 
 
 __all__ = ["run_study", "run_searches", "run_retrains", "retrain_trainable", "check_resumable_changes",
