@@ -83,7 +83,10 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self._load()
-        return name in self._entries
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable name (a list or mapping where a name belongs) is no entry
+            return False
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"

@@ -20,6 +20,7 @@ import networkx as nx
 import numpy as np
 import torch
 
+from ..config import describe
 from ..errors import NassegError
 from ..space import SearchSpace, load
 from ..space.compile import beta_groups
@@ -154,7 +155,7 @@ def decode_from_arrays(space: SearchSpace | str | Path, alphas: Mapping[str, Wei
     for cell_type in space.cell_types:
         values = _as_array(alphas[cell_type])
         if len(values) != sum(sizes):
-            raise NassegError(f"alphas[{cell_type!r}]: expected {sum(sizes)} values "
+            raise NassegError(f"alphas[{describe(cell_type)}]: expected {sum(sizes)} values "
                               f"({len(sizes)} edges), got {len(values)}")
         chunks = np.split(values, np.cumsum(sizes)[:-1])
         weights = [np.exp(c - c.max()) / np.exp(c - c.max()).sum() for c in chunks]

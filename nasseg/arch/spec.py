@@ -82,12 +82,14 @@ class ArchSpec:
 # --- the document -----------------------------------------------------------------------------
 
 Node = Annotated[int, Field(ge=1, le=10_000, strict=True)]
+KeptEdge = Annotated[tuple[Str, NonNegativeInt], Field(description="expected [op, input node]")]
 
 
 @spec
 class CellDoc:
-    nodes: Annotated[dict[Node, Annotated[tuple[tuple[Str, NonNegativeInt], ...], Field(min_length=1)]],
-                     Field(min_length=1, description="expected a mapping node -> [[op, input node], ...]")]
+    nodes: Annotated[dict[Node, Annotated[tuple[KeptEdge, ...], Field(
+        min_length=1, description="expected a list of [op, input node] pairs")]],
+        Field(min_length=1, description="expected a mapping node -> [[op, input node], ...]")]
     inputs: Annotated[int, Field(ge=1, le=2, strict=True)] = 2
     concat: Annotated[tuple[Int, ...], Field(min_length=1)] | None = None  # default: every intermediate node
 
@@ -111,7 +113,7 @@ def _read_cell(doc: CellDoc, file: str | None, key: str) -> CellGenotype:
             raise SpecError(file, where, f"node ids must be integers >= {inputs} (0..{inputs - 1} are the inputs)")
         for j, (op, source) in enumerate(kept):
             if op not in OPS:
-                raise SpecError(file, f"{where}[{j}]", f"unknown op {op!r}" + did_you_mean(op, OPS))
+                raise SpecError(file, f"{where}[{j}]", f"unknown op {describe(op)}" + did_you_mean(op, OPS))
             if not source < node or (source >= inputs and source not in doc.nodes):
                 raise SpecError(file, f"{where}[{j}]", f"input {source} is not an earlier node of the cell")
     concat = doc.concat if doc.concat is not None else tuple(sorted(doc.nodes))

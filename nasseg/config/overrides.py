@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import SpecError
+from .schema import describe
 from .yamlfile import load_yaml, parse_yaml
 
 
@@ -18,7 +19,7 @@ def set_keys(data: dict[str, Any], values: Mapping[str, Any], source: str | None
     for key, value in values.items():
         parts = key.strip().split(".")
         if not all(parts):
-            raise SpecError(source, None, f"expected a dotted key such as weights.lr, got {key!r}")
+            raise SpecError(source, None, f"expected a dotted key such as weights.lr, got {describe(key)}")
         target = data
         for part in parts[:-1]:
             target = target.setdefault(part, {})
@@ -38,7 +39,7 @@ def apply_overrides(data: Any, overrides: list[str], file: str | None = None) ->
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise SpecError(None, "--set", f"expected key.path=value, got {item!r}")
+            raise SpecError(None, "--set", f"expected key.path=value, got {describe(item)}")
         values[key.strip()] = parse_yaml(text, f"--set {key.strip()}")
     return set_keys(data, values, "--set")
 

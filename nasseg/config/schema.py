@@ -234,7 +234,7 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 def _branches(schema: dict[str, Any], node: dict[str, Any], value: Any) -> dict[str, Any]:
     """Pick the member of a union that describes ``value``: by discriminator tag, else the first
-    non-null member."""
+    non-null member of its JSON type (of mappings, the first that has every key of ``value``)."""
     node = _resolve(schema, node)
     members = node.get("oneOf") or node.get("anyOf")
     if not members:
@@ -246,6 +246,8 @@ def _branches(schema: dict[str, Any], node: dict[str, Any], value: Any) -> dict[
     real = [_resolve(schema, m) for m in members if _resolve(schema, m).get("type") != "null"]
     kind = _json_type(value)
     matching = [m for m in real if m.get("type") == kind or (kind == "number" and m.get("type") == "integer")]
+    if isinstance(value, dict):
+        matching = [m for m in matching if set(map(str, value)) <= set(_properties(m))] or matching
     return matching[0] if matching else real[0] if len(real) == 1 else node
 
 

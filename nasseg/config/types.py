@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, WithJsonSchema
 
 from ..rundirs import MAX_NAME_LENGTH, PLAIN_NAME, check_run_name
+from .schema import describe
 
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # finite; an integer is a valid float
@@ -50,7 +51,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 def _device(value: str) -> str:
     if not _DEVICE.match(value):
-        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {describe(value)}")
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from .schema import did_you_mean
+from .schema import describe, did_you_mean
 
 MAX_BYTES = 4 * 2**20  # spec and job files are a few KB; anything this large is not one
 MAX_NODES = 1_000_000  # values in the document with every alias expanded
@@ -37,7 +37,7 @@ class StrictLoader(yaml.SafeLoader):
                 break
             if first is not key_node:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1}); "
+                    None, None, f"duplicate key {describe(key)} (first at line {first.start_mark.line + 1}); "
                     "each key may appear once per mapping", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 

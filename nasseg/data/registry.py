@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from nasseg.config import FieldError, did_you_mean, spec
+from nasseg.config import FieldError, describe, did_you_mean, spec
 from nasseg.config.types import Str
 from nasseg.data import sources as src
 from nasseg.data.datasets import (CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE, CAMVID_VOID,
@@ -125,7 +125,7 @@ def _lookup(text: str) -> tuple[str, str]:
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise NassegError(f"unknown dataset {name!r}{hint}; available: {', '.join(DATASETS)}")
+        raise NassegError(f"unknown dataset {describe(name)}{hint}; available: {', '.join(DATASETS)}")
     return name, path.strip()
 
 
@@ -159,14 +159,14 @@ class DatasetRef:
         if isinstance(data, dict) and isinstance(data.get("dataset"), str) and ":" in data["dataset"]:
             name, _, root = data["dataset"].partition(":")
             if data.get("root") not in (None, root.strip()):
-                raise FieldError("root", f"given twice: in dataset {data['dataset']!r} and as root "
-                                 f"{data['root']!r}; expected one of them")
+                raise FieldError("root", f"given twice: in dataset {describe(data['dataset'])} and as root "
+                                 f"{describe(data['root'])}; expected one of them")
             data = {**data, "dataset": name.strip(), "root": root.strip() or None}
         return data
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
-            raise FieldError("dataset", f"unknown dataset {self.dataset!r}; expected one of "
+            raise FieldError("dataset", f"unknown dataset {describe(self.dataset)}; expected one of "
                              f"{', '.join(DATASETS)}" + did_you_mean(self.dataset, DATASETS))
         needs_path = DATASETS[self.dataset].needs_path
         if needs_path and not self.root:
@@ -197,7 +197,7 @@ class DataSource:
     def require_split(self, split: str) -> None:
         if split not in self.info.splits:
             known = ", ".join(self.info.splits) or f"none found under {self.root}"
-            raise NassegError(f"{self.spec}: unknown split {split!r}; splits: {known}")
+            raise NassegError(f"{self.spec}: unknown split {describe(split)}; splits: {known}")
 
     def scan(self, split: str) -> PairList:
         """The pairs of ``split`` and every pairing problem (unknown split name: NassegError)."""

@@ -120,7 +120,9 @@ def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
     try:  # the model's keywords fail now, naming the job file, not after the data is read
         check_args(config.model, config.model_args)
     except SpecError as exc:
-        if exc.file is not None:  # the ArchSpec file's own problem: its file and key
+        if exc.file is not None and file is not None and exc.file != file:  # the ArchSpec file the job names
+            raise SpecError(file, "model", str(exc)) from None
+        if exc.file is not None:  # from flags: the ArchSpec file's own line
             raise
         raise SpecError(file, exc.key, exc.message) from None
     except NassegError as exc:  # an unknown model name, a keyword the architecture does not take

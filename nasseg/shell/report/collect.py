@@ -235,9 +235,12 @@ def _arch(run: Run, space: Any, folder: Path) -> dict[str, Any]:
     pictures.append(svg(draw.draw_network(arch), "network", css="tall", caption=(
         "The retrain network nasseg.models.build_from_arch makes of it, with its defaults "
         + ("(Auto-DeepLab, F=20)." if arch.path else "(DARTS chain, C=32, 12 cells)."))))
-    space_cells = [(f"search-space {kind} cell with softmax(alpha) at epoch {epoch}",
-                    svg(draw.draw_space_cell(space, kind, payload["alphas_raw"]), f"space_{kind}"))
-                   for kind in (space.cell_types if space is not None and payload else ())]
+    try:
+        space_cells = [(f"search-space {kind} cell with softmax(alpha) at epoch {epoch}",
+                        svg(draw.draw_space_cell(space, kind, payload["alphas_raw"]), f"space_{kind}"))
+                       for kind in (space.cell_types if space is not None and payload else ())]
+    except NassegError as exc:  # alphas that do not fit the run's space: the file that holds them
+        raise NassegError(f"{run.file('alphas', f'epoch_{epoch:03d}.json')}: {exc}") from None
     source = "arch.yaml" if run.file("arch.yaml").is_file() else f"decoded from the alphas of epoch {epoch}"
     return {"name": arch.name, "source": source, "epoch": epoch, "pictures": pictures, "space_cells": space_cells,
             "spec": arch}

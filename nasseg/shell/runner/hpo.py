@@ -33,7 +33,7 @@ import pandas as pd
 
 from pydantic import Discriminator, Field, Tag
 
-from nasseg.config import FieldError, load_document, load_yaml, relative_to_file, set_keys, spec, validate
+from nasseg.config import FieldError, describe, load_document, load_yaml, relative_to_file, set_keys, spec, validate
 from nasseg.config.types import Bool, Float, Int, PositiveFloat, PositiveInt, RunName, Seed, Size, Str
 from nasseg.errors import NassegError, SpecError
 from nasseg.io import atomic_write_text, read_json_object
@@ -175,7 +175,7 @@ def parse_hpo_job(data: Any, file: str | None = None) -> HpoConfig:
             try:
                 parse_job(set_keys(base_data, {key: sample}), base_file)
             except SpecError as exc:
-                raise SpecError(file, f"space.{key}", f"{sample!r} is not a valid value: {exc}") from None
+                raise SpecError(file, f"space.{key}", f"{describe(sample)} is not a valid value: {exc}") from None
     objectives = tuple((m, OBJECTIVE_MODES[m]) if isinstance(item, str) else (m, mode)
                        for item in job.objectives for m, mode in ([(item, None)] if isinstance(item, str) else item.items()))
     return HpoConfig(job.name, search, portable_job(search), space, job.trials, objectives, job.epochs, job.seed,
