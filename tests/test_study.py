@@ -240,10 +240,14 @@ def test_table_and_comparison_on_synthetic_runs(synthetic):
 
 def test_unfinished_runs_are_left_out(synthetic):
     _, study_dir, _ = synthetic
-    (study_dir / "retrain" / "random_01_r1" / "result.json").unlink()
+    for run in ("random_01_r1", "search_s0_last_r0", "search_s0_last_r1"):
+        (study_dir / "retrain" / run / "result.json").unlink()
     t = collect_tables(study_dir)
-    assert t.planned_runs == 14 and len(t.runs) == 13
+    assert t.planned_runs == 14 and len(t.runs) == 11
     assert t.groups.set_index("group").loc["random", "miou_mean"] == pytest.approx((0.30 + 0.33) / 2)
+    # stop rule vs last epoch, paired by seed, on the seed with runs of both: seed 1, one network, no difference
+    ablation = t.comparisons[t.comparisons["b"] == "searched_last"].iloc[0]
+    assert (ablation["candidates_a"], ablation["difference"], ablation["low"], ablation["high"]) == (1, 0, 0, 0)
 
 
 def test_resume_refuses_changes_to_what_was_computed(synthetic, tmp_path):

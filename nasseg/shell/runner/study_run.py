@@ -35,6 +35,7 @@ from .study_table import StudyTables, write_tables
 from .study_units import (RETRAIN_DIR, STUDY_FILE, read_unit, study_candidates, study_document, unit_jobs,
                           write_units)
 
+
 class RetrainingFailed(NassegError):
     """Some retraining runs failed for good (after ``max_failures`` restarts)."""
 

@@ -109,6 +109,7 @@ def candidate_rows(study: StudyConfig, candidates: Sequence[Candidate], runs: pd
         params, macs = costs[c.unit]
         seconds = float((mine["train_seconds"] + mine["eval_seconds"]).sum()) if len(mine) else 0.0
         rows.append({"group": c.group, "candidate": c.id, "source": c.source, "unit": c.unit,
+                     "search_seed": c.search_seed,
                      "runs": len(mine), "miou_mean": mine["miou"].mean() if len(mine) else math.nan,
                      "miou_std": mine["miou"].std(ddof=1) if len(mine) > 1 else math.nan,
                      "pixel_accuracy": mine["pixel_accuracy"].mean() if len(mine) else math.nan,
@@ -130,6 +131,12 @@ def comparisons(study: StudyConfig, candidates: pd.DataFrame, runs: pd.DataFrame
     values = {unit: list(runs.loc[runs["unit"] == unit, "miou"]) for unit in runs["unit"].unique()}
     finished = candidates[candidates["runs"] > 0]
     units = {g: list(finished.loc[finished["group"] == g, "unit"]) for g in group_names(study)}
+    paired_units: dict[str, list[str]] = {}
+    if study.job.ablation:  # the pairs: the stop rule's and the last epoch's unit of each seed with runs of both
+        seeds = {g: dict(zip(finished.loc[finished["group"] == g, "search_seed"], units[g]))
+                 for g in ("searched_stop", "searched_last")}
+        both = [s for s in seeds["searched_stop"] if s in seeds["searched_last"]]
+        paired_units = {g: [seeds[g][s] for s in both] for g in seeds}
     pairs: list[tuple[str, str, bool]] = []
     if units.get("random"):
         pairs.append(("searched_stop", "random", False))
@@ -141,9 +148,10 @@ def comparisons(study: StudyConfig, candidates: pd.DataFrame, runs: pd.DataFrame
     boot = study.job.bootstrap
     found = []
     for stream, (a, b, paired) in enumerate(pairs, start=1):
-        if not units.get(a) or not units.get(b) or (paired and len(units[a]) != len(units[b])):
+        side_a, side_b = (paired_units[a], paired_units[b]) if paired else (units.get(a), units.get(b))
+        if not side_a or not side_b:
             continue
-        found.append(compare(units[a], units[b], values, paired=paired, samples=boot.samples,
+        found.append(compare(side_a, side_b, values, paired=paired, samples=boot.samples,
                              confidence=boot.confidence, seed=boot.seed, stream=stream, names=(a, b)))
     return found
 
@@ -217,10 +225,13 @@ def collect_tables(study_dir: str | Path) -> StudyTables:
 
 # --- writing ---------------------------------------------------------------------------------------------
 
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|")  # a pipe would end the markdown cell
+
+
 def _md_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731 - a table cell, pipes escaped
-    return ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head),
-            *["| " + " | ".join(map(cell, row)) + " |" for row in rows]]
+    return ["| " + " | ".join(map(_cell, head)) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(map(_cell, row)) + " |" for row in rows]]
 
 
 def percent(value: Any, std: Any = None) -> str:
