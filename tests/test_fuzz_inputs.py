@@ -10,7 +10,7 @@ The command line is exercised in-process (``nasseg info``, ``nasseg data check``
 (1: problems listed by ``data check``), one ``nasseg: error:`` line, never ``internal error``.
 
 Deterministic (``derandomize=True``, no example database): a failure reproduces in CI. The default
-run takes about half a minute on one core; ``-m slow`` runs a longer variant.
+run takes about half a minute on one core; ``-m slow`` runs 2,000 examples per reader (about 6 minutes).
 """
 
 from __future__ import annotations
@@ -302,42 +302,6 @@ def arch_example(scratch: Path, capsys: Capture, data: DataObject) -> None:
     accepts_or_names(lambda: read_arch(path), path)
 
 
-@given(st.data())
-@fuzz_settings(200)
-def test_search_spaces(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    space_example(scratch, capsys, data)
-
-
-@given(st.data())
-@fuzz_settings(30)
-def test_nasseg_info_on_mutated_spaces_and_architectures(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    info_example(scratch, capsys, data)
-
-
-@given(st.data())
-@fuzz_settings(200)
-def test_search_jobs(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    search_job_example(scratch, capsys, data)
-
-
-@given(st.data())
-@fuzz_settings(200)
-def test_training_jobs(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    train_job_example(scratch, capsys, data)
-
-
-@given(st.data())
-@fuzz_settings(120)
-def test_hpo_jobs(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    hpo_job_example(scratch, capsys, data)
-
-
-@given(st.data())
-@fuzz_settings(200)
-def test_architectures(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    arch_example(scratch, capsys, data)
-
-
 # --- data folders ----------------------------------------------------------------------------------
 
 DATASET_YAML = {"classes": ["road", "car", "sky"], "ignore_index": 255,
@@ -408,14 +372,23 @@ def data_folder_example(scratch: Path, capsys: Capture, data: DataObject) -> Non
         cli_line(capsys, ["data", "check", f"{layout}:{root}", "--quiet"], root, ok=(0, 1))
 
 
-@given(st.data())
-@fuzz_settings(80)
-def test_data_folders(scratch: Path, capsys: Capture, data: DataObject) -> None:
-    data_folder_example(scratch, capsys, data)
+EXAMPLES = {space_example: 400, info_example: 40, search_job_example: 400, train_job_example: 400,
+            hpo_job_example: 200, arch_example: 400, data_folder_example: 150}  # about 30 s on one core
 
 
-EXAMPLES = [space_example, info_example, search_job_example, train_job_example, hpo_job_example, arch_example,
-            data_folder_example]
+def run_examples(example: Callable[[Path, Capture, DataObject], None], scratch: Path, capsys: Capture,
+                 count: int) -> None:
+    @given(st.data())
+    @fuzz_settings(count)
+    def run(data: DataObject) -> None:
+        example(scratch, capsys, data)
+
+    run()
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.__name__ for e in EXAMPLES])
+def test_every_reader(example: Callable[[Path, Capture, DataObject], None], scratch: Path, capsys: Capture) -> None:
+    run_examples(example, scratch, capsys, EXAMPLES[example])
 
 
 @pytest.mark.slow
@@ -423,9 +396,4 @@ EXAMPLES = [space_example, info_example, search_job_example, train_job_example, 
 def test_every_reader_at_length(example: Callable[[Path, Capture, DataObject], None], scratch: Path,
                                 capsys: Capture) -> None:
     """The same properties over 2,000 examples per reader (minutes; ``pytest -m slow``)."""
-    @given(st.data())
-    @fuzz_settings(2000)
-    def run(data: DataObject) -> None:
-        example(scratch, capsys, data)
-
-    run()
+    run_examples(example, scratch, capsys, 2000)
