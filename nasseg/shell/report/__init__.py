@@ -24,7 +24,7 @@ from .collect import SECTIONS, collect_experiment, collect_run
 from .figures import plot_retrain_curves
 from .render import render_experiment, render_run
 from .runs import RETRAIN_DIR, Run, attach_retrains, find_trials, load_run
-from .study import study_retrains
+from .study import collect_study, study_retrains
 
 REPORT_FILE, INDEX_FILE = "report.html", "index.html"
 
@@ -45,6 +45,7 @@ def _write_experiment_report(path: Path, out: Path, retrains: Iterable[str | Pat
     reports = [_write_run_report(run, out.parent / run.path.relative_to(path) / REPORT_FILE) for run in runs]
     with tempfile.TemporaryDirectory(prefix="nasseg_report_") as folder:
         page = collect_experiment(path, runs, reports, Path(folder))
+        page["study"] = collect_study(path, Path(folder))
         return atomic_write_text(out, render_experiment(page, out.parent))
 
 

@@ -412,8 +412,6 @@ def trial_row(run: Run) -> dict[str, Any]:
 def collect_experiment(path: Path, runs: Sequence[Run], reports: Sequence[Path], folder: Path) -> dict[str, Any]:
     """The index page of an experiment: a row per trial (linking to its report ``reports[i]``) and
     the trials' curves side by side."""
-    from .study import collect_study  # it builds on this module's Picture and Table
-
     labels = [str(run.path.relative_to(path)) for run in runs]
     yaml_file = path / "experiment.yaml"
     return {"name": path.resolve().name, "path": path.resolve(),
@@ -421,7 +419,7 @@ def collect_experiment(path: Path, runs: Sequence[Run], reports: Sequence[Path],
             "figure": Picture("trials", plot_trials(runs, labels, folder / "trials.png"),
                               "Eigenvalue and val mIoU per epoch of every trial (dashed: stop epochs)."),
             "experiment_yaml": read_text(yaml_file, "an experiment") if yaml_file.is_file() else None,
-            "study": collect_study(path, folder)}
+            "study": None}  # a NAS study's section, filled in by nasseg.shell.report.study
 
 
 __all__ = ["SECTIONS", "Picture", "Table", "RunPage", "collect_run", "collect_experiment", "describe_rule",
