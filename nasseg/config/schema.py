@@ -323,17 +323,6 @@ def _plural(phrase: str) -> str:
     return phrase
 
 
-def field_defaults(schema: type) -> dict[str, Any]:
-    """Field name -> default value (or factory result) of a schema dataclass."""
-    out = {}
-    for f in dataclasses.fields(schema):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            out[f.name] = f.default_factory()  # type: ignore[misc]
-    return out
-
-
 def to_plain(value: Any) -> Any:
     """A schema instance (or anything holding them) as plain YAML/JSON data: dicts, lists, scalars."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
