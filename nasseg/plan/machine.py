@@ -15,16 +15,12 @@ class Available:
 
 def available_memory(device: str) -> Available | None:
     """Free memory of ``device`` (``cpu``, ``cuda``, ``cuda:N``): on CUDA what the driver reports
-    free, on CPU the memory the kernel can give without swapping (psutil when installed, else
-    MemAvailable of /proc/meminfo). None where neither is known."""
+    free, on CPU the memory the kernel can give without swapping (MemAvailable of /proc/meminfo).
+    None where it is not known (a CPU job on a system without /proc)."""
     if device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return Available(int(free), f"free on {device}")
-    try:
-        import psutil
-    except ImportError:
-        return _meminfo_available()
-    return Available(int(psutil.virtual_memory().available), "available RAM")
+    return _meminfo_available()
 
 
 def _meminfo_available() -> Available | None:

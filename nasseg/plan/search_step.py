@@ -137,7 +137,7 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
     checkpoint = config.supernet.checkpoint if checkpoint is None else checkpoint
     shapes = shapes or search_shapes(config.data)
     trace = SearchStepTrace(config, shapes, batch, checkpoint, device, space)
-    sim = Simulation(device)
+    sim = Simulation(device, checkpoint)
     state = sim.begin([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()],
                       trace.warm_up if warm else None)
     for name, run in trace.step_phases():

@@ -6,11 +6,12 @@ A device model says how tensor bytes become device memory:
   allocator's 512-byte blocks. Not modelled: cuDNN / cuBLAS workspaces and the CUDA context.
 * ``cpu``: the resident memory of the process, which is more than its tensors. Measured on the DARTS
   and Auto-DeepLab search nets (docs/planning.md), three costs come on top, and the model adds them:
-  every storage is 64-byte aligned (c10's allocator) and the heap holds ~10 % more than the live
-  tensors (glibc's free chunks between them, with nasseg's kept heap); each operation recorded for
-  autograd costs ~1.9 KB of host memory until its graph is freed (the node, its saved variables,
-  the tensors' metadata; an Auto-DeepLab pass records ~90 000 of them, ~170 MB); the first step of a
-  process loads kernels and modules once (~40 MB).
+  every storage is 64-byte aligned (c10's allocator) and glibc's heap (with nasseg's kept heap) holds
+  more than the live tensors: ~10 % more, twice as much with activation checkpointing, whose
+  recomputations churn through the heap (~1.8x); each operation recorded for autograd costs ~1.9 KB of
+  host memory until its graph is freed (the node, its saved variables, the tensors' metadata; an
+  Auto-DeepLab pass records ~90 000 of them, ~170 MB); the first step of a process loads kernels and
+  modules once (~40 MB).
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ class DeviceModel:
     name: str
     round_to: int  # allocation granularity in bytes
     byte_factor: float  # allocator slack on top of the live tensors
+    checkpoint_byte_factor: float  # the same when activation checkpointing recomputes in backward
     node_bytes: int  # host bytes per autograd graph node (CPU: the same memory as the tensors)
     runtime_bytes: int  # once per process, from its first step on
 
+    def tracer(self, checkpoint: bool = False) -> MemoryTracer:
+        factor = self.checkpoint_byte_factor if checkpoint else self.byte_factor
+        return MemoryTracer(self.round_to, factor, self.node_bytes)
 
-DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1900, 40 * MB),
-                 "cuda": DeviceModel("cuda", 512, 1.0, 0, 0)}
+
+DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1.80, 1900, 40 * MB),
+                 "cuda": DeviceModel("cuda", 512, 1.0, 1.0, 0, 0)}
 
 
 def device_model(device: str) -> DeviceModel:
@@ -85,9 +91,9 @@ class Simulation:
     """One tracer over a whole plan: what exists before the steps and the state a previous step
     leaves (:meth:`begin`), then the phases, each with its own peak."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, checkpoint: bool = False):
         self.model = device_model(device)
-        self.tracer = MemoryTracer(self.model.round_to, self.model.byte_factor, self.model.node_bytes)
+        self.tracer = self.model.tracer(checkpoint)
         self.phases: list[Phase] = []
         self.baseline = 0
 
