@@ -215,7 +215,9 @@ def test_search_is_refused_up_front_with_one_line(little_memory, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("nasseg: error: demo: a search step (batch 4 at 64x64 on cpu)")
     assert "predicted to need" in err and "only 10.0 MB is free (MemAvailable)" in err
-    assert "supernet.checkpoint: true" in err and "--force" in err
+    assert "a smaller data.crop" in err and "--force" in err
+    # checkpointing does not lower the demo's peak on CPU (its heap churn), so it is not offered
+    assert "supernet.checkpoint" not in err
     assert not any(tmp_path.iterdir())
 
 

@@ -71,7 +71,11 @@ def way_out(report: FitReport) -> str:
     if report.largest_batch >= 1:
         ways.append(f"data.batch_size {report.largest_batch} or lower")
     ways.append("a smaller data.crop")
-    if report.checkpointed is not None:
+    if report.plan.peak_phase == "eigenvalue":
+        ways.append("a smaller hessian.batch_size (or hessian.every: 0)")
+    # checkpointing is named only where it lowers the peak: on CPU the heap churn of recomputation can
+    # cost more than the activations it frees in a small net
+    if report.checkpointed is not None and report.checkpointed.peak < report.plan.peak:
         verdict = "fits" if report.checkpointed.fits(report.available) else "still too much"
         ways.append(f"supernet.checkpoint: true (predicted {format_bytes(report.checkpointed.peak)}: {verdict})")
     ways.append("another device")

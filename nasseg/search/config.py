@@ -87,6 +87,7 @@ class HessianConfig:
     warm_start: Bool = True  # start Lanczos from the previous epoch's eigenvector
     method: Literal["exact", "forward", "central"] = "forward"  # Hessian-vector products (double backward or differences)
     epsilon: OpenUnit = 1e-4  # finite-difference step along the unit Lanczos vector (accuracy: docs/search.md)
+    blocks: Bool = False  # lattices: also the eigenvalue over the alphas alone and the betas alone (2 more Lanczos runs)
 
 
 @spec

@@ -203,19 +203,41 @@ class Search:
 
     def eigenvalue(self) -> float:
         """Dominant eigenvalue of the Hessian of the architecture (validation) loss w.r.t. all
-        alphas and betas, on a fixed batch of B, in train mode with BN statistics frozen."""
+        alphas and betas jointly, on a fixed batch of B, in train mode with BN statistics frozen."""
+        hessian = self.config.hessian
+        start = self.eigenvector if hessian.warm_start else None
+        value, vector, self.eigen_steps = self._top_eigenpair(self.model.arch_parameters(), start)
+        self.eigenvector = vector.detach().to("cpu", torch.float64)
+        return value
+
+    def block_eigenvalues(self) -> dict[str, float]:
+        """``hessian.blocks`` on a lattice: the dominant eigenvalues of the diagonal blocks of that
+        Hessian, over the cell alphas alone and over the network-level betas alone. Each Lanczos run
+        starts from its block of this epoch's joint eigenvector (no extra state to checkpoint)."""
+        if self.model.betas is None:
+            return {}
+        alphas = list(self.model.alphas.values())
+        n_alphas = sum(p.numel() for p in alphas)
+        joint = self.eigenvector
+        values = {}
+        for name, params, part in (("alphas", alphas, slice(0, n_alphas)),
+                                   ("betas", [self.model.betas], slice(n_alphas, None))):
+            start = joint[part] if joint is not None and self.config.hessian.warm_start else None
+            value, _, steps = self._top_eigenpair(params, start)
+            self.eigen_steps += steps
+            values[f"eigenvalue_{name}"] = value
+        return values
+
+    def _top_eigenpair(self, params: list[torch.Tensor], start: torch.Tensor | None) -> tuple[float, torch.Tensor, int]:
         x, y = self.hessian_batch
         generator = torch.Generator().manual_seed(self.seed)
         hessian = self.config.hessian
-        start = self.eigenvector if hessian.warm_start else None
         # fixed_structure: finite differences replay the ReLU pattern call by call, and a double
         # backward through checkpointed states fails (BN statistics restored in place)
         with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()), fixed_structure(self.model):
-            value, vector, self.eigen_steps = dominant_eigenvalue(
-                lambda: self.loss(self.model, x, y), self.model.arch_parameters(), iters=hessian.iters,
+            return dominant_eigenvalue(
+                lambda: self.loss(self.model, x, y), params, iters=hessian.iters,
                 tol=hessian.tol, generator=generator, start=start, method=hessian.method, epsilon=hessian.epsilon)
-        self.eigenvector = vector.detach().to("cpu", torch.float64)
-        return value
 
     def record_architecture(self, epoch: int) -> dict[str, float]:
         """Save alphas/betas and the decoded architecture of this epoch; return op shares."""
@@ -341,6 +363,8 @@ class Search:
             eigen_start = time.perf_counter()
             measure = config.hessian.every and epoch % config.hessian.every == 0 and row["arch_active"]
             row["eigenvalue"] = self.eigenvalue() if measure else None
+            if measure and config.hessian.blocks:
+                row.update(self.block_eigenvalues())
             row["eigen_seconds"] = time.perf_counter() - eigen_start if measure else 0.0
             row["eigen_steps"] = self.eigen_steps if measure else 0  # Hessian-vector products (Lanczos)
             row.update(self.record_architecture(epoch))

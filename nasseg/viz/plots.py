@@ -173,6 +173,11 @@ def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str 
     fig = figure(figsize=(7.5, 5.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(metrics["epoch"], metrics["eigenvalue"], marker="o", color="tab:red", label="eigenvalue")
+    for column, color, label in (("eigenvalue_alphas", "tab:orange", "alphas only"),
+                                 ("eigenvalue_betas", "tab:blue", "betas only")):
+        values = pd.to_numeric(metrics[column], errors="coerce") if column in metrics else None
+        if values is not None and values.notna().any():  # hessian.blocks on a lattice
+            top.plot(metrics["epoch"], values, marker=".", linestyle="--", color=color, label=label)
     top.set_ylabel("dominant eigenvalue of\n$\\nabla^2_\\alpha L_{val}$")
     for first, last, mean in paper_windows(run_dir) or []:
         top.hlines(mean, first - 0.3, last + 0.3, color="tab:purple", linewidth=3, alpha=0.7)
