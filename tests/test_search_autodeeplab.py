@@ -129,3 +129,20 @@ def test_autodeeplab_jobs_stop_on_the_joint_eigenvalue(name):
     assert config.hessian.every == 1 and config.hessian.blocks
     arch_epochs = config.epochs - config.arch.start_epoch
     assert arch_epochs >= 2 * config.early_stop.window + 2  # at least 3 checks
+
+
+def test_resumed_autodeeplab_search_records_the_same_block_eigenvalues(tmp_path):
+    """The block runs start from the joint eigenvector, which the checkpoint keeps: a search
+    interrupted after an epoch with eigenvalues and resumed records the same values."""
+    path = write_job(tmp_path, space=TINY_LATTICE, algorithm="autodeeplab", epochs=3, arch={"start_epoch": 1},
+                     hessian={"blocks": True})
+    config = load_job(path)
+    Search(config, 0, tmp_path / "a", progress=False).run_search()
+    assert Search(config, 0, tmp_path / "b", progress=False).run_search(max_epochs=2).status == "interrupted"
+    resumed = Search(config, 0, tmp_path / "b", progress=False)
+    resumed.resume()
+    resumed.run_search()
+    columns = ("epoch", "eigenvalue", "eigenvalue_alphas", "eigenvalue_betas", "eigen_steps", "val_loss")
+    a, b = ([{k: r[k] for k in columns} for r in csv.DictReader((tmp_path / run / "metrics.csv").open())]
+            for run in ("a", "b"))
+    assert a == b and a[2]["eigenvalue_betas"] != ""
