@@ -101,6 +101,7 @@ class Search:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.eigen_steps = 0
+        self.eigen_bound: float | None = None  # the Ritz residual ||H v - theta v|| of the last eigenvalue
         self.eigenvector: torch.Tensor | None = None  # the last one, to warm-start the next (CPU, float64)
         batch = config.hessian.batch_size or config.data.batch_size
         self.hessian_batch = tuple(t.to(self.device) for t in self.data.fixed_batch(batch))
@@ -206,7 +207,7 @@ class Search:
         alphas and betas jointly, on a fixed batch of B, in train mode with BN statistics frozen."""
         hessian = self.config.hessian
         start = self.eigenvector if hessian.warm_start else None
-        value, vector, self.eigen_steps = self._top_eigenpair(self.model.arch_parameters(), start)
+        value, vector, self.eigen_steps, self.eigen_bound = self._top_eigenpair(self.model.arch_parameters(), start)
         self.eigenvector = vector.detach().to("cpu", torch.float64)
         return value
 
@@ -223,12 +224,14 @@ class Search:
         for name, params, part in (("alphas", alphas, slice(0, n_alphas)),
                                    ("betas", [self.model.betas], slice(n_alphas, None))):
             start = joint[part] if joint is not None and self.config.hessian.warm_start else None
-            value, _, steps = self._top_eigenpair(params, start)
+            value, _, steps, _ = self._top_eigenpair(params, start)
             self.eigen_steps += steps
             values[f"eigenvalue_{name}"] = value
         return values
 
-    def _top_eigenpair(self, params: list[torch.Tensor], start: torch.Tensor | None) -> tuple[float, torch.Tensor, int]:
+    def _top_eigenpair(self, params: list[torch.Tensor],
+                       start: torch.Tensor | None) -> tuple[float, torch.Tensor, int, float]:
+        """(eigenvalue, eigenvector, Lanczos steps, Ritz residual bound) on the Hessian batch."""
         x, y = self.hessian_batch
         generator = torch.Generator().manual_seed(self.seed)
         hessian = self.config.hessian
@@ -237,7 +240,8 @@ class Search:
         with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()), fixed_structure(self.model):
             return dominant_eigenvalue(
                 lambda: self.loss(self.model, x, y), params, iters=hessian.iters,
-                tol=hessian.tol, generator=generator, start=start, method=hessian.method, epsilon=hessian.epsilon)
+                tol=hessian.tol, generator=generator, start=start, method=hessian.method, epsilon=hessian.epsilon,
+                with_residual=True)
 
     def record_architecture(self, epoch: int) -> dict[str, float]:
         """Save alphas/betas and the decoded architecture of this epoch; return op shares."""
@@ -367,6 +371,8 @@ class Search:
                 row.update(self.block_eigenvalues())
             row["eigen_seconds"] = time.perf_counter() - eigen_start if measure else 0.0
             row["eigen_steps"] = self.eigen_steps if measure else 0  # Hessian-vector products (Lanczos)
+            # an eigenvalue of the Hessian lies within eigen_bound of the recorded value (Ritz residual)
+            row["eigen_bound"] = self.eigen_bound if measure else None
             row.update(self.record_architecture(epoch))
             row["epoch_seconds"] = time.perf_counter() - start
             self.history.append(row)
