@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from nasseg.errors import NassegError
+from nasseg.search.rundir import METRIC_COLUMNS
 from nasseg.viz import plots
 from nasseg.viz.draw import PATH_CLASS
 from nasseg.shell.cli.report import add_report_parser
@@ -111,6 +112,24 @@ def test_darts_report_explains_the_stop(darts_report):
     assert f"{before / now:.3f} &lt; 0.75 (threshold)" in stop
     metrics = section(page, "metrics")
     assert metrics.count("<tr class='returned'>") == 1 and metrics.count("<tr class='stop'>") == 1
+
+
+def test_darts_report_shows_the_eigenvalue_error_bounds(darts_report, tmp_path):
+    """metrics.csv records the Ritz residual of every eigenvalue; the rule's trace table shows it, the
+    plot draws it as error bars; a run written before the column existed still reports ('–')."""
+    run, _, page = darts_report
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert (metrics["eigen_bound"] >= 0).all() and metrics["eigen_bound"].notna().all()
+    stop = section(page, "stop")
+    assert "<th>error bound</th>" in stop
+    first = metrics.iloc[0]
+    assert f"± {first['eigen_bound']:.2g} ({100 * first['eigen_bound'] / abs(first['eigenvalue']):.2g} %)" in stop
+    old = shutil.copytree(run, tmp_path / "seed0")
+    metrics.drop(columns=["eigen_bound"]).to_csv(old / "metrics.csv", index=False)
+    assert plots.load_metrics(old)["eigen_bound"].isna().all()
+    plots.plot_eigenvalue_and_ops(old, tmp_path / "eigen.png")
+    older = text_of(section(write_report(old, tmp_path / "old.html").read_text(), "stop"))
+    assert "error bound" in older and "–" in older
 
 
 # --- a tiny real lattice (Auto-DeepLab) search, as an experiment of two trials --------------------------
@@ -356,7 +375,7 @@ BROKEN_RUNS = {
                                   "alphas/epoch_001.json: no 'alphas_raw', 'betas_raw' in it"),
     "metrics.csv cut mid-row": (lambda run: replace(run / "metrics.csv", (run / "metrics.csv").read_text()
                                                     .split("\n")[4], "4,2.26,0.05,2.3,0.02"),
-                                "metrics.csv: line 5 has 5 fields, the header 16"),
+                                f"metrics.csv: line 5 has 5 fields, the header {len(METRIC_COLUMNS)}"),
     "a word in metrics.csv": (lambda run: replace(run / "metrics.csv", "\n2,", "\nthree,"),
                               "metrics.csv: row 2, column 'epoch': 'three' is not a number"),
     "metrics.csv without val_miou": (lambda run: replace(run / "metrics.csv", "val_miou", "miou"),

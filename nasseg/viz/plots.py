@@ -74,6 +74,9 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     metrics = RunDir(run_dir).read_metrics(METRIC_NUMBERS)
     if metrics.empty or metrics["epoch"].isna().any():
         raise NassegError(f"{path}: {'a row without an epoch number' if len(metrics) else 'no epochs recorded'}")
+    # the eigenvalue's error bound (Ritz residual): absent from runs written before it was recorded
+    metrics["eigen_bound"] = (pd.to_numeric(metrics["eigen_bound"], errors="coerce") if "eigen_bound" in metrics
+                              else float("nan"))
     return metrics
 
 
@@ -173,6 +176,10 @@ def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str 
     fig = figure(figsize=(7.5, 5.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(metrics["epoch"], metrics["eigenvalue"], marker="o", color="tab:red", label="eigenvalue")
+    bounded = metrics[metrics["eigen_bound"].notna() & metrics["eigenvalue"].notna()]
+    if len(bounded):  # an eigenvalue lies within the Ritz residual of each estimate
+        top.errorbar(bounded["epoch"], bounded["eigenvalue"], yerr=bounded["eigen_bound"], fmt="none",
+                     ecolor="tab:red", capsize=3, label="± Ritz residual (error bound)")
     for column, color, label in (("eigenvalue_alphas", "tab:orange", "alphas only"),
                                  ("eigenvalue_betas", "tab:blue", "betas only")):
         values = pd.to_numeric(metrics[column], errors="coerce") if column in metrics else None

@@ -5,6 +5,7 @@ into a folder the caller provides; :mod:`.render` turns the data into HTML."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,13 +172,25 @@ def _stop_numbers(run: Run) -> list[tuple[str, str]]:
             ("stop epoch", str(run.result["epochs_run"])), ("returned epoch", str(run.result["arch_epoch"]))]
 
 
+def eigen_bound_text(metrics: Any, epoch: int, value: float) -> str:
+    """The recorded error bound of an epoch's eigenvalue (the Ritz residual r: an eigenvalue of the
+    Hessian lies within r of the value), absolute and relative; '–' for runs that did not record it."""
+    rows = metrics[metrics["epoch"] == epoch]
+    bound = float(rows["eigen_bound"].iloc[-1]) if "eigen_bound" in rows and len(rows) else float("nan")
+    if not math.isfinite(bound):
+        return "–"
+    return f"± {bound:.2g}" + (f" ({100 * bound / abs(value):.2g} %)" if value else "")
+
+
 def _stop(run: Run) -> dict[str, Any]:
     trace = stop_trace(run)
+    rows = [(epoch, value, eigen_bound_text(run.metrics, epoch, value), decision, why)
+            for epoch, value, decision, why in trace]
     events = [(ev.get("time", ""), ev.get("event", ""),
                json.dumps({k: v for k, v in ev.items() if k not in ("time", "event")})) for ev in run.events]
     return {"rule": describe_rule(run.rule), "last_check": trace[-1][3] if trace else "",
             "numbers": _stop_numbers(run),
-            "trace": Table(("epoch", "eigenvalue", "decision", "why"), trace, left=(2, 3),
+            "trace": Table(("epoch", "eigenvalue", "error bound", "decision", "why"), rows, left=(3, 4),
                            classes=[t[2] for t in trace]) if trace else None,
             "events": Table(("time", "event", "details"), events, left=(0, 1, 2)) if events else None}
 
@@ -198,7 +211,8 @@ def _curves(run: Run, space: Any, folder: Path) -> list[Picture]:
     items: list[tuple[str, str, Callable[[Path, Path], Path]]] = [
         ("training", "Train/val loss and mIoU per epoch (grey: weights-only warm-up; dashed: stop epoch, "
                      "dotted: returned epoch).", plots.plot_training_curves),
-        ("eigenvalue", f"Dominant Hessian eigenvalue of the architecture loss per epoch{windows} and the share of "
+        ("eigenvalue", f"Dominant Hessian eigenvalue of the architecture loss per epoch (error bars: the Lanczos "
+                       f"Ritz residual, an eigenvalue lies within it){windows} and the share of "
                        f"skip / parameter-free ops among the kept edges of the normal cell.{unmeasured}",
          plots.plot_eigenvalue_and_ops)]
     for kind in space.cell_types if space else ("normal",):
@@ -423,4 +437,4 @@ def collect_experiment(path: Path, runs: Sequence[Run], reports: Sequence[Path],
 
 
 __all__ = ["SECTIONS", "Picture", "Table", "RunPage", "collect_run", "collect_experiment", "describe_rule",
-           "stop_trace", "network_size", "genotype_summary", "trial_row", "retrain_hint"]
+           "stop_trace", "eigen_bound_text", "network_size", "genotype_summary", "trial_row", "retrain_hint"]
