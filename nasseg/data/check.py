@@ -35,10 +35,8 @@ class SplitReport:
         """Count one decoded item (either part may be None when unreadable)."""
         if image is not None:
             size = image.shape[:2]
-            self.min_size = size if self.min_size is None else (
-                min(self.min_size[0], size[0]), min(self.min_size[1], size[1]))
-            self.max_size = size if self.max_size is None else (
-                max(self.max_size[0], size[0]), max(self.max_size[1], size[1]))
+            self.min_size = size if self.min_size is None else tuple(map(min, self.min_size, size))
+            self.max_size = size if self.max_size is None else tuple(map(max, self.max_size, size))
         if label is not None:
             n = len(self.class_pixels)
             counts = np.bincount(label[(label >= 0) & (label < n)], minlength=n)
@@ -57,19 +55,15 @@ class CheckReport:
         return [p for s in self.splits for p in s.problems]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.spec, "classes": list(self.info.classes),
-            "ignore_index": self.info.ignore_index, "problem_count": len(self.problems),
-            "splits": [{"split": s.split, "items": s.items, "problems": s.problems,
-                        "class_pixels": dict(zip(self.info.classes, s.class_pixels)),
-                        "ignore_pixels": s.ignore_pixels,
-                        "min_size": list(s.min_size) if s.min_size else None,
-                        "max_size": list(s.max_size) if s.max_size else None}
-                       for s in self.splits]}
+        return {"dataset": self.spec, "classes": list(self.info.classes), "ignore_index": self.info.ignore_index,
+                "problem_count": len(self.problems),
+                "splits": [{"split": s.split, "items": s.items, "problems": s.problems,
+                            "class_pixels": dict(zip(self.info.classes, s.class_pixels)),
+                            "ignore_pixels": s.ignore_pixels, "min_size": list(s.min_size) if s.min_size else None,
+                            "max_size": list(s.max_size) if s.max_size else None} for s in self.splits]}
 
 
-def check_dataset(spec: str, splits: Sequence[str] | None = None,
-                  progress: bool = True) -> CheckReport:
+def check_dataset(spec: str, splits: Sequence[str] | None = None, progress: bool = True) -> CheckReport:
     """Scan ``splits`` (default: every split on disk) of ``spec``, collecting every problem.
 
     A bad spec, missing folder or unknown split name raises NassegError (nothing to check);
@@ -78,9 +72,8 @@ def check_dataset(spec: str, splits: Sequence[str] | None = None,
     source = open_source(spec)
     names = list(splits) if splits else list(source.present_splits())
     if not names:
-        raise NassegError(f"{source.spec}: no splits found under {source.root} "
-                          f"(expected {', '.join(source.info.splits) or 'some'}; "
-                          f"{source.entry.description})")
+        raise NassegError(f"{source.spec}: no splits found under {source.root} (expected "
+                          f"{', '.join(source.info.splits) or 'some'}; {source.entry.description})")
     for name in names:
         source.require_split(name)
     return CheckReport(source.spec, source.info, [_check_split(source, s, progress) for s in names])
@@ -98,8 +91,7 @@ def _check_split(source: DataSource, split: str, progress: bool) -> SplitReport:
         report.problems.append(str(e))
         return report
     report.items = len(dataset)
-    for i in tqdm(range(len(dataset)), desc=f"checking {split}", unit="item", leave=False,
-                  disable=not progress):
+    for i in tqdm(range(len(dataset)), desc=f"checking {split}", unit="item", leave=False, disable=not progress):
         image, label, problems = dataset.inspect(i)
         report.problems += problems
         report.add(image, label, source.info.ignore_index)
@@ -109,24 +101,21 @@ def _check_split(source: DataSource, split: str, progress: bool) -> SplitReport:
 def format_check(report: CheckReport) -> str:
     """Problems first, one per line, then per split: items, sizes, class pixel shares; summary."""
     info = report.info
-    lines = [*report.problems,
-             f"{report.spec}: {info.num_classes} classes, ignore {info.ignore_index}"]
+    lines = [*report.problems, f"{report.spec}: {info.num_classes} classes, ignore {info.ignore_index}"]
     for s in report.splits:
-        sizes = (f"image sizes {s.min_size[0]}x{s.min_size[1]} .. {s.max_size[0]}x{s.max_size[1]} "
-                 "(HxW)" if s.min_size and s.max_size else "no readable images")
+        sizes = (f"image sizes {s.min_size[0]}x{s.min_size[1]} .. {s.max_size[0]}x{s.max_size[1]} (HxW)"
+                 if s.min_size and s.max_size else "no readable images")
         lines.append(f"{s.split}: {s.items} items, {sizes}, {len(s.problems)} problems")
         total = sum(s.class_pixels) + s.ignore_pixels
         if total:
-            shares = [f"{name} {100 * n / total:.1f}%"
-                      for name, n in zip(info.classes, s.class_pixels)]
-            shares.append(f"(ignore {100 * s.ignore_pixels / total:.1f}%)")
-            lines += _wrap("  pixels: ", shares)
+            shares = [f"{name} {100 * n / total:.1f}%" for name, n in zip(info.classes, s.class_pixels)]
+            lines += _wrap("  pixels: ", [*shares, f"(ignore {100 * s.ignore_pixels / total:.1f}%)"])
             absent = [name for name, n in zip(info.classes, s.class_pixels) if n == 0]
             if absent:
                 lines += _wrap("  no pixels: ", absent)
     count = len(report.splits)
-    lines.append(f"summary: {count} split{'s' * (count != 1)}, "
-                 f"{sum(s.items for s in report.splits)} items, {len(report.problems)} problems")
+    lines.append(f"summary: {count} split{'s' * (count != 1)}, {sum(s.items for s in report.splits)} items, "
+                 f"{len(report.problems)} problems")
     return "\n".join(lines)
 
 

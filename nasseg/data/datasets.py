@@ -60,17 +60,10 @@ Pair = tuple[Path, Path]  # (image, label)
 def generated_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     """``n`` distinct colours by the PASCAL VOC bit-interleaving rule, so any class count gets a
     deterministic palette (its first 21 entries are the VOC palette)."""
-    colours = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= (c & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colours.append((r, g, b))
-    return tuple(colours)
+    def channel(i: int, k: int) -> int:  # bits k, k + 3, k + 6, ... of i, the first one the highest
+        return sum(((i >> (3 * j + k)) & 1) << (7 - j) for j in range(8))
+
+    return tuple((channel(i, 0), channel(i, 1), channel(i, 2)) for i in range(n))
 
 
 CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
@@ -92,8 +85,8 @@ class PairList:
 
     def add(self, pair: Pair, where: str) -> None:
         """Keep ``pair`` if both files exist, else record each missing one (listed at ``where``)."""
-        missing = [f"{p}: {kind} not found (listed in {where})"
-                   for kind, p in zip(("image", "label"), pair) if not p.is_file()]
+        missing = [f"{p}: {kind} not found (listed in {where})" for kind, p in zip(("image", "label"), pair)
+                   if not p.is_file()]
         self.problems += missing
         if not missing:
             self.pairs.append(pair)
@@ -115,13 +108,11 @@ def read_pair_list(root: str | Path, list_file: str | Path) -> PairList:
         raise NassegError(f"{path}: list file not found")
     found = PairList(path)
     for n, line in enumerate(read_text(path, "list file ('<image> <label>' lines)").splitlines(), start=1):
-        if not line.strip():
-            continue
         fields = line.split()
-        if len(fields) != 2:
+        if len(fields) == 2:
+            found.add((root / fields[0], root / fields[1]), f"{path}:{n}")
+        elif fields:
             found.problems.append(f"{path}:{n}: expected '<image> <label>', got {line!r}")
-            continue
-        found.add((root / fields[0], root / fields[1]), f"{path}:{n}")
     return found
 
 
@@ -140,36 +131,25 @@ class PairDataset(Dataset):
     def __init__(self, pairs: Sequence[Pair], num_classes: int, ignore_index: int = 255,
                  label_map: LabelMap | None = None, transform: Transform | None = None, *,
                  void_value: int | None = None, classes: Sequence[str] | None = None,
-                 palette: Sequence[tuple[int, int, int]] | None = None, seed: int = 0,
-                 source: str | Path = "dataset"):
-        self.source = source
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.label_map = label_map
-        self.void_value = void_value
+                 palette: Sequence[tuple[int, int, int]] | None = None, seed: int = 0, source: str | Path = "dataset"):
+        self.source, self.num_classes, self.ignore_index = source, num_classes, ignore_index
+        self.label_map, self.void_value = label_map, void_value
+        self.seed, self.epoch = seed, 0
         self.transform = transform if transform is not None else eval_transform()
         self.classes = tuple(classes) if classes is not None else None
-        self.palette = (tuple(map(tuple, palette)) if palette is not None
-                        else generated_palette(num_classes))
-        self.seed = seed
-        self.epoch = 0
+        self.palette = tuple(map(tuple, palette)) if palette is not None else generated_palette(num_classes)
         if self.classes is not None and len(self.classes) != num_classes:
-            raise NassegError(f"{source}: {len(self.classes)} class names given "
-                              f"for num_classes={num_classes}")
+            raise NassegError(f"{source}: {len(self.classes)} class names given for num_classes={num_classes}")
         if len(self.palette) != num_classes:
-            raise NassegError(f"{source}: palette has {len(self.palette)} colours "
-                              f"for num_classes={num_classes}")
+            raise NassegError(f"{source}: palette has {len(self.palette)} colours for num_classes={num_classes}")
         if isinstance(label_map, Mapping):
-            bad = {k: v for k, v in label_map.items() if not self._valid_id(v)}
+            bad = {k: v for k, v in label_map.items() if not (0 <= v < num_classes or v == ignore_index)}
             if bad:
-                raise NassegError(f"{source}: label_map sends {bad} outside "
-                                  f"0..{num_classes - 1} and ignore {ignore_index}")
+                raise NassegError(f"{source}: label_map sends {bad} outside 0..{num_classes - 1} and ignore "
+                                  f"{ignore_index}")
         self.items = [(Path(image), Path(label)) for image, label in pairs]
         if not self.items:
             raise NassegError(f"{source}: empty split, no image/label pairs")
-
-    def _valid_id(self, value: int) -> bool:
-        return 0 <= value < self.num_classes or value == self.ignore_index
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (same epoch -> same samples)."""
@@ -198,15 +178,13 @@ class PairDataset(Dataset):
 
     def read_raw_label(self, index: int) -> np.ndarray:
         """The label file of item ``index`` as stored (before mapping); must be single-channel."""
-        label_path = self.items[index][1]
-        with _open(label_path, "label") as lb:
+        with _open(self.items[index][1], "label") as lb:
             if lb.mode not in LABEL_MODES:
-                raise NassegError(f"{label_path}: label must be single-channel "
+                raise NassegError(f"{self.items[index][1]}: label must be single-channel "
                                   f"(mode {', '.join(LABEL_MODES)}), got mode {lb.mode}")
             return np.asarray(lb)
 
     def check_size(self, index: int, image: np.ndarray, raw: np.ndarray) -> None:
-        """Image and label must cover the same pixels."""
         if raw.shape != image.shape[:2]:
             image_path, label_path = self.items[index]
             raise NassegError(f"{label_path}: label is {raw.shape[0]}x{raw.shape[1]} (HxW) but "
@@ -240,11 +218,8 @@ class PairDataset(Dataset):
         return label
 
     def inspect(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-        """Decode item ``index`` reporting every problem instead of the first.
-
-        Returns the image (None if unreadable), the mapped label (None if unreadable or holding
-        values outside the classes) and the problems, one line each.
-        """
+        """Decode item ``index`` reporting every problem instead of the first: the image (None if unreadable), the
+        mapped label (None if unreadable or holding values outside the classes) and the problems, one line each."""
         problems: list[str] = []
 
         def attempt(step: Callable[..., Any], *args: Any) -> Any:
@@ -272,19 +247,9 @@ class ListFileDataset(PairDataset):
     construction; other arguments as :class:`PairDataset`.
     """
 
-    def __init__(self, root: str | Path, list_file: str | Path, num_classes: int,
-                 ignore_index: int = 255, label_map: LabelMap | None = None,
-                 transform: Transform | None = None, *, void_value: int | None = None,
-                 classes: Sequence[str] | None = None,
-                 palette: Sequence[tuple[int, int, int]] | None = None, seed: int = 0):
-        self.root = Path(root)
-        self.list_file = self.root / list_file
-        pairs = read_pair_list(self.root, list_file).require()
-        if not pairs:
-            raise NassegError(f"{self.list_file}: empty split, no '<image> <label>' lines")
-        super().__init__(pairs, num_classes, ignore_index, label_map, transform,
-                         void_value=void_value, classes=classes, palette=palette, seed=seed,
-                         source=self.list_file)
+    def __init__(self, root: str | Path, list_file: str | Path, num_classes: int, *args: Any, **kwargs: Any):
+        found = read_pair_list(root, list_file)
+        super().__init__(found.require(), num_classes, *args, source=found.source, **kwargs)
 
 
 def _open(path: Path, kind: str) -> Image.Image:
@@ -316,17 +281,15 @@ def _open(path: Path, kind: str) -> Image.Image:
 
 def _too_large(path: Path, kind: str, pixels: int, shape: str) -> NassegError:
     """The refusal of an image over MAX_IMAGE_PIXELS (``shape``: 'WxH = ' when known)."""
-    return NassegError(f"{path}: {kind} of {shape}{pixels:,} pixels, over nasseg's limit of "
-                       f"{MAX_IMAGE_PIXELS:,}; not decoded (a decompression bomb? for real images this "
-                       "large raise nasseg.data.datasets.MAX_IMAGE_PIXELS)")
+    return NassegError(f"{path}: {kind} of {shape}{pixels:,} pixels, over nasseg's limit of {MAX_IMAGE_PIXELS:,}; "
+                       "not decoded (a decompression bomb? for real images this large raise "
+                       "nasseg.data.datasets.MAX_IMAGE_PIXELS)")
 
 
-def camvid(root: str | Path, split: str, transform: Transform | None = None,
-           seed: int = 0) -> ListFileDataset:
+def camvid(root: str | Path, split: str, transform: Transform | None = None, seed: int = 0) -> ListFileDataset:
     """CamVid (11 classes, SegNet layout): ``<root>/<split>.txt``; void 11 becomes 255."""
-    return ListFileDataset(root, f"{split}.txt", len(CAMVID_CLASSES), CAMVID_IGNORE,
-                           transform=transform, void_value=CAMVID_VOID,
-                           classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, seed=seed)
+    return ListFileDataset(root, f"{split}.txt", len(CAMVID_CLASSES), CAMVID_IGNORE, transform=transform,
+                           void_value=CAMVID_VOID, classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, seed=seed)
 
 
 def demo_camvid(split: str, transform: Transform | None = None, seed: int = 0) -> ListFileDataset:

@@ -74,9 +74,8 @@ def _camvid_present(root: Path) -> tuple[str, ...]:
     return tuple(s for s in ("train", "val", "test") if (root / f"{s}.txt").is_file())
 
 
-_CAMVID = dict(scan=_camvid_scan, present=_camvid_present, classes=CAMVID_CLASSES,
-               palette=CAMVID_PALETTE, splits=("train", "val", "test"),
-               ignore_index=CAMVID_IGNORE, void_value=CAMVID_VOID)
+_CAMVID = dict(scan=_camvid_scan, present=_camvid_present, classes=CAMVID_CLASSES, palette=CAMVID_PALETTE,
+               splits=("train", "val", "test"), ignore_index=CAMVID_IGNORE, void_value=CAMVID_VOID)
 
 _BUILTIN: dict[str, DatasetLayout] = {
     "cityscapes": DatasetLayout(
@@ -90,16 +89,13 @@ _BUILTIN: dict[str, DatasetLayout] = {
         "ADE20K SceneParsing (ADEChallengeData2016), 150 classes, raw 0 ('other') ignored",
         src.scan_ade20k, src.ade20k_splits, src.ADE20K_CLASSES, src.ADE20K_PALETTE,
         tuple(src.ADE20K_SPLITS), label_map=src.ade20k_label_map),
-    "camvid": DatasetLayout("CamVid, 11 classes (SegNet layout: <split>.txt lists, void 11 ignored)",
-                     **_CAMVID),
-    "camvid_demo": DatasetLayout("bundled CamVid subset: 48 train / 16 val images at 240x180",
-                          **_CAMVID, bundled_root=DEMO_ROOT),
+    "camvid": DatasetLayout("CamVid, 11 classes (SegNet layout: <split>.txt lists, void 11 ignored)", **_CAMVID),
+    "camvid_demo": DatasetLayout("bundled CamVid subset: 48 train / 16 val images at 240x180", **_CAMVID,
+                                 bundled_root=DEMO_ROOT),
     "folder": DatasetLayout("images/<split>/* + labels/<split>/*.png matched by name, dataset.yaml",
-                     src.scan_folder, src.folder_splits),
-    "list": DatasetLayout("<split>.txt files of '<image> <label>' lines, dataset.yaml",
-                   src.scan_list, src.list_splits),
+                            src.scan_folder, src.folder_splits),
+    "list": DatasetLayout("<split>.txt files of '<image> <label>' lines, dataset.yaml", src.scan_list, src.list_splits),
 }
-
 
 DATASETS: Registry[DatasetLayout] = Registry("dataset")
 
@@ -114,7 +110,6 @@ for _name, _layout in _BUILTIN.items():
 
 
 def available_datasets() -> list[str]:
-    """Registered dataset names, in registry order."""
     return list(DATASETS)
 
 
@@ -131,14 +126,10 @@ def _lookup(text: str) -> tuple[str, str]:
 
 def parse_data_spec(text: str) -> tuple[str, Path | None]:
     """``"camvid:data/camvid"`` -> ``("camvid", Path("data/camvid"))``; bundled -> ``(name, None)``.
-
-    Unknown names get a did-you-mean and the list; a missing (or, for bundled data, a superfluous)
-    path is an error too.
-    """
+    Unknown names get a did-you-mean and the list; a missing (or, for bundled data, a superfluous) path is an error."""
     name, path = _lookup(text)
     if DATASETS[name].needs_path and not path:
-        raise NassegError(f"dataset {name} needs a path: expected DATASET:PATH, "
-                          f"e.g. {name}:/data/{name}")
+        raise NassegError(f"dataset {name} needs a path: expected DATASET:PATH, e.g. {name}:/data/{name}")
     if not DATASETS[name].needs_path and path:
         raise NassegError(f"dataset {name} is bundled with nasseg and takes no path; use '{name}'")
     return name, Path(path).expanduser() if path else None
@@ -207,19 +198,18 @@ class DataSource:
     def dataset(self, pairs: list[Pair], source: str | Path, transform: Transform | None = None,
                 seed: int = 0) -> PairDataset:
         info, entry = self.info, self.entry
-        return PairDataset(pairs, info.num_classes, info.ignore_index, entry.label_map, transform,
-                           void_value=entry.void_value, classes=info.classes,
-                           palette=info.palette, seed=seed, source=source)
+        return PairDataset(pairs, info.num_classes, info.ignore_index, entry.label_map, transform, seed=seed,
+                           void_value=entry.void_value, classes=info.classes, palette=info.palette, source=source)
 
 
 def _info(name: str, entry: DatasetLayout, root: Path | None) -> DatasetInfo:
     if entry.classes:
-        return DatasetInfo(name, entry.classes, entry.ignore_index, entry.palette, entry.splits,
-                           entry.needs_path, entry.description)
+        return DatasetInfo(name, entry.classes, entry.ignore_index, entry.palette, entry.splits, entry.needs_path,
+                           entry.description)
     assert root is not None, "folder/list datasets always come with a path"
     meta = src.read_dataset_yaml(root)
-    return DatasetInfo(name, meta.classes, meta.ignore_index, meta.palette, entry.present(root),
-                       True, entry.description)
+    return DatasetInfo(name, meta.classes, meta.ignore_index, meta.palette, entry.present(root), True,
+                       entry.description)
 
 
 def open_source(spec: str) -> DataSource:
@@ -242,8 +232,7 @@ def dataset_info(name_or_spec: str) -> DatasetInfo:
     return open_source(name_or_spec).info
 
 
-def build_dataset(spec: str, split: str, transform: Transform | None = None,
-                  seed: int = 0) -> PairDataset:
+def build_dataset(spec: str, split: str, transform: Transform | None = None, seed: int = 0) -> PairDataset:
     """The ``split`` of the dataset ``spec`` names; the first missing/unmatched file fails here."""
     source = open_source(spec)
     found = source.scan(split)

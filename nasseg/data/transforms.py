@@ -28,6 +28,7 @@ Transform = Callable[[np.ndarray, np.ndarray, random.Random], Sample]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_MEAN_U8 = tuple(round(255 * m) for m in IMAGENET_MEAN)  # padding that normalises to ~0
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB -> grey (ITU-R BT.601)
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, height: int, width: int) -> Sample:
@@ -41,8 +42,6 @@ def resize_pair(image: np.ndarray, label: np.ndarray, height: int, width: int) -
 
 
 class Compose:
-    """Apply transforms in order, passing the same generator along."""
-
     def __init__(self, transforms: Sequence[Transform]):
         self.transforms = list(transforms)
 
@@ -53,8 +52,6 @@ class Compose:
 
 
 class Resize:
-    """Resize to a fixed ``height`` x ``width``."""
-
     def __init__(self, height: int, width: int):
         self.height, self.width = height, width
 
@@ -93,21 +90,17 @@ class RandomCrop:
         h, w = label.shape
         ph, pw = max(self.height, h), max(self.width, w)
         if (ph, pw) != (h, w):
-            padded = np.empty((ph, pw, 3), np.uint8)
-            padded[:] = self.fill
+            padded = np.full((ph, pw, 3), self.fill, np.uint8)
             padded[:h, :w] = image
             padded_label = np.full((ph, pw), self.ignore_index, label.dtype)
             padded_label[:h, :w] = label
             image, label = padded, padded_label
-        top = rng.randint(0, ph - self.height)
-        left = rng.randint(0, pw - self.width)
+        top, left = rng.randint(0, ph - self.height), rng.randint(0, pw - self.width)
         box = (slice(top, top + self.height), slice(left, left + self.width))
         return image[box], label[box]
 
 
 class RandomHorizontalFlip:
-    """Mirror left-right with probability ``p``."""
-
     def __init__(self, p: float = 0.5):
         self.p = p
 
@@ -131,12 +124,10 @@ class ColorJitter:
             return rng.uniform(max(0.0, 1 - x), 1 + x)
 
         img = image.astype(np.float32) * factor(self.brightness)
-        gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
         c = factor(self.contrast)
-        img = c * img + (1 - c) * gray.mean()
-        gray = img @ np.array([0.299, 0.587, 0.114], np.float32)
+        img = c * img + (1 - c) * (img @ LUMA).mean()
         s = factor(self.saturation)
-        img = s * img + (1 - s) * gray[..., None]
+        img = s * img + (1 - s) * (img @ LUMA)[..., None]
         return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
 
 
@@ -144,19 +135,18 @@ class Normalize:
     """``(image / 255 - mean) / std`` as float32; must be the last transform."""
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean = np.asarray(mean, np.float32)
-        self.std = np.asarray(std, np.float32)
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: random.Random) -> Sample:
         return (image.astype(np.float32) / 255 - self.mean) / self.std, label
 
 
-def train_transform(crop: int | tuple[int, int], scale: tuple[float, float] = (0.5, 2.0),
-                    flip: bool = True, color_jitter: float = 0.0,
-                    ignore_index: int = 255) -> Compose:
-    """Standard segmentation augmentation: random scale, crop, flip, (jitter), normalise."""
+def train_transform(crop: int | tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), flip: bool = True,
+                    color_jitter: float = 0.0, ignore_index: int = 255, size: tuple[int, int] | None = None) -> Compose:
+    """Standard segmentation augmentation: (resize to ``size``), random scale, crop, flip, (jitter), normalise."""
     ch, cw = (crop, crop) if isinstance(crop, int) else crop
-    steps: list[Transform] = [RandomScale(*scale), RandomCrop(ch, cw, ignore_index)]
+    steps: list[Transform] = [Resize(*size)] if size else []
+    steps += [RandomScale(*scale), RandomCrop(ch, cw, ignore_index)]
     if flip:
         steps.append(RandomHorizontalFlip())
     if color_jitter > 0:
