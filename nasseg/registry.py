@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from .config.schema import did_you_mean
+from .config.schema import did_you_mean, validate_keywords
 from .errors import NassegError
 
 T = TypeVar("T")
@@ -90,6 +90,19 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+class KeywordEntry:
+    """An entry whose ``build`` takes ``skip`` positional arguments, then the keywords a file may set."""
+
+    skip = 0
+
+    def params(self) -> list[str]:
+        return list(inspect.signature(self.build).parameters)[self.skip:]
+
+    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
+        """``params`` validated against the keyword parameters (names, types, ranges)."""
+        return validate_keywords(self.build, params, skip=self.skip, file=file, key=key)
 
 
 def _first_line(obj: Any) -> str:

@@ -116,6 +116,20 @@ def decode_path(network_graph: nx.DiGraph, transition_weights: Mapping[tuple[Nod
     return path[::-1]
 
 
+def _lattice_path(space: SearchSpace, betas: Weights | None) -> tuple[int, ...] | None:
+    """The decoded path of a lattice from its raw betas (needed when it has transition choices); None for a chain."""
+    if space.network.type != "lattice":
+        if betas is not None:
+            raise NassegError(f"space {space.name!r} is a chain; it has no betas")
+        return None
+    groups = beta_groups(space.network_graph)
+    if betas is None and groups:
+        raise NassegError(f"space {space.name!r} is a lattice with transition choices; "
+                          "betas are needed to decode its path")
+    weights = log_transition_weights(groups, betas) if groups else {}
+    return tuple(decode_path(space.network_graph, weights, log_space=True))
+
+
 def _op_keys(space: SearchSpace) -> dict[str, str]:
     return {op.name: op.op for op in space.ops}
 
@@ -127,11 +141,7 @@ def decode(supernet, name: str | None = None, meta: Mapping | None = None) -> Ar
     with torch.no_grad():
         cells = {cell_type: decode_cell(space.cell_graph, supernet.edge_weights(cell_type), _op_keys(space))
                  for cell_type in space.cell_types}
-        path = None
-        if space.network.type == "lattice":
-            weights = {} if supernet.betas is None else \
-                log_transition_weights(supernet.beta_groups, supernet.betas)
-            path = tuple(decode_path(supernet.graph, weights, log_space=True))
+        path = _lattice_path(space, supernet.betas)
     return ArchSpec(name or f"{space.name}_decoded", cells, path, space.name, dict(meta or {}))
 
 
@@ -160,18 +170,8 @@ def decode_from_arrays(space: SearchSpace | str | Path, alphas: Mapping[str, Wei
         chunks = np.split(values, np.cumsum(sizes)[:-1])
         weights = [np.exp(c - c.max()) / np.exp(c - c.max()).sum() for c in chunks]
         cells[cell_type] = decode_cell(graph, weights, _op_keys(space))
-
-    path = None
-    groups = beta_groups(space.network_graph)
-    if space.network.type == "lattice":
-        if betas is None and groups:
-            raise NassegError(f"space {space.name!r} is a lattice with transition choices; "
-                              "betas are needed to decode its path")
-        weights = log_transition_weights(groups, betas) if groups else {}
-        path = tuple(decode_path(space.network_graph, weights, log_space=True))
-    elif betas is not None:
-        raise NassegError(f"space {space.name!r} is a chain; it has no betas")
-    return ArchSpec(name or f"{space.name}_decoded", cells, path, space.name, dict(meta or {}))
+    return ArchSpec(name or f"{space.name}_decoded", cells, _lattice_path(space, betas), space.name,
+                    dict(meta or {}))
 
 
 __all__ = ["decode", "decode_from_arrays", "decode_cell", "decode_path", "log_transition_weights"]

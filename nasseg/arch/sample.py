@@ -25,6 +25,7 @@ stable; the transformations of ``Generator`` methods may change between releases
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from typing import Any, Mapping, Sequence
@@ -61,12 +62,7 @@ def draw_below(n: int, rng: np.random.Generator) -> int:
 
 def _pick(weights: Sequence[int], rng: np.random.Generator) -> int:
     """An index drawn with probability weights[i] / sum(weights), from one exact integer draw."""
-    draw = draw_below(sum(weights), rng)
-    for index, weight in enumerate(weights):
-        draw -= weight
-        if draw < 0:
-            return index
-    raise AssertionError("unreachable: the draw is below the total weight")
+    return bisect.bisect_right(list(itertools.accumulate(weights)), draw_below(sum(weights), rng))
 
 
 def node_choices(cell_graph: nx.DiGraph, node: int) -> list[tuple[tuple[int, ...], list[tuple[str, ...]]]]:
@@ -99,11 +95,8 @@ def sample_cell(cell_graph: nx.DiGraph, rng: Rng, op_keys: Mapping[str, str] | N
     for node in _intermediate(cell_graph):
         choices = node_choices(cell_graph, node)
         subset, edge_ops = choices[_pick([math.prod(len(ops) for ops in e) for _, e in choices], rng)]
-        kept = []
-        for source, ops in zip(subset, edge_ops):
-            op = ops[draw_below(len(ops), rng)]
-            kept.append((op_keys.get(op, op), source))
-        nodes[node] = tuple(kept)
+        kept = [(ops[draw_below(len(ops), rng)], source) for source, ops in zip(subset, edge_ops)]
+        nodes[node] = tuple((op_keys.get(op, op), source) for op, source in kept)
     return CellGenotype(inputs, nodes, tuple(cell_graph.graph["outputs"]))
 
 

@@ -7,9 +7,9 @@ size (segmentation) and summed over the final states (the Auto-DeepLab multi-hea
 
 from __future__ import annotations
 
-import inspect
+import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,9 @@ from torch import nn
 
 from pydantic import Field
 
-from ..config import validate_keywords
 from ..config.types import Channels, PositiveFloat, PositiveInt
 from ..layers import ConvBNReLU
-from ..registry import Registry
+from ..registry import KeywordEntry, Registry
 
 MAX_STEM_STRIDE = 4  # per stem conv; the published stems use 1 and 2
 MAX_RATE = 4096  # an atrous rate at stride 1 (Auto-DeepLab's search head: 96; DeepLabV3 at stride 16: 288)
@@ -30,31 +29,20 @@ Rates = Annotated[tuple[Annotated[PositiveFloat, Field(le=MAX_RATE)], ...], Fiel
 
 
 @dataclass(frozen=True)
-class StemDef:
+class StemDef(KeywordEntry):
     name: str
     build: Callable[..., nn.Module]  # (**params) -> module
     shape: Callable[..., tuple[int, int]]  # (**params) -> (out_channels, stride)
     doc: str
 
-    def params(self) -> list[str]:
-        return list(inspect.signature(self.build).parameters)
-
-    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
-        return validate_keywords(self.build, params, file=file, key=key)
-
 
 @dataclass(frozen=True)
-class HeadDef:
+class HeadDef(KeywordEntry):
     name: str
     build: Callable[..., nn.Module]  # (in_channels, stride, classes, **params) -> module
     segmentation: bool  # output is a dense map upsampled to the input size
     doc: str
-
-    def params(self) -> list[str]:
-        return list(inspect.signature(self.build).parameters)[3:]
-
-    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
-        return validate_keywords(self.build, params, skip=3, file=file, key=key)
+    skip = 3
 
 
 STEMS: Registry[StemDef] = Registry("stem")
@@ -82,7 +70,7 @@ def _three_conv_stem(channels: Widths = (64, 64, 128), strides: Strides = (2, 1,
 def _three_conv_shape(channels: Sequence[int] = (64, 64, 128), strides: Sequence[int] = (2, 1, 2)) -> tuple[int, int]:
     if len(channels) != len(strides):
         raise ValueError(f"channels and strides need the same length, got {len(channels)} and {len(strides)}")
-    return channels[-1], int(torch.tensor(list(strides)).prod())
+    return channels[-1], math.prod(strides)
 
 
 STEMS.register("three_conv", StemDef("three_conv", _three_conv_stem, _three_conv_shape,

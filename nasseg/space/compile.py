@@ -34,19 +34,14 @@ def build_cell_graph(space: SearchSpace) -> nx.DiGraph:
     cell = space.cell
     graph = nx.DiGraph(outputs=cell.outputs, combine=cell.combine, decode_k=cell.decode_k,
                        decode_exclude=cell.decode_exclude)
-    for node in range(cell.inputs):
-        graph.add_node(node, role="input")
-    for node in cell.intermediate:
-        graph.add_node(node, role="intermediate")
+    graph.add_nodes_from(range(cell.inputs), role="input")
+    graph.add_nodes_from(cell.intermediate, role="intermediate")
     for index, edge in enumerate(sorted(cell.edges, key=lambda e: (e.target, e.source))):
         graph.add_edge(edge.source, edge.target, ops=edge.ops, index=index)
 
     file = space.file
-    try:
+    if not nx.is_directed_acyclic_graph(graph):
         cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
         path = " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}"
         raise SpecError(file, "cell.edges", f"the edges form a cycle ({path}); a cell must be a DAG")
     for node in cell.intermediate:
@@ -61,9 +56,7 @@ def build_cell_graph(space: SearchSpace) -> nx.DiGraph:
         if not usable:
             raise SpecError(file, "cell.decode.exclude", f"every candidate op into node {node} is "
                             "excluded from decoding; expected at least one op that can be kept")
-    reaching_outputs = set(cell.outputs)
-    for node in cell.outputs:
-        reaching_outputs |= nx.ancestors(graph, node)
+    reaching_outputs = set(cell.outputs).union(*(nx.ancestors(graph, node) for node in cell.outputs))
     for node in cell.intermediate:
         if node not in reaching_outputs:
             raise SpecError(file, "cell.outputs", f"intermediate node {node} feeds no output; add it "
@@ -135,9 +128,5 @@ def cell_input_stride(graph: nx.DiGraph, node: tuple[int, int]) -> int:
 def beta_groups(network_graph: nx.DiGraph) -> list[tuple[Node, list[Node]]]:
     """The softmax groups of the betas, in the supernet's order: every state with more than one
     outgoing transition, its targets sorted by level. The supernet orders its betas by it."""
-    groups = []
-    for node in sorted(network_graph.nodes):
-        targets = sorted(network_graph.successors(node), key=lambda n: n[1])
-        if len(targets) > 1:
-            groups.append((node, targets))
-    return groups
+    groups = [(node, sorted(network_graph.successors(node), key=lambda n: n[1])) for node in sorted(network_graph.nodes)]
+    return [(node, targets) for node, targets in groups if len(targets) > 1]

@@ -13,42 +13,30 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Callable
 
 from pydantic import Field
 from torch import nn
 
-from ..config import validate_keywords
 from ..config.types import Float, NonNegativeFloat, PositiveInt
 from ..layers import DilConv, FactorizedReduce, Identity, Noise, ReLUConvBN, SepConv, Zero
-from ..registry import Registry
+from ..registry import KeywordEntry, Registry
 
 OpBuilder = Callable[..., nn.Module]
 MAX_DILATION = 256  # conv_3x3's dilation (DeepLab's largest, at output stride 8: 36)
 
 
 @dataclass(frozen=True)
-class OpDef:
+class OpDef(KeywordEntry):
     """A registered op: how to build it and what the search/decoders need to know about it."""
 
     name: str
-    builder: OpBuilder
+    build: OpBuilder  # (C, stride, affine, **params) -> module
     parameter_free: bool  # no weights (pooling, skip, none, noise): counted by the collapse plots
     bn_in_search: bool  # DARTS appends a non-affine BN to pooling ops inside the supernet
     is_zero: bool  # the `none` op: skipped in mixed ops, excluded when decoding
     doc: str
-
-    def params(self) -> list[str]:
-        """Names of the keyword parameters a YAML file may set for this op."""
-        signature = inspect.signature(self.builder)
-        return [p.name for p in list(signature.parameters.values())[3:]]
-
-    def check_params(self, params: dict[str, Any], file: str | None = None, key: str | None = None) -> dict[str, Any]:
-        """``params`` validated against the builder's keyword parameters (names, types, ranges)."""
-        return validate_keywords(self.builder, params, skip=3, file=file, key=key)
-
-    def build(self, C: int, stride: int, affine: bool, **params) -> nn.Module:
-        return self.builder(C, stride, affine, **params)
+    skip = 3  # C, stride, affine
 
 
 OPS: Registry[OpDef] = Registry("op")
@@ -87,42 +75,23 @@ def _skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
     return Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
 
 
-@register_op("sep_conv_3x3")
-def _sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
-    """Separable 3x3 conv, applied twice."""
-    return SepConv(C, C, 3, stride, 1, affine)
+def _separable(kernel: int, dilation: int, doc: str) -> OpBuilder:
+    """A separable conv op: SepConv (applied twice) undilated, DilConv otherwise; 'same' padding."""
+    def build(C: int, stride: int, affine: bool) -> nn.Module:
+        if dilation == 1:
+            return SepConv(C, C, kernel, stride, kernel // 2, affine)
+        return DilConv(C, C, kernel, stride, dilation * (kernel // 2), dilation, affine)
+    build.__doc__ = doc
+    return build
 
 
-@register_op("sep_conv_5x5")
-def _sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
-    """Separable 5x5 conv, applied twice."""
-    return SepConv(C, C, 5, stride, 2, affine)
-
-
-@register_op("dil_conv_3x3")
-def _dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
-    """Dilated (rate 2) separable 3x3 conv."""
-    return DilConv(C, C, 3, stride, 2, 2, affine)
-
-
-@register_op("dil_conv_5x5")
-def _dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
-    """Dilated (rate 2) separable 5x5 conv."""
-    return DilConv(C, C, 5, stride, 4, 2, affine)
-
-
-# --- Auto-DeepLab (Liu et al. 2019): same blocks, the paper's names ----------------------
-
-@register_op("atrous_conv_3x3")
-def _atrous_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
-    """Atrous (rate 2) separable 3x3 conv."""
-    return DilConv(C, C, 3, stride, 2, 2, affine)
-
-
-@register_op("atrous_conv_5x5")
-def _atrous_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
-    """Atrous (rate 2) separable 5x5 conv."""
-    return DilConv(C, C, 5, stride, 4, 2, affine)
+# DARTS's separable and dilated convs; Auto-DeepLab (Liu et al. 2019) calls the dilated ones atrous
+for _name, _dilation, _doc in (("sep_conv", 1, "Separable {} conv, applied twice."),
+                               ("dil_conv", 2, "Dilated (rate 2) separable {} conv."),
+                               ("atrous_conv", 2, "Atrous (rate 2) separable {} conv.")):
+    for _kernel in (3, 5):
+        _size = f"{_kernel}x{_kernel}"
+        register_op(f"{_name}_{_size}")(_separable(_kernel, _dilation, _doc.format(_size)))
 
 
 # --- RobustDARTS (Zela et al. 2020) -------------------------------------------------------

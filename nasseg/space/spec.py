@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from ..config import FieldError, describe, did_you_mean, load_yaml, spec, validate
+from ..config import describe, did_you_mean, load_yaml, spec, validate
 from ..config.types import MAX_CHANNELS, Classes, Int, NonNegativeInt, PositiveInt, Str
 from ..errors import SpecError
-from ..registry import Registry
+from ..registry import KeywordEntry, Registry
 from .blocks import HEADS, STEMS
 from .ops import OPS
 
@@ -207,6 +207,16 @@ class SpaceDoc:
 
 # --- from the document to the SearchSpace, checking what spans several keys ----------------------
 
+def _check_params(entry: KeywordEntry, what: str, params: dict[str, Any], file: str | None, key: str) -> dict[str, Any]:
+    """The parameters of an op, stem or head, validated; an unknown one is named with those ``what`` takes."""
+    allowed = entry.params()
+    for param in params:
+        if param not in allowed:
+            takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
+            raise SpecError(file, f"{key}.{param}", f"unknown parameter; {what} {takes}" + did_you_mean(param, allowed))
+    return entry.check_params(params, file, key)
+
+
 def _read_ops(doc: SpaceDoc, file: str | None) -> tuple[OpSpec, ...]:
     ops: list[OpSpec] = []
     for i, entry in enumerate(doc.ops):
@@ -219,12 +229,7 @@ def _read_ops(doc: SpaceDoc, file: str | None) -> tuple[OpSpec, ...]:
         if op not in OPS:
             raise SpecError(file, key, f"unknown op {describe(op)}; registered ops: {', '.join(sorted(OPS))}"
                             + did_you_mean(op, OPS))
-        allowed = OPS[op].params()
-        for param in entry:
-            if param not in allowed:
-                takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
-                raise SpecError(file, f"{key}.{param}", f"unknown parameter; op {op!r} {takes}" + did_you_mean(param, allowed))
-        params = OPS[op].check_params(entry, file, key)
+        params = _check_params(OPS[op], f"op {op!r}", entry, file, key)
         if any(o.name == name for o in ops):
             raise SpecError(file, key, f"op {describe(name)} is listed twice; give the second one another 'name'")
         ops.append(OpSpec(name, op, params))
@@ -282,12 +287,7 @@ def _read_block(block: dict[str, Any], key: str, registry: Registry, file: str |
         got = "missing" if kind is None else f"got {describe(kind)}"
         raise SpecError(file, f"{key}.type", f"{got}; expected one of {', '.join(registry)}"
                         + (did_you_mean(kind, registry) if kind is not None else ""))
-    allowed = registry[kind].params()
-    for name in params:
-        if name not in allowed:
-            raise SpecError(file, f"{key}.{name}", f"unknown parameter of {key.split('.')[-1]} {kind!r}; expected "
-                            f"{', '.join(allowed) or 'none'}" + did_you_mean(name, allowed))
-    return BlockSpec(kind, registry[kind].check_params(params, file, key))
+    return BlockSpec(kind, _check_params(registry[kind], f"{registry.kind} {kind!r}", params, file, key))
 
 
 def _read_network(doc: ChainDoc | LatticeDoc, file: str | None) -> NetworkSpec:
