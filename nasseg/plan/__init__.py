@@ -9,8 +9,7 @@ Measured accuracy: docs/planning.md.
 """
 
 from .budget import MemoryPlan, Phase, format_bytes
-from .fit import FitReport, fit_report, largest_batch, plan_job, refusal, way_out
-from .machine import Available, available_memory
+from .fit import Available, FitReport, available_memory, fit_report, largest_batch, plan_job, refusal, way_out
 from .search_step import plan_search
 from .simulation import DEVICE_MODELS, DeviceModel, device_model
 from .tracer import MemoryTracer

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-
 def format_bytes(n: float) -> str:
     """1536 -> '1.5 KB', powers of 1024, one decimal (GB with two)."""
     for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
@@ -82,6 +81,3 @@ class MemoryPlan:
         what = "search step" if self.kind == "search" else "training step"
         ckpt = ", supernet.checkpoint" if self.checkpoint else ""
         return f"{what} (batch {self.batch} at {h}x{w}{ckpt} on {self.device})"
-
-
-__all__ = ["MemoryPlan", "Phase", "format_bytes"]

@@ -1,9 +1,12 @@
-"""Will a job fit: its plan against the memory available, the largest batch that fits, whether a
-search needs activation checkpointing, and the one-line refusal ``nasseg search`` / ``train`` give."""
+"""Will a job fit: the memory available on this machine now, the job's plan against it, the largest
+batch that fits, whether a search needs activation checkpointing, and the one-line refusal ``nasseg
+search`` / ``train`` give."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from ..search.config import SearchConfig
 from ..train.config import TrainConfig
@@ -12,6 +15,29 @@ from .search_step import plan_search
 from .training_step import plan_training
 
 JobConfig = SearchConfig | TrainConfig
+
+
+@dataclass(frozen=True)
+class Available:
+    bytes: int
+    source: str  # where the figure comes from, for messages
+
+
+def available_memory(device: str) -> Available | None:
+    """Free memory of ``device`` (``cpu``, ``cuda``, ``cuda:N``): on CUDA what the driver reports
+    free, on CPU the memory the kernel can give without swapping (MemAvailable of /proc/meminfo).
+    None where it is not known (a CPU job on a system without /proc)."""
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return Available(int(free), f"free on {device}")
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return Available(int(line.split()[1]) * 1024, "MemAvailable")
+    except OSError:
+        pass
+    return None
 
 
 def plan_job(config: JobConfig, device: str = "cpu", *, batch: int | None = None,
@@ -93,6 +119,3 @@ def refusal(config: JobConfig, device: str, available: int, source: str, paralle
     return (f"{config.name}: a {plan.describe()} is predicted to need {format_bytes(plan.peak)}{times} at its "
             f"peak, in the {plan.peak_phase}, but only {format_bytes(available)} is free ({source}); to fit, use "
             f"{way_out(report)}; --force runs it anyway")
-
-
-__all__ = ["FitReport", "JobConfig", "fit_report", "largest_batch", "plan_job", "refusal", "way_out"]

@@ -36,7 +36,7 @@ from ..search.steps import fixed_structure, frozen, weight_step
 from ..supernet import Supernet
 from .budget import MemoryPlan
 from .shapes import DataShapes, search_shapes
-from .simulation import SavedCounter, Simulation, on_meta
+from .simulation import SavedCounter, on_meta, simulate
 
 META = torch.device("meta")
 
@@ -137,25 +137,15 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
     checkpoint = config.supernet.checkpoint if checkpoint is None else checkpoint
     shapes = shapes or search_shapes(config.data)
     trace = SearchStepTrace(config, shapes, batch, checkpoint, device, space)
-    sim = Simulation(device, checkpoint)
-    state = sim.begin([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()],
-                      trace.warm_up if warm else None)
-    for name, run in trace.step_phases():
-        with sim.phase(name):
-            run()
+    phases = trace.step_phases()
     if warm and config.hessian.every:
-        with sim.phase("eigenvalue"):
-            trace.eigenvalue()
+        phases.append(("eigenvalue", trace.eigenvalue))
     if warm:
-        with sim.phase("validation"):
-            trace.validation()
+        phases.append(("validation", trace.validation))
     notes = []
     if config.supernet.prune_below:
         notes.append("supernet.prune_below planned as pruning nothing (an upper bound)")
     if config.supernet.amp and device.startswith("cuda"):
         notes.append("supernet.amp not modelled: activations planned in float32 (an upper bound)")
-    return sim.plan(trace, job=config.name, kind="search", batch=batch, input_size=shapes.train_size,
-                    checkpoint=checkpoint, state=state, notes=tuple(notes))
-
-
-__all__ = ["SearchStepTrace", "plan_search"]
+    return simulate(trace, device, phases, warm=warm, checkpoint=checkpoint, job=config.name, kind="search",
+                    batch=batch, input_size=shapes.train_size, notes=tuple(notes))

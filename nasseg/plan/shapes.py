@@ -56,6 +56,3 @@ def training_shapes(data) -> DataShapes:
     stored = stored_image_size(data.spec, data.val_split)
     val = tuple(data.size) if data.size else stored
     return DataShapes(info.num_classes, info.ignore_index, tuple(data.crop), val, stored)
-
-
-__all__ = ["DataShapes", "search_shapes", "stored_image_size", "training_shapes"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -87,44 +87,28 @@ class SavedCounter:
         return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
 
 
-class Simulation:
-    """One tracer over a whole plan: what exists before the steps and the state a previous step
-    leaves (:meth:`begin`), then the phases, each with its own peak."""
-
-    def __init__(self, device: str, checkpoint: bool = False):
-        self.model = device_model(device)
-        self.tracer = self.model.tracer(checkpoint)
-        self.phases: list[Phase] = []
-        self.baseline = 0
-
-    def begin(self, existing: Iterable[torch.Tensor], warm_up: Callable[[], None] | None) -> int:
-        """Count ``existing`` (weights, buffers, batches: the :attr:`baseline`), then run ``warm_up``
-        (e.g. one optimiser step, for the state it leaves); the bytes ``warm_up`` left."""
-        self.tracer.track(existing)
-        self.baseline = self.tracer.current
-        if warm_up is not None:
-            with self.tracer:
-                warm_up()
-        return self.tracer.current - self.baseline
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self.tracer.reset_peak()
-        with self.tracer:
-            yield
-        runtime, tracer = self.model.runtime_bytes, self.tracer
-        self.phases.append(Phase(name, tracer.peak + runtime, tracer.peak - tracer.peak_tensors + runtime))
-
-    def plan(self, trace, *, job: str, kind: str, batch: int, input_size: tuple[int, int], checkpoint: bool,
-             state: int, notes: tuple[str, ...]) -> MemoryPlan:
-        """The plan of the phases run; ``trace`` has the ``model``, its ``inputs()`` and a ``saved`` counter."""
-        model = trace.model
-        return MemoryPlan(job=job, kind=kind, device=self.model.name, batch=batch, input_size=input_size,
-                          checkpoint=checkpoint, weights=storage_bytes([*model.parameters(), *model.buffers()]),
-                          state=state, inputs=storage_bytes(trace.inputs()), saved=trace.saved.bytes,
-                          runtime=self.model.runtime_bytes, baseline=self.baseline, phases=tuple(self.phases),
-                          notes=notes)
-
-
-__all__ = ["DEVICE_MODELS", "DeviceModel", "MB", "SavedCounter", "Simulation", "device_model", "on_meta",
-           "storage_bytes"]
+def simulate(trace, device: str, phases: list[tuple[str, Callable[[], None]]], *, warm: bool,
+             checkpoint: bool = False, **fields: Any) -> MemoryPlan:
+    """One tracer over a whole plan: what exists before the steps (weights, buffers, batches: the
+    plan's ``baseline``), with ``warm`` the state a previous step leaves (``trace.warm_up()``, e.g. one
+    optimiser step), then each of ``phases`` with its own peak. ``trace`` has the ``model``, its
+    ``inputs()`` and a ``saved`` counter; ``fields``: the plan's other fields."""
+    model = device_model(device)
+    tracer = model.tracer(checkpoint)
+    weights = [*trace.model.parameters(), *trace.model.buffers()]
+    tracer.track([*weights, *trace.inputs()])
+    baseline = tracer.current
+    if warm:
+        with tracer:
+            trace.warm_up()
+    state = tracer.current - baseline
+    done = []
+    for name, run in phases:
+        tracer.reset_peak()
+        with tracer:
+            run()
+        runtime = model.runtime_bytes
+        done.append(Phase(name, tracer.peak + runtime, tracer.peak - tracer.peak_tensors + runtime))
+    return MemoryPlan(device=model.name, checkpoint=checkpoint, weights=storage_bytes(weights), state=state,
+                      inputs=storage_bytes(trace.inputs()), saved=trace.saved.bytes, runtime=model.runtime_bytes,
+                      baseline=baseline, phases=tuple(done), **fields)

@@ -192,6 +192,3 @@ class MemoryTracer(TorchDispatchMode):
                                                     for o in out):
             _OUTPUTS[key] = (type(out), tuple(_spec(o) for o in out))
         return out
-
-
-__all__ = ["MemoryTracer"]

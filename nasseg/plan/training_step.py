@@ -24,7 +24,7 @@ from ..train.inference import predict_logits
 from ..train.losses import as_outputs, loss_weights_for, segmentation_loss
 from .budget import MemoryPlan
 from .shapes import DataShapes, training_shapes
-from .simulation import SavedCounter, Simulation, on_meta
+from .simulation import SavedCounter, on_meta, simulate
 
 META = torch.device("meta")
 
@@ -83,18 +83,8 @@ def plan_training(config: TrainConfig, device: str = "cpu", *, batch: int | None
     batch = batch or config.data.batch_size
     shapes = shapes or training_shapes(config.data)
     trace = TrainingStepTrace(config, shapes, batch, device)
-    sim = Simulation(device)
-    state = sim.begin([*trace.model.parameters(), *trace.model.buffers(), *trace.inputs()],
-                      trace.warm_up if warm else None)
-    with sim.phase("training step"):
-        trace.step()
-    if warm:
-        with sim.phase("validation"):
-            trace.validation()
+    phases = [("training step", trace.step)] + ([("validation", trace.validation)] if warm else [])
     notes = ("amp not modelled: activations planned in float32 (an upper bound)",) \
         if config.amp and device.startswith("cuda") else ()
-    return sim.plan(trace, job=config.name, kind="training", batch=batch, input_size=shapes.train_size,
-                    checkpoint=False, state=state, notes=notes)
-
-
-__all__ = ["TrainingStepTrace", "plan_training"]
+    return simulate(trace, device, phases, warm=warm, job=config.name, kind="training", batch=batch,
+                    input_size=shapes.train_size, notes=notes)
