@@ -9,8 +9,8 @@ with the expected layout. Nothing here downloads anything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +23,6 @@ from nasseg.data.datasets import PairList, generated_palette, read_pair_list
 from nasseg.errors import NassegError
 from nasseg.io import read_text
 
-RGB = tuple[int, int, int]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # --- Cityscapes ----------------------------------------------------------------------------------
@@ -73,10 +72,8 @@ _SBD_HELP = ("the SBD 'train_aug' split needs ImageSets/Segmentation/train_aug.t
 
 def scan_voc(root: Path, split: str) -> PairList:
     """Ids listed in ``ImageSets/Segmentation/<split>.txt``: ``JPEGImages/<id>.jpg`` with
-    ``SegmentationClass/<id>.png`` (``SegmentationClassAug`` for ``train_aug``).
-
-    A list line may also be ``<image> <label>`` paths relative to ``root`` (as some trainaug lists
-    are written, with or without a leading ``/``).
+    ``SegmentationClass/<id>.png`` (``SegmentationClassAug`` for ``train_aug``). A list line may also be
+    ``<image> <label>`` paths relative to ``root`` (as some trainaug lists are written, with or without a leading ``/``).
     """
     list_path = root / _VOC_LISTS / f"{split}.txt"
     label_dir = root / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass")
@@ -90,15 +87,11 @@ def scan_voc(root: Path, split: str) -> PairList:
     for n, line in enumerate(read_text(list_path, "list file (image ids)").splitlines(), start=1):
         fields = line.split()
         if len(fields) == 1:
-            pair = (root / "JPEGImages" / f"{fields[0]}.jpg", label_dir / f"{fields[0]}.png")
+            found.add((root / "JPEGImages" / f"{fields[0]}.jpg", label_dir / f"{fields[0]}.png"), f"{list_path}:{n}")
         elif len(fields) == 2:
-            pair = (root / fields[0].lstrip("/"), root / fields[1].lstrip("/"))
-        else:
-            if fields:
-                found.problems.append(f"{list_path}:{n}: expected '<id>' or '<image> <label>', "
-                                      f"got {line!r}")
-            continue
-        found.add(pair, f"{list_path}:{n}")
+            found.add((root / fields[0].lstrip("/"), root / fields[1].lstrip("/")), f"{list_path}:{n}")
+        elif fields:
+            found.problems.append(f"{list_path}:{n}: expected '<id>' or '<image> <label>', got {line!r}")
     if not found.pairs and not found.problems:
         raise NassegError(f"{list_path}: empty split, no image ids")
     return found
@@ -153,15 +146,6 @@ def ade20k_splits(root: Path) -> tuple[str, ...]:
 
 # --- generic: images/labels folders or list files, described by dataset.yaml ----------------------
 
-@dataclass(frozen=True)
-class YamlMeta:
-    """What ``<root>/dataset.yaml`` says: class names, ignore index, palette."""
-
-    classes: tuple[str, ...]
-    ignore_index: int
-    palette: tuple[RGB, ...]
-
-
 ClassName = Annotated[Str, Field(min_length=1)]
 Colour = Annotated[tuple[Annotated[int, Field(ge=0, le=255, strict=True)], ...], Field(min_length=3, max_length=3)]
 
@@ -187,15 +171,14 @@ class DatasetYaml:
                              f"got {len(self.palette)}")
 
 
-def read_dataset_yaml(root: Path) -> YamlMeta:
-    """Read and validate ``dataset.yaml`` (``classes``, optional ``ignore_index``, ``palette``)."""
+def read_dataset_yaml(root: Path) -> DatasetYaml:
+    """Read and validate ``dataset.yaml``; a palette it does not give is generated."""
     path = root / "dataset.yaml"
     if not path.exists():
         raise NassegError(f"{path}: not found; a folder/list dataset needs it, e.g. "
                           "'classes: [background, road, car]' and optionally 'ignore_index: 255'")
     doc = validate(DatasetYaml, load_yaml(path), str(path))
-    palette = doc.palette if doc.palette is not None else generated_palette(len(doc.classes))
-    return YamlMeta(doc.classes, doc.ignore_index, tuple(tuple(c) for c in palette))  # type: ignore[misc]
+    return doc if doc.palette is not None else dataclasses.replace(doc, palette=generated_palette(len(doc.classes)))
 
 
 def scan_folder(root: Path, split: str) -> PairList:
@@ -231,10 +214,7 @@ def _suffix_key(*suffixes: str) -> Key:
     """Key = relative path without one of ``suffixes`` (case-insensitive); other files skipped."""
     def key(rel: Path) -> str | None:
         text = rel.as_posix()
-        for suffix in suffixes:
-            if text.lower().endswith(suffix.lower()):
-                return text[: len(text) - len(suffix)]
-        return None
+        return next((text[: len(text) - len(s)] for s in suffixes if text.lower().endswith(s.lower())), None)
     return key
 
 
@@ -243,17 +223,13 @@ def _index(folder: Path, key: Key, kind: str, found: PairList) -> dict[str, Path
     index: dict[str, Path] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         k = key(path.relative_to(folder))
-        if k is None:
-            continue
-        if k in index:
+        if k is not None and index.setdefault(k, path) != path:
             found.problems.append(f"{path}: {kind} has the same name as {index[k]}")
-        else:
-            index[k] = path
     return index
 
 
-def match_pairs(image_dir: Path, label_dir: Path, image_key: Key, label_key: Key,
-                label_suffix: str, layout: str) -> PairList:
+def match_pairs(image_dir: Path, label_dir: Path, image_key: Key, label_key: Key, label_suffix: str,
+                layout: str) -> PairList:
     """Pair the files of two folder trees by key; unmatched files on either side are problems."""
     for folder in (image_dir, label_dir):
         if not folder.is_dir():
