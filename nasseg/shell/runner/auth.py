@@ -21,35 +21,42 @@ AUTH_MODE = "RAY_AUTH_MODE"
 
 @dataclass(frozen=True)
 class Token:
-    """The cluster token and where it came from (for messages; the value itself is never shown)."""
-
     value: str
-    source: str
+    source: str  # for messages; the value itself is never shown
 
     def __repr__(self) -> str:  # a traceback or a debugger shows the source, never the value
         return f"Token(source={self.source!r})"
 
 
 def find_token() -> Token | None:
-    """The token Ray would use: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token; none when
-    RAY_AUTH_MODE=disabled."""
+    """The token Ray would use; none when RAY_AUTH_MODE=disabled."""
     if os.environ.get(AUTH_MODE, "").lower() == "disabled":
         return None
     if os.environ.get("RAY_AUTH_TOKEN", "").strip():
         return Token(os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN")
     named = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    for path, source in ((named, "RAY_AUTH_TOKEN_PATH"), (Path.home() / ".ray" / "auth_token", "~/.ray/auth_token")):
-        if not path:
-            continue
+    if named:
         try:
-            value = Path(path).expanduser().read_text().strip()
+            value = Path(named).expanduser().read_text().strip()
         except OSError:
-            if source == "RAY_AUTH_TOKEN_PATH":
-                raise NassegError(f"RAY_AUTH_TOKEN_PATH names {path}, which cannot be read") from None
-            continue
+            raise NassegError(f"RAY_AUTH_TOKEN_PATH names {named}, which cannot be read") from None
         if value:
-            return Token(value, f"{source} ({path})" if source == "RAY_AUTH_TOKEN_PATH" else source)
-    return None
+            return Token(value, f"RAY_AUTH_TOKEN_PATH ({named})")
+    try:
+        value = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    except OSError:
+        return None
+    return Token(value, "~/.ray/auth_token") if value else None
+
+
+def missing_token(where: str) -> str:
+    return (f"{where} requires token authentication and no token was found here; set RAY_AUTH_TOKEN, "
+            "or put the token in ~/.ray/auth_token (or a file named by RAY_AUTH_TOKEN_PATH)")
+
+
+def rejected_token(where: str, token: Token | None) -> str:
+    return (f"{where} rejected the authentication token from {token.source if token else 'nowhere'}; use the "
+            "cluster's token (`ray get-auth-token` on the head node prints it)")
 
 
 def use_cluster_token() -> Token | None:
@@ -59,15 +66,11 @@ def use_cluster_token() -> Token | None:
     token = find_token()
     if token is not None and AUTH_MODE not in os.environ:
         os.environ[AUTH_MODE] = "token"
-        _reload_ray_config()
+        # Ray reads RAY_AUTH_MODE into its config when it is imported: re-read it, as Ray's own
+        # switch to token mode (used by ``ray start``) does
+        try:
+            from ray._raylet import Config
+        except ImportError:  # another Ray layout: the variable still reaches the processes started later
+            return token
+        Config.initialize("")
     return token
-
-
-def _reload_ray_config() -> None:
-    """Ray reads RAY_AUTH_MODE into its config when it is imported; re-read it (what Ray's own
-    switch to token mode, used by ``ray start``, does)."""
-    try:
-        from ray._raylet import Config
-    except ImportError:  # another Ray layout: the variable still reaches the processes started later
-        return
-    Config.initialize("")

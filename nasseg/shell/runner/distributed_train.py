@@ -92,12 +92,8 @@ def plan_workers(config: TrainConfig, workers: int) -> tuple[bool, int]:
 
     total = ray.cluster_resources()
     gpus, cpus = total.get("GPU", 0.0), total.get("CPU", 0.0)
-    if config.device == "cpu":
-        use_gpu = False
-    elif config.device.startswith("cuda"):
-        use_gpu = True
-    else:  # auto: GPUs when the cluster has one per worker
-        use_gpu = gpus >= workers
+    # auto: GPUs when the cluster has one per worker
+    use_gpu = config.device.startswith("cuda") or (config.device != "cpu" and gpus >= workers)
     if use_gpu and gpus < workers:
         raise NassegError(f"{workers} GPU workers need {workers} GPUs, the cluster has {gpus:g}; "
                           f"lower --workers or use --device cpu")
@@ -136,13 +132,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the Trainer on this rank's shard."""
     context = ray.train.get_context()
     configure_process(threads=int(loop_config["threads"]))
-    config: TrainConfig = loop_config["config"]
+    device = ray.train.torch.get_device() if loop_config["use_gpu"] else "cpu"
     if loop_config["use_gpu"]:
-        device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
-        config = dataclasses.replace(config, device=str(device))
-    else:
-        config = dataclasses.replace(config, device="cpu")
+    config = dataclasses.replace(loop_config["config"], device=str(device))
     trainer = RankTrainer(config, loop_config["out"], resume=bool(loop_config["resume"]),
                           rank=context.get_world_rank(), world_size=context.get_world_size(),
                           ray_checkpoint=ray.train.get_checkpoint())
@@ -211,8 +204,7 @@ def _iteration(path: Path) -> int:
 
 def worker_error(exc: BaseException) -> str:
     """The last line of the worker's traceback that Ray Train wraps into its own error."""
-    text = str(exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in reversed(lines):
         if line.startswith(("nasseg.errors.", "NassegError", "SpecError")):
             return line.split(": ", 1)[-1]
@@ -226,20 +218,19 @@ class LogFollower:
     group (Ray Train after a worker or node died) is one line: the lost node, the iteration the
     group continues from and its nodes."""
 
-    def __init__(self, run_dir: Path, iters: int, start: int = 0, interval: float = 1.0):
+    def __init__(self, run_dir: Path, iters: int, start: int = 0):
         self.paths = {"log": run_dir / "log.csv", "eval": run_dir / "eval.csv"}
         self.printed = {name: start for name in self.paths}  # the last iteration shown, per file
         self.starts_file = run_dir / RAY_TRAIN_DIR / PLACEMENTS_FILE
         self.starts = self._read_starts()  # the worker group's starts so far (earlier sessions included)
         self.session_starts = 0
         self.iters = iters
-        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(1.0):
             self.poll()
 
     def poll(self) -> None:
@@ -248,15 +239,13 @@ class LogFollower:
             if not path.exists():
                 continue
             with path.open(newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            for row in rows:
-                if row.get("iteration") and int(row["iteration"]) > self.printed[name]:
-                    print(self.format(name, row), flush=True)
-                    self.printed[name] = int(row["iteration"])
+                for row in csv.DictReader(handle):
+                    if row.get("iteration") and int(row["iteration"]) > self.printed[name]:
+                        print(self.format(name, row), flush=True)
+                        self.printed[name] = int(row["iteration"])
 
     def poll_starts(self) -> None:
-        starts = self._read_starts()
-        for start in starts[len(self.starts):]:
+        for start in self._read_starts()[len(self.starts):]:
             if self.session_starts:  # not the first start of this command: a restart
                 print(self.restart_line(self.starts[-1], start), flush=True)
             self.session_starts += 1

@@ -21,11 +21,10 @@ from typing import Any
 
 import yaml
 
+from nasseg.config import load_yaml, set_keys
 from nasseg.errors import NassegError
-from nasseg.config import set_keys
 from nasseg.io import atomic_write_text
 from nasseg.search.config import SearchConfig, load_job, parse_job, resolve_space_path
-from nasseg.config import load_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
 TUNE_DIR = "_tune"
@@ -94,18 +93,19 @@ def job_overrides(config: SearchConfig) -> dict[str, Any]:
     run shows its seed, the name is the experiment's folder)."""
     if not config.file:
         return {}
-    ran, written = _dotted(portable_job(config)), _dotted(portable_job(load_job(config.file)))
+    ran, written = dotted(portable_job(config)), dotted(portable_job(load_job(config.file)))
     return {key: value for key, value in ran.items()
             if key not in ("seeds", "name") and (key not in written or written[key] != value)}
 
 
-def _dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def dotted(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b": value}; an empty mapping inside it stays a value."""
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
+        nested = isinstance(value, dict) and value
+        flat.update(dotted(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}": value})
     return flat
 
 

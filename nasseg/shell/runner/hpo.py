@@ -36,7 +36,7 @@ from pydantic import Discriminator, Field, Tag
 from nasseg.config import FieldError, describe, load_document, load_yaml, relative_to_file, set_keys, spec, validate
 from nasseg.config.types import Bool, Float, Int, PositiveFloat, PositiveInt, RunName, Seed, Size, Str
 from nasseg.errors import NassegError, SpecError
-from nasseg.io import atomic_write_text, read_json_object
+from nasseg.io import atomic_write_text
 from nasseg.rundirs import check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir, run_path
 from nasseg.search.config import SearchConfig, parse_job
 from nasseg.search.rundir import RunDir
@@ -116,7 +116,7 @@ class HpoJob:
         for key, dist in self.space.items():
             if key.split(".")[0] in FIXED_KEYS:
                 raise FieldError(f"space.{key}", f"set by the HPO job itself ({', '.join(FIXED_KEYS)}), not searchable")
-            low_high = getattr(dist, "loguniform", None) or getattr(dist, "uniform", None) or getattr(dist, "randint", None)
+            low_high = next((getattr(dist, k) for k in ("loguniform", "uniform", "randint") if hasattr(dist, k)), None)
             if low_high and not low_high[0] < low_high[1]:
                 raise FieldError(f"space.{key}", f"expected [low, high] with low < high, got {list(low_high)}")
         metrics = [m for item in self.objectives for m in ([item] if isinstance(item, str) else item)]
@@ -130,18 +130,15 @@ class HpoJob:
 @dataclass(frozen=True)
 class HpoConfig:
     name: str
+    job: HpoJob  # as written: epochs, seed, trials, asha, max_concurrent, cost_input
     search: SearchConfig  # the base job (epochs and seed of the HPO job applied)
-    base: dict[str, Any]  # the same as a portable mapping, before per-trial overrides
     space: dict[str, tuple[str, list[Any]]]  # "weights.lr" -> ("loguniform", [1e-3, 1e-1])
-    trials: int
     objectives: tuple[tuple[str, str], ...]  # (metric, "max" | "min")
-    epochs: int
-    seed: int
-    grace_period: int
-    reduction_factor: float
-    max_concurrent: int | None
-    cost_input: tuple[int, int] | None
     file: str | None
+
+    @property
+    def trials(self) -> int:
+        return self.job.trials
 
     @property
     def cost_metrics(self) -> list[str]:
@@ -176,10 +173,9 @@ def parse_hpo_job(data: Any, file: str | None = None) -> HpoConfig:
                 parse_job(set_keys(base_data, {key: sample}), base_file)
             except SpecError as exc:
                 raise SpecError(file, f"space.{key}", f"{describe(sample)} is not a valid value: {exc}") from None
-    objectives = tuple((m, OBJECTIVE_MODES[m]) if isinstance(item, str) else (m, mode)
-                       for item in job.objectives for m, mode in ([(item, None)] if isinstance(item, str) else item.items()))
-    return HpoConfig(job.name, search, portable_job(search), space, job.trials, objectives, job.epochs, job.seed,
-                     job.asha.grace_period, job.asha.reduction_factor, job.max_concurrent, job.cost_input, file)
+    objectives = tuple(pair for item in job.objectives
+                       for pair in ({item: OBJECTIVE_MODES[item]} if isinstance(item, str) else item).items())
+    return HpoConfig(job.name, job, search, space, objectives, file)
 
 
 def _base_job(value: str | dict[str, Any], file: str | None) -> tuple[dict[str, Any], str | None]:
@@ -198,13 +194,9 @@ def _base_job(value: str | dict[str, Any], file: str | None) -> tuple[dict[str, 
 def tune_domain(kind: str, values: list[Any]):
     from ray import tune
 
-    if kind == "loguniform":
-        return tune.loguniform(*values)
-    if kind == "uniform":
-        return tune.uniform(*values)
     if kind == "randint":
         return tune.randint(values[0], values[1] + 1)  # inclusive [low, high] in the job file
-    return tune.choice(values)
+    return tune.choice(values) if kind == "choice" else getattr(tune, kind)(*values)  # loguniform, uniform
 
 
 def make_searcher(hpo: HpoConfig, experiment_path: Path):
@@ -214,11 +206,10 @@ def make_searcher(hpo: HpoConfig, experiment_path: Path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{experiment_path / 'optuna.db'}")
-    metrics = [m for m, _ in hpo.objectives]
-    modes = [mode for _, mode in hpo.objectives]
-    return OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0],
-                        mode=modes if len(modes) > 1 else modes[0],
-                        sampler=optuna.samplers.TPESampler(seed=hpo.seed), storage=storage, study_name=hpo.name)
+    metrics, modes = zip(*hpo.objectives)
+    several = len(metrics) > 1
+    return OptunaSearch(metric=list(metrics) if several else metrics[0], mode=list(modes) if several else modes[0],
+                        sampler=optuna.samplers.TPESampler(seed=hpo.job.seed), storage=storage, study_name=hpo.name)
 
 
 def new_tuner(hpo: HpoConfig, experiment: Experiment, callbacks: Sequence[Any]):
@@ -229,15 +220,15 @@ def new_tuner(hpo: HpoConfig, experiment: Experiment, callbacks: Sequence[Any]):
     from .tune_search import make_run_config, trainable_with_resources
 
     metric, mode = hpo.objectives[0]
-    scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=hpo.epochs,
-                              grace_period=hpo.grace_period, reduction_factor=hpo.reduction_factor,
+    scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=hpo.job.epochs,
+                              grace_period=hpo.job.asha.grace_period, reduction_factor=hpo.job.asha.reduction_factor,
                               stop_last_trials=False)  # let the last epoch reach Search._finish
     return tune.Tuner(
         trainable_with_resources(hpo.search),
-        param_space={"experiment": str(experiment.path), "seed": hpo.seed,
+        param_space={"experiment": str(experiment.path), "seed": hpo.job.seed,
                      "params": {k: tune_domain(*v) for k, v in hpo.space.items()}},
         tune_config=tune.TuneConfig(search_alg=make_searcher(hpo, experiment.path), scheduler=scheduler,
-                                    num_samples=hpo.trials, max_concurrent_trials=hpo.max_concurrent,
+                                    num_samples=hpo.trials, max_concurrent_trials=hpo.job.max_concurrent,
                                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=make_run_config(experiment, hpo.search.max_failures, callbacks))
 
@@ -256,9 +247,10 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
     check_resume_restart(resume, restart)
     path = run_path(out, hpo.name).resolve()
     check_run_dir(path, "hpo")
-    experiment = Experiment(path, "hpo", hpo.base, hpo.file, [hpo.seed],
+    cost_input = hpo.job.cost_input
+    experiment = Experiment(path, "hpo", portable_job(hpo.search), hpo.file, [hpo.job.seed],
                             {"objectives": [list(o) for o in hpo.objectives], "cost_metrics": hpo.cost_metrics,
-                             "cost_input": list(hpo.cost_input) if hpo.cost_input else None})
+                             "cost_input": list(cost_input) if cost_input else None})
     with ray_session(address, num_cpus):
         check_resources(hpo.search.resources, hpo.file, hpo.search.device)
         if resume:
@@ -273,7 +265,7 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
             claim_run_dir(path, "hpo")
             experiment.save()
             claim_run_dir(experiment.tune_dir, "ray-tune")
-            lines = EpochLines(path, hpo.epochs, kind="hpo", max_failures=hpo.search.max_failures)
+            lines = EpochLines(path, hpo.job.epochs, kind="hpo", max_failures=hpo.search.max_failures)
             tuner = new_tuner(hpo, experiment, [lines, *callbacks])
         with quiet_tune_logs():  # a diverged trial is a data point, not a reason to stop
             collect_outcomes(tuner.fit(), experiment, raise_on_error=False)
@@ -294,21 +286,19 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
 
 def objective_table(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """One row per trial: its overrides, status and the objective values of its last epoch."""
+    from .record import read_optional
     from .results import collect_results
+    from .trainable import COST_FILE, COST_METRICS
+
+    def last_value(run_dir: Path, metric: str) -> Any:
+        if metric in COST_METRICS:
+            costs = read_optional(run_dir / COST_FILE, "architecture costs per epoch")
+            return costs[max(costs, key=int)].get(metric) if costs else None
+        return RunDir(run_dir).read_metrics([metric])[metric].iloc[-1]
 
     table = collect_results(experiment_path)
     for metric, _ in objectives:
-        values = []
-        for run in table["run"]:
-            run_dir = Path(experiment_path) / run
-            if metric in ("macs", "params", "latency_ms"):
-                cost_file = run_dir / "arch_cost.json"
-                costs = read_json_object(cost_file, "architecture costs per epoch") if cost_file.exists() else {}
-                last = costs[max(costs, key=int)] if costs else {}
-                values.append(last.get(metric))
-            else:
-                values.append(RunDir(run_dir).read_metrics([metric])[metric].iloc[-1])
-        table[metric] = values
+        table[metric] = [last_value(Path(experiment_path) / run, metric) for run in table["run"]]
     return table
 
 
@@ -340,13 +330,14 @@ def plot_pareto(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], path
     fig, ax = plt.subplots(figsize=(6, 4.5))
     pruned = ~table["status"].isin(["finished", "stopped"])
     if len(objectives) >= 2:
-        (x, _), (y, _) = objectives[0], objectives[1]
+        (x, x_mode), (y, y_mode) = objectives[:2]
         ax.scatter(table.loc[~pruned, x], table.loc[~pruned, y], c="tab:blue", label="ran all epochs")
         ax.scatter(table.loc[pruned, x], table.loc[pruned, y], c="lightgray", label="stopped early (ASHA)")
         front = table[table["pareto"]].sort_values(x)
         ax.plot(front[x], front[y], "o-", c="tab:red", label="Pareto front")
-        ax.set_xlabel(f"{x} ({objectives[0][1]})")
-        ax.set_ylabel(f"{y} ({objectives[1][1]})")
+        ax.set_xlabel(f"{x} ({x_mode})")
+        ax.set_ylabel(f"{y} ({y_mode})")
+        ax.legend(fontsize=8)
     else:
         metric, mode = objectives[0]
         order = table.sort_values(metric, ascending=mode == "min").reset_index(drop=True)
@@ -356,8 +347,6 @@ def plot_pareto(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], path
         ax.set_xticks(range(len(order)), order["run"].str.replace("trial_", ""), rotation=60, fontsize=7)
         ax.set_ylabel(f"{metric} ({mode}); red: best, gray: stopped early")
     ax.set_title(f"{path.parent.name}: {len(table)} trials")
-    if len(objectives) >= 2:
-        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

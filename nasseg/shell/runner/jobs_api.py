@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from nasseg.errors import NassegError
 
-from .auth import find_token
+from .auth import find_token, missing_token, rejected_token
 
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379
@@ -110,11 +110,8 @@ class ClusterJobs:
         name = type(exc).__name__
         if name == "AuthenticationError" or "status code 401" in text or "status code 403" in text:
             if "Forbidden" in text or "403" in text or "invalid" in text.lower():
-                source = self.token.source if self.token else "nowhere"
-                return (f"{where} rejected the authentication token from {source}; use the cluster's token "
-                        "(`ray get-auth-token` on the head node prints it) in RAY_AUTH_TOKEN or ~/.ray/auth_token")
-            return (f"{where} requires token authentication and no token was found here; set RAY_AUTH_TOKEN, "
-                    "or put the token in ~/.ray/auth_token (or a file named by RAY_AUTH_TOKEN_PATH)")
+                return rejected_token(where, self.token) + " in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            return missing_token(where)
         if "status code 404" in text and job_id is not None:
             return f"no job {job_id!r} on {where}; `nasseg status --address {self.address}` lists its jobs"
         if "already exists" in text and job_id is not None:

@@ -19,7 +19,7 @@ from typing import Iterator
 from nasseg.errors import NassegError
 from nasseg.search.config import ResourcesConfig
 
-from .auth import Token, find_token, use_cluster_token
+from .auth import Token, find_token, missing_token, rejected_token, use_cluster_token
 from .console import plain_ray_console, quiet_auth_retries
 
 # Small: trials pass file paths and a few numbers through Ray, never tensors.
@@ -67,11 +67,8 @@ def connect_error(address: str, exc: ConnectionError, token: Token | None) -> st
     """One line for a failed attach; the token's value is never shown."""
     cause = f"{exc} {exc.__cause__ or ''}"
     if "InvalidAuthToken" in cause or "Unauthenticated" in cause:
-        if token is None:
-            return (f"the Ray cluster at {address} requires token authentication and no token was found here; set "
-                    "RAY_AUTH_TOKEN, or put the token in ~/.ray/auth_token (or a file named by RAY_AUTH_TOKEN_PATH)")
-        return (f"the Ray cluster at {address} rejected the authentication token from {token.source}; use the "
-                "cluster's token (`ray get-auth-token` on the head node prints it)")
+        where = f"the Ray cluster at {address}"
+        return missing_token(where) if token is None else rejected_token(where, token)
     hint = ("; if the cluster uses token authentication (the default of recent Ray), provide its token in "
             "RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token") if token is None else ""
     return f"cannot connect to the Ray cluster at {address}: {exc}{hint}"
@@ -96,15 +93,13 @@ def check_resources(resources: ResourcesConfig, job_file: str | None, device: st
 
     total = ray.cluster_resources()
     where = job_file or "the job file"
-    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    if resources.cpus > cpus:
-        raise NassegError(f"trial needs {resources.cpus:g} CPUs, the cluster has {cpus:g} in total; "
-                          f"lower resources.cpus in {where}")
-    if resources.gpus > gpus:
-        raise NassegError(f"trial needs {resources.gpus:g} GPUs, the cluster has {gpus:g} in total; "
-                          f"lower resources.gpus in {where} (0 runs on CPU)")
+    needs = (("CPU", "CPUs", resources.cpus), ("GPU", "GPUs", resources.gpus))
+    for key, name, need in needs:
+        if need > total.get(key, 0.0):
+            raise NassegError(f"trial needs {need:g} {name}, the cluster has {total.get(key, 0.0):g} in total; "
+                              f"lower resources.{name.lower()} in {where}" + " (0 runs on CPU)" * (key == "GPU"))
     largest = largest_node()  # a trial is one process: its CPUs and GPUs must be on one node
-    for key, name, need in (("CPU", "CPUs", resources.cpus), ("GPU", "GPUs", resources.gpus)):
+    for key, name, need in needs:
         if need > largest.get(key, 0.0):
             raise NassegError(f"trial needs {need:g} {name} on one node, the largest node of the cluster has "
                               f"{largest.get(key, 0.0):g} ({total.get(key, 0.0):g} in total); lower "

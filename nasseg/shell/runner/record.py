@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from nasseg.io import atomic_write_text, read_json_object
@@ -29,9 +30,13 @@ from .experiment import TRIAL_FILE
 WHAT = "a trial record (experiment, trial id, seed, overrides, placements)"
 
 
+def read_optional(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object nasseg wrote, {} while the file does not exist."""
+    return read_json_object(path, what) if path.exists() else {}
+
+
 def read_record(run: RunDir) -> dict[str, Any]:
-    path = run.file(TRIAL_FILE)
-    return read_json_object(path, WHAT) if path.exists() else {}
+    return read_optional(run.file(TRIAL_FILE), WHAT)
 
 
 def placements(record: dict[str, Any]) -> list[dict[str, Any]]:

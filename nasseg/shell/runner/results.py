@@ -16,11 +16,10 @@ from typing import Any
 import pandas as pd
 
 from nasseg.errors import NassegError
-from nasseg.io import read_json_object
 from nasseg.search.rundir import RunDir
 from nasseg.config import did_you_mean, load_yaml
 from .experiment import config_digest
-from .record import node_history, read_record, short_node
+from .record import node_history, read_optional, read_record, short_node
 
 RESULT_COLUMNS = ["run", "config", "overrides", "seed", "status", "epochs", "arch_epoch", "final_val_miou",
                   "best_val_miou", "best_epoch", "arch_val_miou", "last_eigenvalue", "macs", "params",
@@ -77,7 +76,7 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     config = load_yaml(run_dir / "config.yaml")
     if not isinstance(config, dict):
         raise NassegError(f"{run_dir / 'config.yaml'}: expected the search job nasseg wrote (a mapping)")
-    result = _optional_json(run_dir / "result.json", "a search's result")
+    result = read_optional(run_dir / "result.json", "a search's result")
     trial = read_record(RunDir(run_dir))
     seed = trial.get("seed", result.get("seed"))
     if seed is None and run_dir.name.startswith("seed") and run_dir.name[4:].isdigit():
@@ -85,7 +84,7 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     epochs = len(metrics)
     arch_epoch = int(result.get("arch_epoch") or epochs or 0)
     by_epoch = metrics.set_index("epoch") if epochs else metrics
-    cost = _optional_json(run_dir / "arch_cost.json", "architecture costs per epoch").get(str(arch_epoch), {})
+    cost = read_optional(run_dir / "arch_cost.json", "architecture costs per epoch").get(str(arch_epoch), {})
     arch_file = run_dir / "arch.yaml"
     if not arch_file.exists() and arch_epoch:
         arch_file = run_dir / "arch" / f"epoch_{arch_epoch:03d}.yaml"
@@ -111,10 +110,6 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
         "genotype": genotype_summary(arch_file),
         "checkpoint": str(run_dir / "checkpoints" / "last.pt"),
     }
-
-
-def _optional_json(path: Path, what: str) -> dict[str, Any]:
-    return read_json_object(path, what) if path.exists() else {}
 
 
 def _fmt(value: Any) -> str:

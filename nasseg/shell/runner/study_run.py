@@ -29,7 +29,7 @@ from nasseg.search.rundir import RunDir
 from nasseg.train.config import parse_train_job
 from nasseg.train.trainer import Trainer
 
-from .experiment import TUNE_DIR, Experiment
+from .experiment import TUNE_DIR, Experiment, dotted
 from .study import SEARCH_NAME, StudyConfig
 from .study_table import StudyTables, write_tables
 from .study_units import (RETRAIN_DIR, STUDY_FILE, read_unit, study_candidates, study_document, unit_jobs,
@@ -92,19 +92,9 @@ def _check_start(study: StudyConfig, study_dir: Path, resume: bool, restart: boo
                           "it, or --out DIR to start a new one elsewhere")
 
 
-def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix.rstrip("."): data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        nested = isinstance(value, dict) and value
-        flat.update(_dotted(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}": value})
-    return flat
-
-
 def check_resumable_changes(saved: Any, current: dict[str, Any], file: Path) -> None:
     """Refuse a --resume whose settings would change what finished searches or retrainings computed."""
-    before, now = _dotted(saved), _dotted(current)
+    before, now = dotted(saved), dotted(current)
     changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key)
                      and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES))
     if changed:
@@ -143,8 +133,8 @@ def check_units_unchanged(study_dir: Path, jobs: dict[str, dict[str, Any]]) -> N
     for run, job in jobs.items():
         config_file = study_dir / RETRAIN_DIR / run / "config.yaml"
         if config_file.is_file():
-            made = _dotted(parse_train_job(load_yaml(config_file)).to_dict())
-            wanted = _dotted(parse_train_job(job).to_dict())
+            made = dotted(parse_train_job(load_yaml(config_file)).to_dict())
+            wanted = dotted(parse_train_job(job).to_dict())
             if made != wanted:
                 keys = sorted(k for k in set(made) | set(wanted) if made.get(k) != wanted.get(k))
                 raise NassegError(f"{config_file.parent}: trained with other settings ({', '.join(keys[:4])}) than the "

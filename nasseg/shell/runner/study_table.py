@@ -30,6 +30,7 @@ from nasseg.viz import plots
 
 from .study import GROUPS, StudyConfig
 from .study_stats import Comparison, compare
+from .trainable import model_cost
 from .study_units import (RETRAIN_DIR, Candidate, SearchOutcome, load_study, search_outcomes, searched_candidates,
                           random_candidates, baseline_candidates, with_units)
 
@@ -73,19 +74,6 @@ def _run_row(study_dir: Path, run: str) -> dict[str, Any] | None:
     return row
 
 
-def model_cost(model: str, model_args: dict[str, Any], classes: int, size: tuple[int, int]) -> tuple[int, int]:
-    """(parameters, multiply-adds of one 1x3xHxW forward pass) of a candidate, on the meta device."""
-    import torch
-
-    from nasseg.complexity import count_macs, count_params, meta_device
-    from nasseg.models import build
-
-    with meta_device():
-        net = build(model, classes, **model_args).eval()
-        x = torch.zeros(1, 3, *size)
-        return count_params(net.parameters()), count_macs(lambda: net(x))
-
-
 def cost_size(study: StudyConfig) -> tuple[int, int]:
     data = study.recipe["data"]
     return tuple(study.job.cost_input or data.get("size") or data["crop"])  # type: ignore[return-value]
@@ -107,15 +95,14 @@ def candidate_rows(study: StudyConfig, candidates: Sequence[Candidate], runs: pd
         if c.unit not in costs:
             costs[c.unit] = model_cost(c.model, c.model_args, classes_count, size)
         params, macs = costs[c.unit]
-        seconds = float((mine["train_seconds"] + mine["eval_seconds"]).sum()) if len(mine) else 0.0
+        seconds = float((mine["train_seconds"] + mine["eval_seconds"]).sum())
+        # pandas gives NaN for the mean of no runs and the std of fewer than two
         rows.append({"group": c.group, "candidate": c.id, "source": c.source, "unit": c.unit,
-                     "search_seed": c.search_seed,
-                     "runs": len(mine), "miou_mean": mine["miou"].mean() if len(mine) else math.nan,
-                     "miou_std": mine["miou"].std(ddof=1) if len(mine) > 1 else math.nan,
-                     "pixel_accuracy": mine["pixel_accuracy"].mean() if len(mine) else math.nan,
+                     "search_seed": c.search_seed, "runs": len(mine), "miou_mean": mine["miou"].mean(),
+                     "miou_std": mine["miou"].std(ddof=1), "pixel_accuracy": mine["pixel_accuracy"].mean(),
                      "params": params, "macs": macs,
                      "retrain_cpu_h": _hours(seconds, cpus), "retrain_gpu_h": _hours(seconds, gpus),
-                     **{f"iou_{k}": mine[f"iou_{k}"].mean() if len(mine) else math.nan for k in classes}})
+                     **{f"iou_{k}": mine[f"iou_{k}"].mean() for k in classes}})
     return pd.DataFrame(rows)
 
 
@@ -166,24 +153,21 @@ def group_rows(study: StudyConfig, candidates: pd.DataFrame, runs: pd.DataFrame,
         done = cands[cands["runs"] > 0]
         # each candidate's runs; two candidates of a group training the same network count twice, as two draws
         mine = pd.concat([runs[runs["unit"] == u] for u in done["unit"]]) if len(done) else runs.iloc[:0]
-        searched = group.startswith("searched_")
         seconds = sum(o.seconds_to_stop if group == "searched_stop" else o.seconds for o in outcomes) \
-            if searched else 0.0
+            if group.startswith("searched_") else 0.0
         comparison = versus.get(group)
         rows.append({"group": group, "candidates": len(cands), "runs": len(mine),
-                     "miou_mean": done["miou_mean"].mean() if len(done) else math.nan,
-                     "miou_std": mine["miou"].std(ddof=1) if len(mine) > 1 else math.nan,
-                     "miou_std_between": done["miou_mean"].std(ddof=1) if len(done) > 1 else math.nan,
-                     "pixel_accuracy": mine["pixel_accuracy"].mean() if len(mine) else math.nan,
+                     "miou_mean": done["miou_mean"].mean(), "miou_std": mine["miou"].std(ddof=1),
+                     "miou_std_between": done["miou_mean"].std(ddof=1),
+                     "pixel_accuracy": mine["pixel_accuracy"].mean(),
                      "params_mean": cands["params"].mean(), "macs_mean": cands["macs"].mean(),
                      "search_cpu_h": _hours(seconds, search.cpus), "search_gpu_h": _hours(seconds, search.gpus),
                      "retrain_cpu_h": cands.drop_duplicates("unit")["retrain_cpu_h"].sum(),
                      "retrain_gpu_h": cands.drop_duplicates("unit")["retrain_gpu_h"].sum(),
                      "vs_random": comparison.verdict if comparison else "",
-                     "vs_random_difference": comparison.difference if comparison else math.nan,
-                     "vs_random_low": comparison.low if comparison else math.nan,
-                     "vs_random_high": comparison.high if comparison else math.nan,
-                     **{f"iou_{k}": mine[f"iou_{k}"].mean() if len(mine) else math.nan for k in classes}})
+                     **{f"vs_random_{key}": getattr(comparison, key) if comparison else math.nan
+                        for key in ("difference", "low", "high")},
+                     **{f"iou_{k}": mine[f"iou_{k}"].mean() for k in classes}})
     return pd.DataFrame(rows)
 
 

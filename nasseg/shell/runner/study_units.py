@@ -71,15 +71,13 @@ def study_document(study: StudyConfig) -> dict[str, Any]:
     inline (its own stop rule, not the ablation's), every path absolute."""
     job = study.job
     return {"kind": "study", "name": study.name, "search": {**portable_job(study.search), "early_stop": study.rule},
-            "recipe": study.recipe, "ablation": job.ablation,
-            "random": {"count": job.random.count, "seed": job.random.seed}, "arch_args": dict(job.arch_args),
+            "recipe": study.recipe, "ablation": job.ablation, "random": dataclasses.asdict(job.random),
+            "arch_args": dict(job.arch_args),
             "baselines": [{"model": b.model, "model_args": dict(b.model_args), "name": b.group}
                           for b in study.baselines],
-            "retrain_seeds": list(job.retrain_seeds),
-            "resources": {"cpus": job.resources.cpus, "gpus": job.resources.gpus}, "max_failures": job.max_failures,
-            "cost_input": list(job.cost_input) if job.cost_input else None,
-            "bootstrap": {"samples": job.bootstrap.samples, "confidence": job.bootstrap.confidence,
-                          "seed": job.bootstrap.seed}}
+            "retrain_seeds": list(job.retrain_seeds), "resources": dataclasses.asdict(job.resources),
+            "max_failures": job.max_failures, "cost_input": list(job.cost_input) if job.cost_input else None,
+            "bootstrap": dataclasses.asdict(job.bootstrap)}
 
 
 def load_study(path: str | Path) -> StudyConfig:

@@ -19,14 +19,14 @@ from typing import Any
 import torch
 
 from nasseg.errors import NassegError
-from nasseg.io import atomic_write_text, read_json_object
+from nasseg.io import atomic_write_text
 from nasseg.search import Search, SearchDiverged
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir, read_search_checkpoint
 from ..process import configure_process
 from .experiment import PID_FILE, job_digest, load_experiment
 from .ray_session import torch_threads
-from .record import RunRecord, current_node
+from .record import RunRecord, current_node, read_optional
 from .storage import staged
 
 CHECKPOINT_FILE = "last.pt"
@@ -102,13 +102,11 @@ def refuse_known_divergence(run: RunDir, digest: str) -> None:
     """A retry of a diverged search with unchanged settings would diverge again, epoch for epoch:
     fail at once so Tune's retries cost seconds; ``--resume --set ...`` changes the digest (and
     the stale result.json goes)."""
-    result_file = run.file("result.json")
-    if result_file.exists():
-        result = read_json_object(result_file, "a search's result (result.json)")
-        if result.get("status") == "diverged":
-            if result.get("job_digest") == digest:
-                raise SearchDiverged(result["reason"])
-            result_file.unlink()
+    result = read_optional(run.file("result.json"), "a search's result (result.json)")
+    if result.get("status") == "diverged":
+        if result.get("job_digest") == digest:
+            raise SearchDiverged(result["reason"])
+        run.file("result.json").unlink()
 
 
 def check_same_search(run: RunDir, saved: dict[str, Any], config: SearchConfig) -> None:
@@ -126,32 +124,38 @@ def default_cost_input(config: SearchConfig) -> tuple[int, int]:
     return config.data.size or config.data.crop or (512, 512)
 
 
+def model_cost(model: str, model_args: dict[str, Any], classes: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(parameters, multiply-adds of one 1x3xHxW forward pass) of a network, on the meta device."""
+    from nasseg.complexity import count_macs, count_params, meta_device
+    from nasseg.models import build
+
+    with meta_device():
+        net = build(model, classes, **model_args).eval()
+        x = torch.zeros(1, 3, *size)
+        return count_params(net.parameters()), count_macs(lambda: net(x))
+
+
 def arch_cost(arch_file: str | Path, num_classes: int, size: tuple[int, int],
               wanted: list[str]) -> dict[str, float]:
-    """Multiply-adds and parameters (counted on the meta device) and, if asked, the CPU/GPU latency
-    of the retrain network of a decoded architecture."""
-    from nasseg.complexity import count_macs, count_params, meta_device, median_latency
+    """Multiply-adds and parameters and, if asked, the CPU/GPU latency of the retrain network of a
+    decoded architecture."""
+    from nasseg.complexity import median_latency
     from nasseg.models import build
 
     cost: dict[str, float] = {}
     if "macs" in wanted or "params" in wanted:
-        with meta_device():
-            model = build(str(arch_file), num_classes)
-            x = torch.zeros(1, 3, *size)
-            cost["macs"] = count_macs(lambda: model.eval()(x))
-            cost["params"] = count_params(model.parameters())
+        cost["params"], cost["macs"] = model_cost(str(arch_file), {}, num_classes, size)
     if "latency_ms" in wanted:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         cost["latency_ms"] = median_latency(build(str(arch_file), num_classes), size, device=device) * 1e3
-    return {k: v for k, v in cost.items() if k in wanted}
+    return {k: cost[k] for k in COST_METRICS if k in wanted}
 
 
 def record_arch_cost(run: RunDir, epoch: int, num_classes: int, size: tuple[int, int],
                      wanted: list[str]) -> dict[str, float]:
     """The cost of epoch ``epoch``'s architecture, also kept in arch_cost.json for `nasseg results`."""
     cost = arch_cost(run.epoch_file("arch", epoch, ".yaml"), num_classes, size, wanted)
-    path = run.file(COST_FILE)
-    table = read_json_object(path, "architecture costs per epoch") if path.exists() else {}
+    table = read_optional(run.file(COST_FILE), "architecture costs per epoch")
     table[str(epoch)] = cost
-    atomic_write_text(path, json.dumps(table, indent=2))
+    atomic_write_text(run.file(COST_FILE), json.dumps(table, indent=2))
     return cost

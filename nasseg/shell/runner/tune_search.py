@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 from ray import tune
 
 from nasseg.errors import NassegError
-from nasseg.io import atomic_write_text, read_json_object
+from nasseg.io import atomic_write_text
 from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir,
                             run_path)
 from nasseg.search.config import SearchConfig
@@ -27,7 +27,7 @@ from nasseg.search.rundir import RunDir
 from .experiment import TUNE_DIR, Experiment, job_overrides, load_experiment, portable_job
 from .inprocess import epoch_line
 from .ray_session import check_resources, largest_node, ray_session
-from .record import node_alive, node_label, placements, read_record
+from .record import node_alive, node_label, placements, read_optional, read_record
 from .storage import check_out_path
 from .trainable import COST_METRICS, check_same_search, search_trainable
 
@@ -158,10 +158,8 @@ def finish_run_dir(trial: Any, experiment_path: str | Path) -> dict[str, Any]:
     fell on its final epoch (it ran them all; its numbers are final)."""
     experiment = load_experiment(experiment_path)
     run = RunDir(experiment.run_dir(int(trial.config["seed"]), trial.trial_id))
-    path = run.file("result.json")
-    if path.exists():
-        result = read_json_object(path, "a search's result (result.json)")
-    else:
+    result = read_optional(run.file("result.json"), "a search's result (result.json)")
+    if not result:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
         planned = experiment.search_config(trial.config.get("params")).epochs
@@ -259,30 +257,25 @@ def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Seque
             claim_run_dir(experiment_path, "experiment")
             experiment.save()
             claim_run_dir(experiment.tune_dir, "ray-tune")
-            tuner = new_search_tuner(config, experiment, resume, callbacks)
+            lines = EpochLines(experiment.path, config.epochs, max_failures=config.max_failures)
+            tuner = tune.Tuner(  # one trial per seed, named like its run dir (seed<N>)
+                trainable_with_resources(config),
+                param_space={"experiment": str(experiment.path), "seed": tune.grid_search(seeds),
+                             "resume_run_dir": resume},
+                tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"seed{trial.config['seed']}"),
+                run_config=make_run_config(experiment, config.max_failures, [lines, *callbacks]))
         with quiet_tune_logs():
             return collect_outcomes(tuner.fit(), load_experiment(experiment_path))
 
 
-def new_search_tuner(config: SearchConfig, experiment: Experiment, resume: bool,
-                     callbacks: Sequence[Any]) -> tune.Tuner:
-    """One trial per seed, named like its run dir (seed<N>)."""
-    lines = EpochLines(experiment.path, config.epochs, max_failures=config.max_failures)
-    return tune.Tuner(
-        trainable_with_resources(config),
-        param_space={"experiment": str(experiment.path), "seed": tune.grid_search(experiment.seeds),
-                     "resume_run_dir": resume},
-        tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"seed{trial.config['seed']}"),
-        run_config=make_run_config(experiment, config.max_failures, [lines, *callbacks]))
-
-
-def collect_outcomes(grid: tune.ResultGrid, experiment: Experiment, raise_on_error: bool = True) -> list[dict[str, Any]]:
+def collect_outcomes(grid: tune.ResultGrid, experiment: Experiment,
+                     raise_on_error: bool = True) -> list[dict[str, Any]]:
     """One dict per trial (result.json + run_dir); raises if a trial failed for good, after the
     others finished. Tune trial dirs are named like the run dirs (seed<N>, trial_<id>)."""
     outcomes, failed = [], []
     for result in grid:
         run = RunDir(experiment.path / Path(result.path).name)
-        data = read_json_object(run.file("result.json"), "a search's result") if run.file("result.json").exists() else {}
+        data = read_optional(run.file("result.json"), "a search's result")
         outcomes.append({**data, "seed": int(result.config["seed"]), "run_dir": str(run.path),
                          "error": bool(result.error)})
         if result.error:
