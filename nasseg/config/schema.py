@@ -62,24 +62,20 @@ def _described(exc: ValidationError, schema: Any, data: Any, file: str | None, k
     """The one-line SpecError of ``exc``; should describing it fail on a document shape not foreseen
     here, pydantic's own first message, still one line naming the file and the key."""
     try:
-        return spec_error(exc, schema, data, file, key)
+        described = [describe_error(e, json_schema(schema), data) for e in exc.errors(include_url=False)]
+        path, message = described[0]
+        for deeper, text in described[1:]:  # a union's members fail at its path; the member that fits, deeper
+            if deeper.startswith((path + ".", path + "[")) if path else deeper:
+                path, message = deeper, text
+        others = list(dict.fromkeys(_below(key, p) for p, _ in described if p != path and not path.startswith(p)))
+        if others:
+            message += f" (and {len(others)} more problem{'s' * (len(others) > 1)}: {', '.join(others[:4])}"
+            message += ", ...)" if len(others) > 4 else ")"
+        return SpecError(file, _below(key, path) or None, message)
     except Exception:  # noqa: BLE001 - the net under the description, never under validation
         first = exc.errors(include_url=False)[0]
         path = ".".join(str(part) for part in (key, *first["loc"]) if part is not None)
         return SpecError(file, path or None, f"{first['msg']}, got {describe(first.get('input'))}")
-
-
-def spec_error(exc: ValidationError, schema: Any, data: Any, file: str | None, key: str | None) -> SpecError:
-    described = [describe_error(e, json_schema(schema), data) for e in exc.errors(include_url=False)]
-    path, message = described[0]
-    for deeper, text in described[1:]:  # a union's members fail at its path; the member that fits, deeper
-        if deeper.startswith((path + ".", path + "[")) if path else deeper:
-            path, message = deeper, text
-    others = list(dict.fromkeys(_below(key, p) for p, _ in described if p != path and not path.startswith(p)))
-    if others:
-        message += f" (and {len(others)} more problem{'s' * (len(others) > 1)}: {', '.join(others[:4])}"
-        message += ", ...)" if len(others) > 4 else ")"
-    return SpecError(file, _below(key, path) or None, message)
 
 
 def _below(key: str | None, path: str) -> str:
@@ -132,7 +128,8 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 _UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 _MISSING = ("missing", "missing_argument", "missing_keyword_only_argument")
-_NOT_A_MAPPING = ("model_attributes_type", "dataclass_type", "dict_type", "model_type")
+_FIXED = {"finite_number": "a finite number",  # what these errors expect, whatever the field
+          **dict.fromkeys(("model_attributes_type", "dataclass_type", "dict_type", "model_type"), "a mapping")}
 _KEY_TYPES = {"int_type": "an integer", "int_parsing": "an integer", "string_type": "a string",
               "float_type": "a number", "bool_type": "true or false"}
 
@@ -163,10 +160,8 @@ def describe_error(error: dict[str, Any], schema: dict[str, Any], data: Any) -> 
         tags = list((union.get("discriminator") or {}).get("mapping") or {})
         keys.append(str(ctx.get("discriminator", "")).strip("'"))
         message = f"missing; expected one of {', '.join(tags)}" if tags else f"missing; {error['msg']}"
-    elif kind in _NOT_A_MAPPING:
-        message = f"expected a mapping, got {describe(value)}"
-    elif kind == "finite_number":
-        message = f"expected a finite number, got {describe(value)}"
+    elif kind in _FIXED:
+        message = f"expected {_FIXED[kind]}, got {describe(value)}"
     elif kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
         keys.append(str(ctx.get("discriminator", "")).strip("'"))
@@ -212,14 +207,13 @@ def _document_path(loc: list[Any], data: Any, keep_last: bool) -> tuple[list[str
     keys: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        last = i == len(loc) - 1
         if isinstance(node, dict) and part in node:
             keys.append(str(part))  # a mapping key, even an integer one, is written .key
             node = node[part]
         elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
             keys.append(part)
             node = node[part]
-        elif last and keep_last:
+        elif keep_last and i == len(loc) - 1:
             keys.append(part)
     return keys, node
 
@@ -252,11 +246,8 @@ def _branches(schema: dict[str, Any], node: dict[str, Any], value: Any) -> dict[
 
 
 def _json_type(value: Any) -> str | None:
-    for types, name in (((bool,), "boolean"), ((int, float), "number"), ((str,), "string"), ((dict,), "object"),
-                        ((list, tuple), "array")):
-        if isinstance(value, types):
-            return name
-    return None
+    kinds = ((bool, "boolean"), ((int, float), "number"), (str, "string"), (dict, "object"), ((list, tuple), "array"))
+    return next((name for types, name in kinds if isinstance(value, types)), None)
 
 
 def _schema_at(schema: dict[str, Any], keys: list[Any], data: Any, branch: bool = True) -> dict[str, Any]:
@@ -269,8 +260,7 @@ def _schema_at(schema: dict[str, Any], keys: list[Any], data: Any, branch: bool 
             node = items[key] if items and key < len(items) else node.get("items", {})
         else:
             node = _properties(node).get(key) or node.get("additionalProperties") or {}
-            if node is True:
-                node = {}
+            node = {} if node is True else node
         value = value.get(key) if isinstance(value, dict) else value[key] if isinstance(value, list) and \
             isinstance(key, int) and key < len(value) else None
         node = _branches(schema, node, value) if branch or i < len(keys) - 1 else _resolve(schema, node)
@@ -316,11 +306,8 @@ def expected(node: dict[str, Any]) -> str:
 
 
 def _plural(phrase: str) -> str:
-    for one, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings"),
-                      ("a mapping", "mappings")):
-        if phrase.startswith(one):
-            return many + phrase[len(one):]
-    return phrase
+    return next((many + phrase[len(one):] for one, many in (("an integer", "integers"), ("a number", "numbers"),
+                 ("a string", "strings"), ("a mapping", "mappings")) if phrase.startswith(one)), phrase)
 
 
 def to_plain(value: Any) -> Any:
