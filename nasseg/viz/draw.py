@@ -73,10 +73,6 @@ def _cluster(graph: graphviz.Digraph, sub: graphviz.Digraph, name: str) -> None:
     graph.subgraph(cluster)
 
 
-def _input_labels(inputs: int) -> list[str]:
-    return [f"c_{{k-{inputs - i}}}" for i in range(inputs)]
-
-
 def _cell_title(kind: str) -> str:
     return {"normal": "normal cell", "reduce": "reduction cell"}.get(kind, f"{kind} cell")
 
@@ -85,8 +81,9 @@ def _cell_frame(graph: graphviz.Digraph, inputs: int, nodes: Sequence[int], pref
     """Input, intermediate and output nodes of a cell, DARTS-paper style."""
     with graph.subgraph() as rank:
         rank.attr(rank="same")
-        for i, label in enumerate(_input_labels(inputs)):
-            rank.node(f"{prefix}n{i}", label, shape="box", style="rounded,filled", fillcolor=INPUT_FILL)
+        for i in range(inputs):
+            rank.node(f"{prefix}n{i}", f"c_{{k-{inputs - i}}}", shape="box", style="rounded,filled",
+                      fillcolor=INPUT_FILL)
             if i:  # c_{k-2} above c_{k-1}
                 rank.edge(f"{prefix}n{i - 1}", f"{prefix}n{i}", style="invis")
     for node in nodes:
@@ -140,12 +137,8 @@ def edge_weight_rows(space: SearchSpace, kind: str, weights: Any) -> list[np.nda
             raise NassegError(f"space {space.name!r}: expected {sum(sizes)} alphas for the {kind!r} cell "
                               f"({len(sizes)} edges), got {len(flat)}")
         rows = np.split(flat, np.cumsum(sizes)[:-1])
-    out = []
-    for row in rows:
-        if not (row.min() >= 0 and abs(row.sum() - 1) < 1e-4):
-            row = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
-        out.append(row)
-    return out
+    softmax = [np.exp(row - row.max()) / np.exp(row - row.max()).sum() for row in rows]
+    return [row if row.min() >= 0 and abs(row.sum() - 1) < 1e-4 else soft for row, soft in zip(rows, softmax)]
 
 
 def _wrap(names: Sequence[str], per_line: int = 2) -> str:
@@ -228,12 +221,8 @@ def transition_weights(network: nx.DiGraph, betas: Any) -> dict[tuple[Node, Node
     if betas is None:
         return {}
     if isinstance(betas, Mapping):
-        out = {}
-        for key, value in betas.items():
-            if isinstance(key, str):
-                key = tuple(tuple(int(x) for x in end.split("_")) for end in key.split("->"))
-            out[key] = float(_as_array(value).reshape(-1)[0])
-        return out
+        return {tuple(tuple(int(x) for x in end.split("_")) for end in key.split("->")) if isinstance(key, str)
+                else key: float(_as_array(value).reshape(-1)[0]) for key, value in betas.items()}
     return {key: math.exp(value) for key, value in log_transition_weights(beta_groups(network), betas).items()}
 
 
@@ -613,8 +602,3 @@ def show(target: str, output: str | Path, *, epoch: int | None = None, kind: str
     the space cells weighted by that epoch's alphas, the lattice with betas and path)."""
     _suffix(Path(output))  # a bad format fails before any work
     return render(show_graph(target, epoch=epoch, kind=kind), output)
-
-
-__all__ = ["draw_cell", "draw_arch", "draw_space_cell", "draw_lattice", "draw_network", "render",
-           "edge_weight_rows", "transition_weights",
-           "show", "show_graph", "PATH_CLASS"]

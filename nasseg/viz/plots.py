@@ -49,6 +49,8 @@ def op_colors(ops: Sequence[str]) -> dict[str, str]:
 
 # metrics.csv columns the plots and the report compute with; the rest are shown as stored
 METRIC_NUMBERS = ("epoch", "train_loss", "val_loss", "val_miou", "eigenvalue", "param_free_share", "skip_share")
+# columns added later (the eigenvalue's error bound, hessian.blocks' eigenvalues): NaN where a run lacks them
+OPTIONAL_NUMBERS = ("eigen_bound", "eigenvalue_alphas", "eigenvalue_betas")
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -74,14 +76,13 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     metrics = RunDir(run_dir).read_metrics(METRIC_NUMBERS)
     if metrics.empty or metrics["epoch"].isna().any():
         raise NassegError(f"{path}: {'a row without an epoch number' if len(metrics) else 'no epochs recorded'}")
-    # the eigenvalue's error bound (Ritz residual): absent from runs written before it was recorded
-    metrics["eigen_bound"] = (pd.to_numeric(metrics["eigen_bound"], errors="coerce") if "eigen_bound" in metrics
-                              else float("nan"))
+    for column in OPTIONAL_NUMBERS:
+        metrics[column] = pd.to_numeric(metrics[column], errors="coerce") if column in metrics else float("nan")
     return metrics
 
 
 def load_result(run_dir: str | Path) -> dict[str, Any]:
-    """A run's result.json, or {} while the run has none."""
+    """result.json, or {} while the run has none."""
     path = Path(run_dir) / "result.json"
     return read_json_object(path, "a run's result (status and summary)") if path.is_file() else {}
 
@@ -171,8 +172,7 @@ def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str 
     """Eigenvalue per epoch (stop point, returned epoch and the paper rule's two lambda_bar
     windows marked) above the share of skip / parameter-free ops."""
     run_dir = Path(run_dir)
-    metrics = load_metrics(run_dir)
-    result = load_result(run_dir)
+    metrics, result = load_metrics(run_dir), load_result(run_dir)
     fig = figure(figsize=(7.5, 5.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(metrics["epoch"], metrics["eigenvalue"], marker="o", color="tab:red", label="eigenvalue")
@@ -182,9 +182,8 @@ def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str 
                      ecolor="tab:red", capsize=3, label="± Ritz residual (error bound)")
     for column, color, label in (("eigenvalue_alphas", "tab:orange", "alphas only"),
                                  ("eigenvalue_betas", "tab:blue", "betas only")):
-        values = pd.to_numeric(metrics[column], errors="coerce") if column in metrics else None
-        if values is not None and values.notna().any():  # hessian.blocks on a lattice
-            top.plot(metrics["epoch"], values, marker=".", linestyle="--", color=color, label=label)
+        if metrics[column].notna().any():  # hessian.blocks on a lattice
+            top.plot(metrics["epoch"], metrics[column], marker=".", linestyle="--", color=color, label=label)
     top.set_ylabel("dominant eigenvalue of\n$\\nabla^2_\\alpha L_{val}$")
     for first, last, mean in paper_windows(run_dir) or []:
         top.hlines(mean, first - 0.3, last + 0.3, color="tab:purple", linewidth=3, alpha=0.7)
@@ -261,13 +260,6 @@ def _arch_weights(run_dir: Path) -> list[tuple[int, dict[str, Any]]]:
     return [(epoch, run.read_arch_weights(epoch)) for epoch in epochs]
 
 
-def _answer(run_dir: Path):
-    """The run's answer (arch.yaml), else the last recorded epoch's decoded architecture."""
-    from ..search import decode_run
-
-    return decode_run(run_dir)
-
-
 def edge_label(source: int, node: int, inputs: int) -> str:
     """Edge names as in the cell drawings: inputs c_{k-2}, c_{k-1}, intermediates 0, 1, ..."""
     name = f"$c_{{k-{inputs - source}}}$" if source < inputs else str(source - inputs)
@@ -278,6 +270,7 @@ def edge_label(source: int, node: int, inputs: int) -> str:
 def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "normal") -> Path:
     """softmax(alpha) of every op per edge over epochs: one panel per candidate edge, a line per
     op. Panels of edges the answer keeps have bold titles and their kept op drawn thick."""
+    from ..search import decode_run
     from .draw import edge_weight_rows
 
     run_dir = Path(run_dir)
@@ -290,7 +283,7 @@ def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "n
     rows = [edge_weight_rows(space, kind, p.get("alphas") or p["alphas_raw"]) for _, p in records]
     edges = sorted(space.cell_graph.edges(data=True), key=lambda e: e[2]["index"])
     inputs = sum(1 for _, role in space.cell_graph.nodes(data="role") if role == "input")
-    answer = _answer(run_dir)
+    answer = decode_run(run_dir)  # arch.yaml, else the last recorded epoch's architecture
     kept = {(s, n): op for s, n, op in answer.cells[kind].edges()} if kind in answer.cells else {}
     colors = op_colors(space.op_names)
     fig, axes = _grid(len(edges), 5)
@@ -323,6 +316,7 @@ def _state(path: Sequence[int], strides: Sequence[int], layer: int) -> tuple[int
 def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     """softmax(beta) over epochs of the transitions leaving each state of the answer's path (one
     panel per layer; the transition the path takes thick), for lattice (Auto-DeepLab) runs."""
+    from ..search import decode_run
     from .draw import transition_weights
 
     run_dir = Path(run_dir)
@@ -333,7 +327,7 @@ def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     records = _arch_weights(run_dir)
     epochs = [e for e, _ in records]
     weights = [transition_weights(network, p.get("betas") or p["betas_raw"]) for _, p in records]
-    path = list(_answer(run_dir).path or [])
+    path = list(decode_run(run_dir).path or [])
     fig, axes = _grid(len(path), 4, size=(2.9, 2.0))
     for layer, ax in enumerate(axes):
         state, chosen = _state(path, strides, layer), _state(path, strides, layer + 1)
@@ -400,7 +394,3 @@ def plot_op_share(run_dir: str | Path, output: str | Path, kind: str = "normal")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return save(fig, output)
 
-
-__all__ = ["OP_COLORS", "METRIC_NUMBERS", "STYLE", "styled", "figure", "save", "op_colors", "load_metrics",
-           "load_result", "measured_eigenvalues", "paper_windows", "rule_windows", "plot_eigenvalue_and_ops",
-           "plot_training_curves", "plot_alpha_evolution", "plot_beta_evolution", "op_shares", "plot_op_share"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any, Callable
 
 from nasseg.config.types import MAX_CLASSES, MAX_SIZE_PIXELS
 
@@ -44,24 +45,23 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _checked(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: ``cast(text)`` when it passes ``ok``, else "expected <expected>, got <text>"."""
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+opacity = _checked(float, lambda v: 0 <= v <= 1, "an opacity between 0 and 1")
+seed_value = _checked(int, lambda v: 0 <= v < 2**32, f"a seed 0..{2**32 - 1}")  # what torch, numpy and random take
 
 
 def class_count(text: str) -> int:
@@ -69,25 +69,4 @@ def class_count(text: str) -> int:
     value = positive_int(text)
     if value > MAX_CLASSES:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_CLASSES:,} classes, got {text!r}")
-    return value
-
-
-def opacity(text: str) -> float:
-    try:
-        alpha = float(text)
-    except ValueError:
-        alpha = -1.0
-    if not 0 <= alpha <= 1:
-        raise argparse.ArgumentTypeError(f"expected an opacity between 0 and 1, got {text!r}")
-    return alpha
-
-
-def seed_value(text: str) -> int:
-    """A seed: 0 .. 2**32 - 1 (what torch, numpy and random all take)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected a seed 0..{2**32 - 1}, got {text!r}")
     return value

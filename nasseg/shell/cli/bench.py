@@ -21,9 +21,11 @@ MAX_CROP = 1024  # an Auto-DeepLab supernet step at a 1024 crop already needs te
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    import torch
+
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         raise NassegError(f"--device {args.device}: expected cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not _cuda_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise NassegError(f"--device {args.device}: CUDA is not available on this machine")
     if (args.repeats is not None and args.repeats < 1) or args.warmup < 0 or not 1 <= args.threads <= MAX_THREADS:
         raise NassegError(f"--repeats must be >= 1, --warmup >= 0 and --threads 1..{MAX_THREADS}")
@@ -146,8 +148,3 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(run=cmd_bench)
     return bench
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()

@@ -27,9 +27,11 @@ TOKEN_NOTE = ("Clusters with token authentication: the token is read from RAY_AU
 
 
 def add_cluster_parsers(subparsers) -> None:
-    """Adds submit, status, logs and stop to the ``nasseg`` sub-commands."""
+    address = argparse.ArgumentParser(add_help=False)
+    address.add_argument("--address", default=None, metavar="URL", help=ADDRESS_HELP)
     submit = subparsers.add_parser(
-        "submit", help="run a search / HPO / training job on a Ray cluster (Ray Jobs API)",
+        "submit", parents=[address],
+        help="run a search / HPO / training job on a Ray cluster (Ray Jobs API)",
         description="Upload the project folder (--working-dir, default: the current folder; without .git, .venv, "
                     "runs/, weights) and run `python -m nasseg search JOB.yaml` (or `train` for a training "
                     "job) there as a Ray job. Prints the job id and how to follow it. The job writes its runs to "
@@ -37,7 +39,6 @@ def add_cluster_parsers(subparsers) -> None:
                     "filesystem. " + TOKEN_NOTE,
         epilog="Example: nasseg submit jobs/demo.yaml --address http://HEAD:8265 --out /shared/runs --follow")
     submit.add_argument("job", metavar="JOB.yaml", help="a search, HPO or training job inside --working-dir")
-    submit.add_argument("--address", default=None, metavar="URL", help=ADDRESS_HELP)
     submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a job key (repeatable), as for nasseg search / train")
     submit.add_argument("--out", default=None, metavar="DIR",
@@ -64,28 +65,25 @@ def add_cluster_parsers(subparsers) -> None:
     submit.set_defaults(run=cmd_submit)
 
     status = subparsers.add_parser(
-        "status", help="status of a job on a Ray cluster, or a table of its jobs",
+        "status", parents=[address], help="status of a job on a Ray cluster, or a table of its jobs",
         description="With JOB_ID: status, message, command, start and end time. Without: one row per job. "
                     + TOKEN_NOTE)
     status.add_argument("job_id", nargs="?", default=None, metavar="JOB_ID")
-    status.add_argument("--address", default=None, metavar="URL", help=ADDRESS_HELP)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(run=cmd_status)
 
-    logs = subparsers.add_parser("logs", help="the log of a job on a Ray cluster",
+    logs = subparsers.add_parser("logs", parents=[address], help="the log of a job on a Ray cluster",
                                  description="Print the job's log (stdout and stderr of its command). " + TOKEN_NOTE)
     logs.add_argument("job_id", metavar="JOB_ID")
-    logs.add_argument("--address", default=None, metavar="URL", help=ADDRESS_HELP)
     logs.add_argument("--follow", "-f", action="store_true",
                       help="stream it until the job ends; exit status 0 only if it SUCCEEDED")
     logs.set_defaults(run=cmd_logs)
 
-    stop = subparsers.add_parser("stop", help="stop a job on a Ray cluster",
+    stop = subparsers.add_parser("stop", parents=[address], help="stop a job on a Ray cluster",
                                  description="Ask the job to stop (SIGTERM, then SIGKILL) and wait until it has. "
                                              "A stopped search continues with `nasseg submit JOB --resume`. "
                                              + TOKEN_NOTE)
     stop.add_argument("job_id", metavar="JOB_ID")
-    stop.add_argument("--address", default=None, metavar="URL", help=ADDRESS_HELP)
     stop.add_argument("--no-wait", action="store_true", help="return without waiting for the job to stop")
     stop.set_defaults(run=cmd_stop)
 
@@ -116,18 +114,14 @@ def job_command(args: argparse.Namespace) -> tuple[list[str], str, dict[str, str
         raise NassegError("--seed applies to search jobs; set a training job's seed with --set seed=N")
     out = Path(args.out or ("runs/train" if command == "train" else "runs")).expanduser().resolve()
     argv = [args.python, "-m", "nasseg", command, relative, "--out", str(out)]
-    for item in args.set:
-        argv += ["--set", item]
+    argv += [word for item in args.set for word in ("--set", item)]
     argv += ["--resume"] * args.resume + ["--restart"] * args.restart
-    if args.seed is not None:
-        argv += ["--seed", str(args.seed)]
-    if args.workers is not None:
-        argv += ["--workers", str(args.workers)]
+    for flag, value in (("--seed", args.seed), ("--workers", args.workers)):
+        argv += [flag, str(value)] if value is not None else []
     metadata = {"nasseg_command": command, "job_file": relative, "out": str(out), "name": name}
-    note = None
-    if data_folder and not Path(data_folder).is_absolute():
-        note = (f"the job's data folder {data_folder} is relative: on the cluster it is looked up in the "
-                "uploaded copy of the project; give an absolute path on the cluster instead")
+    note = (f"the job's data folder {data_folder} is relative: on the cluster it is looked up in the uploaded copy "
+            "of the project; give an absolute path on the cluster instead") \
+        if data_folder and not Path(data_folder).is_absolute() else None
     return argv, name, metadata, note
 
 
@@ -140,18 +134,13 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
         config = load_train_job(job, overrides)
         return config.name, config.data.root
     from nasseg.config import load_yaml
-    from ..runner.hpo import is_hpo_job
+    from ..runner.hpo import is_hpo_job, load_hpo_job
+    from ..runner.study import load_study_job
 
-    if is_hpo_job(load_yaml(job)):
-        from ..runner.hpo import load_hpo_job
-
-        hpo = load_hpo_job(job, overrides)
-        return hpo.name, hpo.search.data.root
-    if load_yaml(job).get("kind") == "study":
-        from ..runner.study import load_study_job
-
-        study = load_study_job(job, overrides)
-        return study.name, study.search.data.root
+    data = load_yaml(job)
+    if is_hpo_job(data) or data.get("kind") == "study":
+        outer = (load_hpo_job if is_hpo_job(data) else load_study_job)(job, overrides)
+        return outer.name, outer.search.data.root
     from nasseg.search import load_job
 
     config = load_job(job, overrides)
@@ -221,8 +210,6 @@ def follow_job(jobs: Any, job_id: str) -> int:
         return 0
     print(f"nasseg: {line}", file=sys.stderr)
     return 1
-
-
 
 
 def one_line(text: str | None) -> str:

@@ -75,7 +75,7 @@ def check_search_memory(config, args: argparse.Namespace, seeds: list[int]) -> N
     the CPUs hold, ``resources.cpus`` each) must fit together; trials on a cluster are not checked."""
     import os
 
-    if getattr(args, "no_ray", False):
+    if args.no_ray:
         parallel = 1
     elif args.address or os.environ.get("RAY_ADDRESS"):
         return
@@ -91,32 +91,24 @@ def add_force_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from nasseg.plan import available_memory, fit_report
+    import torch
+
+    from nasseg.plan import available_memory, fit_report, plan_job
 
     config = load_any_job(args.job, args.set)
     device = job_device(config, args.device)
     if args.memory:
         available, source = args.memory, "--memory"
     else:
-        found = available_memory(device) if device == "cpu" or _cuda_available() else None
+        found = available_memory(device) if device == "cpu" or torch.cuda.is_available() else None
         available, source = (found.bytes, found.source) if found else (None, "unknown")
     report = fit_report(config, device, available, confirm=args.confirm) if available else None
-    plan = report.plan if report else _plan_only(config, device)
+    plan = report.plan if report else plan_job(config, device)
     if args.json:
         print(json.dumps(_as_json(plan, report, source), indent=2))
     else:
         print(format_report(plan, report, source, args.confirm))
     return 0
-
-
-def _plan_only(config, device: str):
-    from nasseg.plan import plan_job
-    return plan_job(config, device)
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def _as_json(plan, report, source: str) -> dict:

@@ -1,7 +1,5 @@
-"""Command-line pieces of the runner: the body of ``nasseg search`` and ``nasseg results``.
+"""``nasseg search`` (search, HPO and study jobs), ``nasseg decode`` and ``nasseg results``.
 
-``nasseg.shell.cli.main`` wires them in (``add_search_ray_arguments``, ``run_search_command``,
-``add_results_parser``).
 Ray is imported only when a command needs it, so ``--help`` and ``--no-ray`` stay fast.
 """
 
@@ -10,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from nasseg.errors import NassegError
 from nasseg.config import load_yaml
@@ -42,7 +41,12 @@ def add_search_parsers(sub) -> None:
     search.add_argument("--seed", type=seed_value, default=None, help="run only this seed")
     search.add_argument("--quiet", action="store_true", help="no progress bars")
     add_force_argument(search)
-    add_search_ray_arguments(search)
+    search.add_argument("--address", default=None, metavar="ADDR",
+                        help="Ray cluster to run the trials on (default: RAY_ADDRESS, else an embedded local Ray)")
+    search.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                        help="CPUs of the embedded local Ray (default: all of this machine's)")
+    search.add_argument("--no-ray", action="store_true",
+                        help="run the seeds one after another in this process, without Ray (debugging)")
     search.set_defaults(run=run_search_command)
 
     dec = sub.add_parser(
@@ -53,7 +57,6 @@ def add_search_parsers(sub) -> None:
     dec.add_argument("--epoch", type=int, default=None, help="decode the alphas/betas after this epoch")
     dec.add_argument("-o", "--output", default=None, metavar="ARCH.yaml", help="write here instead of stdout")
     dec.set_defaults(run=cmd_decode)
-
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -68,20 +71,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-
-def add_search_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """--address / --num-cpus / --no-ray on the ``nasseg search`` parser."""
-    parser.add_argument("--address", default=None, metavar="ADDR",
-                        help="Ray cluster to run the trials on (default: RAY_ADDRESS, else an embedded local Ray)")
-    parser.add_argument("--num-cpus", type=int, default=None, metavar="N",
-                        help="CPUs of the embedded local Ray (default: all of this machine's)")
-    parser.add_argument("--no-ray", action="store_true",
-                        help="run the seeds one after another in this process, without Ray (debugging)")
-
-
 def run_search_command(args: argparse.Namespace) -> int:
-    """``nasseg search``: a search job's seeds as Ray Tune trials (or in-process with --no-ray);
-    ``kind: hpo`` jobs run an Optuna study over a search job."""
+    """A search job's seeds as Ray Tune trials (or in-process with --no-ray); ``kind: hpo`` jobs run an
+    Optuna study over a search job, ``kind: study`` jobs a NAS study (nasseg.shell.runner.study)."""
     if args.num_cpus is not None and args.num_cpus < 1:
         raise NassegError(f"--num-cpus must be >= 1, got {args.num_cpus}")
     data = load_yaml(args.job)
@@ -89,15 +81,14 @@ def run_search_command(args: argparse.Namespace) -> int:
     if is_hpo_job(data):
         return _run_hpo(args)
     if isinstance(data, dict) and data.get("kind") == "study":
-        from .study import run_study_command
-        return run_study_command(args)
+        return _run_study(args)
     from nasseg.search import load_job
 
     config = load_job(args.job, args.set)
     seeds = [args.seed] if args.seed is not None else list(config.seeds)
     if not args.force:
         check_search_memory(config, args, seeds)
-    if getattr(args, "no_ray", False):
+    if args.no_ray:
         from ..runner.inprocess import run_in_process
         run_in_process(config, seeds, args.out, resume=args.resume, restart=args.restart,
                        progress=not args.quiet)
@@ -114,7 +105,7 @@ def run_search_command(args: argparse.Namespace) -> int:
 def _run_hpo(args: argparse.Namespace) -> int:
     from ..runner.hpo import load_hpo_job, run_hpo
 
-    if getattr(args, "no_ray", False) or args.seed is not None:
+    if args.no_ray or args.seed is not None:
         raise NassegError(f"{args.job}: an HPO job runs its trials on Ray; --no-ray and --seed apply to "
                           "search jobs (set the trials' seed with --set seed=N)")
     hpo = load_hpo_job(args.job, args.set)
@@ -126,6 +117,29 @@ def _run_hpo(args: argparse.Namespace) -> int:
         print(table.drop(columns=["checkpoint"], errors="ignore").to_string(index=False))
     print(f"{(table['pareto']).sum()} trials on the Pareto front of {len(table)}; "
           f"table: {args.out}/{hpo.name}/pareto.csv, plot: {args.out}/{hpo.name}/pareto.png")
+    return 0
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from ..runner.study import load_study_job
+    from ..runner.study_run import run_study
+    from ..runner.study_table import MARKDOWN, PLOT
+
+    if args.no_ray or args.seed is not None:
+        raise NassegError(f"{args.job}: a study runs its searches and retrainings as Ray trials; --no-ray and --seed "
+                          "apply to search jobs (set the study's seeds with --set search.seeds=[...] or "
+                          "--set retrain_seeds=[...])")
+    study = load_study_job(args.job, args.set)
+    tables = run_study(study, args.out, resume=args.resume, restart=args.restart, address=args.address,
+                       num_cpus=args.num_cpus)
+    folder = Path(args.out) / study.name
+    print((folder / MARKDOWN).read_text(), end="")
+    comparisons = tables.comparisons
+    verdict = comparisons[(comparisons["a"] == "searched_stop") & (comparisons["b"] == "random")] \
+        if len(comparisons) else comparisons
+    if len(verdict):
+        print(f"searched (stop rule) vs random: {verdict.iloc[0]['verdict']}")
+    print(f"tables: {folder}/table.csv, {folder}/{MARKDOWN}; plot: {folder}/{PLOT}; report: nasseg report {folder}")
     return 0
 
 

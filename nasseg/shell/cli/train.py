@@ -64,13 +64,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{where} ({config.iters} iterations, {len(trainer.train_set)} training images, "
           f"device {trainer.device})", flush=True)
     result = trainer.run()
-    if result is None:
-        return 0
-    if not args.quiet:
+    if result is not None and not args.quiet:
         print(trainer.final_eval.format())
-    print(f"val mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
-          f"({result['iterations']} iterations, {result['train_seconds']:.0f} s training)")
-    print(f"weights: {trainer.run_dir / 'final.pt'}   results: {trainer.run_dir / 'result.json'}")
+    return _print_result(result, trainer.run_dir)
+
+
+def _print_result(result: dict[str, Any] | None, run_dir: Path) -> int:
+    if result is not None:
+        print(f"val mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
+              f"({result['iterations']} iterations, {result['train_seconds']:.0f} s training)")
+        print(f"weights: {run_dir / 'final.pt'}   results: {run_dir / 'result.json'}")
     return 0
 
 
@@ -81,20 +84,13 @@ def _train_distributed(args: argparse.Namespace, config) -> int:
     from ..runner.distributed_train import resume_point, run_distributed
 
     run_dir = run_path(Path(args.out).resolve(), config.name)
-    if args.resume and (run_dir / "checkpoints" / "last.pt").is_file():
-        verb = f"resuming {run_dir} at iteration {resume_point(run_dir)}"
-    else:
-        verb = f"training {config.name} -> {run_dir}"
+    resuming = args.resume and (run_dir / "checkpoints" / "last.pt").is_file()
+    verb = f"resuming {run_dir} at iteration {resume_point(run_dir)}" if resuming \
+        else f"training {config.name} -> {run_dir}"
     print(f"{verb} on {args.workers} Ray Train workers ({config.iters} iterations, global batch "
           f"{config.data.batch_size})", flush=True)
-    result = run_distributed(config, args.out, args.workers, resume=args.resume, restart=args.restart,
-                             address=args.address, progress=not args.quiet)
-    if result is None:
-        return 0
-    print(f"val mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
-          f"({result['iterations']} iterations, {result['train_seconds']:.0f} s training)")
-    print(f"weights: {run_dir / 'final.pt'}   results: {run_dir / 'result.json'}")
-    return 0
+    return _print_result(run_distributed(config, args.out, args.workers, resume=args.resume, restart=args.restart,
+                                         address=args.address, progress=not args.quiet), run_dir)
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:

@@ -434,7 +434,3 @@ def collect_experiment(path: Path, runs: Sequence[Run], reports: Sequence[Path],
                               "Eigenvalue and val mIoU per epoch of every trial (dashed: stop epochs)."),
             "experiment_yaml": read_text(yaml_file, "an experiment") if yaml_file.is_file() else None,
             "study": None}  # a NAS study's section, filled in by nasseg.shell.report.study
-
-
-__all__ = ["SECTIONS", "Picture", "Table", "RunPage", "collect_run", "collect_experiment", "describe_rule",
-           "stop_trace", "eigen_bound_text", "network_size", "genotype_summary", "trial_row", "retrain_hint"]

@@ -76,6 +76,3 @@ def plot_trials(runs: Sequence[Run], labels: Sequence[str], output: Path) -> Pat
         ax.set_xlabel("epoch")
     eig.legend(loc="best")
     return plots.save(fig, output)
-
-
-__all__ = ["plot_retrain_curves", "plot_trials"]

@@ -65,6 +65,3 @@ def render_run(page: RunPage, base: Path) -> str:
 def render_experiment(page: dict[str, Any], base: Path) -> str:
     """The index page of an experiment; links are relative to ``base``."""
     return _render("experiment.html", base, page=page, title=f"{page['name']}: experiment report")
-
-
-__all__ = ["render_run", "render_experiment", "fmt"]

@@ -190,7 +190,3 @@ def attach_retrains(runs: Sequence[Run], given: Iterable[str | Path] = ()) -> No
     for run in runs:
         run.retrains = sorted((r for owner, r in found.values() if owner is run),
                               key=lambda r: (r.path / "result.json").stat().st_mtime, reverse=True)
-
-
-__all__ = ["RETRAIN_DIR", "Run", "Retrain", "load_run", "find_trials", "read_config",
-           "read_training_run", "attach_retrains"]

@@ -78,6 +78,3 @@ def collect_study(path: Path, folder: Path) -> dict[str, Any] | None:
             "finished": len(t.runs), "planned": t.planned_runs, "groups": groups, "comparisons": comparisons,
             "classes": classes, "candidates": candidates, "searches": searches, "plot": plot,
             "files": [(path / name, name, what) for name, what in STUDY_FILES if (path / name).is_file()]}
-
-
-__all__ = ["collect_study", "study_retrains", "is_study"]
