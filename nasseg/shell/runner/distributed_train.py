@@ -51,8 +51,7 @@ PLACEMENTS_FILE = "placements.jsonl"  # in RAY_TRAIN_DIR: each start of the work
 
 def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resume: bool = False,
                     restart: bool = False, address: str | None = None, num_cpus: int | None = None,
-                    progress: bool = True, stop_at: int | None = None,
-                    max_failures: int = MAX_FAILURES) -> dict[str, Any] | None:
+                    progress: bool = True, stop_at: int | None = None) -> dict[str, Any] | None:
     """Train ``config`` on ``workers`` Ray Train workers; result.json's contents once finished
     (None when stopped early by ``stop_at``, which tests use to interrupt a run)."""
     check_out_path(out)
@@ -64,7 +63,15 @@ def run_distributed(config: TrainConfig, out: str | Path, workers: int, *, resum
     run_dir = prepare_run_dir(config, Path(out).resolve(), resume, restart)
     with ray_session(address, num_cpus):
         use_gpu, cpus = plan_workers(config, workers)
-        trainer = _torch_trainer(config, run_dir, workers, use_gpu, cpus, resume, stop_at, max_failures)
+        loop_config = {"config": portable_config(config), "out": str(run_dir.parent), "resume": resume,
+                       "stop_at": stop_at, "use_gpu": use_gpu, "threads": cpus}
+        trainer = ray.train.torch.TorchTrainer(
+            train_worker, train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                                   resources_per_worker={"CPU": cpus}),
+            run_config=ray.train.RunConfig(name=RAY_TRAIN_DIR, storage_path=str(run_dir),
+                                           failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)))
         follower = LogFollower(run_dir, config.iters, resume_point(run_dir) if resume else 0) if progress else None
         try:
             trainer.fit()
@@ -102,21 +109,6 @@ def plan_workers(config: TrainConfig, workers: int) -> tuple[bool, int]:
     return use_gpu, max(1, int(min(cpus // workers, largest_node()["CPU"])))
 
 
-def _torch_trainer(config: TrainConfig, run_dir: Path, workers: int, use_gpu: bool, cpus: int,
-                   resume: bool, stop_at: int | None, max_failures: int):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    loop_config = {"config": portable_config(config), "out": str(run_dir.parent), "resume": resume, "stop_at": stop_at,
-                   "use_gpu": use_gpu, "threads": cpus}
-    return TorchTrainer(
-        train_worker, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=RAY_TRAIN_DIR, storage_path=str(run_dir),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
-
-
 def portable_config(config: TrainConfig) -> TrainConfig:
     """Relative paths (an ArchSpec model, pretrained weights, a dataset folder) made absolute:
     workers need not run in the driver's folder."""
@@ -129,7 +121,6 @@ def portable_config(config: TrainConfig) -> TrainConfig:
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: the Trainer on this rank's shard."""
     context = ray.train.get_context()
     configure_process(threads=int(loop_config["threads"]))
     device = ray.train.torch.get_device() if loop_config["use_gpu"] else "cpu"
@@ -144,8 +135,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 class RankTrainer(Trainer):
-    """A Trainer as one rank of a Ray Train worker group."""
-
     def __init__(self, config: TrainConfig, out: str | Path, *, resume: bool, rank: int, world_size: int,
                  ray_checkpoint: Any = None):
         self.ray_checkpoint = ray_checkpoint  # set by Ray Train after a worker-group restart or on resume

@@ -1,24 +1,12 @@
 """Hyper-parameter search over a search job: Optuna TPE through Ray Tune, ASHA stopping weak trials.
 
-    kind: hpo
-    name: demo_hpo
-    search: demo.yaml            # the base search job: a path (relative to this file) or a mapping
-    epochs: 4                    # per trial (replaces the base job's epochs; ASHA's max_t)
-    seed: 0                      # the search seed of every trial; also seeds the TPE sampler
-    trials: 8
-    objectives: [val_miou: max]  # or several, e.g. [val_miou: max, macs: min] (a Pareto front)
-    space:                       # job keys (dotted) -> distributions
-      weights.lr: {loguniform: [1.0e-3, 1.0e-1]}
-      arch.lr: {loguniform: [1.0e-4, 1.0e-2]}
-      data.batch_size: {choice: [2, 4]}
-    asha: {grace_period: 1, reduction_factor: 2}
-    cost_input: [360, 480]       # input size for macs / params / latency_ms (default data.size or crop)
-
-Every trial runs the same trainable as ``nasseg search`` (checkpointed, restartable). ASHA judges
-trials on the first objective at rungs of ``grace_period * reduction_factor**k`` epochs; with
-several objectives the others only shape the Pareto front, which is computed over the trials that
-ran all their epochs (a pruned trial's numbers are from an earlier epoch). The Optuna study lives
-in OUT/<name>/optuna.db (SQLite), so it outlives the driver and ``--resume`` continues it.
+A ``kind: hpo`` job (e.g. jobs/demo_hpo.yaml) names a base search job, a ``space`` of dotted job keys
+-> distributions ({loguniform | uniform | randint: [low, high]} or {choice: [...]}), and one or more
+``objectives``. Every trial runs the same trainable as ``nasseg search`` (checkpointed, restartable).
+ASHA judges trials on the first objective at rungs of ``grace_period * reduction_factor**k`` epochs;
+with several objectives the others only shape the Pareto front, which is computed over the trials
+that ran all their epochs (a pruned trial's numbers are from an earlier epoch). The Optuna study
+lives in OUT/<name>/optuna.db (SQLite), so it outlives the driver and ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -103,8 +91,8 @@ class HpoJob:
     search: Str | dict[Str, Any]  # the base search job: a path (relative to this file) or a mapping
     space: Annotated[dict[Str, Distribution], Field(min_length=1)]
     name: RunName = "hpo"  # default: the job file's name
-    epochs: Annotated[PositiveInt, Field(le=100_000)] = 10  # as a search job's epochs
-    seed: Seed = 0
+    epochs: Annotated[PositiveInt, Field(le=100_000)] = 10  # per trial: replaces the base job's; ASHA's max_t
+    seed: Seed = 0  # the search seed of every trial; also seeds the TPE sampler
     trials: Annotated[PositiveInt, Field(le=100_000)] = 10
     objectives: Annotated[list[Metric | Annotated[dict[Metric, Mode], Field(min_length=1)]], Field(min_length=1)] = \
         dataclasses.field(default_factory=lambda: [{"val_miou": "max"}])

@@ -15,6 +15,7 @@ has none (``node_id`` null). ``from_epoch`` is the checkpoint a start continued 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -86,17 +87,14 @@ def node_alive(node_id: str, timeout: float = 1.0) -> bool:
     trial on it fails at once: asking the raylet tells a lost node from a dead worker process."""
     import ray
 
-    for node in ray.nodes():
-        if node.get("NodeID") != node_id:
-            continue
-        if not node.get("Alive"):
-            return False
-        try:
-            socket.create_connection((node["NodeManagerAddress"], int(node["NodeManagerPort"])), timeout).close()
-        except (OSError, KeyError, ValueError):
-            return False
-        return True
-    return False
+    node = next((n for n in ray.nodes() if n.get("NodeID") == node_id), None)
+    if node is None or not node.get("Alive"):
+        return False
+    try:
+        socket.create_connection((node["NodeManagerAddress"], int(node["NodeManagerPort"])), timeout).close()
+    except (OSError, KeyError, ValueError):
+        return False
+    return True
 
 
 def node_label(placement: dict[str, Any]) -> str:
@@ -112,9 +110,4 @@ def short_node(node_id: str | None) -> str:
 
 def node_history(record: dict[str, Any]) -> list[str]:
     """The node ids a run ran on, in order, consecutive repeats merged."""
-    nodes: list[str] = []
-    for placement in placements(record):
-        node = placement.get("node_id")
-        if node and (not nodes or nodes[-1] != node):
-            nodes.append(str(node))
-    return nodes
+    return [node for node, _ in itertools.groupby(str(p["node_id"]) for p in placements(record) if p.get("node_id"))]

@@ -1,27 +1,11 @@
 """NAS study jobs (``kind: study``): does the search beat what a user gets without it?
 
-    kind: study
-    name: study_camvid
-    search: camvid_darts.yaml        # the search job: a path (relative to this file) or a mapping;
-                                     # its seeds are the study's N search seeds
-    ablation: true                   # also retrain each seed's last-epoch architecture (see below)
-    random: {count: 5, seed: 0}      # M architectures drawn uniformly from the search's space
-    arch_args: {C: 16, layers: 8}    # retrain-network keywords of searched and random architectures
-    baselines: [deeplabv3plus_mobilenetv2, {model: icnet_resnet50, name: icnet}]
-    recipe:                          # one training job for every candidate (model and seed excluded)
-      data: {dataset: camvid, root: ../shared/data/camvid, size: [90, 120], crop: [80, 112]}
-      iters: 300
-      optim: {lr: 0.01, weight_decay: 1.0e-4, warmup_iters: 20}
-    retrain_seeds: [0, 1]            # R: every candidate is trained once per seed
-    resources: {cpus: 1, gpus: 0}    # per retraining trial (the search job has its own)
-    cost_input: null                 # [H, W] the multiply-adds are counted at (default recipe size / crop)
-    bootstrap: {samples: 10000, confidence: 0.95, seed: 0}
-
+The job file, every key and the protocol: docs/study.md (``jobs/study_camvid.yaml`` is an example).
 With ``ablation`` the searches run every epoch with early stopping off, and the job's stop rule is
 replayed on the recorded eigenvalues: the rule reads nothing but them, so it picks the epoch a
 stopping search would have returned, and the same run also gives the architecture of the last
 epoch. ``--set search.KEY=VALUE`` changes the search job (a search given as a path is read into
-the study first), ``--set recipe.iters=2000`` the recipe, and so on. The protocol: docs/study.md.
+the study first), ``--set recipe.iters=2000`` the recipe, and so on.
 """
 
 from __future__ import annotations

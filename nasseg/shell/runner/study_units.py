@@ -81,7 +81,6 @@ def study_document(study: StudyConfig) -> dict[str, Any]:
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    """The study a folder holds (its study.yaml)."""
     file = Path(path) / STUDY_FILE
     if not file.is_file():
         raise NassegError(f"{path}: not a nasseg study (no {STUDY_FILE})")
@@ -135,13 +134,11 @@ def searched_candidates(study: StudyConfig, outcomes: list[SearchOutcome]) -> li
     found = []
     for o in outcomes:
         fired = f"the stop rule fired at epoch {o.stop_epoch}" if o.stop_epoch else "the stop rule never fired"
-        found.append(Candidate(f"search_s{o.seed}_stop", "searched_stop",
-                               str(RunDir(o.run_dir).epoch_file("arch", o.return_epoch, ".yaml")), args,
-                               f"search seed {o.seed}, epoch {o.return_epoch} ({fired})", o.seed, o.return_epoch))
-        if study.job.ablation:
-            found.append(Candidate(f"search_s{o.seed}_last", "searched_last",
-                                   str(RunDir(o.run_dir).epoch_file("arch", o.epochs, ".yaml")), args,
-                                   f"search seed {o.seed}, epoch {o.epochs} (the last)", o.seed, o.epochs))
+        picks = [("stop", o.return_epoch, fired), *([("last", o.epochs, "the last")] if study.job.ablation else [])]
+        found += [Candidate(f"search_s{o.seed}_{kind}", f"searched_{kind}",
+                            str(RunDir(o.run_dir).epoch_file("arch", epoch, ".yaml")), args,
+                            f"search seed {o.seed}, epoch {epoch} ({why})", o.seed, epoch)
+                  for kind, epoch, why in picks]
     return found
 
 

@@ -37,7 +37,6 @@ COST_FILE = "arch_cost.json"
 
 
 def search_trainable(trial_config: dict[str, Any]) -> None:
-    """Run (or continue) one search as a Tune trial."""
     from ray import tune
 
     experiment = load_experiment(trial_config["experiment"])
