@@ -32,10 +32,6 @@ DIFFERENCES = ("central", "forward")
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
 def first_order_grads(model, loss_fn: LossFn, x_val, y_val) -> list[torch.Tensor]:
     arch = model.arch_parameters()
     with frozen_bn_stats(model), frozen(model.weight_parameters()):
@@ -95,7 +91,7 @@ def second_order_grads(model, loss_fn: LossFn, x_train, y_train, x_val, y_val,
             for w, s in zip(weights, saved):
                 w.copy_(s)
         # finite-difference Hessian-vector product at w (not w')
-        radius = r / _flat(v).norm()
+        radius = r / torch.cat([d.reshape(-1) for d in v]).norm()
         arch_grads = []
         for sign in ((1.0,) if forward else (1.0, -2.0)):
             with torch.no_grad():

@@ -15,10 +15,8 @@
     resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads)
     max_failures: 2              # Ray: restarts of a trial whose worker died, from its last epoch
 
-Every key has its default and its valid range in the schema below, written once: DARTS (weights SGD
-0.025 cosine to 0.001, momentum 0.9, wd 3e-4, clip 5; alphas Adam 3e-4, betas (0.5, 0.999), wd 1e-3)
-and, for ``algorithm: autodeeplab``, Auto-DeepLab's architecture optimiser (alphas + betas Adam 3e-3,
-wd 1e-3, architecture updates from the middle epoch on: epoch 20 of 40). ``--set key.path=value``
+Every key has its default (DARTS' settings; for ``algorithm: autodeeplab`` Auto-DeepLab's architecture optimiser,
+updating from the middle epoch on) and its valid range in the schema below, written once. ``--set key.path=value``
 overrides any key (value parsed as YAML). ``nasseg schema search`` prints the JSON Schema.
 """
 
@@ -155,9 +153,7 @@ class SearchConfig:
                              "or early_stop.rule: none")
 
     def to_dict(self) -> dict[str, Any]:
-        data = to_plain(self)
-        data.pop("file")
-        return data
+        return {key: value for key, value in to_plain(self).items() if key != "file"}
 
     def replace(self, **changes: Any) -> "SearchConfig":
         return dataclasses.replace(self, **changes)

@@ -26,7 +26,6 @@ class SearchData:
     val: Dataset  # the validation split (not augmented): per-epoch loss and mIoU
     num_classes: int
     ignore_index: int
-    class_names: tuple[str, ...]
 
     def set_epoch(self, epoch: int) -> None:
         self.train.set_epoch(epoch)
@@ -62,7 +61,7 @@ def build_search_data(config: DataConfig, seed: int) -> SearchData:
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     half = count // 2
     return SearchData(train, Subset(train, order[:half]), Subset(train, order[half:2 * half]), val,
-                      train.num_classes, train.ignore_index, train.classes)
+                      train.num_classes, train.ignore_index)
 
 
 def check_search_data(config: SearchConfig, data: SearchData, largest_stride: int) -> None:

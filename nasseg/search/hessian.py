@@ -132,8 +132,7 @@ class FrozenKinks(TorchFunctionMode):
         if func in _MAX_POOLS:
             wants_indices = func is F.max_pool2d_with_indices
             arguments = dict(kwargs, return_indices=True)
-            if len(args) > 6:
-                args = args[:6]
+            args = args[:6]
             if not self.replay:
                 out, index = F.max_pool2d_with_indices(*args, **arguments)
                 self.records.append(index)
@@ -252,15 +251,13 @@ def lanczos_top(hvp: Hvp, n: int, reference: torch.Tensor, iters: int = 50, tol:
         off_diagonal.append(beta)
         basis.append(w / beta)
     eigvec = q_block.T @ s.to(device=reference.device, dtype=reference.dtype)
-    if with_residual:
-        return theta, eigvec / eigvec.norm(), step, residual
-    return theta, eigvec / eigvec.norm(), step
+    pair = (theta, eigvec / eigvec.norm(), step)
+    return (*pair, residual) if with_residual else pair
 
 
 def dominant_eigenvalue(loss_fn: LossFn, params: Sequence[torch.Tensor], iters: int = 50, tol: float = 1e-4,
                         generator: torch.Generator | None = None, start: torch.Tensor | None = None,
-                        method: str = "exact", epsilon: float = 1e-4,
-                        with_residual: bool = False) -> tuple[Any, ...]:
+                        method: str = "exact", epsilon: float = 1e-4, with_residual: bool = False) -> tuple[Any, ...]:
     """(largest algebraic eigenvalue, unit eigenvector flattened over ``params``, Lanczos steps), and
     with ``with_residual`` the Ritz residual bound ``||H v - theta v||`` (:func:`lanczos_top`).
 

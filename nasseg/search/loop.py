@@ -69,11 +69,6 @@ def optimizers(model: Supernet, weights: WeightOptim, arch: ArchOptim) -> tuple[
                              weight_decay=arch.weight_decay))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class Search:
     def __init__(self, config: SearchConfig, seed: int, run_dir: str | Path, progress: bool = True,
                  space: spaces.SearchSpace | None = None):
@@ -81,7 +76,8 @@ class Search:
         self.seed = seed
         self.run = RunDir(run_dir)
         self.progress = progress
-        seed_everything(seed)
+        random.seed(seed)
+        torch.manual_seed(seed)
         self.space = space or spaces.load(resolve_space_path(config))
         self.data = build_search_data(config.data, seed)
         check_search_data(config, self.data, max(self.space.network.strides))
@@ -94,8 +90,7 @@ class Search:
         self.amp = self.device.type == "cuda" and net.amp
         if not self.model.segmentation:
             raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
-                              "classification head; searching on segmentation data needs a dense head "
-                              "(e.g. aspp)")
+                              "classification head; searching on segmentation data needs a dense head (e.g. aspp)")
         self.weight_optimizer, self.arch_optimizer = optimizers(self.model, config.weights, config.arch)
         self.rule = make_rule(config.early_stop, file=config.file, key="early_stop")
         self.epoch = 0
@@ -113,9 +108,7 @@ class Search:
 
     def autocast(self):
         """bfloat16 autocast on CUDA when supernet.amp is set (no loss scaling needed); else nothing."""
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     def arch_step(self, xa, ya, xb, yb) -> None:
         if self.config.algorithm == "darts" and self.config.order == "second":
@@ -194,9 +187,8 @@ class Search:
         for x, y in loader:
             x, y = x.to(self.device), y.to(self.device)
             logits = self.model(x)
-            valid = int((y != self.data.ignore_index).sum())
             total += float(F.cross_entropy(logits, y, ignore_index=self.data.ignore_index, reduction="sum"))
-            pixels += valid
+            pixels += int((y != self.data.ignore_index).sum())
             confusion.update(logits, y)
         self.model.train()
         return {"val_loss": total / max(pixels, 1), "val_miou": confusion.miou(),
@@ -205,8 +197,7 @@ class Search:
     def eigenvalue(self) -> float:
         """Dominant eigenvalue of the Hessian of the architecture (validation) loss w.r.t. all
         alphas and betas jointly, on a fixed batch of B, in train mode with BN statistics frozen."""
-        hessian = self.config.hessian
-        start = self.eigenvector if hessian.warm_start else None
+        start = self.eigenvector if self.config.hessian.warm_start else None
         value, vector, self.eigen_steps, self.eigen_bound = self._top_eigenpair(self.model.arch_parameters(), start)
         self.eigenvector = vector.detach().to("cpu", torch.float64)
         return value
@@ -238,10 +229,9 @@ class Search:
         # fixed_structure: finite differences replay the ReLU pattern call by call, and a double
         # backward through checkpointed states fails (BN statistics restored in place)
         with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()), fixed_structure(self.model):
-            return dominant_eigenvalue(
-                lambda: self.loss(self.model, x, y), params, iters=hessian.iters,
-                tol=hessian.tol, generator=generator, start=start, method=hessian.method, epsilon=hessian.epsilon,
-                with_residual=True)
+            return dominant_eigenvalue(lambda: self.loss(self.model, x, y), params, iters=hessian.iters,
+                                       tol=hessian.tol, generator=generator, start=start, method=hessian.method,
+                                       epsilon=hessian.epsilon, with_residual=True)
 
     def record_architecture(self, epoch: int) -> dict[str, float]:
         """Save alphas/betas and the decoded architecture of this epoch; return op shares."""
@@ -320,9 +310,7 @@ class Search:
             raise NassegError(f"{source}: this checkpoint does not fit the search ({reason})") from None
 
     def save(self) -> None:
-        keep = 0
-        if isinstance(self.rule, DartsADA):
-            keep = 2 * self.rule.rule.window + 2  # the rule looks back two windows
+        keep = 2 * self.rule.rule.window + 2 if isinstance(self.rule, DartsADA) else 0  # it looks back two windows
         self.run.save_checkpoint(self.state(), self.epoch, keep_epochs=keep)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -336,8 +324,8 @@ class Search:
             if action.action == "rollback":
                 self._rollback(action.return_epoch, action.weight_decay, action.reason)
             return action.action, action.return_epoch, action.reason
-        measured = [(r["epoch"], r["eigenvalue"]) for r in self.history if r.get("eigenvalue") is not None
-                    and r["arch_active"]]
+        measured = [(r["epoch"], r["eigenvalue"]) for r in self.history
+                    if r.get("eigenvalue") is not None and r["arch_active"]]
         decision = self.rule.check([v for _, v in measured], measured[0][0] if measured else 1)
         return ("stop" if decision.stop else "continue"), decision.return_epoch, decision.reason
 

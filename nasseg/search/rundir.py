@@ -62,10 +62,9 @@ class RunDir:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")  # None and missing: ""
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
+        writer.writerows(rows)
         atomic_write_text(self.file("metrics.csv"), buffer.getvalue())
 
     def write_arch_weights(self, epoch: int, payload: dict[str, Any]) -> None:
@@ -81,8 +80,8 @@ class RunDir:
                 old.unlink()
 
     def load_checkpoint(self, epoch: int | None = None) -> dict[str, Any]:
-        path = self.file("checkpoints", "last.pt") if epoch is None else self.epoch_file("checkpoints", epoch, ".pt")
-        return read_search_checkpoint(path)
+        return read_search_checkpoint(self.file("checkpoints", "last.pt") if epoch is None
+                                      else self.epoch_file("checkpoints", epoch, ".pt"))
 
     def has_checkpoint(self) -> bool:
         return self.file("checkpoints", "last.pt").exists()
@@ -134,8 +133,7 @@ def read_search_checkpoint(path: str | Path) -> dict[str, Any]:
     one line naming the file otherwise."""
     state = load_tensors(path, "nasseg search checkpoint")
     if not isinstance(state, dict):
-        raise NassegError(f"{path}: not a nasseg search checkpoint (holds a {type(state).__name__}, "
-                          "expected a dict)")
+        raise NassegError(f"{path}: not a nasseg search checkpoint (holds a {type(state).__name__}, expected a dict)")
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise NassegError(f"{path}: not a nasseg search checkpoint (no {', '.join(missing)})")

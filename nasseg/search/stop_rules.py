@@ -141,11 +141,6 @@ class DartsADA:
         if self.max_wd is None and self.max_rollbacks is None:
             raise ValueError("DartsADA needs a bound: max_wd or max_rollbacks")
 
-    def _may_raise(self, weight_decay: float) -> bool:
-        if self.max_rollbacks is not None and self.rollbacks >= self.max_rollbacks:
-            return False
-        return self.max_wd is None or weight_decay * self.factor <= self.max_wd * (1 + 1e-9)
-
     def observe(self, epoch: int, eigenvalue: float, weight_decay: float) -> AdaAction:
         if not self.history:
             self.first_epoch = epoch
@@ -157,7 +152,8 @@ class DartsADA:
         if not decision.stop:
             return AdaAction("continue", epoch, None, weight_decay, decision.reason)
         target = decision.return_epoch
-        if not self._may_raise(weight_decay):
+        if (self.max_rollbacks is not None and self.rollbacks >= self.max_rollbacks) or \
+                (self.max_wd is not None and weight_decay * self.factor > self.max_wd * (1 + 1e-9)):
             return AdaAction("stop", epoch, target, weight_decay,
                              f"{decision.reason}; weight decay {weight_decay:.3g} is at its bound "
                              f"after {self.rollbacks} rollback(s)")
