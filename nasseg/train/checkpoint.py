@@ -68,7 +68,6 @@ class TrainedMeta:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` (a dict in the format above) with ``torch.save``."""
     payload = {"format": FORMAT, **payload}
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
@@ -80,8 +79,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for name in RUN_CHECKPOINTS:
             if (path / name).is_file():
                 return path / name
-        raise NassegError(f"{path}: no checkpoint in this directory (looked for "
-                          f"{', '.join(RUN_CHECKPOINTS)})")
+        raise NassegError(f"{path}: no checkpoint in this directory (looked for {', '.join(RUN_CHECKPOINTS)})")
     if not path.is_file():
         raise NassegError(f"{path}: checkpoint not found")
     return path
@@ -93,8 +91,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     payload = load_tensors(path, "nasseg checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise NassegError(f"{path}: not a nasseg training checkpoint (format {found!r}, "
-                          f"expected {FORMAT!r})")
+        raise NassegError(f"{path}: not a nasseg training checkpoint (format {found!r}, expected {FORMAT!r})")
     missing = [key for key in PAYLOAD_KEYS if key not in payload]
     if missing:
         raise NassegError(f"{path}: incomplete nasseg training checkpoint (no {', '.join(missing)})")
@@ -148,11 +145,8 @@ def meta_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>"
         if count != model.num_classes:
             raise NassegError(f"{path}: data.{key} holds {count} entries for model.num_classes "
                               f"{model.num_classes}; expected one per class (a damaged checkpoint?)")
-    return TrainedMeta(
-        model_name=model.name, arch_yaml=model.arch, model_args=dict(model.args), num_classes=model.num_classes,
-        dataset=data.dataset, classes=data.classes, ignore_index=data.ignore_index, mean=data.mean, std=data.std,
-        crop=data.crop, size=data.size, palette=tuple(tuple(c) for c in data.palette),  # type: ignore[misc]
-        iteration=progress.iteration, iters=progress.iters)
+    return TrainedMeta(model.name, model.arch, dict(model.args), model.num_classes, iteration=progress.iteration,
+                       iters=progress.iters, **dataclasses.asdict(data))
 
 
 def build_model(meta: TrainedMeta, source: str | Path = "<checkpoint>") -> nn.Module:
@@ -185,7 +179,6 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     except (RuntimeError, TypeError, AttributeError) as e:  # shapes that differ, a state_dict that is none
         raise NassegError(f"{path}: weights do not fit {meta.label} ({' '.join(str(e).split())[:200]})") from None
     if missing or unexpected:
-        raise NassegError(f"{path}: weights do not fit {meta.label} "
-                          f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
-                          f"{(missing or unexpected)[0]})")
+        raise NassegError(f"{path}: weights do not fit {meta.label} ({len(missing)} missing, {len(unexpected)} "
+                          f"unexpected keys, e.g. {(missing or unexpected)[0]})")
     return model.to(device).eval(), meta

@@ -94,9 +94,7 @@ class TrainConfig:
     file: SkipJsonSchema[str | None] = None  # the job file it was read from (not a key of the file)
 
     def to_dict(self) -> dict[str, Any]:
-        data = to_plain(self)
-        data.pop("file")
-        return data
+        return {key: value for key, value in to_plain(self).items() if key != "file"}
 
 
 def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:

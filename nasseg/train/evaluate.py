@@ -59,19 +59,16 @@ class EvalResult:
         return [int(v) for v in self.confusion.sum(1)]
 
     def table(self) -> pd.DataFrame:
-        """One row per class: class, iou, accuracy, pixels."""
-        return pd.DataFrame({"class": list(self.classes), "iou": self.iou,
-                             "accuracy": self.accuracy, "pixels": self.pixels})
+        return pd.DataFrame({"class": list(self.classes), "iou": self.iou, "accuracy": self.accuracy,
+                             "pixels": self.pixels})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary; undefined metrics (NaN) become ``None``."""
         return {"miou": _num(self.miou), "pixel_accuracy": _num(self.pixel_accuracy),
-                "mean_accuracy": _num(self.mean_accuracy), "images": self.images,
-                "seconds": round(self.seconds, 3),
+                "mean_accuracy": _num(self.mean_accuracy), "images": self.images, "seconds": round(self.seconds, 3),
                 "images_per_second": _num(self.images_per_second), "settings": self.settings,
                 "classes": [{"class": c, "iou": _num(i), "accuracy": _num(a), "pixels": p}
-                            for c, i, a, p in zip(self.classes, self.iou, self.accuracy,
-                                                  self.pixels)],
+                            for c, i, a, p in zip(self.classes, self.iou, self.accuracy, self.pixels)],
                 "confusion_matrix": self.confusion.tolist()}
 
     def format(self) -> str:
@@ -80,10 +77,9 @@ class EvalResult:
         lines = [f"{'class':<{width}}  {'IoU %':>7}  {'acc %':>7}  {'pixels':>12}"]
         lines += [f"{c:<{width}}  {_pct(i):>7}  {_pct(a):>7}  {p:>12,}"
                   for c, i, a, p in zip(self.classes, self.iou, self.accuracy, self.pixels)]
-        lines.append("-" * len(lines[0]))
-        lines.append(f"mIoU {_pct(self.miou)}  pixel accuracy {_pct(self.pixel_accuracy)}  "
-                     f"mean class accuracy {_pct(self.mean_accuracy)}  ({self.images} images, "
-                     f"{self.seconds:.1f} s, {self.images_per_second:.2f} images/s)")
+        lines += ["-" * len(lines[0]), f"mIoU {_pct(self.miou)}  pixel accuracy {_pct(self.pixel_accuracy)}  mean "
+                  f"class accuracy {_pct(self.mean_accuracy)}  ({self.images} images, {self.seconds:.1f} s, "
+                  f"{self.images_per_second:.2f} images/s)"]
         return "\n".join(lines)
 
 
@@ -103,23 +99,17 @@ def result_from_confusion(cm: ConfusionMatrix, classes: Sequence[str], images: i
     accuracy = torch.where(truth > 0, m.diag() / truth.clamp(min=1), float("nan"))
     present = ~accuracy.isnan()
     mean_accuracy = float(accuracy[present].mean()) if present.any() else float("nan")
-    return EvalResult(miou=cm.miou(), pixel_accuracy=cm.pixel_accuracy(),
-                      mean_accuracy=mean_accuracy, iou=cm.iou().tolist(),
-                      accuracy=accuracy.tolist(), classes=tuple(classes),
-                      confusion=cm.matrix.numpy().copy(), images=images, seconds=seconds,
-                      settings=dict(settings or {}))
+    return EvalResult(cm.miou(), cm.pixel_accuracy(), mean_accuracy, cm.iou().tolist(), accuracy.tolist(),
+                      tuple(classes), cm.matrix.numpy().copy(), images, seconds, dict(settings or {}))
 
 
 def evaluate(model: nn.Module, dataset: Dataset, *, device: str | torch.device = "cpu",
-             scales: Sequence[float] = (1.0,), flip: bool = False,
-             crop: tuple[int, int] | None = None, base_size: tuple[int, int] | None = None,
-             progress: bool = True, limit: int | None = None, workers: int = 0) -> EvalResult:
-    """Evaluate ``model`` on every image of ``dataset`` (or the first ``limit``).
-
-    ``dataset`` yields normalised ``(3, H, W)`` images and ``(H, W)`` labels and has
-    ``num_classes``, ``ignore_index`` and (optionally) ``classes``. The time covers loading and
-    inference of the whole split.
-    """
+             scales: Sequence[float] = (1.0,), flip: bool = False, crop: tuple[int, int] | None = None,
+             base_size: tuple[int, int] | None = None, progress: bool = True, limit: int | None = None,
+             workers: int = 0) -> EvalResult:
+    """Evaluate ``model`` on every image of ``dataset`` (or the first ``limit``): normalised ``(3, H, W)`` images and
+    ``(H, W)`` labels, with ``num_classes``, ``ignore_index`` and (optionally) ``classes``. The time covers loading
+    and inference of the whole split."""
     from tqdm import tqdm
 
     num_classes = int(dataset.num_classes)
@@ -130,10 +120,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: str | torch.device =
     loader = DataLoader(subset, batch_size=1, shuffle=False, num_workers=workers)
     model = model.to(device).eval()
     start = time.perf_counter()
-    for image, label in tqdm(loader, total=count, desc="evaluate", disable=not progress,
-                             unit="img", leave=False):
-        probs = predict_logits(model, image.to(device), num_classes, scales=scales, flip=flip,
-                               crop=crop, base_size=base_size)
+    for image, label in tqdm(loader, total=count, desc="evaluate", disable=not progress, unit="img", leave=False):
+        probs = predict_logits(model, image.to(device), num_classes, scales=scales, flip=flip, crop=crop,
+                               base_size=base_size)
         cm.update(probs.argmax(1).cpu(), label)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -149,8 +138,7 @@ def resolve_crop(option: tuple[int, int] | str | None) -> tuple[int, int] | None
     return None if option in (None, "none") else option
 
 
-def resolve_size(option: tuple[int, int] | str | None, train_size: Sequence[int] | None
-                 ) -> tuple[int, int] | None:
+def resolve_size(option: tuple[int, int] | str | None, train_size: Sequence[int] | None) -> tuple[int, int] | None:
     """--size: None (not given) -> the training resize (if any); 'none' -> images as stored."""
     if option is None:
         return (int(train_size[0]), int(train_size[1])) if train_size else None
@@ -163,5 +151,3 @@ def load_dataset(spec: str, split: str, mean: Sequence[float], std: Sequence[flo
     from ..data.transforms import Compose, Normalize
 
     return build_dataset(spec, split, transform=Compose([Normalize(mean, std)]))
-
-

@@ -69,12 +69,11 @@ class ExportReport:
 
     def format(self) -> str:
         shapes = ", ".join("x".join(map(str, s)) for s in self.checked_shapes)
-        return (f"wrote {self.path} ({self.file_bytes / 2**20:.1f} MiB, opset {self.opset}, "
-                f"{self.exporter} exporter, {self.seconds:.1f} s, input "
+        return (f"wrote {self.path} ({self.file_bytes / 2**20:.1f} MiB, opset {self.opset}, {self.exporter} exporter, "
+                f"{self.seconds:.1f} s, input "
                 f"{'N x 3 x H x W (dynamic)' if self.dynamic else 'x'.join(map(str, (1, 3, *self.input_size)))})\n"
-                f"onnxruntime vs PyTorch on {shapes}: max |diff| {self.max_abs_diff:.2e} "
-                f"(max |logit| {self.max_abs_logit:.2f}), argmax agreement "
-                f"{100 * self.argmax_agreement:.3f}%")
+                f"onnxruntime vs PyTorch on {shapes}: max |diff| {self.max_abs_diff:.2e} (max |logit| "
+                f"{self.max_abs_logit:.2f}), argmax agreement {100 * self.argmax_agreement:.3f}%")
 
 
 @contextlib.contextmanager
@@ -106,8 +105,7 @@ def _quiet():
         logger.setLevel(level)
 
 
-def _export(model: nn.Module, x: torch.Tensor, path: Path, exporter: str, opset: int,
-            dynamic: bool) -> None:
+def _export(model: nn.Module, x: torch.Tensor, path: Path, exporter: str, opset: int, dynamic: bool) -> None:
     kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     if exporter == "legacy":
         if dynamic:
@@ -118,8 +116,7 @@ def _export(model: nn.Module, x: torch.Tensor, path: Path, exporter: str, opset:
         if dynamic:
             dim = torch.export.Dim.DYNAMIC
             kwargs["dynamic_shapes"] = ({0: dim, 2: dim, 3: dim},)
-        torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False,
-                          verbose=False, **kwargs)
+        torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, verbose=False, **kwargs)
 
 
 def compare(model: nn.Module, path: Path, shapes: Sequence[tuple[int, ...]],
@@ -139,21 +136,14 @@ def compare(model: nn.Module, path: Path, shapes: Sequence[tuple[int, ...]],
         try:
             out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         except Exception as e:
-            raise NassegError(f"onnxruntime fails on input {'x'.join(map(str, shape))} "
-                              f"({' '.join(str(e).split())[:160]})") from None
+            reason = " ".join(str(e).split())[:160]
+            raise NassegError(f"onnxruntime fails on input {'x'.join(map(str, shape))} ({reason})") from None
         if out.shape != ref.shape:
             raise NassegError(f"ONNX output shape {out.shape} != PyTorch {ref.shape} for input {shape}")
         diff = max(diff, float(np.abs(out - ref).max()))
         scale = max(scale, float(np.abs(ref).max()))
         agreement = min(agreement, float((out.argmax(1) == ref.argmax(1)).mean()))
     return diff, scale, agreement
-
-
-def _check_shapes(size: tuple[int, int], dynamic: bool) -> list[tuple[int, ...]]:
-    shapes: list[tuple[int, ...]] = [(1, 3, *size)]
-    if dynamic:
-        shapes.append((2, 3, size[0] + 32, size[1] + 16))
-    return shapes
 
 
 def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -187,7 +177,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
     except OSError as e:
         raise NassegError(f"{path}: cannot write here ({e.strerror}: {e.filename})") from None
     tmp = path.with_name(f".{path.name}.tmp")
-    shapes = _check_shapes(input_size, dynamic)
+    # the export size, and with --dynamic another batch size and H/W (a graph specialised on the traced shape fails)
+    shapes = [(1, 3, *input_size)] + ([(2, 3, input_size[0] + 32, input_size[1] + 16)] if dynamic else [])
     problems: list[str] = []
     for name in ("legacy", "dynamo") if exporter == "auto" else (exporter,):
         problem = ""
@@ -198,8 +189,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
             seconds = time.perf_counter() - start
             diff, scale, agreement = compare(model, tmp, shapes)
             if diff > tolerance * max(1.0, scale):
-                problem = (f"max |diff| {diff:.2e} exceeds {tolerance:g} x max(1, max |logit| "
-                           f"{scale:.2f})")
+                problem = f"max |diff| {diff:.2e} exceeds {tolerance:g} x max(1, max |logit| {scale:.2f})"
         except Exception as e:  # exporter/onnxruntime errors: report, try the next exporter
             problem = " ".join(str(e).split())[:200] or type(e).__name__
         if problem:
@@ -209,10 +199,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
         if metadata:
             _add_metadata(tmp, metadata)
         os.replace(tmp, path)
-        return ExportReport(path, name, input_size, dynamic, opset, seconds, diff, scale,
-                            agreement, shapes, path.stat().st_size)
+        return ExportReport(path, name, input_size, dynamic, opset, seconds, diff, scale, agreement, shapes,
+                            path.stat().st_size)
     raise NassegError(f"ONNX export of {path.name} failed verification "
-                      f"({'dynamic' if dynamic else 'x'.join(map(str, input_size))}): "
-                      + "; ".join(problems))
-
-
+                      f"({'dynamic' if dynamic else 'x'.join(map(str, input_size))}): " + "; ".join(problems))

@@ -21,8 +21,8 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
 
 
 @torch.inference_mode()
-def sliding_window_logits(model: nn.Module, image: Tensor, num_classes: int,
-                          crop: tuple[int, int], stride_ratio: float = 2 / 3) -> Tensor:
+def sliding_window_logits(model: nn.Module, image: Tensor, num_classes: int, crop: tuple[int, int],
+                          stride_ratio: float = 2 / 3) -> Tensor:
     """Logits ``(N, C, H, W)`` from overlapping ``crop``-sized windows, averaged where they overlap.
 
     Used when an image is larger than what the model was trained on: the model then sees inputs of
@@ -54,9 +54,8 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, image: Tensor, num_classes: int, *,
-                   scales: Sequence[float] = (1.0,), flip: bool = False,
-                   crop: tuple[int, int] | None = None,
+def predict_logits(model: nn.Module, image: Tensor, num_classes: int, *, scales: Sequence[float] = (1.0,),
+                   flip: bool = False, crop: tuple[int, int] | None = None,
                    base_size: tuple[int, int] | None = None) -> Tensor:
     """Class probabilities ``(N, C, H, W)`` at the input size, averaged over scales and flips.
 
@@ -79,10 +78,7 @@ def predict_logits(model: nn.Module, image: Tensor, num_classes: int, *,
         scaled = _resize(image, size)
         for mirrored in (False, True) if flip else (False,):
             x = scaled.flip(-1) if mirrored else scaled
-            logits = (sliding_window_logits(model, x, num_classes, crop) if crop is not None
-                      else model(x))
-            if mirrored:
-                logits = logits.flip(-1)
-            total += _resize(logits, (h, w)).softmax(1)
+            logits = sliding_window_logits(model, x, num_classes, crop) if crop is not None else model(x)
+            total += _resize(logits.flip(-1) if mirrored else logits, (h, w)).softmax(1)
             passes += 1
     return total / passes

@@ -30,8 +30,8 @@ def as_outputs(output: Tensor | Sequence[Tensor]) -> list[Tensor]:
 def loss_weights_for(model: nn.Module, n_outputs: int, configured: Sequence[float] | None) -> tuple[float, ...]:
     """The job's weights, else the model's ``output_loss_weights``; one per output."""
     weights = configured if configured is not None else getattr(model, "output_loss_weights", None)
-    if weights is None:
-        weights = (1.0,) if n_outputs == 1 else None
+    if weights is None and n_outputs == 1:
+        weights = (1.0,)
     if weights is None or len(weights) != n_outputs:
         raise NassegError(f"{type(model).__name__} returns {n_outputs} outputs in training mode; "
                           f"set loss_weights to {n_outputs} numbers (got {weights})")

@@ -34,8 +34,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     paths: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise NassegError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             paths += found
@@ -43,13 +42,13 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
             paths.append(item)
         else:
             raise NassegError(f"{item}: no such file or folder")
+    paths = list(dict.fromkeys(paths))
     seen: dict[str, Path] = {}
     for path in paths:
-        if path.stem in seen and seen[path.stem] != path:
+        if seen.setdefault(path.stem, path) != path:
             raise NassegError(f"{seen[path.stem]} and {path} would both write {path.stem}.png; "
                               "predict them into different output folders")
-        seen[path.stem] = path
-    return list(dict.fromkeys(paths))
+    return paths
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -72,16 +71,14 @@ def full_palette(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndarr
 
 
 def predict_mask(model: nn.Module, image: np.ndarray, meta: TrainedMeta, device: torch.device, *,
-                 scales: Sequence[float] = (1.0,), flip: bool = False,
-                 crop: tuple[int, int] | None = None,
+                 scales: Sequence[float] = (1.0,), flip: bool = False, crop: tuple[int, int] | None = None,
                  size: tuple[int, int] | None = None) -> np.ndarray:
     """Class ids (uint8 HxW) for one uint8 RGB image, normalised with the checkpoint's mean/std;
     the model sees it resized to ``size`` when given, the mask has the image's own size."""
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
     x = (image.astype(np.float32) / 255 - mean) / std
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
-    probs = predict_logits(model, x, meta.num_classes, scales=scales, flip=flip, crop=crop,
-                           base_size=size)
+    probs = predict_logits(model, x, meta.num_classes, scales=scales, flip=flip, crop=crop, base_size=size)
     return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
@@ -93,7 +90,6 @@ def mask_image(mask: np.ndarray, palette: np.ndarray) -> Image.Image:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
-    """``(1 - alpha) * image + alpha * colour mask`` as uint8."""
     blended = (1 - alpha) * image.astype(np.float32) + alpha * palette[mask].astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
@@ -111,9 +107,7 @@ def predict_files(model: nn.Module, meta: TrainedMeta, paths: Sequence[Path], ou
     except OSError as e:  # a file of that name, or a place nasseg may not write
         raise NassegError(f"{out_dir}: cannot create the output folder ({e.strerror}: {e.filename})") from None
     skipped: list[str] = []
-    bar = tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2,
-               leave=False)
-    for path in bar:
+    for path in tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2, leave=False):
         try:
             image = read_image(path)
         except NassegError as e:
@@ -125,5 +119,3 @@ def predict_files(model: nn.Module, meta: TrainedMeta, paths: Sequence[Path], ou
         ext = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
         Image.fromarray(overlay(image, mask, palette, alpha)).save(out_dir / f"{path.stem}_overlay{ext}")
     return skipped
-
-

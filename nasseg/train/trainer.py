@@ -40,8 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from ..data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, RandomHorizontalFlip,
-                               RandomScale, Resize, eval_transform)
+from ..data.transforms import Normalize, eval_transform, train_transform
 from ..device import resolve_device
 from ..errors import NassegError
 from ..extras import MissingExtra, require
@@ -63,8 +62,7 @@ def poly_lr(config: TrainConfig, iteration: int) -> float:
     o = config.optim
     lr = o.lr * (1 - iteration / config.iters) ** o.power
     if iteration < o.warmup_iters:
-        ramp = iteration / o.warmup_iters
-        lr *= o.warmup_ratio + (1 - o.warmup_ratio) * ramp
+        lr *= o.warmup_ratio + (1 - o.warmup_ratio) * iteration / o.warmup_iters
     return lr
 
 
@@ -94,17 +92,6 @@ class EpochBatches(Sampler[list[int]]):
         return len(self.batches) - self.start
 
 
-def train_transform_for(config: TrainConfig, ignore_index: int) -> Compose:
-    d = config.data
-    steps: list[Any] = [Resize(*d.size)] if d.size else []
-    steps += [RandomScale(*d.scale), RandomCrop(*d.crop, ignore_index=ignore_index)]
-    if d.flip:
-        steps.append(RandomHorizontalFlip())
-    if d.jitter > 0:
-        steps.append(ColorJitter(d.jitter, d.jitter, d.jitter))
-    return Compose([*steps, Normalize()])
-
-
 def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     from ..models import build
     from ..models.pretrained import load_pretrained
@@ -119,8 +106,8 @@ def model_record(config: TrainConfig, num_classes: int) -> dict[str, Any]:
     """How to rebuild the network: a registered name, or the ArchSpec text itself."""
     is_arch = config.model.endswith((".yaml", ".yml"))
     arch = Path(config.model).read_text() if is_arch else None
-    return {"name": None if is_arch else config.model, "arch": arch,
-            "args": dict(config.model_args), "num_classes": num_classes}
+    return {"name": None if is_arch else config.model, "arch": arch, "args": dict(config.model_args),
+            "num_classes": num_classes}
 
 
 def prepare_run_dir(config: TrainConfig, out: str | Path, resume: bool, restart: bool) -> Path:
@@ -136,8 +123,7 @@ def prepare_run_dir(config: TrainConfig, out: str | Path, resume: bool, restart:
     elif run_dir.is_dir() and any(p.name != MARKER for p in run_dir.iterdir()):
         if not restart:
             check_run_dir(run_dir, "train")
-            raise NassegError(f"{run_dir} already exists; pass --resume to continue it or "
-                              f"--restart to discard it")
+            raise NassegError(f"{run_dir} already exists; pass --resume to continue it or --restart to discard it")
         remove_run_dir(run_dir, "train")
     claim_run_dir(run_dir, "train")
     atomic_write_text(run_dir / "config.yaml", dump_train_job(config))
@@ -169,8 +155,8 @@ class Trainer:
         d = config.data
         probe = build_dataset(d.spec, d.train_split)
         self.ignore_index = probe.ignore_index
-        self.train_set = build_dataset(d.spec, d.train_split, train_transform_for(config, probe.ignore_index),
-                                       seed=config.seed)
+        augment = train_transform(d.crop, d.scale, d.flip, d.jitter, probe.ignore_index, size=d.size)
+        self.train_set = build_dataset(d.spec, d.train_split, augment, seed=config.seed)
         # labels at full resolution, the model sees d.size: the same protocol as `nasseg evaluate`
         self.val_set = build_dataset(d.spec, d.val_split, eval_transform(), seed=config.seed)
         self.steps_per_epoch = len(self.train_set) // d.batch_size
@@ -182,15 +168,13 @@ class Trainer:
         if self.device.type == "cuda":  # CPU: the baselines' ops are not yet checked in NHWC (docs/performance.md)
             self.model = to_channels_last(self.model)
         self.net: nn.Module = self.model  # what the training step calls (a DDP wrapper in parallel runs)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.optim.lr,
-                                         momentum=config.optim.momentum,
-                                         weight_decay=config.optim.weight_decay,
-                                         nesterov=config.optim.nesterov)
+        o = config.optim
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                         weight_decay=o.weight_decay, nesterov=o.nesterov)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.meta = {"dataset": d.spec, "classes": list(probe.classes),
-                     "ignore_index": probe.ignore_index, "mean": list(Normalize().mean.tolist()),
-                     "std": list(Normalize().std.tolist()), "crop": list(d.crop),
+        self.meta = {"dataset": d.spec, "classes": list(probe.classes), "ignore_index": probe.ignore_index,
+                     "mean": Normalize().mean.tolist(), "std": Normalize().std.tolist(), "crop": list(d.crop),
                      "palette": [list(c) for c in probe.palette], "size": list(d.size) if d.size else None}
         self.model_record = model_record(config, probe.num_classes)
         self.iteration = 0
@@ -231,9 +215,8 @@ class Trainer:
         self.elapsed = float(state["elapsed"])
 
     def _payload(self, with_training: bool) -> dict[str, Any]:
-        payload = {"model": self.model_record, "data": self.meta,
-                   "state_dict": self.model.state_dict(), "iteration": self.iteration,
-                   "iters": self.config.iters}
+        payload = {"model": self.model_record, "data": self.meta, "state_dict": self.model.state_dict(),
+                   "iteration": self.iteration, "iters": self.config.iters}
         if with_training:
             payload["training"] = {
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
@@ -269,23 +252,19 @@ class Trainer:
             sampler = EpochBatches(len(self.train_set), d.batch_size, self.config.seed, epoch, start,
                                    self.rank, self.world_size)
             # own generator: a DataLoader iterator otherwise draws its base seed from the global RNG
-            loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=d.workers,
-                                generator=torch.Generator().manual_seed(epoch),
-                                pin_memory=self.device.type == "cuda")
-            yield from loader
+            yield from DataLoader(self.train_set, batch_sampler=sampler, num_workers=d.workers,
+                                  generator=torch.Generator().manual_seed(epoch), pin_memory=self.device.type == "cuda")
             epoch, start = epoch + 1, 0
 
     def step(self, image: torch.Tensor, label: torch.Tensor) -> tuple[float, list[float], float]:
         config = self.config
-        image = image.to(self.device, non_blocking=True)
-        label = label.to(self.device, non_blocking=True)
+        image, label = image.to(self.device, non_blocking=True), label.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         lr = poly_lr(config, self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
-        with autocast:
+        with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():
             outputs = as_outputs(self.net(image))
         weights = loss_weights_for(self.model, len(outputs), config.loss_weights)
         loss, terms = segmentation_loss(outputs, label, weights, self.ignore_index)
@@ -308,8 +287,8 @@ class Trainer:
         config = self.config
         stop_at = config.iters if stop_at is None else min(stop_at, config.iters)
         writer = _tensorboard(self.run_dir / "tb", purge_step=self.iteration) if self.is_writer else None
-        bar = tqdm(total=config.iters, initial=self.iteration, disable=not self.progress,
-                   desc=config.name, unit="it", dynamic_ncols=True)
+        bar = tqdm(total=config.iters, initial=self.iteration, disable=not self.progress, desc=config.name, unit="it",
+                   dynamic_ncols=True)
         window: list[float] = []
         window_start = time.perf_counter()
         self.net.train()
@@ -343,11 +322,7 @@ class Trainer:
                     self.after_checkpoint()
         finally:
             bar.close()
-        if self.iteration < config.iters or not self.is_writer:
-            if writer is not None:
-                writer.close()
-            return None
-        result = self.finish(writer)
+        result = self.finish(writer) if self.iteration == config.iters and self.is_writer else None
         if writer is not None:
             writer.close()
         return result
@@ -376,12 +351,10 @@ class Trainer:
 
     def finish(self, writer: Any) -> dict[str, Any]:
         """Final validation on the whole split, final.pt and result.json."""
-        result = self.validate(writer, progress=self.progress)
-        self.final_eval = result
+        result = self.final_eval = self.validate(writer, progress=self.progress)
         save_checkpoint(self.run_dir / "final.pt", self._payload(with_training=False))
-        summary = {"name": self.config.name, "model": self.config.model,
-                   "dataset": self.config.data.spec, "iterations": self.iteration,
-                   "crop": list(self.config.data.crop), "size": self.meta["size"],
+        summary = {"name": self.config.name, "model": self.config.model, "dataset": self.config.data.spec,
+                   "iterations": self.iteration, "crop": list(self.config.data.crop), "size": self.meta["size"],
                    "params": sum(p.numel() for p in self.model.parameters()),
                    "train_seconds": round(self.elapsed, 1), **result.to_dict()}
         atomic_write_text(self.run_dir / "result.json", json.dumps(summary, indent=2) + "\n")
