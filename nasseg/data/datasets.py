@@ -172,7 +172,6 @@ class PairDataset(Dataset):
         return image, self.map_label(index, raw)
 
     def read_image(self, index: int) -> np.ndarray:
-        """The RGB image of item ``index`` as uint8 HxWx3."""
         with _open(self.items[index][0], "image") as im:
             return np.asarray(im.convert("RGB"))
 
@@ -248,6 +247,7 @@ class ListFileDataset(PairDataset):
     """
 
     def __init__(self, root: str | Path, list_file: str | Path, num_classes: int, *args: Any, **kwargs: Any):
+        self.root = Path(root)
         found = read_pair_list(root, list_file)
         super().__init__(found.require(), num_classes, *args, source=found.source, **kwargs)
 

@@ -20,8 +20,7 @@ from nasseg.config import FieldError, describe, did_you_mean, spec
 from nasseg.config.types import Str
 from nasseg.data import sources as src
 from nasseg.data.datasets import (CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE, CAMVID_VOID,
-                                  DEMO_ROOT, LabelMap, Pair, PairDataset, PairList,
-                                  read_pair_list)
+                                  DEMO_ROOT, LabelMap, Pair, PairDataset, PairList, read_pair_list)
 from nasseg.data.transforms import Transform
 from nasseg.errors import NassegError
 from nasseg.registry import Registry

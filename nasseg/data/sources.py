@@ -36,8 +36,7 @@ CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21
 CITYSCAPES_PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156),
                       (190, 153, 153), (153, 153, 153), (250, 170, 30), (220, 220, 0),
                       (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0),
-                      (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230),
-                      (119, 11, 32))
+                      (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
 CITYSCAPES_SPLITS = ("train", "val", "test")
 _CS_IMAGE, _CS_LABEL = "_leftImg8bit.png", "_gtFine_labelIds.png"
 
@@ -73,8 +72,8 @@ _SBD_HELP = ("the SBD 'train_aug' split needs ImageSets/Segmentation/train_aug.t
 def scan_voc(root: Path, split: str) -> PairList:
     """Ids listed in ``ImageSets/Segmentation/<split>.txt``: ``JPEGImages/<id>.jpg`` with
     ``SegmentationClass/<id>.png`` (``SegmentationClassAug`` for ``train_aug``). A list line may also be
-    ``<image> <label>`` paths relative to ``root`` (as some trainaug lists are written, with or without a leading ``/``).
-    """
+    ``<image> <label>`` paths relative to ``root`` (as some trainaug lists are written, with or without a leading
+    ``/``)."""
     list_path = root / _VOC_LISTS / f"{split}.txt"
     label_dir = root / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass")
     for needed in (list_path, label_dir):
@@ -120,8 +119,7 @@ ADE20K_CLASSES = (  # objectInfo150, first name of each entry (as mmsegmentation
     "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
     "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
     "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
-    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
-    "clock", "flag")
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag")
 ADE20K_PALETTE = generated_palette(len(ADE20K_CLASSES))
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
 
@@ -136,8 +134,7 @@ def scan_ade20k(root: Path, split: str) -> PairList:
     folder = ADE20K_SPLITS[split]
     return match_pairs(root / "images" / folder, root / "annotations" / folder,
                        _suffix_key(".jpg"), _suffix_key(".png"), ".png",
-                       "ADE20K: images/{training,validation}/*.jpg and "
-                       "annotations/{training,validation}/*.png")
+                       "ADE20K: images/{training,validation}/*.jpg and annotations/{training,validation}/*.png")
 
 
 def ade20k_splits(root: Path) -> tuple[str, ...]:

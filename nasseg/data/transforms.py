@@ -81,8 +81,7 @@ class RandomCrop:
     by default, i.e. zero after normalisation).
     """
 
-    def __init__(self, height: int, width: int, ignore_index: int = 255,
-                 fill: tuple[int, int, int] = IMAGENET_MEAN_U8):
+    def __init__(self, height: int, width: int, ignore_index: int = 255, fill: tuple[int, int, int] = IMAGENET_MEAN_U8):
         self.height, self.width = height, width
         self.ignore_index, self.fill = ignore_index, fill
 
