@@ -61,14 +61,10 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise NassegError(f"{run_dir}: no metrics.csv (not a search run directory, or no epoch finished yet)")
     reader = csv.reader(io.StringIO(read_text(path, "a search's per-epoch metrics")))
-    header = problem = None
     try:
-        for row in reader:
-            if header is None:
-                header = row
-            elif row and len(row) != len(header):
-                problem = f"line {reader.line_num} has {len(row)} fields, the header {len(header)}"
-                break
+        header = next(reader, [])
+        bad = next((row for row in reader if row and len(row) != len(header)), None)
+        problem = bad and f"line {reader.line_num} has {len(bad)} fields, the header {len(header)}"
     except csv.Error as exc:
         problem = f"line {reader.line_num}: {exc}"
     if problem:
@@ -82,7 +78,6 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
 
 
 def load_result(run_dir: str | Path) -> dict[str, Any]:
-    """result.json, or {} while the run has none."""
     path = Path(run_dir) / "result.json"
     return read_json_object(path, "a run's result (status and summary)") if path.is_file() else {}
 

@@ -97,7 +97,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+def add_bench_parser(subparsers) -> None:
     bench = subparsers.add_parser(
         "bench", help="supernet step time / peak memory vs the papers' straightforward code, and other ratios",
         description="Measure nasseg's supernets against the straightforward implementation of the papers' code "
@@ -147,4 +147,3 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     bench.add_argument("--plot", default=None, metavar="PATH", help="bar chart of the ratios (png/svg/pdf)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(run=cmd_bench)
-    return bench

@@ -8,7 +8,6 @@ from typing import Any
 
 
 def add_data_parser(subparsers: Any) -> None:
-    """Add ``nasseg data check DATASET:PATH [--split S ...] [--json] [--quiet]``."""
     data = subparsers.add_parser("data", help="inspect datasets (data check)",
                                  description="Dataset tools.")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION")

@@ -35,7 +35,7 @@ def cmd_gpucheck(args: argparse.Namespace) -> int:
     return EXIT_CHECK_FAILED if report.failed else 0
 
 
-def add_gpucheck_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_gpucheck_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "gpucheck", help="run nasseg's CUDA paths once and check them against the CPU (under 10 minutes on a GPU)",
         description="Run the CUDA code paths (bfloat16 autocast in the search, channels-last on CUDA, AMP in "
@@ -66,4 +66,3 @@ def add_gpucheck_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the markdown table")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(run=cmd_gpucheck)
-    return parser

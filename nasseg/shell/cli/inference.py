@@ -62,7 +62,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
 
 
-def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="mIoU, pixel accuracy and per-class IoU of a trained model on a split",
         description="Evaluate a training checkpoint on every image of a dataset split, one image at "
@@ -84,7 +84,6 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("-o", "--output", default=None, metavar="RESULTS.json",
                    help="also write the JSON results here")
     p.set_defaults(run=cmd_evaluate)
-    return p
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -108,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict", help="segment images with a trained model: palette PNG masks and overlays",
         description="Segment image files (or every image in the given folders) with a training "
@@ -124,7 +123,6 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help="opacity of the colour mask in the overlays, 0..1 (default: 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_predict)
-    return p
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -143,7 +141,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="export a trained model to ONNX, verified against PyTorch with onnxruntime",
         description="Export a training checkpoint to one ONNX file (input 'image': normalised "
@@ -163,4 +161,3 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="torch.onnx exporter: legacy (TorchScript), dynamo, or auto (default): "
                         "legacy, falling back to dynamo")
     p.set_defaults(run=cmd_export)
-    return p

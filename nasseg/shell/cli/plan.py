@@ -155,7 +155,7 @@ def format_report(plan, report, source: str, confirm: bool = False) -> str:
     return "\n".join(lines)
 
 
-def add_plan_parser(sub) -> argparse.ArgumentParser:
+def add_plan_parser(sub) -> None:
     plan = sub.add_parser(
         "plan", help="predict a job's peak memory before running it: what fits, the largest batch",
         description="Predict the peak memory of a search job's steps (architecture and weight steps, the Hessian "
@@ -177,4 +177,3 @@ def add_plan_parser(sub) -> argparse.ArgumentParser:
                            "plans) instead of extrapolating linearly from the job's batch")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(run=cmd_plan)
-    return plan

@@ -20,8 +20,7 @@ folder (OUT/<study>, docs/study.md) gets index.html with the study's table, comp
 mIoU / multiply-adds plot above its searches, whose pages show their architectures' retrainings."""
 
 
-def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``nasseg report`` on the CLI's sub-command parsers."""
+def add_report_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "report", help="write a self-contained HTML report of a search run or experiment",
         description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -35,7 +34,6 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="a finished `nasseg train` run of the run's (or a trial's) arch.yaml or "
                              "arch/epoch_NNN.yaml to show; repeatable")
     parser.set_defaults(run=cmd_report)
-    return parser
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ from .plan import add_force_argument, check_search_memory
 
 
 def add_search_parsers(sub) -> None:
-    """``nasseg search`` and ``nasseg decode``."""
     search = sub.add_parser(
         "search", help="run a search job (DARTS 1st/2nd order or Auto-DeepLab) with Hessian early stopping",
         description="Run every seed of a search job file as a Ray Tune trial (embedded local Ray unless "
@@ -145,7 +144,7 @@ def _run_study(args: argparse.Namespace) -> int:
 
 # --- nasseg results ------------------------------------------------------------------------------
 
-def add_results_parser(subparsers) -> argparse.ArgumentParser:
+def add_results_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "results", help="table of the searches of an experiment (seeds, HPO trials), mean ± std over seeds",
         description="One row per search run under EXPERIMENT_DIR (OUT/<job name>, from nasseg search with or "
@@ -161,7 +160,6 @@ def add_results_parser(subparsers) -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="print the trial table as CSV")
     output.add_argument("--json", action="store_true", help="print {'trials': [...], 'configs': [...]} as JSON")
     parser.set_defaults(run=cmd_results)
-    return parser
 
 
 def cmd_results(args: argparse.Namespace) -> int:

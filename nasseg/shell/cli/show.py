@@ -20,8 +20,7 @@ TARGET is one of
       the decoded path in red."""
 
 
-def add_show_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``nasseg show`` on the CLI's sub-command parsers."""
+def add_show_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "show", help="draw cells, search spaces, the Auto-DeepLab lattice or a search run (graphviz)",
         description=SHOW_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,7 +39,6 @@ def add_show_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--cell", default=None, metavar="KIND", choices=("normal", "reduce"),
                         help="draw only this cell type: normal or reduce (default: every cell type)")
     parser.set_defaults(run=cmd_show)
-    return parser
 
 
 def cmd_show(args: argparse.Namespace) -> int:

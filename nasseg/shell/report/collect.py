@@ -4,6 +4,7 @@ into a folder the caller provides; :mod:`.render` turns the data into HTML."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shlex
@@ -147,19 +148,6 @@ def describe_rule(rule: Any) -> str:
     return text
 
 
-def stop_trace(run: Run) -> list[tuple[int, float, str, str]]:
-    """The rule's decision after every measured epoch (epoch, eigenvalue, decision, reason), as
-    the search loop took it; empty for DARTS-ADA, whose rollbacks rewrite the history."""
-    if isinstance(run.rule, DartsADA):
-        return []
-    epochs, values = plots.measured_eigenvalues(run.metrics)
-    trace = []
-    for j, (epoch, value) in enumerate(zip(epochs, values)):
-        decision = run.rule.check(values[:j + 1], epochs[0])
-        trace.append((epoch, value, "stop" if decision.stop else "continue", decision.reason))
-    return trace
-
-
 def _stop_numbers(run: Run) -> list[tuple[str, str]]:
     """λ̄ values, their ratio and the epochs at the paper rule's stop."""
     windows = plots.rule_windows(run.rule, run.metrics, run.result)
@@ -172,19 +160,23 @@ def _stop_numbers(run: Run) -> list[tuple[str, str]]:
             ("stop epoch", str(run.result["epochs_run"])), ("returned epoch", str(run.result["arch_epoch"]))]
 
 
-def eigen_bound_text(metrics: Any, epoch: int, value: float) -> str:
+def _bound_text(metrics: Any, epoch: int, value: float) -> str:
     """The recorded error bound of an epoch's eigenvalue (the Ritz residual r: an eigenvalue of the
     Hessian lies within r of the value), absolute and relative; '–' for runs that did not record it."""
-    rows = metrics[metrics["epoch"] == epoch]
-    bound = float(rows["eigen_bound"].iloc[-1]) if "eigen_bound" in rows and len(rows) else float("nan")
+    bound = float(metrics.loc[metrics["epoch"] == epoch, "eigen_bound"].iloc[-1])
     if not math.isfinite(bound):
         return "–"
     return f"± {bound:.2g}" + (f" ({100 * bound / abs(value):.2g} %)" if value else "")
 
 
 def _stop(run: Run) -> dict[str, Any]:
-    trace = stop_trace(run)
-    rows = [(epoch, value, eigen_bound_text(run.metrics, epoch, value), decision, why)
+    # the rule's decision after every measured epoch, as the search loop took it; none for DARTS-ADA,
+    # whose rollbacks rewrite the history
+    epochs, values = ([], []) if isinstance(run.rule, DartsADA) else plots.measured_eigenvalues(run.metrics)
+    decisions = [run.rule.check(values[:j + 1], epochs[0]) for j in range(len(values))]
+    trace = [(epoch, value, "stop" if d.stop else "continue", d.reason)
+             for epoch, value, d in zip(epochs, values, decisions)]
+    rows = [(epoch, value, _bound_text(run.metrics, epoch, value), decision, why)
             for epoch, value, decision, why in trace]
     events = [(ev.get("time", ""), ev.get("event", ""),
                json.dumps({k: v for k, v in ev.items() if k not in ("time", "event")})) for ev in run.events]
@@ -196,12 +188,6 @@ def _stop(run: Run) -> dict[str, Any]:
 
 
 # --- curves, architecture, size -----------------------------------------------------------------------
-
-def _space(run: Run) -> Any:
-    from nasseg.space import load
-
-    return load(run.file("space.yaml")) if run.file("space.yaml").is_file() else None
-
 
 def _curves(run: Run, space: Any, folder: Path) -> list[Picture]:
     """Every curve that applies to this run."""
@@ -352,10 +338,8 @@ def _retrain(run: Run, retrain: Retrain, folder: Path, index: int) -> dict[str, 
 def retrain_hint(run: Run) -> dict[str, str]:
     """The ``nasseg train`` of the run's arch.yaml into ``<run_dir>/../retrain``, where the report looks."""
     def short(path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return str(path.resolve())
+        path, here = path.resolve(), Path.cwd().resolve()
+        return str(path.relative_to(here) if path.is_relative_to(here) else path)
 
     data = run.config.get("data") or {}
     dataset = str(data.get("dataset") or "camvid_demo")
@@ -385,7 +369,9 @@ def _epoch_files(run: Run) -> list[tuple[str, str, list[tuple[Path, str]]]]:
 
 def collect_run(run: Run, folder: Path) -> RunPage:
     """The page of one run; its figures are drawn into ``folder``."""
-    space = _space(run)
+    from nasseg.space import load
+
+    space = load(run.file("space.yaml")) if run.file("space.yaml").is_file() else None
     arch = _arch(run, space, folder)
     texts = [("config.yaml (the resolved job)", read_text(run.file("config.yaml"), "a job"))]
     if run.file("space.yaml").is_file():
@@ -402,10 +388,9 @@ def collect_run(run: Run, folder: Path) -> RunPage:
 def genotype_summary(arch: Any) -> str:
     """The normal (else first) cell as 'op←input, op←input' per node, plus the lattice path."""
     cell = arch.cells.get("normal") or next(iter(arch.cells.values()))
-    nodes: dict[int, list[str]] = {}
-    for source, node, op in cell.edges():
-        nodes.setdefault(node, []).append(f"{op}←{source}")
-    text = " | ".join(", ".join(ops) for _, ops in sorted(nodes.items()))
+    edges = sorted(cell.edges(), key=lambda e: e[1])  # stable: each node's edges in their order
+    text = " | ".join(", ".join(f"{op}←{source}" for source, _, op in group)
+                      for _, group in itertools.groupby(edges, key=lambda e: e[1]))
     return text + (f"; path {'-'.join(map(str, arch.path))}" if arch.path else "")
 
 

@@ -147,7 +147,6 @@ def _model_files(model: str, train_dir: Path) -> list[Path]:
 
 
 def read_training_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config, result) of a finished training run directory."""
     if not path.is_dir():
         raise NassegError(f"{path}: no such directory")
     if not (path / "result.json").is_file():
