@@ -78,6 +78,5 @@ class MemoryPlan:
     def describe(self) -> str:
         """'search step (batch 4 at 64x64 on cpu)': what the plan is of."""
         h, w = self.input_size
-        what = "search step" if self.kind == "search" else "training step"
         ckpt = ", supernet.checkpoint" if self.checkpoint else ""
-        return f"{what} (batch {self.batch} at {h}x{w}{ckpt} on {self.device})"
+        return f"{self.kind} step (batch {self.batch} at {h}x{w}{ckpt} on {self.device})"

@@ -36,16 +36,7 @@ from ..search.steps import fixed_structure, frozen, weight_step
 from ..supernet import Supernet
 from .budget import MemoryPlan
 from .shapes import DataShapes, search_shapes
-from .simulation import SavedCounter, on_meta, simulate
-
-META = torch.device("meta")
-
-
-def _batch(batch: int, size: tuple[int, int], dense: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, H, W) and labels (N, H, W) on ``meta``, as the data loader makes them; one
-    label per image for a classification head (the DARTS CIFAR net of the benchmarks)."""
-    return (torch.empty(batch, 3, *size, device=META),
-            torch.empty(batch, *(size if dense else ()), dtype=torch.int64, device=META))
+from .simulation import META, SavedCounter, meta_batch, on_meta, simulate
 
 
 class SearchStepTrace:
@@ -65,9 +56,9 @@ class SearchStepTrace:
         self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
                                                weight_decay=a.weight_decay, foreach=foreach)
         dense = self.model.segmentation
-        self.xa, self.ya = _batch(batch, shapes.train_size, dense)
-        self.xb, self.yb = _batch(batch, shapes.train_size, dense)
-        self.xh, self.yh = _batch(config.hessian.batch_size or batch, shapes.train_size, dense)
+        self.xa, self.ya = meta_batch(batch, shapes.train_size, dense)
+        self.xb, self.yb = meta_batch(batch, shapes.train_size, dense)
+        self.xh, self.yh = meta_batch(config.hessian.batch_size or batch, shapes.train_size, dense)
         self.saved = SavedCounter([*self.model.parameters(), *self.model.buffers(), self.xa])
 
     def loss(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -78,9 +69,8 @@ class SearchStepTrace:
 
     def warm_up(self) -> None:
         """Gradients and optimiser state as a previous step leaves them."""
-        for group in (self.model.weight_parameters(), self.model.arch_parameters()):
-            for param in group:
-                param.grad = torch.zeros_like(param)
+        for param in [*self.model.weight_parameters(), *self.model.arch_parameters()]:
+            param.grad = torch.zeros_like(param)
         self.weight_optimizer.step()
         self.arch_optimizer.step()
 
@@ -116,7 +106,7 @@ class SearchStepTrace:
     @torch.no_grad()
     def validation(self) -> None:
         """One batch of ``Search.evaluate``."""
-        x, y = _batch(self.config.data.val_batch_size, self.shapes.val_size, self.model.segmentation)
+        x, y = meta_batch(self.config.data.val_batch_size, self.shapes.val_size, self.model.segmentation)
         self.model.eval()
         F.cross_entropy(self.model(x), y, ignore_index=self.shapes.ignore_index, reduction="sum")
         self.model.train()

@@ -27,6 +27,7 @@ from .budget import MemoryPlan, Phase
 from .tracer import MemoryTracer
 
 MB = 2**20
+META = torch.device("meta")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,6 @@ DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1.80, 1900, 40 * MB),
 
 
 def device_model(device: str) -> DeviceModel:
-    """The model of ``cpu``, ``cuda`` or ``cuda:N``."""
     return DEVICE_MODELS["cuda" if device.startswith("cuda") else "cpu"]
 
 
@@ -59,8 +59,14 @@ def on_meta(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
+def meta_batch(batch: int, size: tuple[int, int], dense: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, H, W) and labels (N, H, W) on ``meta``, as the data loader makes them; one
+    label per image for a classification head (the DARTS CIFAR net of the benchmarks)."""
+    return (torch.empty(batch, 3, *size, device=META),
+            torch.empty(batch, *(size if dense else ()), dtype=torch.int64, device=META))
+
+
 def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct storages of ``tensors``."""
     seen = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
     return sum(seen.values())
 

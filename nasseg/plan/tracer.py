@@ -108,9 +108,9 @@ class MemoryTracer(TorchDispatchMode):
 
     # --- accounting ---------------------------------------------------------------------------
 
-    def track(self, tensors: Iterable[torch.Tensor | None]) -> None:
+    def track(self, tensors: Iterable[Any]) -> None:
         for tensor in tensors:
-            if tensor is not None:
+            if isinstance(tensor, torch.Tensor):
                 self._count(tensor)
 
     def reset_peak(self) -> None:
@@ -164,12 +164,7 @@ class MemoryTracer(TorchDispatchMode):
         if kind != _FUNCTIONAL:
             return func(*args, **kwargs)
         out = self._run_functional(func, args, kwargs)
-        if isinstance(out, torch.Tensor):
-            self._count(out)
-        elif isinstance(out, (tuple, list)):
-            for item in out:
-                if isinstance(item, torch.Tensor):
-                    self._count(item)
+        self.track(out if isinstance(out, (tuple, list)) else [out])
         return out
 
     def _run_functional(self, func, args: tuple, kwargs: dict) -> Any:

@@ -24,9 +24,7 @@ from ..train.inference import predict_logits
 from ..train.losses import as_outputs, loss_weights_for, segmentation_loss
 from .budget import MemoryPlan
 from .shapes import DataShapes, training_shapes
-from .simulation import SavedCounter, on_meta, simulate
-
-META = torch.device("meta")
+from .simulation import META, SavedCounter, meta_batch, on_meta, simulate
 
 
 class TrainingStepTrace:
@@ -41,8 +39,7 @@ class TrainingStepTrace:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay, nesterov=o.nesterov,
                                          foreach=device.startswith("cuda"))
-        self.image = torch.empty(batch, 3, *shapes.train_size, device=META)
-        self.label = torch.empty(batch, *shapes.train_size, dtype=torch.int64, device=META)
+        self.image, self.label = meta_batch(batch, shapes.train_size)
         self.saved = SavedCounter([*self.model.parameters(), *self.model.buffers(), self.image])
 
     def inputs(self) -> list[torch.Tensor]:
