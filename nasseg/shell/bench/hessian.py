@@ -13,10 +13,9 @@ from nasseg.search import Search, SearchConfig, load_job, parse_job
 from nasseg.space import SearchSpace
 from nasseg.config import resolve_builtin
 
-from .context import Bench
-from .measure import timed
-from .nets import bench_space
-from .settings import DEFAULT_JOB, Row, Settings, target_for
+from .measure import Bench
+from .nets import bench_space, timed
+from .settings import DEFAULT_JOB, TARGETS, Row, Settings
 
 JOBS_DIR = Path(str(resources.files("nasseg") / "jobs"))
 
@@ -77,7 +76,7 @@ def hessian(bench: Bench) -> list[Row]:
                  f"{config.hessian.iters} Lanczos steps{', warm start' if warm else ''})")
     epoch = train + evaluation
     rows = [Row("hessian", label, "eigen share", "eigenvalue / epoch", eigen, epoch + eigen, "s",
-                target_for("hessian", "eigen share"), "; ".join(notes))]
+                TARGETS["hessian", "eigen share"], "; ".join(notes))]
     if exact is not None:
         rows.append(Row("hessian", label, "eigen share, exact products", "eigenvalue / epoch", exact, epoch + exact,
                         "s", None, f"hessian.method: exact instead of {config.hessian.method}: eigenvalue "

@@ -1,16 +1,17 @@
 """How the bench measures: step times alternated between variants in one process, peak memory of a
-variant's first step in a fresh process, seconds of any call with the device synchronised."""
+variant's first step in a fresh process; what the suites of one run share (:class:`Bench`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib
 import json
 import statistics
 import subprocess
 import sys
-import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -18,10 +19,10 @@ from tqdm import tqdm
 from nasseg.errors import NassegError
 
 from .nets import NetConfig, Variant
+from .settings import Settings
 
 
-def time_alternating(variants: dict[str, Variant], warmup: int, repeats: int,
-                     bar: tqdm | None = None) -> dict[str, dict[str, float]]:
+def time_alternating(variants: dict[str, Variant], warmup: int, repeats: int, bar: tqdm) -> dict[str, dict[str, float]]:
     """Median seconds per step part of each variant; the variants take turns (A B B A ...), so slow
     drifts of a shared machine hit all of them."""
     names = list(variants)
@@ -31,22 +32,10 @@ def time_alternating(variants: dict[str, Variant], warmup: int, repeats: int,
             seconds = variants[name].step()
             if round_ >= warmup:
                 samples[name].append(seconds)
-            if bar is not None:
-                bar.set_postfix_str(f"{name} {seconds['total']:.2f}s")
-        if bar is not None:
-            bar.update(1)
+            bar.set_postfix_str(f"{name} {seconds['total']:.2f}s")
+        bar.update(1)
     return {name: {part: statistics.median(s[part] for s in runs) for part in runs[0]}
             for name, runs in samples.items()}
-
-
-def timed(call: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    """(wall seconds, result) of one call, the device's queued work included."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    result = call()
-    sync()
-    return time.perf_counter() - start, result
 
 
 def release_memory() -> None:
@@ -66,25 +55,20 @@ def release_memory() -> None:
 
 def _proc_status() -> dict[str, int]:
     """VmRSS / VmHWM in bytes (Linux); empty elsewhere."""
-    values = {}
     try:
         with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, value = line.split(":")
-                    values[key] = int(value.split()[0]) * 1024
+            return {key: int(value.split()[0]) * 1024 for key, value in (line.split(":", 1) for line in status)
+                    if key in ("VmRSS", "VmHWM")}
     except OSError:
-        pass
-    return values
+        return {}
 
 
 def _reset_peak_rss() -> bool:
     try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        return True
+        Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
+    return True
 
 
 def _maxrss_bytes() -> int:
@@ -93,77 +77,107 @@ def _maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def peak_growth(device: torch.device, step: Callable[[], Any]) -> tuple[int, str]:
+    """Peak memory of ``step()`` above the memory before it, and how it was measured (call in a fresh
+    process for a clean CPU figure)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before, "cuda max_memory_allocated"
+    reset = _reset_peak_rss() and "VmHWM" in _proc_status()
+    before = _proc_status()["VmRSS"] if reset else _maxrss_bytes()
+    step()
+    peak = (_proc_status()["VmHWM"] if reset else _maxrss_bytes()) - before
+    return peak, "VmHWM - VmRSS" if reset else "ru_maxrss delta"
+
+
 def measure_memory(net: NetConfig, kind: str, device: str, seed: int = 0) -> dict[str, Any]:
     """Peak memory of the first search step above the memory after building model and data, and
-    the bytes saved for backward (call in a fresh process for a clean CPU figure)."""
-    dev = torch.device(device)
-    variant = Variant(net, kind, dev, seed)
-    gc.collect()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-        before = torch.cuda.memory_allocated(dev)
-        variant.step()
-        torch.cuda.synchronize(dev)
-        peak, how = torch.cuda.max_memory_allocated(dev) - before, "cuda max_memory_allocated"
-    else:
-        reset = _reset_peak_rss() and "VmHWM" in _proc_status()
-        before = _proc_status()["VmRSS"] if reset else _maxrss_bytes()
-        variant.step()
-        peak = (_proc_status()["VmHWM"] if reset else _maxrss_bytes()) - before
-        how = "VmHWM - VmRSS" if reset else "ru_maxrss delta"
+    the bytes saved for backward."""
+    variant = Variant(net, kind, torch.device(device), seed)
+    peak, how = peak_growth(variant.device, variant.step)
     return {"peak_bytes": int(peak), "saved_bytes": int(variant.saved_bytes()), "how": how}
 
 
-def memory_child(args: list) -> dict[str, Any]:
-    """The child process's side of :func:`memory_in_subprocess`: set up like any nasseg process."""
-    from ..process import configure_process
-
-    net_fields, kind, device, threads, seed = args
-    configure_process(threads)
+def measure_memory_child(net_fields: dict[str, Any], kind: str, device: str, seed: int) -> dict[str, Any]:
     return measure_memory(NetConfig(**{**net_fields, "size": tuple(net_fields["size"])}), kind, device, seed)
 
 
 MARK = "NASSEG_BENCH "
 # the child imports nasseg the way this process did: same interpreter, same environment
-_CHILD_CODE = ("import json, sys; from nasseg.shell.bench.measure import MARK, memory_child; "
-               "print(MARK + json.dumps(memory_child(json.loads(sys.argv[1]))))")
+_CHILD_CODE = ("import json, sys; from nasseg.shell.bench.measure import MARK, child_main; "
+               "print(MARK + json.dumps(child_main(*json.loads(sys.argv[1]))))")
 
 
-def memory_in_subprocess(net: NetConfig, kind: str, device: str, threads: int, seed: int) -> dict[str, Any]:
-    """:func:`measure_memory` in a fresh ``python -c`` process (whatever the caller's main module)."""
-    args = [dataclasses.asdict(net), kind, device, threads, seed]
-    proc = subprocess.run([sys.executable, "-c", _CHILD_CODE, json.dumps(args)], capture_output=True, text=True)
+def child_main(target: str, threads: int, args: list) -> dict[str, Any]:
+    """The child process's side of :func:`in_subprocess`: set up like any nasseg process."""
+    from ..process import configure_process
+
+    configure_process(threads)
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def in_subprocess(target: str, args: list, threads: int, what: str) -> dict[str, Any]:
+    """``target(*args)`` (``module:function``, returning a JSON object) in a fresh ``python -c`` process
+    (whatever the caller's main module); NassegError naming ``what`` when it fails."""
+    proc = subprocess.run([sys.executable, "-c", _CHILD_CODE, json.dumps([target, threads, args])],
+                          capture_output=True, text=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     if proc.returncode == -9:
         lines.append("killed (out of memory?)")
-    raise NassegError(f"memory measurement of {kind} on {net.label} failed (exit {proc.returncode}): "
+    raise NassegError(f"memory measurement of {what} failed (exit {proc.returncode}): "
                       f"{lines[-1] if lines else 'no output'}")
 
 
-class MemoryProbe:
-    """Memory figures per (net, variant), each measured once: in a fresh process (``subprocess``),
-    in this one (``inprocess``) or not at all (``off``). A failed measurement (e.g. out of memory)
-    is kept as ``{"error": ...}`` so the other suites still run."""
+class Bench:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.device = torch.device(settings.device)
+        self.memory_cache: dict[tuple[NetConfig, str], dict[str, Any]] = {}
 
-    def __init__(self, mode: str, device: str, threads: int, seed: int):
-        self.mode, self.device, self.threads, self.seed = mode, device, threads, seed
-        self.cache: dict[tuple[NetConfig, str], dict[str, Any]] = {}
+    def say(self, text: str) -> None:
+        if self.s.progress:
+            tqdm.write(text, file=sys.stderr)
 
-    def __call__(self, net: NetConfig, kind: str) -> dict[str, Any] | None:
-        if self.mode == "off":
+    def memory(self, net: NetConfig, kind: str) -> dict[str, Any] | None:
+        """The memory figures of one variant, measured once: in a fresh process (``--memory
+        subprocess``), in this one (``inprocess``) or not at all (``off``). A failed measurement (e.g.
+        out of memory) is kept as ``{"error": ...}`` so the other suites still run."""
+        s, key = self.s, (net, kind)
+        if s.memory == "off":
             return None
-        key = (net, kind)
-        if key not in self.cache:
+        if key not in self.memory_cache:
             try:
-                if self.mode == "inprocess":
-                    self.cache[key] = measure_memory(net, kind, self.device, self.seed)
+                if s.memory == "inprocess":
+                    self.memory_cache[key] = measure_memory(net, kind, s.device, s.seed)
                 else:
-                    self.cache[key] = memory_in_subprocess(net, kind, self.device, self.threads, self.seed)
+                    self.memory_cache[key] = in_subprocess(f"{__name__}:measure_memory_child",
+                                                           [dataclasses.asdict(net), kind, s.device, s.seed],
+                                                           s.threads, f"{kind} on {net.label}")
             except (NassegError, RuntimeError) as exc:
-                self.cache[key] = {"error": str(exc).split("\n")[0]}
-        return self.cache[key]
+                self.memory_cache[key] = {"error": str(exc).split("\n")[0]}
+        return self.memory_cache[key]
+
+    def time(self, net: NetConfig, kinds: Sequence[str], desc: str) -> dict[str, dict[str, float]]:
+        """Median seconds per step part of each variant of ``net``, all starting from the weights of
+        one nasseg supernet, alternated in this process (:func:`time_alternating`); freed after."""
+        first = Variant(net, "ours", self.device, self.s.seed)
+        variants = {kind: first if kind == "ours" else Variant(net, kind, self.device, self.s.seed, source=first.model)
+                    for kind in kinds}
+        with tqdm(total=self.s.warmup + self.s.repeats, disable=not self.s.progress, leave=False, desc=desc,
+                  unit="round") as bar:
+            timed = time_alternating(variants, self.s.warmup, self.s.repeats, bar)
+        for variant in (first, *variants.values()):
+            variant.release()
+        del first, variants
+        release_memory()
+        return timed

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from nasseg import space as spaces
+from nasseg.config import load_yaml
 from nasseg.errors import NassegError
 from nasseg.layers import frozen_bn_stats, to_channels_last
+from nasseg.plan.simulation import SavedCounter
 from nasseg.search.architect import first_order_grads, second_order_grads, set_arch_grads
 from nasseg.search.config import AUTODEEPLAB_ARCH, ArchOptim, SupernetConfig, WeightOptim
 from nasseg.search.loop import optimizers
 from nasseg.search.steps import weight_step
 from nasseg.space import SearchSpace
+from nasseg.space.spec import parse_space
 from nasseg.supernet import Supernet, build
 
 from . import straightforward
@@ -40,43 +45,31 @@ class NetConfig:
     @property
     def label(self) -> str:
         letter = "F" if self.space == "autodeeplab" else "C"
-        parts = [self.space]
-        if self.width:
-            parts.append(f"{letter}={self.width}")
-        if self.layers:
-            parts.append(f"L={self.layers}")
-        parts += [f"b{self.batch}", f"{self.size[0]}x{self.size[1]}"]
-        return " ".join(parts)
+        parts = [self.space, self.width and f"{letter}={self.width}", self.layers and f"L={self.layers}",
+                 f"b{self.batch}", f"{self.size[0]}x{self.size[1]}"]
+        return " ".join(part for part in parts if part)
 
 
 def bench_space(name: str, width: int | None = None, layers: int | None = None,
                 classes: int | None = None) -> SearchSpace:
     """A search space (built-in name or file) with ``network.C``/``F``, ``layers`` and ``classes``
     overridden, validated and compiled like any space file."""
-    from nasseg import space as spaces
-    from nasseg.space.spec import parse_space
-    from nasseg.config import load_yaml
-
     path = spaces.resolve(name)
     data = load_yaml(path)
     net = data.setdefault("network", {})
-    if width is not None:
-        net["F" if net.get("type") == "lattice" else "C"] = width
-    if layers is not None:
-        net["layers"] = layers
-    if classes is not None:
-        net["classes"] = classes
+    overrides = {"F" if net.get("type") == "lattice" else "C": width, "layers": layers, "classes": classes}
+    net.update({key: value for key, value in overrides.items() if value is not None})
     space = parse_space(data, str(path))
     space.cell_graph, space.network_graph
     return space
 
 
-def loss_fn(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
-
-
 def criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+
+
+def loss_fn(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return criterion(model(x), y)
 
 
 class Variant:
@@ -97,7 +90,10 @@ class Variant:
         if kind == "straightforward":
             self.model = straightforward.StraightforwardSupernet(space, net.classes).load_from(ours)
         else:
-            self.model = ours if source is None else twin(ours, space, net.classes)
+            self.model = ours
+            if source is not None:  # a second supernet with the same weights
+                self.model = build(space, net.classes)
+                self.model.load_state_dict(source.state_dict())
             self.model.checkpoint_cells = kind == "ours_ckpt"
         self.model.to(device).train()
         if kind not in ("straightforward", "ours_nchw") and SupernetConfig().channels_last:
@@ -116,10 +112,6 @@ class Variant:
     def release(self) -> None:
         for name in ("model", "weight_optimizer", "arch_optimizer", "xa", "xb", "ya", "yb"):
             setattr(self, name, None)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def arch_step(self) -> None:
         if self.kind == "straightforward":
@@ -147,42 +139,27 @@ class Variant:
         parts = [("weight", self.weight_step), ("arch", self.arch_step)]
         if not self.lattice:
             parts.reverse()
-        seconds = {}
-        for name, run in parts:
-            self._sync()
-            start = time.perf_counter()
-            run()
-            self._sync()
-            seconds[name] = time.perf_counter() - start
+        seconds = {name: timed(run, self.device)[0] for name, run in parts}
         seconds["total"] = seconds["arch"] + seconds["weight"]
         return seconds
 
     def saved_bytes(self) -> int:
-        """Bytes of the tensors autograd keeps for backward in the weight step's forward pass."""
-        return saved_tensor_bytes(self.model, self.xa, self.ya)
+        """Bytes of the unique storages autograd keeps for backward in the weight step's forward pass
+        (parameters, buffers and the input excluded), with BatchNorm statistics left as they are."""
+        counter = SavedCounter([*self.model.parameters(), *self.model.buffers(), self.xa])
+        with frozen_bn_stats(self.model), counter.counting():
+            loss_fn(self.model, self.xa, self.ya)
+        return counter.bytes
 
 
-def twin(ours: Supernet, space: SearchSpace, classes: int) -> Supernet:
-    """A second nasseg supernet with the same weights (two variants timed side by side)."""
-    copy = build(space, classes)
-    copy.load_state_dict(ours.state_dict())
-    return copy
+def timed(call: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """(wall seconds, result) of one call, the device's queued work included."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-
-def saved_tensor_bytes(model, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Unique storages autograd saves in one forward pass and loss (parameters, buffers and the
-    input excluded), with BatchNorm statistics left as they are."""
-    exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
-    seen: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr and ptr not in exclude:
-            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
-        return tensor
-
-    with frozen_bn_stats(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn(model, x, y)
-    del loss
-    return sum(seen.values())
+    sync()
+    start = time.perf_counter()
+    result = call()
+    sync()
+    return time.perf_counter() - start, result

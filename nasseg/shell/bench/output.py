@@ -17,6 +17,7 @@ from nasseg.errors import NassegError
 
 from .settings import Row, Settings
 
+
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -25,7 +26,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def format_table(rows: Sequence[Row], settings: Settings | None = None) -> str:
+def format_table(rows: Sequence[Row], settings: Settings) -> str:
     header = ("suite", "config", "metric", "value", "baseline", "ratio", "compared", "target", "met")
     lines = []
     for r in rows:
@@ -34,19 +35,11 @@ def format_table(rows: Sequence[Row], settings: Settings | None = None) -> str:
         lines.append((r.suite, r.config, f"{r.metric} ({r.unit})", _fmt(r.value, r.unit), _fmt(r.baseline, r.unit),
                       "-" if r.ratio is None else f"{r.ratio:.3f}", r.compare, target, met))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    out = []
-    if settings is not None:
-        out.append(describe_settings(settings))
-    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    out.append("  ".join("-" * w for w in widths))
-    for line in lines:
-        out.append("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
-    out.append(LEGEND)
+    out = [describe_settings(settings), "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+           "  ".join("-" * w for w in widths),
+           *("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in lines), LEGEND]
     notes = [f"  {r.suite} {r.config}, {r.metric}: {r.note}" for r in rows if r.note]
-    if notes:
-        out.append("notes:")
-        out.extend(notes)
-    return "\n".join(out)
+    return "\n".join(out + (["notes:", *notes] if notes else []))
 
 
 LEGEND = """\
@@ -74,8 +67,7 @@ def write_csv(rows: Sequence[Row], path: str) -> None:
     with _open_out(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for row in rows:
-            writer.writerow(row.to_dict())
+        writer.writerows(row.to_dict() for row in rows)
 
 
 def write_json(rows: Sequence[Row], settings: Settings, path: str) -> None:

@@ -17,7 +17,7 @@ import torch
 from nasseg.complexity import count_macs, meta_device
 from nasseg.errors import NassegError
 
-from .context import Bench
+from .measure import Bench
 from .nets import NetConfig, bench_space
 from .settings import Row, Settings
 from .straightforward import StraightforwardSupernet
@@ -42,8 +42,6 @@ class PeerRun:
 
 
 def peer_runs(s: Settings) -> list[PeerRun]:
-    """DARTS first and second order (C=16, 8 cells, batch 64, 32x32) and Auto-DeepLab (F=8, 12
-    layers, batch 2, crop 128); with --quick, DARTS at batch 2 and Auto-DeepLab at crop 32."""
     batch, crop = (2, 32) if s.quick else (64, 128)
     darts = NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32))
     adl = NetConfig("autodeeplab", 8, 12, 19, 2, (crop, crop))
@@ -55,7 +53,6 @@ def peer_runs(s: Settings) -> list[PeerRun]:
 
 
 def peer_folder(folder: str) -> Path:
-    """The folder of the side-by-side scripts, or one clear error."""
     path = Path(folder)
     missing = [name for name in (DARTS_SCRIPT, ADL_SCRIPT) if not (path / name).is_file()]
     if missing:
@@ -101,7 +98,6 @@ def step_gflop(net: NetConfig, passes: int) -> tuple[float, float]:
 
 
 def script_rows(run: PeerRun, config: str, result: dict[str, Any]) -> list[Row]:
-    """Step time (and achieved GFLOP/s), peak memory (and with checkpointing) of one script's JSON."""
     step = result["step_s"]
     params = f"parameters: original {result.get('params_original')}, nasseg {result.get('params_nasseg')}"
     rows = [Row("peers", config, "step time", COMPARE, step["nasseg"], step["original"], "s", run.time_goal, params)]

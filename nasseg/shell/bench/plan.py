@@ -10,10 +10,6 @@ meta tensors.
 
 from __future__ import annotations
 
-import gc
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,17 +22,15 @@ from nasseg.plan.shapes import DataShapes
 from nasseg.search import parse_job
 from nasseg.train.config import load_train_job
 
-from .context import Bench
-from .measure import _proc_status, _reset_peak_rss
+from .measure import Bench, in_subprocess, peak_growth
 from .nets import IGNORE_INDEX, NetConfig, bench_space
-from .settings import Row, Settings
+from .settings import Row
 
 MB = 2**20
 RETRAIN_JOB = str(Path(__file__).resolve().parents[3] / "jobs" / "retrain_camvid_dlv3p_mbv2.yaml")
 # the bundled images stand in for CamVid (same classes): the step's memory depends on crop and batch only
-RETRAIN_QUICK = ["data.dataset=camvid_demo", "data.root=null", "data.size=[90,120]", "data.crop=[64,64]",
-                 "data.batch_size=2"]
 RETRAIN = ["data.dataset=camvid_demo", "data.root=null"]
+RETRAIN_QUICK = RETRAIN + ["data.size=[90,120]", "data.crop=[64,64]", "data.batch_size=2"]
 
 
 def predict_net(net: NetConfig, kind: str, device: str) -> MemoryPlan:
@@ -51,7 +45,7 @@ def predict_net(net: NetConfig, kind: str, device: str) -> MemoryPlan:
 
 def measure_training_step(job: str, overrides: list[str], device: str) -> dict[str, Any]:
     """Peak memory of one ``Trainer.step`` above the memory after building the trainer and the batch
-    (call in a fresh process, set up like any nasseg process)."""
+    (call in a fresh process)."""
     from nasseg.train.trainer import Trainer
 
     config = load_train_job(job, overrides + [f"device={device}", "amp=false"])
@@ -60,31 +54,8 @@ def measure_training_step(job: str, overrides: list[str], device: str) -> dict[s
         batch, (h, w) = config.data.batch_size, config.data.crop
         image = torch.randn(batch, 3, h, w)
         label = torch.randint(0, len(trainer.meta["classes"]), (batch, h, w))
-        gc.collect()
-        if trainer.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(trainer.device)
-            before = torch.cuda.memory_allocated(trainer.device)
-            trainer.step(image, label)
-            return {"peak_bytes": torch.cuda.max_memory_allocated(trainer.device) - before}
-        _reset_peak_rss()
-        before = _proc_status()["VmRSS"]
-        trainer.step(image, label)
-        return {"peak_bytes": _proc_status()["VmHWM"] - before}
-
-
-_TRAINING_CHILD = ("import json, sys; from nasseg.shell.process import configure_process; "
-                   "from nasseg.shell.bench.plan import measure_training_step; a = json.loads(sys.argv[1]); "
-                   "configure_process(a[3]); print('NASSEG_PLAN ' + json.dumps(measure_training_step(*a[:3])))")
-
-
-def training_in_subprocess(job: str, overrides: list[str], device: str, threads: int) -> dict[str, Any]:
-    args = json.dumps([job, overrides, device, threads])
-    proc = subprocess.run([sys.executable, "-c", _TRAINING_CHILD, args], capture_output=True, text=True)
-    found = [line for line in proc.stdout.splitlines() if line.startswith("NASSEG_PLAN ")]
-    if not found:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise NassegError(f"memory measurement of a training step of {job} failed (exit {proc.returncode}): {tail}")
-    return json.loads(found[-1].split(" ", 1)[1])
+        peak, _ = peak_growth(trainer.device, lambda: trainer.step(image, label))
+        return {"peak_bytes": peak}
 
 
 def _row(config: str, plan: MemoryPlan, measured: dict[str, Any] | None) -> Row:
@@ -97,15 +68,12 @@ def _row(config: str, plan: MemoryPlan, measured: dict[str, Any] | None) -> Row:
                note=f"error {100 * (predicted / value - 1):+.1f} % (target within 15 %)")
 
 
-def _cases(s: Settings) -> list[tuple[NetConfig, str]]:
-    return [(s.darts_net(), "ours")] + [(net, kind) for net in s.adl_nets() for kind in ("ours", "ours_ckpt")]
-
-
 def plan_accuracy(bench: Bench) -> list[Row]:
     """Predicted vs measured first-step peak of each case, measured one after another."""
     s = bench.s
     rows = []
-    for net, kind in _cases(s):
+    cases = [(s.darts_net(), "ours")] + [(net, kind) for net in s.adl_nets() for kind in ("ours", "ours_ckpt")]
+    for net, kind in cases:
         label = net.label + (" checkpoint" if kind == "ours_ckpt" else "")
         bench.say(f"[plan] {label}")
         rows.append(_row(label, predict_net(net, kind, s.device), bench.memory(net, kind)))
@@ -116,11 +84,10 @@ def plan_accuracy(bench: Bench) -> list[Row]:
     measured = None
     if s.memory != "off":
         try:
-            measured = training_in_subprocess(RETRAIN_JOB, overrides, s.device, s.threads)
+            measured = in_subprocess(f"{__name__}:measure_training_step", [RETRAIN_JOB, overrides, s.device],
+                                     s.threads, f"a training step of {RETRAIN_JOB}")
         except NassegError as exc:
             measured = {"error": str(exc)}
     rows.append(_row(label, plan_training(config, s.device, warm=False), measured))
     return rows
 
-
-__all__ = ["measure_training_step", "plan_accuracy", "predict_net", "training_in_subprocess"]

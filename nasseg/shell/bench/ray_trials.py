@@ -16,7 +16,7 @@ import yaml
 
 from nasseg.search import load_job
 
-from .context import Bench
+from .measure import Bench
 from .settings import Row
 
 RAY_SPACE = {

@@ -7,8 +7,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from ..process import configure_process
-from .context import Bench
 from .hessian import hessian
+from .measure import Bench
 from .peers import peers
 from .plan import plan_accuracy
 from .ray_trials import ray_speedup

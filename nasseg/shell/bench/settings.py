@@ -41,9 +41,8 @@ class Settings:
         return NetConfig(self.darts_space, 16, 8, 10, 64, (32, 32))
 
     def adl_nets(self) -> list[NetConfig]:
-        if self.quick:
-            return [NetConfig("autodeeplab", 2, 2, 5, 2, (c, c)) for c in self.adl_crops]
-        return [NetConfig("autodeeplab", 8, 12, 19, 2, (c, c)) for c in self.adl_crops]
+        width, layers, classes = (2, 2, 5) if self.quick else (8, 12, 19)
+        return [NetConfig("autodeeplab", width, layers, classes, 2, (c, c)) for c in self.adl_crops]
 
 
 def parse_suites(text: str) -> tuple[str, ...]:
@@ -57,7 +56,7 @@ def parse_suites(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-# the supernet suites' targets: ratio = measured / baseline must be <= bound
+# the suites' targets, per (suite, metric): ratio = measured / baseline must be <= bound
 TARGETS = {
     ("darts", "step time"): 0.8, ("darts", "peak memory"): 0.7,
     ("autodeeplab", "step time"): 0.8, ("autodeeplab", "peak memory"): 0.7,
@@ -65,10 +64,6 @@ TARGETS = {
     ("order", "step time"): 2.5,
     ("hessian", "eigen share"): 0.05,
 }
-
-
-def target_for(suite: str, metric: str) -> float | None:
-    return TARGETS.get((suite, metric))
 
 
 @dataclass

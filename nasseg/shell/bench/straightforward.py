@@ -1,27 +1,21 @@
 """The papers' supernets written the straightforward way: the baseline of ``nasseg bench``.
 
-Built from the same compiled search space as :class:`nasseg.supernet.Supernet` and computing
-exactly the same function (same parameters -> same logits and gradients), but in the style of the
-original code, with none of nasseg's optimisations:
+Built from the same compiled search space as :class:`nasseg.supernet.Supernet` and computing exactly
+the same function, but in the style of the original code, with none of nasseg's optimisations:
 
-* every candidate op is computed on every edge, ``none`` included, as a multiply by zero
-  (``x.mul(0.)``, strided on reduction edges) -- DARTS ``operations.py`` ``Zero``;
-* every op applies its own leading ReLU to the edge input (no ReLU shared between the ops and
-  pre-processing blocks that read one state) -- DARTS ``operations.py``;
-* a mixed op is ``sum(w * op(x) for w, op in zip(weights, ops))`` -- DARTS ``model_search.py``;
+* every candidate op runs on every edge, ``none`` as a multiply by zero (DARTS ``operations.py`` ``Zero``);
+* every op applies its own leading ReLU to the edge input, none shared (DARTS ``operations.py``);
+* a mixed op is ``sum(w * op(x) for w, op in zip(weights, ops))`` (DARTS ``model_search.py``);
 * each transition into a lattice state has its own pre-processing, the cell runs once per
-  transition, and every state is kept until the forward pass ends -- Auto-DeepLab's search code;
-* the architecture parameters always require grad, so the weight step's ``loss.backward()``
-  also computes alpha/beta gradients, and the first-order architecture step's backward also
-  computes weight gradients -- DARTS ``train_search.py`` / ``architect.py``; no BatchNorm
-  statistics are frozen or restored.
+  transition, and every state is kept until the forward pass ends (Auto-DeepLab's search code);
+* the architecture parameters always require grad, so the weight step's backward also computes
+  alpha/beta gradients and the first-order architecture step's backward weight gradients (DARTS
+  ``train_search.py`` / ``architect.py``); no BatchNorm statistics are frozen or restored.
 
-``StraightforwardSupernet(space).load_from(ours)`` copies every weight, BatchNorm buffer, alpha
-and beta of a nasseg supernet; the two then agree to float rounding (tests/test_straightforward.py).
-
-The one deviation from DARTS' code: :class:`FactorizedReduce` pads by one pixel before the shifted
-branch (as nasseg does) so that odd sizes work (Auto-DeepLab at 321x321 has 81x81 states); for
-even sizes this is exactly DARTS' ``conv_2(x[:, :, 1:, 1:])``.
+``load_from(ours)`` copies every weight, buffer, alpha and beta of a nasseg supernet; the two then
+agree to float rounding (tests/test_straightforward.py). The one deviation from DARTS' code:
+:class:`FactorizedReduce` pads by one pixel before the shifted branch (as nasseg does) so that odd
+sizes work (Auto-DeepLab at 321x321 has 81x81 states); for even sizes this is DARTS' ``conv_2(x[:, :, 1:, 1:])``.
 """
 
 from __future__ import annotations
@@ -118,30 +112,30 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+# DARTS operations.py's OPS, with Auto-DeepLab's atrous names and plain convolutions
+DARTS_OPS = {
+    "none": lambda C, stride, affine: Zero(stride),
+    "max_pool_3x3": lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+    "skip_connect": lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine),
+    "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine=affine),
+    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine=affine),
+    "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
+    "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
+    "conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine=affine),
+    "conv_3x3": lambda C, stride, affine, dilation=1: ReLUConvBN(C, C, 3, stride, dilation, affine=affine,
+                                                                dilation=dilation),
+}
+DARTS_OPS.update(atrous_conv_3x3=DARTS_OPS["dil_conv_3x3"], atrous_conv_5x5=DARTS_OPS["dil_conv_5x5"])
+
+
 def build_op(registry_name: str, C: int, stride: int, affine: bool, **params) -> nn.Module:
     """An op of the registry, written as in DARTS operations.py; ops the original papers do not
     have (noise, custom registrations) fall back to nasseg's own builder."""
-    if registry_name == "none":
-        return Zero(stride)
-    if registry_name == "max_pool_3x3":
-        return nn.MaxPool2d(3, stride=stride, padding=1)
-    if registry_name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-    if registry_name == "skip_connect":
-        return Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
-    if registry_name == "sep_conv_3x3":
-        return SepConv(C, C, 3, stride, 1, affine=affine)
-    if registry_name == "sep_conv_5x5":
-        return SepConv(C, C, 5, stride, 2, affine=affine)
-    if registry_name in ("dil_conv_3x3", "atrous_conv_3x3"):
-        return DilConv(C, C, 3, stride, 2, 2, affine=affine)
-    if registry_name in ("dil_conv_5x5", "atrous_conv_5x5"):
-        return DilConv(C, C, 5, stride, 4, 2, affine=affine)
-    if registry_name == "conv_1x1":
-        return ReLUConvBN(C, C, 1, stride, 0, affine=affine)
     if registry_name == "conv_3x3":
-        dilation = params.get("dilation", 1)
-        return ReLUConvBN(C, C, 3, stride, dilation, affine=affine, dilation=dilation)
+        return DARTS_OPS["conv_3x3"](C, stride, affine, params.get("dilation", 1))
+    if registry_name in DARTS_OPS:
+        return DARTS_OPS[registry_name](C, stride, affine)
     return OPS[registry_name].build(C, stride, affine, **params)
 
 
@@ -307,12 +301,9 @@ class StraightforwardSupernet(nn.Module):
     # --- parameters shared with nasseg's supernet ----------------------------------------------
 
     def paired_names(self, ours: nn.Module) -> list[tuple[str, str]]:
-        """(name in ``ours.state_dict()``, name in ``self.state_dict()``) of every tensor.
-
-        Matched block by block (stem, each pre-processing, each candidate op of each edge, heads),
-        inside a block by registration order with equal shapes, so that the two nets may name
-        their sub-modules differently (nasseg strips ReLUs, DARTS flattens SepConv).
-        """
+        """(name in ``ours.state_dict()``, name in ``self.state_dict()``) of every tensor, matched block by
+        block (stem, each pre-processing, each candidate op of each edge, heads), inside a block by
+        registration order with equal shapes: nasseg strips ReLUs, DARTS flattens SepConv."""
         pairs: list[tuple[str, str]] = []
         ours_sd, mine_sd = ours.state_dict(), self.state_dict()
 
@@ -377,6 +368,3 @@ def straightforward_arch_step_first(model: StraightforwardSupernet, x: torch.Ten
     arch_optimizer.step()
     return loss.item()
 
-
-__all__ = ["StraightforwardSupernet", "straightforward_weight_step", "straightforward_arch_step_first",
-           "build_op"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .context import Bench
+from .measure import Bench
 from .nets import NetConfig
-from .settings import Row, target_for
+from .settings import TARGETS, Row
 
 
 def step_rows(suite: str, config: str, compare: str, value: dict[str, float], base: dict[str, float],
               target: float | None, note: str = "", parts: Sequence[str] = ("weight", "arch")) -> list[Row]:
-    """The step time row and one row per part of the step."""
     rows = [Row(suite, config, "step time", compare, value["total"], base["total"], "s", target, note)]
     return rows + [Row(suite, config, f"{part} step time", compare, value[part], base[part], "s") for part in parts]
 
@@ -22,7 +21,7 @@ def memory_rows(suite: str, config: str, compare: str, value: dict[str, Any] | N
     """Peak memory and bytes saved for backward, or one n/a row naming what failed."""
     if value is None or base is None:  # --memory off
         return []
-    target = target_for(suite, "peak memory")
+    target = TARGETS.get((suite, "peak memory"))
     failed = [m["error"] for m in (value, base) if "error" in m]
     if failed:
         return [Row(suite, config, "peak memory", compare, None, None, "MB", target, "n/a: " + "; ".join(failed))]
@@ -41,7 +40,7 @@ def compare(bench: Bench, suite: str, net: NetConfig, value_kind: str, base_kind
     # memory first: each variant in its own process while this one is still small
     memory_value, memory_base = bench.memory(net, value_kind), bench.memory(net, base_kind)
     timed = bench.time(net, (value_kind, base_kind, *(kind for kind, _ in extra)), f"{suite} {net.label}")
-    rows = step_rows(suite, net.label, label, timed[value_kind], timed[base_kind], target_for(suite, "step time"))
+    rows = step_rows(suite, net.label, label, timed[value_kind], timed[base_kind], TARGETS[suite, "step time"])
     for kind, extra_label in extra:
         rows += step_rows(suite, net.label, extra_label, timed[kind], timed[base_kind], None)
     return rows + memory_rows(suite, net.label, label, memory_value, memory_base)
@@ -62,7 +61,7 @@ def order(bench: Bench) -> list[Row]:
     net = bench.s.darts_net()
     bench.say(f"[order] {net.label}: 2nd / 1st order")
     timed = bench.time(net, ("ours", "ours_2nd", "ours_2nd_fwd"), f"order {net.label}")
-    target = target_for("order", "step time")
+    target = TARGETS["order", "step time"]
     return (step_rows("order", net.label, "2nd / 1st order", timed["ours_2nd"], timed["ours"], target,
                       "arch.fd: central (DARTS)", parts=("arch",))
             + step_rows("order", net.label, "2nd (forward difference) / 1st order", timed["ours_2nd_fwd"],
