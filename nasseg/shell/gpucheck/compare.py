@@ -4,7 +4,7 @@ within a relative bound, values that must be equal, a measurement without a boun
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .tolerances import EXACT
@@ -24,9 +24,6 @@ class Comparison:
     status: str
     note: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def relative_difference(reference: float, measured: float) -> float:
     """|measured - reference| / |reference| (absolute when the reference is 0); inf for NaN/inf."""
@@ -35,10 +32,7 @@ def relative_difference(reference: float, measured: float) -> float:
     return abs(measured - reference) / (abs(reference) or 1.0)
 
 
-def show(values: Sequence[float] | float) -> str:
-    """Values as the table shows them: 6 significant digits, a list in brackets."""
-    if isinstance(values, (int, float)):
-        return f"{values:.6g}"
+def show(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
 
 

@@ -68,11 +68,10 @@ def run_search(config: SearchConfig, run_dir: Path, seed: int,
     """All epochs of ``config``; with ``starts`` (a reference's states) each epoch starts from the
     state the reference had before it."""
     search = Search(config, seed, run_dir, progress=False)
-    arch_ids = {id(p) for p in search.model.arch_parameters()}
-    names = [(name, id(p) in arch_ids) for name, p in search.model.named_parameters()]
+    arch = {id(p) for p in search.model.arch_parameters()}
     trace = SearchTrace(states=[cpu_copy(search.state())],
-                        weight_names=tuple(n for n, is_arch in names if not is_arch),
-                        arch_names=tuple(n for n, is_arch in names if is_arch))
+                        weight_names=tuple(n for n, p in search.model.named_parameters() if id(p) not in arch),
+                        arch_names=tuple(n for n, p in search.model.named_parameters() if id(p) in arch))
     run = RunDir(run_dir)
     for epoch in range(1, config.epochs + 1):
         if starts is not None:
@@ -111,6 +110,3 @@ class LockstepTrainer(Trainer):
         self.losses.append(loss)
         self.after.append(cpu_copy(self.model.state_dict()))
         return loss, terms, grad_norm
-
-    def parameter_names(self) -> list[str]:
-        return [name for name, _ in self.model.named_parameters()]

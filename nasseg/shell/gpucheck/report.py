@@ -4,16 +4,17 @@ and JSON (machine, settings, checks), written as OUT/gpucheck.md, .csv and .json
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from nasseg.io import atomic_write_text
 
-if TYPE_CHECKING:
-    from .run import GpuCheckReport
+from .compare import ERROR, FAIL, Comparison
+from .context import Cost
+from .settings import GpuCheckSettings
 
 FILES = ("gpucheck.md", "gpucheck.csv", "gpucheck.json")
 CSV_FIELDS = ("check", "quantity", "reference", "measured", "difference", "bound", "status", "note",
@@ -27,6 +28,29 @@ measured, no CPU value to agree with. Bounds and their measured grounds: nasseg/
 Float32 checks run with TF32 off; peak GPU memory is torch.cuda.max_memory_allocated of the device side."""
 
 
+@dataclass
+class CheckResult:
+    name: str
+    description: str
+    comparisons: list[Comparison]
+    cost: Cost
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status in (FAIL, ERROR) for c in self.comparisons)
+
+
+@dataclass
+class GpuCheckReport:
+    machine: dict[str, Any]
+    settings: GpuCheckSettings
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(result.failed for result in self.results)
+
+
 def _number(value: float | None) -> str:
     """0 as 0 (exact), small values in two significant digits."""
     if value is None:
@@ -34,18 +58,18 @@ def _number(value: float | None) -> str:
     return "0" if value == 0 else f"{value:.2g}" if value < 10 else f"{value:.3g}"
 
 
-def _rows(report: "GpuCheckReport") -> list[dict[str, Any]]:
+def _rows(report: GpuCheckReport) -> list[dict[str, Any]]:
     rows = []
     for result in report.results:
         cost = result.cost
         peak = None if cost.peak_gpu_bytes is None else round(cost.peak_gpu_bytes / 2**20, 1)
         for c in result.comparisons:
-            rows.append({**c.to_dict(), "cpu_seconds": round(cost.cpu_seconds, 2),
+            rows.append({**asdict(c), "cpu_seconds": round(cost.cpu_seconds, 2),
                          "device_seconds": round(cost.device_seconds, 2), "peak_gpu_mb": peak})
     return rows
 
 
-def format_markdown(report: "GpuCheckReport") -> str:
+def format_markdown(report: GpuCheckReport) -> str:
     m = report.machine
     title = f"# nasseg GPU check: {m['device']} ({m['device_name']})"
     facts = ", ".join(f"{key} {m[key]}" for key in ("torch", "cuda", "cudnn", "capability", "gpu_memory_gib", "gpus",
@@ -76,16 +100,15 @@ def _cell(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def to_json(report: "GpuCheckReport") -> str:
-    settings = {key: (str(value) if isinstance(value, Path) else value)
-                for key, value in dataclasses.asdict(report.settings).items()}
-    checks = [{"name": r.name, "description": r.description, **dataclasses.asdict(r.cost), "failed": r.failed,
-               "comparisons": [c.to_dict() for c in r.comparisons]} for r in report.results]
-    return json.dumps({"machine": report.machine, "settings": settings, "failed": report.failed, "checks": checks},
-                      indent=2, default=str) + "\n"
+def to_json(report: GpuCheckReport) -> str:
+    checks = [{"name": r.name, "description": r.description, **asdict(r.cost), "failed": r.failed,
+               "comparisons": [asdict(c) for c in r.comparisons]} for r in report.results]
+    payload = {"machine": report.machine, "settings": asdict(report.settings), "failed": report.failed,
+               "checks": checks}
+    return json.dumps(payload, indent=2, default=str) + "\n"
 
 
-def to_csv(report: "GpuCheckReport") -> str:
+def to_csv(report: GpuCheckReport) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIELDS))
     writer.writeheader()
@@ -93,6 +116,6 @@ def to_csv(report: "GpuCheckReport") -> str:
     return buffer.getvalue()
 
 
-def write_report(report: "GpuCheckReport", out: Path) -> list[Path]:
+def write_report(report: GpuCheckReport, out: Path) -> list[Path]:
     texts = (format_markdown(report), to_csv(report), to_json(report))
     return [atomic_write_text(out / name, text) for name, text in zip(FILES, texts)]

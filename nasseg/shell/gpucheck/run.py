@@ -4,48 +4,23 @@ in turn; a check that raises is one ``error`` row and the others still run."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import partial
+from typing import Callable
 
 from tqdm import tqdm
 
 from ..process import configure_process
 from .compare import ERROR, FAIL, Comparison, errored
-from .context import CheckContext, Cost
-from .device_checks import check_bench, check_latency, check_nccl
-from .environment import checked_device, describe_machine
-from .report import write_report
-from .search_checks import check_hessian, check_search, check_search_bf16
+from .checks import check_bench, check_hessian, check_latency, check_nccl, check_search, check_train
+from .context import CheckContext, checked_device, describe_machine
+from .report import CheckResult, GpuCheckReport, write_report
 from .settings import CHECKS, DESCRIPTIONS, GpuCheckSettings
-from .train_checks import check_train, check_train_amp
 
 CHECK_RUNS: dict[str, Callable[[CheckContext], list[Comparison]]] = {
-    "search": check_search, "search_bf16": check_search_bf16, "hessian": check_hessian, "train": check_train,
-    "train_amp": check_train_amp, "latency": check_latency, "bench": check_bench, "nccl": check_nccl}
+    "search": check_search, "search_bf16": partial(check_search, amp=True), "hessian": check_hessian,
+    "train": check_train, "train_amp": partial(check_train, amp=True), "latency": check_latency, "bench": check_bench,
+    "nccl": check_nccl}
 assert tuple(CHECK_RUNS) == CHECKS
-
-
-@dataclass
-class CheckResult:
-    name: str
-    description: str
-    comparisons: list[Comparison]
-    cost: Cost
-
-    @property
-    def failed(self) -> bool:
-        return any(c.status in (FAIL, ERROR) for c in self.comparisons)
-
-
-@dataclass
-class GpuCheckReport:
-    machine: dict[str, Any]
-    settings: GpuCheckSettings
-    results: list[CheckResult] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return any(result.failed for result in self.results)
 
 
 def run_gpucheck(settings: GpuCheckSettings) -> GpuCheckReport:
