@@ -28,7 +28,7 @@ gap is parameter-free counting (see ``tests/test_models_arch.py``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -134,8 +134,7 @@ def lattice_cell(arch: ArchSpec) -> CellGenotype:
 class AutoDeepLab(nn.Module):
     """Stem, one cell per entry of ``arch.path``, ASPP and DeepLabV3+ decoder (see module doc)."""
 
-    def __init__(self, arch: ArchSpec, num_classes: int, filter_multiplier: int = 20,
-                 separable_atrous: bool = False):
+    def __init__(self, arch: ArchSpec, num_classes: int, filter_multiplier: int = 20, separable_atrous: bool = False):
         super().__init__()
         if not arch.path:
             raise NassegError(f"architecture {arch.name!r} has no path; an Auto-DeepLab network "
@@ -180,23 +179,15 @@ class AutoDeepLab(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _autodeeplab(num_classes: int, F: int, separable_atrous: bool) -> AutoDeepLab:
-    return AutoDeepLab(load("autodeeplab"), num_classes, F, separable_atrous)
+def _sized(default_F: int, doc: str) -> Callable[..., AutoDeepLab]:
+    def build(num_classes: int, *, F: Channels = default_F, separable_atrous: bool = False) -> AutoDeepLab:
+        return AutoDeepLab(load("autodeeplab"), num_classes, F, separable_atrous)
+    build.__doc__ = doc
+    return build
 
 
-@register_model("autodeeplab_s")
-def autodeeplab_s(num_classes: int, *, F: Channels = 20, separable_atrous: bool = False) -> AutoDeepLab:
-    """Auto-DeepLab-S (F = 20): paper 10.15M parameters, 333.25B multiply-adds at 1024x2048."""
-    return _autodeeplab(num_classes, F, separable_atrous)
-
-
-@register_model("autodeeplab_m")
-def autodeeplab_m(num_classes: int, *, F: Channels = 32, separable_atrous: bool = False) -> AutoDeepLab:
-    """Auto-DeepLab-M (F = 32): paper 21.62M parameters, 460.93B multiply-adds at 1024x2048."""
-    return _autodeeplab(num_classes, F, separable_atrous)
-
-
-@register_model("autodeeplab_l")
-def autodeeplab_l(num_classes: int, *, F: Channels = 48, separable_atrous: bool = False) -> AutoDeepLab:
-    """Auto-DeepLab-L (F = 48): paper 44.42M parameters, 695.03B multiply-adds at 1024x2048."""
-    return _autodeeplab(num_classes, F, separable_atrous)
+# the paper's three sizes; its parameters and multiply-adds at 1024x2048
+for _size, _F, _params, _macs in (("s", 20, "10.15", "333.25"), ("m", 32, "21.62", "460.93"),
+                                  ("l", 48, "44.42", "695.03")):
+    register_model(f"autodeeplab_{_size}")(_sized(_F, f"Auto-DeepLab-{_size.upper()} (F = {_F}): paper {_params}M "
+                                                      f"parameters, {_macs}B multiply-adds at 1024x2048."))

@@ -47,14 +47,11 @@ def drop_path(x: Tensor, drop_prob: float) -> Tensor:
 def build_edge_ops(genotype: CellGenotype, C: int, reduction: bool, make_op: OpFactory) -> nn.ModuleList:
     """One op per kept edge, in :meth:`CellGenotype.edges` order; stride 2 on edges leaving the
     cell's inputs when ``reduction``."""
-    return nn.ModuleList(
-        make_op(op, C, 2 if reduction and source < genotype.inputs else 1)
-        for source, _, op in genotype.edges()
-    )
+    return nn.ModuleList(make_op(op, C, 2 if reduction and source < genotype.inputs else 1)
+                         for source, _, op in genotype.edges())
 
 
-def run_cell(genotype: CellGenotype, ops: nn.ModuleList, inputs: Sequence[Tensor],
-             drop_prob: float = 0.0) -> Tensor:
+def run_cell(genotype: CellGenotype, ops: nn.ModuleList, inputs: Sequence[Tensor], drop_prob: float = 0.0) -> Tensor:
     """Evaluate a cell on its pre-processed inputs: each node sums its edges' ops, the output is
     the channel concat of ``genotype.concat``. Drop-path (``drop_prob`` > 0) skips identities."""
     states = dict(enumerate(inputs))
@@ -102,8 +99,7 @@ class DartsCell(nn.Module):
                         drop_prob if self.training else 0.0)
 
 
-# cells of a DARTS network: two of them are the reductions at layers // 3 and 2 * layers // 3
-Layers = Annotated[int, Strict(), Field(ge=3, le=1000)]
+Layers = Annotated[int, Strict(), Field(ge=3, le=1000)]  # cells; two of them are reductions
 
 
 def reduction_layers(layers: int) -> tuple[int, int]:
@@ -111,27 +107,21 @@ def reduction_layers(layers: int) -> tuple[int, int]:
     return layers // 3, 2 * layers // 3
 
 
-class DartsStack(nn.Module):
-    """Cells ``0..layers-1`` after a stem of ``c_stem`` channels; channels double at reductions."""
-
-    def __init__(self, arch: ArchSpec, C: int, layers: int, c_stem: int):
-        super().__init__()
-        if layers < 3:
-            raise NassegError(f"a DARTS network needs at least 3 layers (two are reductions), got {layers}")
-        normal, reduce = darts_cells(arch)
-        reductions = reduction_layers(layers)
-        self.cells = nn.ModuleList()
-        self.channels: list[int] = []  # output channels of every cell
-        c_prev_prev, c_prev, c_curr, reduction_prev = c_stem, c_stem, C, False
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                c_curr *= 2
-            cell = DartsCell(reduce if reduction else normal, c_prev_prev, c_prev, c_curr,
-                             reduction, reduction_prev)
-            self.cells.append(cell)
-            self.channels.append(cell.out_channels)
-            c_prev_prev, c_prev, reduction_prev = c_prev, cell.out_channels, reduction
+def stack_cells(arch: ArchSpec, C: int, layers: int, c_stem: int) -> tuple[nn.ModuleList, list[int]]:
+    """Cells ``0..layers-1`` after a stem of ``c_stem`` channels (channels double at reductions), and
+    the output channels of every cell."""
+    if layers < 3:
+        raise NassegError(f"a DARTS network needs at least 3 layers (two are reductions), got {layers}")
+    normal, reduce = darts_cells(arch)
+    reductions = reduction_layers(layers)
+    cells = nn.ModuleList()
+    c_prev_prev, c_prev, c_curr, reduction_prev = c_stem, c_stem, C, False
+    for i in range(layers):
+        reduction = i in reductions
+        c_curr *= 2 if reduction else 1
+        cells.append(DartsCell(reduce if reduction else normal, c_prev_prev, c_prev, c_curr, reduction, reduction_prev))
+        c_prev_prev, c_prev, reduction_prev = c_prev, cells[-1].out_channels, reduction
+    return cells, [cell.out_channels for cell in cells]
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -175,13 +165,11 @@ class NetworkCIFAR(nn.Module):
         self.drop_path_prob = 0.0
         c_stem = 3 * C
         self.stem = nn.Sequential(nn.Conv2d(3, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
-        stack = DartsStack(genotype, C, layers, c_stem)
-        self.cells = stack.cells
+        self.cells, channels = stack_cells(genotype, C, layers, c_stem)
         self.aux_layer = reduction_layers(layers)[1]
-        self.auxiliary_head = (AuxiliaryHeadCIFAR(stack.channels[self.aux_layer], num_classes)
-                               if auxiliary else None)
+        self.auxiliary_head = AuxiliaryHeadCIFAR(channels[self.aux_layer], num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(stack.channels[-1], num_classes)
+        self.classifier = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         aux_logits = None
@@ -208,11 +196,10 @@ class DartsSegNet(nn.Module):
         self.drop_path_prob = 0.0
         stem_channels = (64, 64, 128)
         self.stem = STEMS["three_conv"].build(channels=stem_channels, strides=(2, 1, 2))
-        stack = DartsStack(genotype, C, layers, stem_channels[-1])
-        self.cells = stack.cells
+        self.cells, channels = stack_cells(genotype, C, layers, stem_channels[-1])
         self.low_level_layer = reduction_layers(layers)[0] - 1  # last cell at stride 4
-        self.aspp = ASPP(stack.channels[-1], ASPP_RATES[16])
-        self.decoder = Decoder(stack.channels[self.low_level_layer], 256, num_classes)
+        self.aspp = ASPP(channels[-1], ASPP_RATES[16])
+        self.decoder = Decoder(channels[self.low_level_layer], 256, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         s0 = s1 = self.stem(x)

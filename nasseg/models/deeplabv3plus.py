@@ -32,8 +32,7 @@ class ImagePooling(nn.Module):
         self.conv = ConvBNAct(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.interpolate(self.conv(self.pool(x)), size=x.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(self.conv(self.pool(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class ASPP(nn.Module):
@@ -42,17 +41,12 @@ class ASPP(nn.Module):
     Dropout 0.1 after the projection, as in the reference PyTorch implementation.
     """
 
-    def __init__(self, in_channels: int, rates: Sequence[int], out_channels: int = 256,
-                 dropout: float = 0.1):
+    def __init__(self, in_channels: int, rates: Sequence[int], out_channels: int = 256, dropout: float = 0.1):
         super().__init__()
-        self.branches = nn.ModuleList(
-            [ConvBNAct(in_channels, out_channels, 1)]
-            + [ConvBNAct(in_channels, out_channels, 3, dilation=rate) for rate in rates]
-            + [ImagePooling(in_channels, out_channels)]
-        )
-        self.project = nn.Sequential(
-            ConvBNAct(out_channels * len(self.branches), out_channels, 1), nn.Dropout(dropout)
-        )
+        self.branches = nn.ModuleList([ConvBNAct(in_channels, out_channels, 1)]
+                                      + [ConvBNAct(in_channels, out_channels, 3, dilation=rate) for rate in rates]
+                                      + [ImagePooling(in_channels, out_channels)])
+        self.project = nn.Sequential(ConvBNAct(out_channels * len(self.branches), out_channels, 1), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
@@ -65,15 +59,12 @@ class Decoder(nn.Module):
     def __init__(self, low_level_channels: int, encoder_channels: int, num_classes: int):
         super().__init__()
         self.low_level = ConvBNAct(low_level_channels, 48, 1)
-        self.fuse = nn.Sequential(
-            ConvBNAct(48 + encoder_channels, 256, 3), ConvBNAct(256, 256, 3)
-        )
+        self.fuse = nn.Sequential(ConvBNAct(48 + encoder_channels, 256, 3), ConvBNAct(256, 256, 3))
         self.classifier = nn.Conv2d(256, num_classes, 1)
 
     def forward(self, encoded: Tensor, low_level: Tensor) -> Tensor:
         low_level = self.low_level(low_level)
-        encoded = F.interpolate(encoded, size=low_level.shape[-2:], mode="bilinear",
-                                align_corners=False)
+        encoded = F.interpolate(encoded, size=low_level.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.fuse(torch.cat([encoded, low_level], dim=1)))
 
 

@@ -58,13 +58,11 @@ def hdc_gridding_ok(rates: Sequence[int], kernel_size: int = 3) -> bool:
 class DUCHead(nn.Module):
     """Dense upsampling convolution: summed dilated 3x3 convs to ``f*f*C`` ch, pixel shuffle."""
 
-    def __init__(self, in_channels: int, num_classes: int, upscale: int,
-                 rates: Sequence[int] = DUC_RATES):
+    def __init__(self, in_channels: int, num_classes: int, upscale: int, rates: Sequence[int] = DUC_RATES):
         super().__init__()
-        self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, upscale * upscale * num_classes, 3, padding=rate, dilation=rate)
-            for rate in rates
-        )
+        out_channels = upscale * upscale * num_classes
+        self.branches = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate)
+                                      for rate in rates)
         self.shuffle = nn.PixelShuffle(upscale)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,11 +74,8 @@ class DUCHDC(nn.Module):
 
     def __init__(self, num_classes: int, duc_factor: int = 4, duc_rates: Sequence[int] = DUC_RATES):
         super().__init__()
-        self.backbone = resnet101(
-            deep_stem=True,
-            replace_stride_with_dilation=(False, True, True),
-            block_dilations={"layer3": HDC_LAYER3_RATES, "layer4": HDC_LAYER4_RATES},
-        )
+        self.backbone = resnet101(deep_stem=True, replace_stride_with_dilation=(False, True, True),
+                                  block_dilations={"layer3": HDC_LAYER3_RATES, "layer4": HDC_LAYER4_RATES})
         self.head = DUCHead(self.backbone.out_channels, num_classes, duc_factor, duc_rates)
 
     def forward(self, x: Tensor) -> Tensor:

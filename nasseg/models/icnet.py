@@ -61,8 +61,7 @@ class PyramidPoolingSum(nn.Module):
         out = x
         for b in self.bins:
             pooled = F.adaptive_avg_pool2d(x, b)
-            out = out + F.interpolate(pooled, size=x.shape[-2:], mode="bilinear",
-                                      align_corners=False)
+            out = out + F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out
 
 
@@ -72,16 +71,13 @@ class CascadeFeatureFusion(nn.Module):
     In training it also returns the auxiliary logits of the upsampled coarse feature.
     """
 
-    def __init__(self, coarse_channels: int, fine_channels: int, num_classes: int,
-                 out_channels: int = CFF_CHANNELS):
+    def __init__(self, coarse_channels: int, fine_channels: int, num_classes: int, out_channels: int = CFF_CHANNELS):
         super().__init__()
         self.coarse = nn.Sequential(
             nn.Conv2d(coarse_channels, out_channels, 3, padding=2, dilation=2, bias=False),
             nn.BatchNorm2d(out_channels),
         )
-        self.fine = nn.Sequential(
-            nn.Conv2d(fine_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
-        )
+        self.fine = nn.Sequential(nn.Conv2d(fine_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
         self.aux_classifier = nn.Conv2d(coarse_channels, num_classes, 1)
 
     def forward(self, coarse: Tensor, fine: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -98,19 +94,13 @@ class ICNet(nn.Module):
     def __init__(self, num_classes: int, width_mult: float = 1.0):
         super().__init__()
         base = int(64 * width_mult)
-        self.trunk = resnet50(
-            deep_stem=True,
-            base_width=base,
-            replace_stride_with_dilation=(False, True, True),
-            block_dilations={"layer3": (2,) * 6, "layer4": (4,) * 3},
-        )
+        self.trunk = resnet50(deep_stem=True, base_width=base, replace_stride_with_dilation=(False, True, True),
+                              block_dilations={"layer3": (2,) * 6, "layer4": (4,) * 3})
         conv3_channels = self.trunk.layer2[0].conv3.out_channels
         reduced = 8 * base  # conv5_4_k1: 256 channels in the half-width release
         self.pyramid = PyramidPoolingSum()
         self.reduce = ConvBNAct(self.trunk.out_channels, reduced, 1)
-        self.sub1 = nn.Sequential(
-            ConvBNAct(3, 32, 3, 2), ConvBNAct(32, 32, 3, 2), ConvBNAct(32, 64, 3, 2)
-        )
+        self.sub1 = nn.Sequential(ConvBNAct(3, 32, 3, 2), ConvBNAct(32, 32, 3, 2), ConvBNAct(32, 64, 3, 2))
         self.cff_sub24 = CascadeFeatureFusion(reduced, conv3_channels, num_classes)
         self.cff_sub12 = CascadeFeatureFusion(CFF_CHANNELS, 64, num_classes)
         self.classifier = nn.Conv2d(CFF_CHANNELS, num_classes, 1)
@@ -122,9 +112,7 @@ class ICNet(nn.Module):
         sub4 = self.reduce(self.pyramid(trunk.layer4(trunk.layer3(sub4))))  # 1/32
         sub24, aux_16 = self.cff_sub24(sub4, conv3_1)  # 1/16
         sub12, aux_8 = self.cff_sub12(sub24, self.sub1(x))  # 1/8
-        logits = self.classifier(
-            F.interpolate(sub12, scale_factor=2, mode="bilinear", align_corners=False)
-        )  # 1/4
+        logits = self.classifier(F.interpolate(sub12, scale_factor=2, mode="bilinear", align_corners=False))  # 1/4
         if self.training:
             return [aux_16, aux_8, logits]
         return upsample_logits(logits, x.shape[-2:])[0]

@@ -37,13 +37,8 @@ class LoadReport:
 
 def _state_dict_from(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping):
-        for key in _WRAPPER_KEYS:
-            if isinstance(checkpoint.get(key), Mapping):
-                checkpoint = checkpoint[key]
-                break
-    if not isinstance(checkpoint, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in checkpoint.values()
-    ):
+        checkpoint = next((checkpoint[k] for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), Mapping)), checkpoint)
+    if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise NassegError(f"{path}: not a state dict (a mapping from parameter names to tensors)")
     state = dict(checkpoint)
     if state and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state):
@@ -58,27 +53,16 @@ def load_pretrained(module: nn.Module, path: str | os.PathLike) -> LoadReport:
     both has a different shape.
     """
     path = Path(path)
-    if not path.is_file():
-        raise NassegError(f"{path}: pretrained checkpoint not found")
-    checkpoint = load_tensors(path, "pretrained checkpoint")
-    state = _state_dict_from(checkpoint, path)
+    state = _state_dict_from(load_tensors(path, "pretrained checkpoint"), path)
     own = module.state_dict()
     for key, tensor in state.items():
         if key in own and own[key].shape != tensor.shape:
-            raise NassegError(
-                f"{path}: {key!r} has shape {tuple(tensor.shape)} in the checkpoint but "
-                f"{tuple(own[key].shape)} in the model"
-            )
+            raise NassegError(f"{path}: {key!r} has shape {tuple(tensor.shape)} in the checkpoint but "
+                              f"{tuple(own[key].shape)} in the model")
     result = module.load_state_dict(state, strict=False)
-    report = LoadReport(
-        loaded=len(state) - len(result.unexpected_keys),
-        missing=list(result.missing_keys),
-        unexpected=list(result.unexpected_keys),
-    )
-    if report.missing:
-        log.warning("%s: %d keys missing from the checkpoint (left as initialised): %s",
-                    path, len(report.missing), ", ".join(report.missing))
-    if report.unexpected:
-        log.warning("%s: %d checkpoint keys not in the model (ignored): %s",
-                    path, len(report.unexpected), ", ".join(report.unexpected))
-    return report
+    for keys, what in ((result.missing_keys, "keys missing from the checkpoint (left as initialised)"),
+                       (result.unexpected_keys, "checkpoint keys not in the model (ignored)")):
+        if keys:
+            log.warning("%s: %d %s: %s", path, len(keys), what, ", ".join(keys))
+    return LoadReport(len(state) - len(result.unexpected_keys), list(result.missing_keys),
+                      list(result.unexpected_keys))

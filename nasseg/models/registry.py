@@ -33,7 +33,6 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 
 def available_models() -> list[str]:
-    """Names of every registered model."""
     return list(MODELS)
 
 

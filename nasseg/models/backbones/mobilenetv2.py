@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...errors import NassegError
+from .resnet import init_weights
 
 # (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
 INVERTED_RESIDUAL_SETTING = (
@@ -28,20 +29,15 @@ class ConvBNAct(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  dilation: int = 1, groups: int = 1, activation: type[nn.Module] = nn.ReLU):
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                      padding=dilation * (kernel_size // 2), dilation=dilation, groups=groups,
-                      bias=False),
-            nn.BatchNorm2d(out_channels),
-            activation(inplace=True),
-        )
+        padding = dilation * (kernel_size // 2)
+        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False),
+                         nn.BatchNorm2d(out_channels), activation(inplace=True))
 
 
 class InvertedResidual(nn.Module):
     """Expand 1x1 (ReLU6) -> depthwise 3x3 (ReLU6) -> linear 1x1, residual when shapes match."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, dilation: int,
-                 expand_ratio: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, dilation: int, expand_ratio: int):
         super().__init__()
         hidden = in_channels * expand_ratio
         self.use_res_connect = stride == 1 and in_channels == out_channels
@@ -86,22 +82,11 @@ class MobileNetV2(nn.Module):
         self.output_stride = current_stride
         self.low_level_channels = INVERTED_RESIDUAL_SETTING[1][1]
         self.out_channels = in_channels
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """torchvision's initialisation: He (fan-out) for convs, BN scale 1 and shift 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         low_level = self.features[: LOW_LEVEL_INDEX + 1](x)
         return {"low_level": low_level, "out": self.features[LOW_LEVEL_INDEX + 1:](low_level)}
 
 
-def mobilenet_v2(**kwargs) -> MobileNetV2:
-    """MobileNetV2 (width 1.0); keyword arguments as :class:`MobileNetV2`."""
-    return MobileNetV2(**kwargs)
+mobilenet_v2 = MobileNetV2  # torchvision's name (width 1.0)

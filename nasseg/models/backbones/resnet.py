@@ -18,6 +18,16 @@ from ...errors import NassegError
 LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
 
+def init_weights(module: nn.Module) -> None:
+    """torchvision's initialisation: He (fan-out) for convs, BN scale 1 and shift 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def dilation_for_output_stride(output_stride: int) -> tuple[bool, bool, bool]:
     """torchvision's ``replace_stride_with_dilation`` (layer2..layer4) for an output stride."""
     choices = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
@@ -101,28 +111,17 @@ class ResNet(nn.Module):
         self.low_level_channels = base_width * Bottleneck.expansion
         self.out_channels = self.inplanes
         self.fc = None if num_classes is None else nn.Linear(self.out_channels, num_classes)
-        self._init_weights()
+        init_weights(self)
 
     def _make_layer(self, planes: int, stride: int, rates: Sequence[int]) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * Bottleneck.expansion),
-            )
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes * Bottleneck.expansion))
         blocks = [Bottleneck(self.inplanes, planes, stride, rates[0], downsample)]
         self.inplanes = planes * Bottleneck.expansion
         blocks += [Bottleneck(self.inplanes, planes, 1, rate) for rate in rates[1:]]
         return nn.Sequential(*blocks)
-
-    def _init_weights(self) -> None:
-        """torchvision's initialisation: He (fan-out) for convs, BN scale 1 and shift 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_stem(self, x: Tensor) -> Tensor:
         """Stem and max pool: stride 4."""
@@ -142,10 +141,8 @@ class ResNet(nn.Module):
 
 
 def resnet50(**kwargs) -> ResNet:
-    """ResNet-50 (blocks 3-4-6-3); keyword arguments as :class:`ResNet`."""
     return ResNet((3, 4, 6, 3), **kwargs)
 
 
 def resnet101(**kwargs) -> ResNet:
-    """ResNet-101 (blocks 3-4-23-3); keyword arguments as :class:`ResNet`."""
     return ResNet((3, 4, 23, 3), **kwargs)
