@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable, Iterable
 
@@ -14,13 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 def count_params(params: Iterable[nn.Parameter]) -> int:
     """Number of scalars in a set of parameters (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    return sum(p.numel() for p in {id(p): p for p in params}.values())
 
 
 class MacCounter(TorchFunctionMode):
@@ -61,11 +54,9 @@ def count_macs(run_forward: Callable[[], object]) -> int:
     return counter.macs
 
 
-@contextlib.contextmanager
-def meta_device():
-    """Build modules and tensors without memory or compute, for counting at full resolution."""
-    with torch.device("meta"):
-        yield
+def meta_device() -> torch.device:
+    """A context that builds modules and tensors without memory or compute, for counting at full resolution."""
+    return torch.device("meta")
 
 
 def median_latency(model: nn.Module, size: tuple[int, int], repeats: int = 5, warmup: int = 1,

@@ -6,6 +6,8 @@ The command line catches :class:`NassegError` and prints its message as a single
 
 from __future__ import annotations
 
+import re
+
 
 class NassegError(Exception):
     """A problem with the user's input (file, option, data) that the user can fix."""
@@ -31,7 +33,4 @@ def worker_error_message(message: str) -> str:
     if "DataLoader worker process" not in message or "Traceback" not in message:
         return message
     last = [line.strip() for line in message.strip().splitlines() if line.strip()][-1]
-    for prefix in ("nasseg.errors.NassegError: ", "NassegError: "):
-        if last.startswith(prefix):
-            return last[len(prefix):]
-    return last
+    return re.sub(r"^(nasseg\.errors\.)?NassegError: ", "", last)

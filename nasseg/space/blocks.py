@@ -60,11 +60,8 @@ STEMS.register("conv", StemDef("conv", _conv_stem, lambda channels=48: (channels
 
 
 def _three_conv_stem(channels: Widths = (64, 64, 128), strides: Strides = (2, 1, 2)) -> nn.Module:
-    layers, c_in = [], 3
-    for c_out, stride in zip(channels, strides):
-        layers.append(ConvBNReLU(c_in, c_out, 3, stride))
-        c_in = c_out
-    return nn.Sequential(*layers)
+    return nn.Sequential(*(ConvBNReLU(c_in, c_out, 3, stride)
+                           for c_in, c_out, stride in zip((3, *channels), channels, strides)))
 
 
 def _three_conv_shape(channels: Sequence[int] = (64, 64, 128), strides: Sequence[int] = (2, 1, 2)) -> tuple[int, int]:

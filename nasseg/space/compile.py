@@ -128,5 +128,6 @@ def cell_input_stride(graph: nx.DiGraph, node: tuple[int, int]) -> int:
 def beta_groups(network_graph: nx.DiGraph) -> list[tuple[Node, list[Node]]]:
     """The softmax groups of the betas, in the supernet's order: every state with more than one
     outgoing transition, its targets sorted by level. The supernet orders its betas by it."""
-    groups = [(node, sorted(network_graph.successors(node), key=lambda n: n[1])) for node in sorted(network_graph.nodes)]
+    groups = [(node, sorted(network_graph.successors(node), key=lambda n: n[1]))
+              for node in sorted(network_graph.nodes)]
     return [(node, targets) for node, targets in groups if len(targets) > 1]

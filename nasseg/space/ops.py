@@ -1,12 +1,8 @@
 """The op registry: every candidate operation a search space may name.
 
 An op is one builder ``(C, stride, affine, **params) -> nn.Module`` mapping C channels to C
-channels (stride 2 halves the resolution). Registering a builder here is all it takes to use a
-new op from YAML::
-
-    @register_op("conv_3x3")
-    def conv_3x3(C, stride, affine):
-        return ReLUConvBN(C, C, 3, stride, 1, affine)
+channels (stride 2 halves the resolution). Registering a builder with :func:`register_op` is all
+it takes to use a new op from YAML (README.md shows one).
 """
 
 from __future__ import annotations
