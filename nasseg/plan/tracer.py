@@ -58,7 +58,7 @@ def _key_part(values: tuple | list) -> tuple:
     parts = []
     for value in values:
         if isinstance(value, torch.Tensor):
-            parts.append((value.shape, value.stride(), value.dtype, value.device))
+            parts.append(_spec(value))
         elif isinstance(value, (list, tuple)):
             parts.append(_key_part(value) if any(isinstance(v, torch.Tensor) for v in value) else tuple(value))
         else:
@@ -95,10 +95,7 @@ class MemoryTracer(TorchDispatchMode):
     def __init__(self, round_to: int = 1, byte_factor: float = 1.0, node_bytes: int = 0) -> None:
         super().__init__()
         self.round_to, self.byte_factor, self.node_bytes = round_to, byte_factor, node_bytes
-        self.tensor_bytes = 0
-        self.nodes = 0
-        self.peak = 0
-        self.peak_tensors = 0
+        self.tensor_bytes = self.nodes = self.peak = self.peak_tensors = 0
         self._in_backward = False
         self._live: dict[int, tuple[int, weakref.ref]] = {}
 
