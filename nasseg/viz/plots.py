@@ -124,22 +124,9 @@ def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tu
 
 # --- eigenvalue --------------------------------------------------------------------------------
 
-def paper_windows(run_dir: str | Path) -> list[tuple[int, int, float]] | None:
+def rule_windows(rule: Any, metrics: pd.DataFrame, result: dict[str, Any]) -> list[tuple[int, int, float]] | None:
     """The two windows of the paper rule at the stop epoch, [(first, last, lambda_bar)], from the
     measured eigenvalues; None unless the paper rule stopped the run."""
-    from ..search.stop_rules import make_rule
-    from ..config import load_yaml
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        return None
-    config = load_yaml(run_dir / "config.yaml")
-    rule = make_rule(config.get("early_stop") if isinstance(config, dict) else None)
-    return rule_windows(rule, load_metrics(run_dir), load_result(run_dir))
-
-
-def rule_windows(rule: Any, metrics: pd.DataFrame, result: dict[str, Any]) -> list[tuple[int, int, float]] | None:
-    """:func:`paper_windows` of a run's stop rule, metrics.csv and result.json."""
     from ..search.stop_rules import PaperRule
 
     if result.get("status") != "stopped" or not isinstance(rule, PaperRule):
@@ -166,6 +153,9 @@ def measured_eigenvalues(metrics: pd.DataFrame, upto: int | None = None) -> tupl
 def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
     """Eigenvalue per epoch (stop point, returned epoch and the paper rule's two lambda_bar
     windows marked) above the share of skip / parameter-free ops."""
+    from ..config import load_yaml
+    from ..search.stop_rules import make_rule
+
     run_dir = Path(run_dir)
     metrics, result = load_metrics(run_dir), load_result(run_dir)
     fig = figure(figsize=(7.5, 5.6))
@@ -180,7 +170,9 @@ def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str 
         if metrics[column].notna().any():  # hessian.blocks on a lattice
             top.plot(metrics["epoch"], metrics[column], marker=".", linestyle="--", color=color, label=label)
     top.set_ylabel("dominant eigenvalue of\n$\\nabla^2_\\alpha L_{val}$")
-    for first, last, mean in paper_windows(run_dir) or []:
+    config = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    rule = make_rule(config.get("early_stop") if isinstance(config, dict) else None) if config is not None else None
+    for first, last, mean in rule_windows(rule, metrics, result) or []:
         top.hlines(mean, first - 0.3, last + 0.3, color="tab:purple", linewidth=3, alpha=0.7)
         top.annotate(f"$\\bar\\lambda({last})$={mean:.3g}", (last + 0.3, mean), fontsize=8,
                      color="tab:purple", xytext=(3, 3), textcoords="offset points")

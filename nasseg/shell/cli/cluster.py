@@ -88,8 +88,6 @@ def add_cluster_parsers(subparsers) -> None:
     stop.set_defaults(run=cmd_stop)
 
 
-# --- submit --------------------------------------------------------------------------------------
-
 def job_command(args: argparse.Namespace) -> tuple[list[str], str, dict[str, str], str | None]:
     """The job's command line (argv), the job name, the job's metadata and a note for the user;
     the job file is checked here, before anything is uploaded."""
@@ -215,8 +213,6 @@ def follow_job(jobs: Any, job_id: str) -> int:
 def one_line(text: str | None) -> str:
     return " ".join((text or "").split())[:500]
 
-
-# --- status / logs / stop ------------------------------------------------------------------------
 
 def job_record(info: Any) -> dict[str, Any]:
     """The fields of a JobDetails that matter here, with readable times."""

@@ -16,8 +16,6 @@ from ..describe import describe_target
 from .args import class_count, parse_size
 
 
-# --- nasseg info ------------------------------------------------------------------------------
-
 def add_info_parser(sub) -> None:
     info = sub.add_parser(
         "info", help="parameters and multiply-adds of a search space, an architecture or a model",
@@ -38,7 +36,6 @@ def add_info_parser(sub) -> None:
     info.add_argument("--latency", action="store_true",
                       help="also measure the median CPU/GPU latency of one forward pass on this machine")
     info.set_defaults(run=cmd_info)
-
 
 
 LISTABLE = ("ops", "stems", "heads", "models", "datasets", "spaces", "archs", "fastpaths")

@@ -39,22 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    info.add_info_parser(sub)
-    search.add_search_parsers(sub)
-    demo.add_demo_parser(sub)
-    train.add_train_parser(sub)
-    data.add_data_parser(sub)
-    show.add_show_parser(sub)
-    report.add_report_parser(sub)
-    inference.add_evaluate_parser(sub)
-    inference.add_predict_parser(sub)
-    inference.add_export_parser(sub)
-    search.add_results_parser(sub)
-    cluster.add_cluster_parsers(sub)
-    bench.add_bench_parser(sub)
-    plan.add_plan_parser(sub)
-    gpucheck.add_gpucheck_parser(sub)
-    schema.add_schema_parser(sub)
+    for add in (info.add_info_parser, search.add_search_parsers, demo.add_demo_parser, train.add_train_parser,
+                data.add_data_parser, show.add_show_parser, report.add_report_parser, inference.add_evaluate_parser,
+                inference.add_predict_parser, inference.add_export_parser, search.add_results_parser,
+                cluster.add_cluster_parsers, bench.add_bench_parser, plan.add_plan_parser,
+                gpucheck.add_gpucheck_parser, schema.add_schema_parser):  # in the order `nasseg --help` lists them
+        add(sub)
     _add_debug_everywhere(sub)
     return parser
 

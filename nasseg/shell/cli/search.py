@@ -142,8 +142,6 @@ def _run_study(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- nasseg results ------------------------------------------------------------------------------
-
 def add_results_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "results", help="table of the searches of an experiment (seeds, HPO trials), mean ± std over seeds",

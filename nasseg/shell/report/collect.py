@@ -53,22 +53,6 @@ class Table:
     wrap_head: bool = False  # header names may break after underscores
 
 
-@dataclass
-class RunPage:
-    run: Run
-    header: dict[str, Any]
-    texts: list[tuple[str, str]]  # (summary, file content) of config.yaml and space.yaml
-    stop: dict[str, Any]
-    curves: list[Picture]
-    arch: dict[str, Any]
-    size: dict[str, Any]
-    retrains: list[dict[str, Any]]
-    retrain_hint: dict[str, str]  # with no retraining: the command that makes one and where it goes
-    metrics: Table
-    files: list[tuple[Path, str, str]]  # (file, name, what it holds)
-    epoch_files: list[tuple[str, str, list[tuple[Path, str]]]]  # (folder, what, (file, epoch) per epoch)
-
-
 def _draw(make: Callable[[Path], Path], name: str, folder: Path, caption: str = "", css: str = "") -> Picture:
     """Draw a figure into ``folder``; an input it cannot draw from becomes a note, not an error."""
     try:
@@ -367,7 +351,7 @@ def _epoch_files(run: Run) -> list[tuple[str, str, list[tuple[Path, str]]]]:
     return folders
 
 
-def collect_run(run: Run, folder: Path) -> RunPage:
+def collect_run(run: Run, folder: Path) -> dict[str, Any]:
     """The page of one run; its figures are drawn into ``folder``."""
     from nasseg.space import load
 
@@ -376,11 +360,13 @@ def collect_run(run: Run, folder: Path) -> RunPage:
     texts = [("config.yaml (the resolved job)", read_text(run.file("config.yaml"), "a job"))]
     if run.file("space.yaml").is_file():
         texts.append(("space.yaml (the search space)", read_text(run.file("space.yaml"), "a search space")))
-    return RunPage(run, _header(run), texts, _stop(run), _curves(run, space, folder), arch,
-                   _size(run, space, arch["spec"]),
-                   [_retrain(run, r, folder, i) for i, r in enumerate(run.retrains)], retrain_hint(run),
-                   _metrics(run), [(run.file(name), name, what) for name, what in RUN_FILES
-                                   if run.file(name).is_file()], _epoch_files(run))
+    return {"run": run, "header": _header(run), "texts": texts, "stop": _stop(run),
+            "curves": _curves(run, space, folder), "arch": arch, "size": _size(run, space, arch["spec"]),
+            "retrains": [_retrain(run, r, folder, i) for i, r in enumerate(run.retrains)],
+            "retrain_hint": retrain_hint(run),  # with no retraining: the command that makes one and where it goes
+            "metrics": _metrics(run),
+            "files": [(run.file(name), name, what) for name, what in RUN_FILES if run.file(name).is_file()],
+            "epoch_files": _epoch_files(run)}  # (folder, what, (file, epoch) per epoch)
 
 
 # --- experiments ---------------------------------------------------------------------------------------

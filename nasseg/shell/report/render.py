@@ -14,7 +14,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from .collect import SECTIONS, Picture, RunPage
+from .collect import SECTIONS, Picture
 
 
 def fmt(value: Any) -> str:
@@ -56,10 +56,10 @@ def _render(template: str, base: Path, **context: Any) -> str:
                                              **context)
 
 
-def render_run(page: RunPage, base: Path) -> str:
+def render_run(page: dict[str, Any], base: Path) -> str:
     """The page of one run; links are relative to ``base`` (the report's folder)."""
-    return _render("run.html", base, page=page, run=page.run,
-                   title=f"{page.run.name} seed {fmt(page.run.seed)}: search report")
+    run = page["run"]
+    return _render("run.html", base, page=page, run=run, title=f"{run.name} seed {fmt(run.seed)}: search report")
 
 
 def render_experiment(page: dict[str, Any], base: Path) -> str:

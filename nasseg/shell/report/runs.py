@@ -135,8 +135,6 @@ def load_run(path: str | Path) -> Run:
     return Run(path, config, load_result(path), metrics, events, rule)
 
 
-# --- retrainings --------------------------------------------------------------------------------
-
 def _model_files(model: str, train_dir: Path) -> list[Path]:
     """Where a training job's ``model`` path can point: itself when absolute; else relative to the
     working directory or to any folder above the training run (the directory it was started in)."""
