@@ -80,15 +80,11 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.value is None or self.baseline is None or self.baseline == 0:
-            return None
-        return self.value / self.baseline
+        return self.value / self.baseline if self.value is not None and self.baseline else None
 
     @property
     def met(self) -> bool | None:
-        if self.target is None or self.ratio is None:
-            return None
-        return self.ratio <= self.target
+        return None if self.target is None or self.ratio is None else self.ratio <= self.target
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
