@@ -42,23 +42,15 @@ def plain_ray_console() -> Iterator[None]:
             original(data, ignore_prefix)
             return
         for line in data.get("lines", []):
-            short = condensed(str(line))
-            if short:
-                print(short, file=sys.stderr, flush=True)
+            text = ANSI.sub("", str(line)).strip()
+            if text and not any(marker in text for marker in NODE_DEATH):
+                print("ray: " + text.splitlines()[0].strip(), file=sys.stderr, flush=True)
 
     ray_worker.print_to_stdstream = print_messages
     try:
         yield
     finally:
         ray_worker.print_to_stdstream = original
-
-
-def condensed(message: str) -> str | None:
-    """One line for a message Ray published to the driver; None for the ones about a dead node."""
-    text = ANSI.sub("", message).strip()
-    if not text or any(marker in text for marker in NODE_DEATH):
-        return None
-    return "ray: " + text.splitlines()[0].strip()
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from nasseg.train.trainer import Trainer, prepare_run_dir
 from ..process import configure_process
 from .ray_session import largest_node, ray_session
 from .record import current_node, node_alive, node_label
-from .storage import check_out_path, staged
+from .experiment import check_out_path, staged
 
 MAX_FAILURES = 2  # worker-group restarts from the last reported checkpoint before giving up
 RAY_TRAIN_DIR = "ray_train"  # Ray Train's storage inside the run directory

@@ -29,14 +29,13 @@ from nasseg.rundirs import check_resume_restart, check_run_dir, claim_run_dir, r
 from nasseg.search.config import SearchConfig, parse_job
 from nasseg.search.rundir import RunDir
 
-from .experiment import Experiment, portable_job
+from .experiment import Experiment, check_out_path, portable_job
 
 OBJECTIVE_MODES = {"val_miou": "max", "val_pixel_acc": "max", "val_loss": "min", "train_loss": "min",
                    "macs": "min", "params": "min", "latency_ms": "min"}
 FIXED_KEYS = ("name", "seeds", "epochs", "resources", "max_failures", "device")  # set by the HPO job itself
 Metric = Literal["val_miou", "val_pixel_acc", "val_loss", "train_loss", "macs", "params", "latency_ms"]
 Mode = Literal["max", "min"]
-Range = tuple[Float, Float]
 
 
 @spec
@@ -46,7 +45,7 @@ class LogUniform:
 
 @spec
 class Uniform:
-    uniform: Range
+    uniform: tuple[Float, Float]
 
 
 Int64 = Annotated[Int, Field(ge=-2**63, lt=2**63)]  # what Ray's randint (numpy) draws from
@@ -228,7 +227,6 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
     from ray import tune
 
     from .ray_session import check_resources, ray_session
-    from .storage import check_out_path
     from .tune_search import EpochLines, check_fresh, collect_outcomes, quiet_tune_logs, restored_tuner
 
     check_out_path(out)

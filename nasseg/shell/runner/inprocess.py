@@ -15,10 +15,9 @@ from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir
                             run_path)
 from nasseg.search import Search, SearchConfig, SearchResult, run_dir_for
 
-from .experiment import job_digest, job_overrides
+from .experiment import check_out_path, job_digest, job_overrides
 from .ray_session import torch_threads
 from .record import RunRecord
-from .storage import check_out_path
 
 
 def epoch_line(label: str, epochs: int, row: dict[str, Any]) -> str:

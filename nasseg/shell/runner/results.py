@@ -59,10 +59,8 @@ def genotype_summary(arch_file: Path) -> str:
     try:
         cells = data.get("cells") or {}
         cell = cells.get("normal") or next(iter(cells.values()), None)
-        text = ""
-        if cell:
-            text = " | ".join(" ".join(f"{short_op(op)}@{src}" for op, src in edges)
-                              for _, edges in sorted(cell["nodes"].items()))
+        text = " | ".join(" ".join(f"{short_op(op)}@{src}" for op, src in edges)
+                          for _, edges in sorted(cell["nodes"].items())) if cell else ""
         if data.get("path"):
             text += f"  path {'-'.join(str(s) for s in data['path'])}"
     except (AttributeError, KeyError, TypeError, ValueError):
@@ -149,10 +147,8 @@ def short_nodes(table: pd.DataFrame) -> pd.DataFrame:
     """The terminal's table: node ids cut to their first 8 digits (--csv and --json keep them whole)."""
     if "nodes" not in table:
         return table
-    shown = table.copy()
-    shown["nodes"] = [NODE_SEPARATOR.join(short_node(n) for n in v.split(NODE_SEPARATOR)) if isinstance(v, str) else v
-                      for v in table["nodes"]]
-    return shown
+    return table.assign(nodes=[NODE_SEPARATOR.join(short_node(n) for n in v.split(NODE_SEPARATOR))
+                               if isinstance(v, str) else v for v in table["nodes"]])
 
 
 def format_summary(summary: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from nasseg.search.rundir import RunDir
 from nasseg.train.config import parse_train_job
 from nasseg.train.trainer import Trainer
 
-from .experiment import TUNE_DIR, Experiment, dotted
+from .experiment import TUNE_DIR, Experiment, check_out_path, dotted
 from .study import SEARCH_NAME, StudyConfig
 from .study_table import StudyTables, write_tables
 from .study_units import (RETRAIN_DIR, STUDY_FILE, read_unit, study_candidates, study_document, unit_jobs,
@@ -50,7 +50,6 @@ def run_study(study: StudyConfig, out: str | Path = "runs", *, resume: bool = Fa
               callbacks: Sequence[Any] = ()) -> StudyTables:
     """Run (or continue) the study into OUT/<name>/; the tables once every unit finished."""
     from .ray_session import check_resources, ray_session
-    from .storage import check_out_path
 
     check_out_path(out)
     check_resume_restart(resume, restart)

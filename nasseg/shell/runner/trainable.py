@@ -24,10 +24,9 @@ from nasseg.search import Search, SearchDiverged
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir, read_search_checkpoint
 from ..process import configure_process
-from .experiment import PID_FILE, job_digest, load_experiment
+from .experiment import PID_FILE, job_digest, load_experiment, staged
 from .ray_session import torch_threads
 from .record import RunRecord, current_node, read_optional
-from .storage import staged
 
 CHECKPOINT_FILE = "last.pt"
 REPORTED = ("epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_pixel_acc", "eigenvalue",
@@ -58,7 +57,7 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
                               "overrides": {**experiment.overrides, **params}, "job_digest": digest},
                              from_epoch=search.epoch, threads=threads, node=current_node())
     costs = [m for m in experiment.hpo.get("cost_metrics", []) if m in COST_METRICS]
-    cost_input = tuple(experiment.hpo.get("cost_input") or default_cost_input(config))
+    cost_input = tuple(experiment.hpo.get("cost_input") or config.data.size or config.data.crop or (512, 512))
 
     def report(row: dict[str, Any]) -> None:
         metrics = {k: row[k] for k in REPORTED if row.get(k) is not None}
@@ -117,10 +116,6 @@ def check_same_search(run: RunDir, saved: dict[str, Any], config: SearchConfig) 
         if not same:
             raise NassegError(f"{run.path}: cannot resume a {key}={saved.get(key)!r} run with "
                               f"{key}={getattr(config, key)!r}")
-
-
-def default_cost_input(config: SearchConfig) -> tuple[int, int]:
-    return config.data.size or config.data.crop or (512, 512)
 
 
 def model_cost(model: str, model_args: dict[str, Any], classes: int, size: tuple[int, int]) -> tuple[int, int]:

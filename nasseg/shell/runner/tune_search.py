@@ -24,11 +24,10 @@ from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir
                             run_path)
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir
-from .experiment import TUNE_DIR, Experiment, job_overrides, load_experiment, portable_job
+from .experiment import TUNE_DIR, Experiment, check_out_path, job_overrides, load_experiment, portable_job
 from .inprocess import epoch_line
 from .ray_session import check_resources, largest_node, ray_session
 from .record import node_alive, node_label, placements, read_optional, read_record
-from .storage import check_out_path
 from .trainable import COST_METRICS, check_same_search, search_trainable
 
 
