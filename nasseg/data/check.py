@@ -8,7 +8,6 @@ size range (the largest crop that needs no padding).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

@@ -141,12 +141,10 @@ class Search:
                     problem = (f"architecture parameters exploded (|alpha| = {float(param.abs().max()):.3g} > "
                                f"alpha_limit {self.config.alpha_limit:g})")
         if problem:
-            where = f"epoch {self.epoch + 1}, step {step}"
             self.run.log_event("diverged", epoch=self.epoch + 1, step=step, problem=problem)
-            raise SearchDiverged(
-                f"search diverged at {where}: {problem}. The checkpoint of epoch {self.epoch} in "
-                f"{self.run.path} is intact; continue with changed settings, e.g. "
-                f"nasseg search JOB.yaml --resume --set weights.lr=0.0125")
+            raise SearchDiverged(f"search diverged at epoch {self.epoch + 1}, step {step}: {problem}. The checkpoint of "
+                                 f"epoch {self.epoch} in {self.run.path} is intact; continue with changed settings, "
+                                 "e.g. nasseg search JOB.yaml --resume --set weights.lr=0.0125")
 
     # --- one epoch ----------------------------------------------------------------------------
 

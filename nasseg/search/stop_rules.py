@@ -237,13 +237,10 @@ def make_rule(config: PaperStop | ReleasedStop | NoStop | Mapping[str, Any] | No
     ada: {factor: 10, max_rollbacks: 3}}`` (a mapping is validated first; SpecError names ``key``)."""
     if not isinstance(config, (PaperStop, ReleasedStop, NoStop)):
         config = validate(EarlyStop, {} if config is None else config, file, key)
-    rule: StopRule
-    if isinstance(config, PaperStop):
-        rule = PaperRule(config.window, config.ratio)
-    elif isinstance(config, ReleasedStop):
-        rule = ReleasedCodeRule(config.window, config.factor, config.start_epoch, config.lag)
-    else:
+    if isinstance(config, NoStop):
         return NeverStop()
+    rule: StopRule = (PaperRule(config.window, config.ratio) if isinstance(config, PaperStop)
+                      else ReleasedCodeRule(config.window, config.factor, config.start_epoch, config.lag))
     ada = config.ada
     if ada is None:
         return rule

@@ -54,12 +54,10 @@ class TrainData(DatasetRef):
         super().__post_init__()
         if self.scale[0] > self.scale[1]:
             raise FieldError("scale", f"expected [min, max] with min <= max, got {list(self.scale)}")
-        if self.size:
-            largest = [side * self.scale[1] * MAX_CROP_OVER_IMAGE for side in self.size]
-            if self.crop[0] > largest[0] or self.crop[1] > largest[1]:
-                raise FieldError("crop", f"{list(self.crop)} is more than {MAX_CROP_OVER_IMAGE:g}x the largest "
-                                 f"scaled image ({self.size[0]}x{self.size[1]} at scale {self.scale[1]:g}); "
-                                 "every sample would be mostly padding: lower data.crop or raise data.size")
+        if self.size and any(c > side * self.scale[1] * MAX_CROP_OVER_IMAGE for c, side in zip(self.crop, self.size)):
+            raise FieldError("crop", f"{list(self.crop)} is more than {MAX_CROP_OVER_IMAGE:g}x the largest scaled "
+                             f"image ({self.size[0]}x{self.size[1]} at scale {self.scale[1]:g}); every sample would "
+                             "be mostly padding: lower data.crop or raise data.size")
 
 
 @spec

@@ -14,7 +14,6 @@ while the labels are scored at full resolution.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -27,7 +26,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import NassegError
 from .inference import predict_logits
 from .metrics import ConfusionMatrix
 

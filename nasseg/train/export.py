@@ -28,7 +28,6 @@ weights file); the file is only put in place after it verified.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
