@@ -64,8 +64,7 @@ def _digraph(title: str | None = None, name: str | None = None, **graph_attr: st
 def _cluster(graph: graphviz.Digraph, sub: graphviz.Digraph, name: str) -> None:
     """Add ``sub`` to ``graph`` as a boxed cluster (its title becomes the cluster label) and
     remember it as a part that :func:`render` lays out on its own (see the module doc)."""
-    parts = graph.__dict__.setdefault("_nasseg_parts", [])
-    parts.append(sub)
+    graph.__dict__.setdefault("_nasseg_parts", []).append(sub)
     cluster = sub.copy()
     cluster.name = f"cluster_{name}"
     cluster.graph_attr.pop("rankdir", None)

@@ -4,11 +4,8 @@ Everything is embedded (plots as base64 PNG, graphviz drawings as inline SVG, CS
 scripts, no network), so a report can be mailed or opened anywhere; only the links to the run's
 files (arch.yaml, checkpoints, ...) are relative paths, valid next to the run directory.
 
-A run directory holds config.yaml and metrics.csv (see :mod:`nasseg.search.rundir`); any other
-directory is an experiment whose trials are the run directories up to two levels below it. The
-retrainings of a run's decoded architecture (``nasseg train`` runs of its arch.yaml or
-arch/epoch_NNN.yaml) shown are those given, plus ``<run_dir>/../retrain`` (see :mod:`.runs`).
-:mod:`.collect` gathers what a page shows, :mod:`.render` writes it through the templates.
+:mod:`.runs` reads a run, an experiment's trials and the retrainings, :mod:`.collect` gathers what a
+page shows, :mod:`.render` writes it through the templates.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ templates/. Escaping is on everywhere; only our own graphviz drawings are inline
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import time
@@ -19,11 +20,9 @@ from .collect import SECTIONS, Picture
 
 def fmt(value: Any) -> str:
     """A table cell: '–' for nothing, integers without a point, other floats to 4 digits."""
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        if value != value:
-            return "–"
         return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:.4g}"
     return str(value)
 
