@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -90,7 +91,12 @@ class ClusterJobs:
         headers = {"Authorization": f"Bearer {self.token.value}"} if self.token else {}
         from ray.job_submission import JobSubmissionClient
 
-        quiet_ray_client_logs()  # after the import: the SDK sets its logger's level when imported
+        # The SDK logs each package upload, each closed log stream and Ray's new default upload excludes
+        # at INFO/WARNING; nasseg says what it uploads itself. After the import: the SDK sets its loggers'
+        # levels when imported.
+        for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+                     "ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         with self.errors():
             self.client = JobSubmissionClient(self.address, headers=headers)
 
@@ -173,13 +179,3 @@ class ClusterJobs:
 
 def _last_sentence(text: str) -> str:
     return text.strip().rstrip(".").split("\n")[-1][:300]
-
-
-def quiet_ray_client_logs() -> None:
-    """The SDK logs each package upload, each closed log stream and Ray's new default upload
-    excludes at INFO/WARNING; nasseg says what it uploads itself."""
-    import logging
-
-    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
-                 "ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir"):
-        logging.getLogger(name).setLevel(logging.ERROR)

@@ -31,8 +31,7 @@ from nasseg.viz import plots
 from .study import GROUPS, StudyConfig
 from .study_stats import Comparison, compare
 from .trainable import model_cost
-from .study_units import (RETRAIN_DIR, Candidate, SearchOutcome, load_study, search_outcomes, searched_candidates,
-                          random_candidates, baseline_candidates, with_units)
+from .study_units import RETRAIN_DIR, Candidate, SearchOutcome, load_study, search_outcomes, study_candidates
 
 TIMING_COLUMNS = ("search_cpu_h", "search_gpu_h", "retrain_cpu_h", "retrain_gpu_h", "train_seconds", "eval_seconds",
                   "seconds", "seconds_to_stop")
@@ -185,8 +184,7 @@ def collect_tables(study_dir: str | Path) -> StudyTables:
     study_dir = Path(study_dir)
     study = load_study(study_dir)
     outcomes = search_outcomes(study, study_dir)
-    cands = with_units([*searched_candidates(study, outcomes), *random_candidates(study, study_dir),
-                        *baseline_candidates(study)])
+    cands = study_candidates(study, study_dir)
     planned = list(dict.fromkeys(run for c in cands for run in c.runs(study.retrain_seeds)))
     unit_of = {run: c.unit for c in cands for run in c.runs(study.retrain_seeds)}
     rows = [row for row in (_run_row(study_dir, run) for run in planned) if row is not None]
