@@ -154,11 +154,16 @@ def _labelled_edge(graph: graphviz.Digraph, source: str, target: str, label: str
     graph.edge(box, target, **attrs)
 
 
-def _add_space_cell(graph: graphviz.Digraph, space: SearchSpace, kind: str, weights: Any,
-                    prefix: str, top: int = 3) -> str | None:
-    """Candidate edges of the space's cell; returns a note for the cluster label."""
+def draw_space_cell(space: SearchSpace, kind: str = "normal", weights: Any = None, title: str | None = None,
+                    prefix: str = "", top: int = 3) -> graphviz.Digraph:
+    """The search-space cell: every candidate edge, labelled with its top ops and their softmax
+    weights (pen width and colour by the strongest decodable op) when ``weights`` are given
+    (``{kind: ...}``, per-edge rows or raw alphas), else with its candidate op set."""
     from ..arch.decode import decode_cell
 
+    if kind not in space.cell_types:
+        raise NassegError(f"space {space.name!r} has cell types {', '.join(space.cell_types)}; got {kind!r}")
+    graph = _digraph()
     cell = space.cell_graph
     graph.attr(ranksep="0.3" if weights is not None else "0.5", nodesep="0.15")
     inputs = sum(1 for _, role in cell.nodes(data="role") if role == "input")
@@ -173,37 +178,27 @@ def _add_space_cell(graph: graphviz.Digraph, space: SearchSpace, kind: str, weig
                 graph.edge(f"{prefix}n{source}", f"{prefix}n{node}", color="#666666")
             else:
                 _labelled_edge(graph, f"{prefix}n{source}", f"{prefix}n{node}", _wrap(data["ops"]), color="#666666")
-        return f"unlabelled edges: all {len(full)} ops ({_wrap(full, 4)})"
-
-    rows = edge_weight_rows(space, kind, weights)
-    exclude = set(cell.graph["decode_exclude"])
-    kept = {(source, node) for source, node, _ in decode_cell(cell, rows).edges()}
-    strengths = [max((w for op, w in zip(data["ops"], row) if op not in exclude), default=0.0)
-                 for (*_, data), row in zip(edges, rows)]
-    low, high = min(strengths), max(strengths)
-    for (source, node, data), row, strength in zip(edges, rows, strengths):
-        order = sorted(range(len(row)), key=lambda i: -row[i])[:top]
-        best = next((i for i in order if data["ops"][i] not in exclude), None)
-        lines = [f"{html.escape(data['ops'][i])} {row[i]:.3f}" for i in order]
-        lines = [f"<B>{text}</B>" if i == best and (source, node) in kept else text for i, text in zip(order, lines)]
-        scale = (strength - low) / (high - low) if high > low else 1.0  # contrast within this cell
-        _labelled_edge(graph, f"{prefix}n{source}", f"{prefix}n{node}",
-                       "<" + '<BR ALIGN="LEFT"/>'.join(lines) + '<BR ALIGN="LEFT"/>>',
-                       color=f"#1f4e99{int(255 * (0.3 + 0.7 * scale)):02x}", penwidth=f"{0.8 + 2.7 * scale:.2f}",
-                       style="solid" if (source, node) in kept else "dashed")
-    return (f"top {top} ops per edge with softmax(alpha); bold: the op decoding keeps, dashed: a dropped edge;\n"
-            "pen width: the strongest op's weight, from the weakest edge of this cell to the strongest")
-
-
-def draw_space_cell(space: SearchSpace, kind: str = "normal", weights: Any = None,
-                    title: str | None = None) -> graphviz.Digraph:
-    """The search-space cell: every candidate edge, labelled with its top ops and their softmax
-    weights (pen width and colour by the strongest decodable op) when ``weights`` are given
-    (``{kind: ...}``, per-edge rows or raw alphas), else with its candidate op set."""
-    if kind not in space.cell_types:
-        raise NassegError(f"space {space.name!r} has cell types {', '.join(space.cell_types)}; got {kind!r}")
-    graph = _digraph()
-    note = _add_space_cell(graph, space, kind, weights, "")
+        note = f"unlabelled edges: all {len(full)} ops ({_wrap(full, 4)})"
+    else:
+        rows = edge_weight_rows(space, kind, weights)
+        exclude = set(cell.graph["decode_exclude"])
+        kept = {(source, node) for source, node, _ in decode_cell(cell, rows).edges()}
+        strengths = [max((w for op, w in zip(data["ops"], row) if op not in exclude), default=0.0)
+                     for (*_, data), row in zip(edges, rows)]
+        low, high = min(strengths), max(strengths)
+        for (source, node, data), row, strength in zip(edges, rows, strengths):
+            order = sorted(range(len(row)), key=lambda i: -row[i])[:top]
+            best = next((i for i in order if data["ops"][i] not in exclude), None)
+            lines = [f"{html.escape(data['ops'][i])} {row[i]:.3f}" for i in order]
+            lines = [f"<B>{text}</B>" if i == best and (source, node) in kept else text
+                     for i, text in zip(order, lines)]
+            scale = (strength - low) / (high - low) if high > low else 1.0  # contrast within this cell
+            _labelled_edge(graph, f"{prefix}n{source}", f"{prefix}n{node}",
+                           "<" + '<BR ALIGN="LEFT"/>'.join(lines) + '<BR ALIGN="LEFT"/>>',
+                           color=f"#1f4e99{int(255 * (0.3 + 0.7 * scale)):02x}", penwidth=f"{0.8 + 2.7 * scale:.2f}",
+                           style="solid" if (source, node) in kept else "dashed")
+        note = (f"top {top} ops per edge with softmax(alpha); bold: the op decoding keeps, dashed: a dropped edge;\n"
+                "pen width: the strongest op's weight, from the weakest edge of this cell to the strongest")
     graph.attr(label=f"{title or f'{space.name}: {_cell_title(kind)}'}\n{note}")
     return graph
 
@@ -529,10 +524,9 @@ def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.D
         sub = _digraph(f"decoded {_cell_title(cell_kind)}")
         _add_cell(sub, arch.cells[cell_kind], f"arch_{cell_kind}_")
         _cluster(graph, sub, f"arch_{cell_kind}")
-        sub = _digraph()
-        note = _add_space_cell(sub, space, cell_kind, payload["alphas_raw"], f"space_{cell_kind}_")
-        sub.attr(label=f"search-space {_cell_title(cell_kind)}, epoch {epoch}\n{note}")
-        _cluster(graph, sub, f"space_{cell_kind}")
+        _cluster(graph, draw_space_cell(space, cell_kind, payload["alphas_raw"], prefix=f"space_{cell_kind}_",
+                                        title=f"search-space {_cell_title(cell_kind)}, epoch {epoch}"),
+                 f"space_{cell_kind}")
     if space.network.type == "lattice":
         network = space.network_graph
         sub = _digraph(f"lattice, softmax(beta) at epoch {epoch}, path {list(arch.path or [])}")
@@ -582,10 +576,8 @@ def show_graph(target: str, *, epoch: int | None = None, kind: str | None = None
     kinds = _check_kinds(kind, obj.cell_types, f"space {obj.name!r}")
     graph = _digraph(f"search space {obj.name}" + (f": {obj.description}" if obj.description else ""))
     for cell_kind in kinds:
-        sub = _digraph()
-        note = _add_space_cell(sub, obj, cell_kind, None, f"{cell_kind}_")
-        sub.attr(label=f"{_cell_title(cell_kind)} ({len(obj.cell_graph.edges)} candidate edges)\n{note}")
-        _cluster(graph, sub, cell_kind)
+        title = f"{_cell_title(cell_kind)} ({len(obj.cell_graph.edges)} candidate edges)"
+        _cluster(graph, draw_space_cell(obj, cell_kind, title=title, prefix=f"{cell_kind}_"), cell_kind)
     if obj.network.type == "lattice":
         sub = _digraph(f"network-level lattice ({obj.network.layers} layers)")
         head = "ASPP" if obj.network.head.type == "aspp" else obj.network.head.type
