@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from nasseg.data.transforms import Transform, eval_transform
 from nasseg.errors import NassegError
-from nasseg.io import read_text
+from nasseg.io import read_bytes, read_text
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree",
                   "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
@@ -254,12 +254,7 @@ class ListFileDataset(PairDataset):
 
 def _open(path: Path, kind: str) -> Image.Image:
     """Read and fully decode an image file, turning failures into one-line NassegErrors."""
-    try:
-        data = path.read_bytes()  # decode from memory: no file handle outlives a failed load
-    except FileNotFoundError:
-        raise NassegError(f"{path}: {kind} not found") from None
-    except OSError as e:
-        raise NassegError(f"{path}: cannot read {kind} ({e.strerror})") from None
+    data = read_bytes(path, kind)  # decode from memory: no file handle outlives a failed load
     try:
         with warnings.catch_warnings():  # PIL warns about large images; the size is checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
