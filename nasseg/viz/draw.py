@@ -91,20 +91,17 @@ def _cell_frame(graph: graphviz.Digraph, inputs: int, nodes: Sequence[int], pref
     graph.node(f"{prefix}out", "c_{k}", shape="box", style="rounded,filled", fillcolor=OUTPUT_FILL)
 
 
-def _add_cell(graph: graphviz.Digraph, genotype: CellGenotype, prefix: str) -> None:
+def draw_cell(genotype: CellGenotype, kind: str = "normal", title: str | None = None,
+              prefix: str = "") -> graphviz.Digraph:
+    """One decoded cell as in the DARTS paper: inputs c_{k-2}, c_{k-1}, numbered intermediate
+    nodes, op-labelled edges and the concat into c_{k}."""
+    graph = _digraph(title or _cell_title(kind))
     _cell_frame(graph, genotype.inputs, sorted(genotype.nodes), prefix)
     for source, node, op in genotype.edges():
         graph.edge(f"{prefix}n{source}", f"{prefix}n{node}", label=op, color=_op_color(op),
                    fontcolor=_op_color(op), penwidth="1.5")
     for node in genotype.concat:
         graph.edge(f"{prefix}n{node}", f"{prefix}out", color="#aaaaaa")
-
-
-def draw_cell(genotype: CellGenotype, kind: str = "normal", title: str | None = None) -> graphviz.Digraph:
-    """One decoded cell as in the DARTS paper: inputs c_{k-2}, c_{k-1}, numbered intermediate
-    nodes, op-labelled edges and the concat into c_{k}."""
-    graph = _digraph(title or _cell_title(kind))
-    _add_cell(graph, genotype, "")
     return graph
 
 
@@ -233,7 +230,7 @@ def _path_nodes(network: nx.DiGraph, strides: Sequence[int], path: Sequence[int]
 
 def _add_lattice(graph: graphviz.Digraph, network: nx.DiGraph, strides: Sequence[int],
                  weights: Mapping[tuple[Node, Node], float], path: Sequence[Node], prefix: str,
-                 head: str | None) -> None:
+                 head: str | None) -> graphviz.Digraph:
     """A grid: one rank per layer (dot column), slots top to bottom by stride; missing states are
     invisible placeholders so rows stay aligned. Only the path gets ``class="path"``."""
     layers = max(layer for layer, _ in network.nodes)
@@ -300,10 +297,11 @@ def _add_lattice(graph: graphviz.Digraph, network: nx.DiGraph, strides: Sequence
         for final in finals:
             graph.edge(slot(*final), slot(layers + 1, final[1]), color="#999999", style="dashed",
                        arrowsize="0.5")
+    return graph
 
 
 def draw_lattice(space: SearchSpace, betas: Any = None, path: Sequence[int] | None = None,
-                 title: str | None = None) -> graphviz.Digraph:
+                 title: str | None = None, prefix: str = "") -> graphviz.Digraph:
     """The Auto-DeepLab lattice: columns are layers, rows strides, reachable states only;
     transitions drawn by softmax(beta) (pen width, label) and the path (``path`` strides, else
     the one decoded from ``betas``) in thick red. Betas: see :func:`transition_weights`."""
@@ -318,9 +316,7 @@ def draw_lattice(space: SearchSpace, betas: Any = None, path: Sequence[int] | No
     nodes = _path_nodes(network, space.network.strides, path) if path else []
     head = space.network.head.type.upper() if space.network.head.type == "aspp" else space.network.head.type
     default = f"{space.name}: network-level search space" + (f", path {list(path)}" if path else "")
-    graph = _digraph(title or default)
-    _add_lattice(graph, network, space.network.strides, weights, nodes, "", head)
-    return graph
+    return _add_lattice(_digraph(title or default), network, space.network.strides, weights, nodes, prefix, head)
 
 
 def _path_network(path: Sequence[int]) -> tuple[nx.DiGraph, tuple[int, ...]]:
@@ -343,14 +339,12 @@ def draw_arch(arch: ArchSpec, kinds: Sequence[str] | None = None, title: str | N
     kinds = _check_kinds(kinds, tuple(arch.cells), f"architecture {arch.name!r}")
     graph = _digraph(title or arch.name)
     for kind in kinds:
-        sub = _digraph(_cell_title(kind) if arch.path is None or len(arch.cells) > 1 else "cell")
-        _add_cell(sub, arch.cells[kind], f"{kind}_")
-        _cluster(graph, sub, kind)
+        title = None if arch.path is None or len(arch.cells) > 1 else "cell"
+        _cluster(graph, draw_cell(arch.cells[kind], kind, title, f"{kind}_"), kind)
     if arch.path:
         network, strides = _path_network(arch.path)
         sub = _digraph(f"network-level path {list(arch.path)}")
-        _add_lattice(sub, network, strides, {}, sorted(network.nodes), "path_", None)
-        _cluster(graph, sub, "path")
+        _cluster(graph, _add_lattice(sub, network, strides, {}, sorted(network.nodes), "path_", None), "path")
     return graph
 
 
@@ -521,18 +515,14 @@ def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.D
     kinds = _check_kinds(kind, space.cell_types, f"space {space.name!r}")
     graph = _digraph(f"{run_dir}: {arch.name} (epoch {epoch})")
     for cell_kind in kinds:
-        sub = _digraph(f"decoded {_cell_title(cell_kind)}")
-        _add_cell(sub, arch.cells[cell_kind], f"arch_{cell_kind}_")
-        _cluster(graph, sub, f"arch_{cell_kind}")
+        _cluster(graph, draw_cell(arch.cells[cell_kind], title=f"decoded {_cell_title(cell_kind)}",
+                                  prefix=f"arch_{cell_kind}_"), f"arch_{cell_kind}")
         _cluster(graph, draw_space_cell(space, cell_kind, payload["alphas_raw"], prefix=f"space_{cell_kind}_",
                                         title=f"search-space {_cell_title(cell_kind)}, epoch {epoch}"),
                  f"space_{cell_kind}")
     if space.network.type == "lattice":
-        network = space.network_graph
-        sub = _digraph(f"lattice, softmax(beta) at epoch {epoch}, path {list(arch.path or [])}")
-        _add_lattice(sub, network, space.network.strides, transition_weights(network, payload["betas_raw"]),
-                     _path_nodes(network, space.network.strides, arch.path) if arch.path else [], "lat_", "ASPP")
-        _cluster(graph, sub, "lattice")
+        title = f"lattice, softmax(beta) at epoch {epoch}, path {list(arch.path or [])}"
+        _cluster(graph, draw_lattice(space, payload["betas_raw"], arch.path, title, "lat_"), "lattice")
     return graph
 
 
@@ -579,10 +569,8 @@ def show_graph(target: str, *, epoch: int | None = None, kind: str | None = None
         title = f"{_cell_title(cell_kind)} ({len(obj.cell_graph.edges)} candidate edges)"
         _cluster(graph, draw_space_cell(obj, cell_kind, title=title, prefix=f"{cell_kind}_"), cell_kind)
     if obj.network.type == "lattice":
-        sub = _digraph(f"network-level lattice ({obj.network.layers} layers)")
-        head = "ASPP" if obj.network.head.type == "aspp" else obj.network.head.type
-        _add_lattice(sub, obj.network_graph, obj.network.strides, {}, [], "lat_", head)
-        _cluster(graph, sub, "lattice")
+        title = f"network-level lattice ({obj.network.layers} layers)"
+        _cluster(graph, draw_lattice(obj, title=title, prefix="lat_"), "lattice")
     return graph
 
 
