@@ -70,6 +70,13 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
             "(jit_avx2_1x1_convolution_bwd_weights) writes past its buffer and corrupts the heap; "
             "in NCHW also faster than the native conv",
         devices=("cpu",), torch_versions=("2.13", "2.14")),
+    FastPath(
+        "batched_transitions",
+        what="an Auto-DeepLab state evaluates its cell once for all its incoming transitions, stacked along "
+             "the batch, BatchNorm statistics per transition (supernet.Supernet.state_forward, "
+             "layers.GroupBatchNorm2d)",
+        why="speed: a lattice step is bound by per-call overhead (tiny tensors); one call per op instead of up to 3",
+        devices=("cpu", "cuda")),
 )}
 
 _code: dict[str, bool] = {}  # set_enabled / overridden

@@ -206,6 +206,43 @@ def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
                 module.num_batches_tracked.copy_(count)
 
 
+_bn_group_size: int | None = None  # set by batch_norm_groups
+
+
+@contextlib.contextmanager
+def batch_norm_groups(size: int) -> Iterator[None]:
+    """Inside the block, a :class:`GroupBatchNorm2d` that takes batch statistics (training mode) takes
+    them per group of ``size`` consecutive samples and updates its running statistics once per group,
+    in order: a batch of stacked inputs gives what one call per input would (fast path
+    ``batched_transitions``)."""
+    global _bn_group_size
+    outer, _bn_group_size = _bn_group_size, size
+    try:
+        yield
+    finally:
+        _bn_group_size = outer
+
+
+class GroupBatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d (same parameters and buffers), batch statistics per group under :func:`batch_norm_groups`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = x.shape[0] // _bn_group_size if _bn_group_size else 1
+        if groups == 1 or not (self.training or self.running_mean is None):
+            return super().forward(x)
+        return torch.cat([super(GroupBatchNorm2d, self).forward(chunk) for chunk in x.chunk(groups)])
+
+
+def group_batch_norm(module: nn.Module) -> GroupBatchNorm2d | None:
+    """An nn.BatchNorm2d as a :class:`GroupBatchNorm2d` with the same state (None for other modules)."""
+    if type(module) is not nn.BatchNorm2d:
+        return None
+    state = module.state_dict()
+    new = GroupBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+    new.to(next(iter(state.values())).device if state else None).load_state_dict(state)
+    return new.train(module.training)
+
+
 class _CompactMaxPool(torch.autograd.Function):
     """Max pooling whose backward keeps one int8 per output (the winner's offset in its window)
     instead of PyTorch's int64 flat index and the input: 1/8 of the bytes of the indices alone.

@@ -1,0 +1,71 @@
+"""Fast path ``batched_transitions``: a lattice state's cell evaluated once for all its transitions
+(stacked along the batch, BatchNorm per transition) is the per-transition evaluation, in float64:
+logits, weight and alpha/beta gradients, BatchNorm running statistics; train and eval mode,
+with and without checkpointing, NCHW and channels-last."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasseg import fastpaths
+from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, to_channels_last
+from nasseg.shell.bench.nets import bench_space
+from nasseg.supernet import Supernet
+
+
+def run(net, x, y, batched, train):
+    net.train(train)
+    with fastpaths.overridden(batched_transitions=batched):
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+    return logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("checkpoint,channels_last", [(False, False), (True, True)])
+def test_batched_state_is_the_per_transition_evaluation(checkpoint, channels_last):
+    torch.manual_seed(0)
+    space = bench_space("autodeeplab", width=2, layers=3)
+    net = Supernet(space, 4, checkpoint_cells=checkpoint).double()
+    assert any(net.graph.in_degree(node) == 3 for node in net.graph.nodes)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_()
+    if channels_last:
+        net = to_channels_last(net)
+    x, y = torch.randn(2, 3, 17, 17, dtype=torch.float64), torch.randint(0, 4, (2, 17, 17))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    for train in (True, False):
+        results = []
+        for batched in (False, True):
+            net.load_state_dict(start)
+            results.append(run(net, x, y, batched, train))
+        (logits_a, grads_a, state_a), (logits_b, grads_b, state_b) = results
+        torch.testing.assert_close(logits_b, logits_a, rtol=1e-10, atol=1e-12)
+        arch = {id(p) for p in net.arch_parameters()}
+        checked_arch = 0
+        for p, a, b in zip(net.parameters(), grads_a, grads_b):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
+                checked_arch += id(p) in arch
+        assert checked_arch == len(arch)
+        for k in state_a:  # running statistics moved as by one update per transition, in order
+            torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-10, atol=1e-12, msg=k)
+        if train:
+            assert any(not torch.equal(state_a[k], start[k]) for k in start if k.endswith("running_mean"))
+
+
+def test_group_batch_norm_is_one_batch_norm_per_group():
+    torch.manual_seed(1)
+    reference = nn.BatchNorm2d(3, momentum=None).double()  # cumulative averages: the update order counts
+    grouped = GroupBatchNorm2d(3, momentum=None).double()
+    x = torch.randn(6, 3, 4, 5, dtype=torch.float64)
+    expected = torch.cat([reference(chunk) for chunk in x.chunk(3)])
+    with batch_norm_groups(2):
+        actual = grouped(x)
+    torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(grouped.state_dict(), reference.state_dict())
