@@ -118,19 +118,15 @@ class ICNet(nn.Module):
         return upsample_logits(logits, x.shape[-2:])[0]
 
 
-def _icnet(num_classes: int, width_mult: float) -> ICNet:
+@register_model("icnet_resnet50")
+def icnet_resnet50(num_classes: int, *, width_mult: Float = 0.5) -> ICNet:
+    """ICNet as released: the half-width PSPNet50 trunk (``width_mult=0.5``)."""
     if not 0 < width_mult <= 1:
         raise NassegError(f"width_mult must be in (0, 1], got {width_mult}")
     return ICNet(num_classes, width_mult)
 
 
-@register_model("icnet_resnet50")
-def icnet_resnet50(num_classes: int, *, width_mult: Float = 0.5) -> ICNet:
-    """ICNet as released: the half-width PSPNet50 trunk (``width_mult=0.5``)."""
-    return _icnet(num_classes, width_mult)
-
-
 @register_model("icnet_resnet50_full")
 def icnet_resnet50_full(num_classes: int) -> ICNet:
     """ICNet on the full-width PSPNet50 trunk (``icnet_resnet50`` with ``width_mult=1.0``)."""
-    return _icnet(num_classes, 1.0)
+    return ICNet(num_classes, 1.0)
