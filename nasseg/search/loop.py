@@ -142,8 +142,8 @@ class Search:
                                f"alpha_limit {self.config.alpha_limit:g})")
         if problem:
             self.run.log_event("diverged", epoch=self.epoch + 1, step=step, problem=problem)
-            raise SearchDiverged(f"search diverged at epoch {self.epoch + 1}, step {step}: {problem}. The checkpoint of "
-                                 f"epoch {self.epoch} in {self.run.path} is intact; continue with changed settings, "
+            raise SearchDiverged(f"search diverged at epoch {self.epoch + 1}, step {step}: {problem}. The checkpoint "
+                                 f"of epoch {self.epoch} in {self.run.path} is intact; continue with changed settings, "
                                  "e.g. nasseg search JOB.yaml --resume --set weights.lr=0.0125")
 
     # --- one epoch ----------------------------------------------------------------------------
