@@ -278,6 +278,3 @@ def exact_hessian(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> torch.Tens
     eye = torch.eye(n, dtype=params[0].dtype, device=params[0].device)
     return torch.stack([hvp(eye[i]) for i in range(n)])
 
-
-__all__ = ["METHODS", "FrozenKinks", "dominant_eigenvalue", "exact_hessian", "finite_difference_hvp",
-           "hessian_vector_product", "lanczos_top", "make_hvp", "same_random_draws"]

@@ -66,5 +66,3 @@ def weight_step(model, criterion: Criterion, x: torch.Tensor, y: torch.Tensor,
     optimizer.step()
     return loss.item(), logits.detach()
 
-
-__all__ = ["fixed_structure", "frozen", "weight_step"]

@@ -10,6 +10,7 @@ a decision (restoring a checkpoint, changing the optimizer) is the search loop's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import fmean
 from typing import Annotated, Any, Literal, Mapping, Protocol, Sequence
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -28,10 +29,6 @@ class StopDecision:
 
 class StopRule(Protocol):
     def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision: ...
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class PaperRule:
         epoch = first_epoch + n - 1
         if n < 2 * k:
             return StopDecision(False, epoch, reason=f"waiting for {2 * k} eigenvalues, have {n}")
-        now, before = _mean(eigenvalues[n - k:]), _mean(eigenvalues[n - 2 * k:n - k])
+        now, before = fmean(eigenvalues[n - k:]), fmean(eigenvalues[n - 2 * k:n - k])
         if now <= 0:
             return StopDecision(False, epoch, reason=f"mean eigenvalue {now:.4g} at epoch {epoch} is not positive")
         ratio = before / now
@@ -82,7 +79,7 @@ class ReleasedCodeRule:
     lag: int = 4
 
     def _local_average(self, eigenvalues: Sequence[float], j: int) -> float:
-        return _mean(eigenvalues[max(0, j - self.window + 1):j + 1])
+        return fmean(eigenvalues[max(0, j - self.window + 1):j + 1])
 
     def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision:
         n = len(eigenvalues)
@@ -247,6 +244,3 @@ def make_rule(config: PaperStop | ReleasedStop | NoStop | Mapping[str, Any] | No
     max_wd = ada.max_wd if ada.max_wd is not None or ada.max_rollbacks is not None else DartsADA.max_wd
     return DartsADA(rule, ada.factor, max_wd, ada.max_rollbacks)
 
-
-__all__ = ["StopDecision", "StopRule", "PaperRule", "ReleasedCodeRule", "NeverStop", "AdaAction",
-           "DartsADA", "make_rule", "EarlyStop", "PaperStop", "ReleasedStop", "NoStop", "AdaSpec"]

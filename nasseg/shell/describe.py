@@ -20,36 +20,19 @@ from nasseg.config import did_you_mean, load_yaml
 from nasseg.errors import NassegError
 
 
-def _default_input(segmentation: bool) -> tuple[int, int]:
-    return (512, 512) if segmentation else (32, 32)
-
-
 def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None,
                    classes: int | None) -> dict[str, Any]:
     from nasseg.space.blocks import HEADS
     from nasseg.supernet.cost import supernet_cost
 
-    size = input_size or _default_input(HEADS[space.network.head.type].segmentation)
+    size = input_size or ((512, 512) if HEADS[space.network.head.type].segmentation else (32, 32))
     cost = supernet_cost(space, classes, size)
-    graph = space.network_graph
-    return {
-        "kind": "search space",
-        "name": space.name,
-        "file": space.file,
-        "network": space.network.type,
-        "cell_layers": space.network.layers,
-        "states": graph.number_of_nodes() - 1,
-        "strides": list(space.network.strides),
-        "ops": list(space.op_names),
-        "cell_edges": space.cell_graph.number_of_edges(),
-        "input": f"{size[0]}x{size[1]}",
-        "classes": cost.num_classes,
-        "params": cost.params,
-        "arch_params": cost.arch_params,
-        "alphas": cost.alphas,
-        "betas": cost.betas,
-        "macs": cost.macs,
-    }
+    return {"kind": "search space", "name": space.name, "file": space.file, "network": space.network.type,
+            "cell_layers": space.network.layers, "states": space.network_graph.number_of_nodes() - 1,
+            "strides": list(space.network.strides), "ops": list(space.op_names),
+            "cell_edges": space.cell_graph.number_of_edges(), "input": f"{size[0]}x{size[1]}",
+            "classes": cost.num_classes, "params": cost.params, "arch_params": cost.arch_params,
+            "alphas": cost.alphas, "betas": cost.betas, "macs": cost.macs}
 
 
 def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classes: int | None,
@@ -62,9 +45,7 @@ def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classe
     builder_default = None
     if name_or_path in MODELS:  # e.g. darts_v2_cifar defaults to its 10 CIFAR classes
         builder_default = inspect.signature(MODELS[name_or_path]).parameters["num_classes"].default
-    if builder_default is inspect.Parameter.empty:
-        builder_default = None
-    num_classes = classes or builder_default or 19
+    num_classes = classes or (builder_default if builder_default is not inspect.Parameter.empty else None) or 19
     with meta_device():
         model = models.build(name_or_path, num_classes)
         size = input_size or getattr(model, "default_input", (512, 1024))

@@ -493,7 +493,6 @@ def _check_kinds(kinds: Sequence[str] | str | None, available: Sequence[str], wh
 def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.Digraph:
     """A search run: decoded cells, the space cells weighted by that epoch's alphas and, for a
     lattice, the lattice with its betas and decoded path."""
-    from ..arch import load_arch
     from ..search import decode_run
     from ..search.rundir import RunDir
     from ..space import load
@@ -502,12 +501,8 @@ def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.D
     epochs = run.epochs_recorded()
     if not run.file("space.yaml").exists() or not epochs:
         raise NassegError(f"{run_dir}: not a search run directory (expected space.yaml and alphas/epoch_*.json)")
-    if epoch is None and run.file("arch.yaml").exists():
-        arch = load_arch(run.file("arch.yaml"))
-        epoch = arch.meta.get("epoch", epochs[-1])
-    else:
-        arch = decode_run(run_dir, epoch if epoch is not None else epochs[-1])
-        epoch = epoch if epoch is not None else epochs[-1]
+    arch = decode_run(run_dir, epoch)  # arch.yaml, else the last epoch, when epoch is None
+    epoch = epoch if epoch is not None else arch.meta.get("epoch", epochs[-1])
     if epoch not in epochs:
         raise NassegError(f"{run_dir}: epoch {epoch} was not recorded; recorded epochs: {epochs[0]}..{epochs[-1]}")
     space = load(run.file("space.yaml"))
