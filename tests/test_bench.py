@@ -174,3 +174,17 @@ def test_a_failing_peer_script_reports_its_last_line(tmp_path):
     script.write_text("import sys\nprint('building', file=sys.stderr)\nraise RuntimeError('sizes do not match')\n")
     with pytest.raises(NassegError, match="failed \\(exit 1\\): RuntimeError: sizes do not match"):
         run_script(script, ["--crop", "224"], say=lambda line: None)
+
+
+def test_paper_setting_eigen_share_is_the_eigenvalue_against_391_steps():
+    from nasseg.shell.bench.hessian import PAPER_EPOCH_STEPS, paper_setting
+    from nasseg.shell.bench.measure import Bench
+
+    rows = paper_setting(Bench(Settings(quick=True, repeats=1, warmup=0, progress=False)))
+    warm, cold = rows
+    assert warm.metric == "eigen share, paper setting" and warm.target == 0.05 and warm.met in (True, False)
+    step = float(warm.note.split(" x ")[1].split("s ")[0])  # the median step the epoch was built from
+    for row in rows:
+        assert row.value > 0
+        assert math.isclose(row.baseline, PAPER_EPOCH_STEPS * step + row.value, rel_tol=0.01, abs_tol=0.01)
+    assert "warm start" in warm.note and "cold start" in cold.note

@@ -35,7 +35,7 @@ from ..layers import frozen_bn_stats, to_channels_last
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
 from .architect import first_order_grads, second_order_grads, set_arch_grads
-from .config import ArchOptim, SearchConfig, WeightOptim, dump_job, resolve_space_path
+from .config import ArchOptim, HessianConfig, SearchConfig, WeightOptim, dump_job, resolve_space_path
 from .data import build_search_data, check_search_data
 from .hessian import dominant_eigenvalue
 from .rundir import RunDir
@@ -67,6 +67,19 @@ def optimizers(model: Supernet, weights: WeightOptim, arch: ArchOptim) -> tuple[
                             weight_decay=weights.weight_decay),
             torch.optim.Adam(model.arch_parameters(), lr=arch.lr, betas=tuple(arch.betas),
                              weight_decay=arch.weight_decay))
+
+
+def architecture_eigenpair(model: Supernet, loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
+                           hessian: HessianConfig, seed: int,
+                           start: torch.Tensor | None = None) -> tuple[float, torch.Tensor, int, float]:
+    """(eigenvalue, eigenvector, Lanczos steps, Ritz residual bound) of the Hessian of ``loss_fn`` w.r.t.
+    ``params`` (the architecture), in train mode with BatchNorm statistics and the weights frozen."""
+    # fixed_structure: finite differences replay the ReLU pattern call by call, and a double
+    # backward through checkpointed states fails (BN statistics restored in place)
+    with frozen_bn_stats(model), frozen(model.weight_parameters()), fixed_structure(model):
+        return dominant_eigenvalue(loss_fn, params, iters=hessian.iters, tol=hessian.tol,
+                                   generator=torch.Generator().manual_seed(seed), start=start, method=hessian.method,
+                                   epsilon=hessian.epsilon, with_residual=True)
 
 
 class Search:
@@ -220,16 +233,9 @@ class Search:
 
     def _top_eigenpair(self, params: list[torch.Tensor],
                        start: torch.Tensor | None) -> tuple[float, torch.Tensor, int, float]:
-        """(eigenvalue, eigenvector, Lanczos steps, Ritz residual bound) on the Hessian batch."""
         x, y = self.hessian_batch
-        generator = torch.Generator().manual_seed(self.seed)
-        hessian = self.config.hessian
-        # fixed_structure: finite differences replay the ReLU pattern call by call, and a double
-        # backward through checkpointed states fails (BN statistics restored in place)
-        with frozen_bn_stats(self.model), frozen(self.model.weight_parameters()), fixed_structure(self.model):
-            return dominant_eigenvalue(lambda: self.loss(self.model, x, y), params, iters=hessian.iters,
-                                       tol=hessian.tol, generator=generator, start=start, method=hessian.method,
-                                       epsilon=hessian.epsilon, with_residual=True)
+        return architecture_eigenpair(self.model, lambda: self.loss(self.model, x, y), params, self.config.hessian,
+                                      self.seed, start)
 
     def record_architecture(self, epoch: int) -> dict[str, float]:
         """Save alphas/betas and the decoded architecture of this epoch; return op shares."""
