@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import FactorizedReduce, compact_max_pool, group_batch_norm, is_nhwc, replace_modules
+from ..layers import FactorizedReduce, compact_max_pool, group_batch_norm, replace_modules
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
 
@@ -33,17 +33,6 @@ def strip_leading_relu(module: nn.Module) -> bool:
             return True
         return strip_leading_relu(module[0])
     return False
-
-
-def weighted_sum(weights: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
-    """``sum_k weights[k] * part_k`` of the K = len(weights) equal parts of ``stacked`` along the batch, as
-    one (K) x (K, part size) product in the tensor's memory order: one call (and one in backward) instead
-    of a multiply and an add per part, for these tiny tensors mostly per-call overhead."""
-    nhwc = is_nhwc(stacked)
-    flat = (stacked.permute(0, 2, 3, 1) if nhwc else stacked).reshape(len(weights), -1)
-    shape = stacked.permute(0, 2, 3, 1).shape if nhwc else stacked.shape
-    out = (weights @ flat).view(shape[0] // len(weights), *shape[1:])
-    return out.permute(0, 3, 1, 2) if nhwc else out
 
 
 class ReluCache:
@@ -98,21 +87,17 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: torch.Tensor | None = None,
                 active: Sequence[bool] | None = None) -> torch.Tensor:
-        terms, positions = [], []
+        out = None
         for position, op, reads_relu in zip(self.positions, self.ops, self.reads_relu):
             if active is not None and not active[position]:
                 continue
             if reads_relu and relu_x is None:
                 relu_x = F.relu(x)
-            terms.append(op(relu_x if reads_relu else x))
-            positions.append(position)
-        if not terms:  # only `none` (or only pruned ops) on this edge
+            term = weights[position] * op(relu_x if reads_relu else x)
+            out = term if out is None else out + term
+        if out is None:  # only `none` (or only pruned ops) on this edge
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
-        if len(terms) == 1:
-            return weights[positions[0]] * terms[0]
-        if positions == list(range(positions[0], positions[-1] + 1)):
-            return weighted_sum(weights[positions[0]:positions[-1] + 1], torch.cat(terms))
-        return weighted_sum(weights[positions], torch.cat(terms))
+        return out
 
 
 class SearchCell(nn.Module):

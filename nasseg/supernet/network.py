@@ -36,7 +36,7 @@ from ..layers import FactorizedReduce, ReLUConvBN, batch_norm_groups, frozen_bn_
 from ..space.blocks import HEADS, STEMS, upsample_to
 from ..space.compile import beta_groups, cell_input_stride
 from ..space.spec import SearchSpace
-from .mixed import ReluCache, SearchCell, strip_leading_relu, weighted_sum
+from .mixed import ReluCache, SearchCell, strip_leading_relu
 
 Node = tuple[int, int]
 
@@ -227,35 +227,28 @@ class Supernet(nn.Module):
         if f"{key}_pp" in self.resample:
             pp = self.resample[f"{key}_pp"](relu(data["prev_prev"]), size)
         sources = list(self.graph.predecessors(node))
+        cell, active = self.cells[key], None if active is None else active[cell_type]
         if len(sources) > 1 and fastpaths.enabled("batched_transitions", inputs[sources[0]].device):
-            return self._batched_state(node, sources, pp, relu, size, alphas, betas, active)
-        pp_relu = {0: F.relu(pp)} if pp is not None and self._shares_pp(node) else None
+            # one cell call for all T transitions: the pre-processed sources stacked along the batch
+            # (T * B samples, pp repeated), BatchNorm statistics per transition (batch_norm_groups)
+            prev = torch.cat([self.resample[f"{key}_from_{node_key(source)}"](relu(source), size)
+                              for source in sources])
+            cell_inputs = [None if pp is None else torch.cat([pp] * len(sources)), prev]
+            with batch_norm_groups(prev.shape[0] // len(sources)):
+                outputs = cell(cell_inputs[-self.space.cell.inputs:], alphas[cell_type], active).chunk(len(sources))
+        else:
+            pp_relu = {0: F.relu(pp)} if pp is not None and self._shares_pp(node) else None
+            outputs = []
+            for source in sources:
+                prev = self.resample[f"{key}_from_{node_key(source)}"](relu(source), size)
+                cell_inputs = [pp, prev] if self.space.cell.inputs == 2 else [prev]
+                outputs.append(cell(cell_inputs, alphas[cell_type], active, input_relus=pp_relu))
         out = None
-        for source in sources:
-            prev = self.resample[f"{key}_from_{node_key(source)}"](relu(source), size)
-            cell_inputs = [pp, prev] if self.space.cell.inputs == 2 else [prev]
-            y = self.cells[key](cell_inputs, alphas[cell_type], None if active is None else active[cell_type],
-                                input_relus=pp_relu)
+        for source, y in zip(sources, outputs):
             if (source, node) in betas:
                 y = betas[(source, node)] * y
             out = y if out is None else out + y
         return out
-
-    def _batched_state(self, node: Node, sources: list[Node], pp: torch.Tensor | None, relu: ReluCache,
-                       size: tuple[int, int], alphas: dict[str, list[torch.Tensor]],
-                       betas: dict[tuple[Node, Node], torch.Tensor],
-                       active: dict[str, list[list[bool]]] | None) -> torch.Tensor:
-        """:meth:`state_forward` with one cell call for all T transitions (fast path ``batched_transitions``):
-        the pre-processed sources stacked along the batch (T * B samples, ``pp`` repeated), BatchNorm
-        statistics per group of B (:func:`batch_norm_groups`), then the beta-weighted sum of the T parts."""
-        key, cell_type = node_key(node), self.graph.nodes[node]["cell_type"]
-        prev = torch.cat([self.resample[f"{key}_from_{node_key(source)}"](relu(source), size) for source in sources])
-        batch = prev.shape[0] // len(sources)
-        cell_inputs = [None if pp is None else torch.cat([pp] * len(sources)), prev][-self.space.cell.inputs:]
-        with batch_norm_groups(batch):
-            y = self.cells[key](cell_inputs, alphas[cell_type], None if active is None else active[cell_type])
-        one = y.new_ones(())
-        return weighted_sum(torch.stack([betas.get((source, node), one) for source in sources]), y)
 
     def _shares_pp(self, node: Node) -> bool:
         """More than one cell evaluation reads this state's pre-processed l-2 input."""
