@@ -158,16 +158,14 @@ def _stop(run: Run) -> dict[str, Any]:
     # whose rollbacks rewrite the history
     epochs, values = ([], []) if isinstance(run.rule, DartsADA) else plots.measured_eigenvalues(run.metrics)
     decisions = [run.rule.check(values[:j + 1], epochs[0]) for j in range(len(values))]
-    trace = [(epoch, value, "stop" if d.stop else "continue", d.reason)
-             for epoch, value, d in zip(epochs, values, decisions)]
-    rows = [(epoch, value, _bound_text(run.metrics, epoch, value), decision, why)
-            for epoch, value, decision, why in trace]
+    rows = [(epoch, value, _bound_text(run.metrics, epoch, value), "stop" if d.stop else "continue", d.reason)
+            for epoch, value, d in zip(epochs, values, decisions)]
     events = [(ev.get("time", ""), ev.get("event", ""),
                json.dumps({k: v for k, v in ev.items() if k not in ("time", "event")})) for ev in run.events]
-    return {"rule": describe_rule(run.rule), "last_check": trace[-1][3] if trace else "",
+    return {"rule": describe_rule(run.rule), "last_check": rows[-1][4] if rows else "",
             "numbers": _stop_numbers(run),
             "trace": Table(("epoch", "eigenvalue", "error bound", "decision", "why"), rows, left=(3, 4),
-                           classes=[t[2] for t in trace]) if trace else None,
+                           classes=[row[3] for row in rows]) if rows else None,
             "events": Table(("time", "event", "details"), events, left=(0, 1, 2)) if events else None}
 
 
@@ -243,36 +241,23 @@ def _num_classes(run: Run, space: Any) -> int:
         return space.network.classes if space is not None and space.network.classes else 19
 
 
-def network_size(arch: Any, classes: int, sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
-    """Parameters and multiply-adds of ``build_from_arch(arch)`` (its defaults), on the meta device."""
-    import torch
-
-    from nasseg.complexity import count_macs, count_params, meta_device
-    from nasseg.models import build
-
-    rows = []
-    with meta_device():
-        model = build(arch, classes).eval()
-        for h, w in sizes:
-            x = torch.zeros(1, 3, h, w)
-            rows.append({"input": f"{h}x{w}", "params": count_params(model.parameters()),
-                         "macs": count_macs(lambda: model(x))})
-    return rows
-
-
 def _size(run: Run, space: Any, arch: Any) -> dict[str, Any]:
+    """Parameters and multiply-adds of ``build_from_arch(arch)`` (its defaults), on the meta device."""
+    from nasseg.shell.runner.trainable import model_cost
+
     data = run.config.get("data") or {}
     search_size = data.get("crop") or data.get("size")
     sizes = [(512, 512)] + ([tuple(search_size)] if search_size and tuple(search_size) != (512, 512) else [])
     classes = _num_classes(run, space)
-    rows = network_size(arch, classes, sizes)
+    costs = [model_cost(arch, {}, classes, size) for size in sizes]
     defaults = "Auto-DeepLab network, F=20" if arch.path else "DARTS segmentation chain, C=32, 12 cells"
     return {"note": f"nasseg.models.build(arch.yaml, {classes} classes) with build_from_arch's defaults ({defaults}; "
                     "not the smaller supernet of the search), counted on the meta device; multiply-adds of one "
                     f"forward pass of a 1×3×H×W input at 512x512 and at the search's "
                     f"{'crop' if data.get('crop') else 'input size'}.",
             "table": Table(("input (HxW)", "parameters", "multiply-adds"),
-                           [(r["input"], f"{r['params'] / 1e6:.2f} M", f"{r['macs'] / 1e9:.2f} G") for r in rows])}
+                           [(f"{h}x{w}", f"{params / 1e6:.2f} M", f"{macs / 1e9:.2f} G")
+                            for (h, w), (params, macs) in zip(sizes, costs)])}
 
 
 # --- retraining, metrics, files -----------------------------------------------------------------------
@@ -343,16 +328,12 @@ def _metrics(run: Run) -> Table:
 
 
 def _epoch_files(run: Run) -> list[tuple[str, str, list[tuple[Path, str]]]]:
-    folders = []
-    for folder, what in (("arch", "per-epoch ArchSpecs"), ("alphas", "per-epoch alphas/betas")):
-        files = sorted(run.file(folder).glob("epoch_*")) if run.file(folder).is_dir() else []
-        if files:
-            folders.append((folder, what, [(f, str(int(f.stem.split("_")[1]))) for f in files]))
-    return folders
+    return [(folder, what, [(f, str(int(f.stem.split("_")[1]))) for f in files])
+            for folder, what in (("arch", "per-epoch ArchSpecs"), ("alphas", "per-epoch alphas/betas"))
+            if (files := sorted(run.file(folder).glob("epoch_*")))]
 
 
 def collect_run(run: Run, folder: Path) -> dict[str, Any]:
-    """The page of one run; its figures are drawn into ``folder``."""
     from nasseg.space import load
 
     space = load(run.file("space.yaml")) if run.file("space.yaml").is_file() else None

@@ -118,8 +118,9 @@ def check_same_search(run: RunDir, saved: dict[str, Any], config: SearchConfig) 
                               f"{key}={getattr(config, key)!r}")
 
 
-def model_cost(model: str, model_args: dict[str, Any], classes: int, size: tuple[int, int]) -> tuple[int, int]:
-    """(parameters, multiply-adds of one 1x3xHxW forward pass) of a network, on the meta device."""
+def model_cost(model: Any, model_args: dict[str, Any], classes: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(parameters, multiply-adds of one 1x3xHxW forward pass) of a network (a registered name, an ArchSpec
+    or its file), on the meta device."""
     from nasseg.complexity import count_macs, count_params, meta_device
     from nasseg.models import build
 
