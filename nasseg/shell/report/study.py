@@ -37,7 +37,8 @@ def study_retrains(path: Path) -> list[Path]:
 def collect_study(path: Path, folder: Path) -> dict[str, Any] | None:
     """The section's data, or None when ``path`` is no study; a study whose searches have not finished
     is a note, not an error."""
-    from nasseg.shell.runner.study_table import PLOT, collect_tables, percent, plot_miou_vs_macs, signed
+    from nasseg.shell.runner.study_table import (PLOT, candidate_cells, class_cells, collect_tables, comparison_cells,
+                                                 percent, plot_miou_vs_macs, versus_random)
 
     if not is_study(path):
         return None
@@ -47,23 +48,18 @@ def collect_study(path: Path, folder: Path) -> dict[str, Any] | None:
         return {"note": str(exc)}
     if t.runs.empty:
         return {"note": "no retraining run has finished yet"}
-    g, c = t.groups, t.comparisons
+    g = t.groups
     groups = Table(("group", "candidates", "runs", "mIoU %", "std between archs", "params (M)", "MACs (G)",
                     "search CPU h", "search GPU h", "retrain CPU h", "retrain GPU h", "vs random (Δ, interval)"),
                    [(r.group, r.candidates, r.runs, percent(r.miou_mean, r.miou_std), percent(r.miou_std_between),
                      f"{r.params_mean / 1e6:.2f}", f"{r.macs_mean / 1e9:.3f}", f"{r.search_cpu_h:.3f}",
-                     f"{r.search_gpu_h:.3f}", f"{r.retrain_cpu_h:.3f}", f"{r.retrain_gpu_h:.3f}",
-                     f"{signed(r.vs_random_difference)} [{signed(r.vs_random_low)}, {signed(r.vs_random_high)}] "
-                     f"{r.vs_random}" if r.vs_random else "") for r in g.itertuples()], left=(0, 11))
+                     f"{r.search_gpu_h:.3f}", f"{r.retrain_cpu_h:.3f}", f"{r.retrain_gpu_h:.3f}", versus_random(r))
+                    for r in g.itertuples()], left=(0, 11))
     comparisons = Table(("A", "B", "pairing", "Δ mIoU (pts)", "interval", "resamples > 0", "verdict"),
-                        [(r.a, r.b, "by search seed" if r.paired else "independent", signed(r.difference),
-                          f"[{signed(r.low)}, {signed(r.high)}]", f"{r.share_above_zero:.3f}", r.verdict)
-                         for r in c.itertuples()], left=(0, 1, 2, 6)) if len(c) else None
-    classes = Table(("class", *g["group"]), [(k, *(percent(v) for v in g[f"iou_{k}"])) for k in t.classes], left=(0,))
+                        comparison_cells(t), left=(0, 1, 2, 6)) if len(t.comparisons) else None
+    classes = Table(("class", *g["group"]), class_cells(t), left=(0,))
     candidates = Table(("group", "candidate", "source", "runs", "mIoU %", "params (M)", "MACs (G)"),
-                       [(r.group, r.candidate, r.source, r.runs, percent(r.miou_mean, r.miou_std),
-                         f"{r.params / 1e6:.3f}",
-                         f"{r.macs / 1e9:.3f}") for r in t.candidates.itertuples()], left=(0, 1, 2))
+                       candidate_cells(t), left=(0, 1, 2))
     searches = Table(("seed", "epochs", "stop rule fired at", "returned epoch", "the rule's decision", "hours",
                       "hours to the stop"),
                      [(r.seed, r.epochs, "never" if pd.isna(r.stop_epoch) else int(r.stop_epoch), r.return_epoch,

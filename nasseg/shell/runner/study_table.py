@@ -28,7 +28,7 @@ from nasseg.errors import NassegError
 from nasseg.io import atomic_write_text, read_csv, read_json_object
 from nasseg.viz import plots
 
-from .study import GROUPS, StudyConfig
+from .study import StudyConfig
 from .study_stats import Comparison, compare
 from .trainable import model_cost
 from .study_units import RETRAIN_DIR, Candidate, SearchOutcome, load_study, search_outcomes, study_candidates
@@ -228,6 +228,27 @@ def signed(value: Any) -> str:
     return "–" if value is None or pd.isna(value) else f"{100 * value:+.2f}"
 
 
+def versus_random(g: Any) -> str:
+    """A group's comparison with the random group: 'Δ [low, high] verdict'; '' without one."""
+    return f"{signed(g.vs_random_difference)} [{signed(g.vs_random_low)}, {signed(g.vs_random_high)}] " \
+        f"{g.vs_random}" if g.vs_random else ""
+
+
+def comparison_cells(t: StudyTables) -> list[tuple[Any, ...]]:
+    return [(c.a, c.b, "by search seed" if c.paired else "independent", signed(c.difference),
+             f"[{signed(c.low)}, {signed(c.high)}]", f"{c.share_above_zero:.3f}", c.verdict)
+            for c in t.comparisons.itertuples()]
+
+
+def candidate_cells(t: StudyTables) -> list[tuple[Any, ...]]:
+    return [(c.group, c.candidate, c.source, c.runs, percent(c.miou_mean, c.miou_std), f"{c.params / 1e6:.3f}",
+             f"{c.macs / 1e9:.3f}") for c in t.candidates.itertuples()]
+
+
+def class_cells(t: StudyTables) -> list[tuple[Any, ...]]:
+    return [(k, *(percent(v) for v in t.groups[f"iou_{k}"])) for k in t.classes]
+
+
 def markdown(t: StudyTables) -> str:
     lines = [f"# Study {t.name}", "",
              f"mIoU (%) on the `{t.split}` split, mean ± std over retraining runs; multiply-adds at "
@@ -236,24 +257,15 @@ def markdown(t: StudyTables) -> str:
                         "search CPU h", "retrain CPU h", "vs random (Δ mIoU, 95% CI)"],
                        [[g.group, g.candidates, g.runs, percent(g.miou_mean, g.miou_std), percent(g.miou_std_between),
                          f"{g.params_mean / 1e6:.2f}", f"{g.macs_mean / 1e9:.3f}", f"{g.search_cpu_h:.3f}",
-                         f"{g.retrain_cpu_h:.3f}",
-                         "" if not g.vs_random else f"{signed(g.vs_random_difference)} "
-                         f"[{signed(g.vs_random_low)}, {signed(g.vs_random_high)}] {g.vs_random}"]
-                        for g in t.groups.itertuples()])
+                         f"{g.retrain_cpu_h:.3f}", versus_random(g)] for g in t.groups.itertuples()])
     if len(t.comparisons):
         lines += ["", "## Comparisons (two-level bootstrap of the difference of mean mIoU, percentile interval)", ""]
         lines += _md_table(["A", "B", "pairing", "Δ mIoU, pts (A − B)", "interval", "share of resamples > 0",
-                            "verdict"],
-                           [[c.a, c.b, "by search seed" if c.paired else "independent", signed(c.difference),
-                             f"[{signed(c.low)}, {signed(c.high)}]", f"{c.share_above_zero:.3f}", c.verdict]
-                            for c in t.comparisons.itertuples()])
+                            "verdict"], comparison_cells(t))
     lines += ["", "## Per-class IoU (%)", ""]
-    lines += _md_table(["class", *t.groups["group"]],
-                       [[k, *(percent(v) for v in t.groups[f"iou_{k}"])] for k in t.classes])
+    lines += _md_table(["class", *t.groups["group"]], class_cells(t))
     lines += ["", "## Candidates", ""]
-    lines += _md_table(["group", "candidate", "source", "runs", "mIoU", "params (M)", "MACs (G)"],
-                       [[c.group, c.candidate, c.source, c.runs, percent(c.miou_mean, c.miou_std),
-                         f"{c.params / 1e6:.3f}", f"{c.macs / 1e9:.3f}"] for c in t.candidates.itertuples()])
+    lines += _md_table(["group", "candidate", "source", "runs", "mIoU", "params (M)", "MACs (G)"], candidate_cells(t))
     lines += ["", "## Searches", ""]
     lines += _md_table(["seed", "epochs", "stop rule fired at", "returned epoch", "search hours", "to the stop"],
                        [[s.seed, s.epochs, "never" if pd.isna(s.stop_epoch) else int(s.stop_epoch), s.return_epoch,
@@ -307,7 +319,3 @@ def write_tables(study_dir: str | Path) -> StudyTables:
     atomic_write_text(study_dir / MARKDOWN, markdown(t))
     plot_miou_vs_macs(t, study_dir / PLOT)
     return t
-
-
-__all__ = ["StudyTables", "collect_tables", "write_tables", "markdown", "plot_miou_vs_macs", "model_cost",
-           "percent", "signed", "TIMING_COLUMNS", "FILES", "MARKDOWN", "PLOT", "GROUPS"]
