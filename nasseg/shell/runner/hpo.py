@@ -187,7 +187,6 @@ def tune_domain(kind: str, values: list[Any]):
 
 
 def make_searcher(hpo: HpoConfig, experiment_path: Path):
-    """OptunaSearch with TPE (seeded) and the study in SQLite next to the experiment."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 

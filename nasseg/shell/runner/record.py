@@ -28,8 +28,6 @@ from nasseg.search.rundir import RunDir
 
 from .experiment import TRIAL_FILE
 
-WHAT = "a trial record (experiment, trial id, seed, overrides, placements)"
-
 
 def read_optional(path: Path, what: str) -> dict[str, Any]:
     """A JSON object nasseg wrote, {} while the file does not exist."""
@@ -37,7 +35,7 @@ def read_optional(path: Path, what: str) -> dict[str, Any]:
 
 
 def read_record(run: RunDir) -> dict[str, Any]:
-    return read_optional(run.file(TRIAL_FILE), WHAT)
+    return read_optional(run.file(TRIAL_FILE), "a trial record (experiment, trial id, seed, overrides, placements)")
 
 
 def placements(record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -103,10 +103,6 @@ class StudyConfig:
         return tuple(self.job.retrain_seeds)
 
 
-def is_study_job(data: Any) -> bool:
-    return isinstance(data, dict) and data.get("kind") == "study"
-
-
 def load_study_job(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     """A study file with ``--set`` applied; a search given as a path is read in first, so that
     ``--set search.epochs=3`` reaches it (its paths stay relative to its own file)."""
@@ -203,7 +199,3 @@ def _check_arch_args(search: SearchConfig, arch_args: dict[str, Any], recipe: di
     except SpecError as exc:
         key = (exc.key or "").removeprefix("model_args").lstrip(".")
         raise SpecError(file, f"arch_args.{key}" if key else "arch_args", exc.message) from None
-
-
-__all__ = ["StudyJob", "StudyConfig", "Baseline", "load_study_job", "parse_study_job", "is_study_job", "train_job",
-           "GROUPS", "SEARCH_NAME"]

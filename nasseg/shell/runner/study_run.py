@@ -141,8 +141,6 @@ def check_units_unchanged(study_dir: Path, jobs: dict[str, dict[str, Any]]) -> N
 
 
 class StudyTrainer(Trainer):
-    """The trainer of one retraining unit, reporting each checkpoint to Ray Tune."""
-
     def after_checkpoint(self) -> None:
         from ray import tune
 
@@ -224,7 +222,3 @@ def run_retrains(study: StudyConfig, study_dir: Path, runs: list[str], callbacks
     if failed:
         raise RetrainingFailed(f"{len(failed)} of {len(pending)} retraining runs failed ({'; '.join(failed[:3])}); "
                                "fix the cause and continue with --resume")
-
-
-__all__ = ["run_study", "run_searches", "run_retrains", "retrain_trainable", "check_resumable_changes",
-           "RESUMABLE_CHANGES"]

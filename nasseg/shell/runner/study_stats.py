@@ -85,6 +85,3 @@ def compare(a: Sequence[str], b: Sequence[str], runs: Mapping[str, Sequence[floa
     low, high = (float(v) for v in np.quantile(differences, [tail, 1 - tail]))
     verdict = "beats" if low > 0 else "worse" if high < 0 else "no clear difference"
     return Comparison(*names, paired, observed, low, high, float((differences > 0).mean()), (len(a), len(b)), verdict)
-
-
-__all__ = ["Comparison", "compare", "group_mean", "resampled_unit_means", "VERDICTS"]

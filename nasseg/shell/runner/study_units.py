@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class Candidate:
     model_args: dict[str, Any]
     source: str  # where it comes from, in words
     search_seed: int | None = None
-    epoch: int | None = None  # the search epoch of a searched architecture
     unit: str = ""  # its retraining runs are <unit>_r<seed>: its own id, or an identical candidate's
 
     def runs(self, seeds: tuple[int, ...]) -> list[str]:
@@ -63,7 +62,6 @@ class SearchOutcome:
     seconds: float  # the whole search
     seconds_to_stop: float  # the epochs a search that stops would have run
     status: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def study_document(study: StudyConfig) -> dict[str, Any]:
@@ -103,7 +101,6 @@ def replay_stop_rule(run: RunDir, rule_section: dict[str, Any]) -> tuple[int | N
 
 
 def search_outcome(study: StudyConfig, seed: int, search_dir: Path) -> SearchOutcome:
-    """A finished search seed of the study, read from its run directory."""
     run = RunDir(search_dir / f"seed{seed}")
     if not run.file("result.json").is_file():
         raise NassegError(f"{run.path}: the search of seed {seed} has not finished (no result.json); "
@@ -137,7 +134,7 @@ def searched_candidates(study: StudyConfig, outcomes: list[SearchOutcome]) -> li
         picks = [("stop", o.return_epoch, fired), *([("last", o.epochs, "the last")] if study.job.ablation else [])]
         found += [Candidate(f"search_s{o.seed}_{kind}", f"searched_{kind}",
                             str(RunDir(o.run_dir).epoch_file("arch", epoch, ".yaml")), args,
-                            f"search seed {o.seed}, epoch {epoch} ({why})", o.seed, epoch)
+                            f"search seed {o.seed}, epoch {epoch} ({why})", o.seed)
                   for kind, epoch, why in picks]
     return found
 
@@ -164,11 +161,6 @@ def random_candidates(study: StudyConfig, study_dir: Path, write: bool = False) 
     return found
 
 
-def baseline_candidates(study: StudyConfig) -> list[Candidate]:
-    return [Candidate(b.group, b.group, b.model, dict(b.model_args), f"registered model {b.model}")
-            for b in study.baselines]
-
-
 def with_units(candidates: list[Candidate]) -> list[Candidate]:
     """Each candidate with its retraining unit: the first candidate with the same network names it."""
     units: dict[str, str] = {}
@@ -190,8 +182,9 @@ def network_key(candidate: Candidate) -> str:
 def study_candidates(study: StudyConfig, study_dir: Path, write: bool = False) -> list[Candidate]:
     """Every candidate of a study whose searches have finished, with its retraining unit."""
     outcomes = search_outcomes(study, study_dir)
-    return with_units([*searched_candidates(study, outcomes), *random_candidates(study, study_dir, write),
-                       *baseline_candidates(study)])
+    baselines = [Candidate(b.group, b.group, b.model, dict(b.model_args), f"registered model {b.model}")
+                 for b in study.baselines]
+    return with_units([*searched_candidates(study, outcomes), *random_candidates(study, study_dir, write), *baselines])
 
 
 def unit_jobs(study: StudyConfig, candidates: list[Candidate]) -> dict[str, dict[str, Any]]:
@@ -215,8 +208,3 @@ def read_unit(study_dir: Path, run: str) -> dict[str, Any]:
     if not isinstance(jobs, dict) or not isinstance(jobs.get(run), dict):
         raise NassegError(f"{study_dir / UNITS_FILE}: no training job for {run!r}")
     return jobs[run]
-
-
-__all__ = ["Candidate", "SearchOutcome", "study_document", "load_study", "replay_stop_rule", "search_outcome",
-           "search_outcomes", "study_candidates", "unit_jobs", "write_units", "read_unit", "STUDY_FILE",
-           "UNITS_FILE", "ARCHS_DIR", "RETRAIN_DIR"]
