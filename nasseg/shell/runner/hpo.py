@@ -307,12 +307,10 @@ def write_pareto(experiment_path: str | Path, objectives: Sequence[tuple[str, st
 
 
 def plot_pareto(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # outside pyplot: no backend to switch, nothing to close
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     pruned = ~table["status"].isin(["finished", "stopped"])
     if len(objectives) >= 2:
         (x, x_mode), (y, y_mode) = objectives[:2]
@@ -334,4 +332,3 @@ def plot_pareto(table: pd.DataFrame, objectives: Sequence[tuple[str, str]], path
     ax.set_title(f"{path.parent.name}: {len(table)} trials")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
