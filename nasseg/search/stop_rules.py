@@ -10,7 +10,6 @@ a decision (restoring a checkpoint, changing the optimizer) is the search loop's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from statistics import fmean
 from typing import Annotated, Any, Literal, Mapping, Protocol, Sequence
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -26,6 +25,12 @@ class StopDecision:
     return_epoch: int | None = None  # the epoch whose architecture to keep when stopping
     reason: str = ""
 
+
+
+def _mean(values: Sequence[float]) -> float:
+    """sum / len, as the rule has always computed it (statistics.fmean rounds differently in the last bit,
+    which could move a ratio that lands on its threshold)."""
+    return sum(values) / len(values)
 
 class StopRule(Protocol):
     def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision: ...
@@ -51,7 +56,7 @@ class PaperRule:
         epoch = first_epoch + n - 1
         if n < 2 * k:
             return StopDecision(False, epoch, reason=f"waiting for {2 * k} eigenvalues, have {n}")
-        now, before = fmean(eigenvalues[n - k:]), fmean(eigenvalues[n - 2 * k:n - k])
+        now, before = _mean(eigenvalues[n - k:]), _mean(eigenvalues[n - 2 * k:n - k])
         if now <= 0:
             return StopDecision(False, epoch, reason=f"mean eigenvalue {now:.4g} at epoch {epoch} is not positive")
         ratio = before / now
@@ -79,7 +84,7 @@ class ReleasedCodeRule:
     lag: int = 4
 
     def _local_average(self, eigenvalues: Sequence[float], j: int) -> float:
-        return fmean(eigenvalues[max(0, j - self.window + 1):j + 1])
+        return _mean(eigenvalues[max(0, j - self.window + 1):j + 1])
 
     def check(self, eigenvalues: Sequence[float], first_epoch: int = 0) -> StopDecision:
         n = len(eigenvalues)
