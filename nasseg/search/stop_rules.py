@@ -26,7 +26,6 @@ class StopDecision:
     reason: str = ""
 
 
-
 def _mean(values: Sequence[float]) -> float:
     """sum / len, as the rule has always computed it (statistics.fmean rounds differently in the last bit,
     which could move a ratio that lands on its threshold)."""
