@@ -158,8 +158,7 @@ def draw_space_cell(space: SearchSpace, kind: str = "normal", weights: Any = Non
     (``{kind: ...}``, per-edge rows or raw alphas), else with its candidate op set."""
     from ..arch.decode import decode_cell
 
-    if kind not in space.cell_types:
-        raise NassegError(f"space {space.name!r} has cell types {', '.join(space.cell_types)}; got {kind!r}")
+    _check_kinds(kind, space.cell_types, f"space {space.name!r}")
     graph = _digraph()
     cell = space.cell_graph
     graph.attr(ranksep="0.3" if weights is not None else "0.5", nodesep="0.15")
@@ -549,15 +548,19 @@ def _resolve_target(target: str) -> tuple[str, Any]:
                       f"({', '.join(spaces.builtin_spaces())})" + did_you_mean(target, names))
 
 
-def show_graph(target: str, *, epoch: int | None = None, kind: str | None = None) -> graphviz.Digraph:
-    """The picture ``nasseg show`` renders for ``target`` (see :func:`show`)."""
+def show(target: str, output: str | Path, *, epoch: int | None = None, kind: str | None = None) -> Path:
+    """Draw ``target`` into ``output``: an ArchSpec (YAML or built-in name: its cells, and its
+    path for a lattice), a search space (YAML, built-in name or ``space:NAME``: candidate cells,
+    the lattice), or a search run directory (the architecture of ``epoch`` or its arch.yaml,
+    the space cells weighted by that epoch's alphas, the lattice with betas and path)."""
+    _suffix(Path(output))  # a bad format fails before any work
     if Path(target).is_dir():
-        return _run_graph(Path(target), epoch, kind)
+        return render(_run_graph(Path(target), epoch, kind), output)
     if epoch is not None:
         raise NassegError(f"--epoch applies to a search run directory; {target} is not a directory")
     what, obj = _resolve_target(target)
     if what == "arch":
-        return draw_arch(obj, kind)
+        return render(draw_arch(obj, kind), output)
     kinds = _check_kinds(kind, obj.cell_types, f"space {obj.name!r}")
     graph = _digraph(f"search space {obj.name}" + (f": {obj.description}" if obj.description else ""))
     for cell_kind in kinds:
@@ -566,13 +569,4 @@ def show_graph(target: str, *, epoch: int | None = None, kind: str | None = None
     if obj.network.type == "lattice":
         title = f"network-level lattice ({obj.network.layers} layers)"
         _cluster(graph, draw_lattice(obj, title=title, prefix="lat_"), "lattice")
-    return graph
-
-
-def show(target: str, output: str | Path, *, epoch: int | None = None, kind: str | None = None) -> Path:
-    """Draw ``target`` into ``output``: an ArchSpec (YAML or built-in name: its cells, and its
-    path for a lattice), a search space (YAML, built-in name or ``space:NAME``: candidate cells,
-    the lattice), or a search run directory (the architecture of ``epoch`` or its arch.yaml,
-    the space cells weighted by that epoch's alphas, the lattice with betas and path)."""
-    _suffix(Path(output))  # a bad format fails before any work
-    return render(show_graph(target, epoch=epoch, kind=kind), output)
+    return render(graph, output)

@@ -109,7 +109,7 @@ def _mark_epochs(ax: Axes, result: dict[str, Any], label: bool = False, returned
 
 
 def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tuple[Figure, list[Axes]]:
-    """Small multiples with shared axes; unused slots are removed so len(fig.axes) == panels."""
+    """Small multiples with shared axes, epochs on x; unused slots are removed so len(fig.axes) == panels."""
     ncols = min(ncols, panels)
     nrows = math.ceil(panels / ncols)
     fig = figure(figsize=(size[0] * ncols, size[1] * nrows + 0.9))
@@ -119,6 +119,8 @@ def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tu
         ax.remove()
     for ax in flat[:panels]:
         ax.tick_params(labelbottom=True)
+    for ax in flat[panels - ncols:panels]:  # the lowest panel of each column
+        ax.set_xlabel("epoch")
     return fig, flat[:panels]
 
 
@@ -237,14 +239,14 @@ def _run_space(run_dir: Path):
     return load(run_dir / "space.yaml")
 
 
-def _arch_weights(run_dir: Path) -> list[tuple[int, dict[str, Any]]]:
+def _arch_weights(run_dir: Path) -> tuple[list[int], list[dict[str, Any]]]:
     from ..search.rundir import RunDir
 
     run = RunDir(run_dir)
     epochs = run.epochs_recorded()
     if not epochs:
         raise NassegError(f"{run_dir}: no alphas/epoch_*.json recorded yet")
-    return [(epoch, run.read_arch_weights(epoch)) for epoch in epochs]
+    return epochs, [run.read_arch_weights(epoch) for epoch in epochs]
 
 
 def edge_label(source: int, node: int, inputs: int) -> str:
@@ -264,10 +266,9 @@ def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "n
     space = _run_space(run_dir)
     if kind not in space.cell_types:
         raise NassegError(f"{run_dir}: space {space.name!r} has cell types {', '.join(space.cell_types)}; got {kind!r}")
-    records = _arch_weights(run_dir)
-    epochs = [e for e, _ in records]
+    epochs, payloads = _arch_weights(run_dir)
     # rows[epoch][edge] -> the weights of that edge's ops
-    rows = [edge_weight_rows(space, kind, p.get("alphas") or p["alphas_raw"]) for _, p in records]
+    rows = [edge_weight_rows(space, kind, p.get("alphas") or p["alphas_raw"]) for p in payloads]
     edges = sorted(space.cell_graph.edges(data=True), key=lambda e: e[2]["index"])
     inputs = sum(1 for _, role in space.cell_graph.nodes(data="role") if role == "input")
     answer = decode_run(run_dir)  # arch.yaml, else the last recorded epoch's architecture
@@ -284,8 +285,6 @@ def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "n
                      fontweight="bold" if (source, node) in kept else "normal", fontsize=9)
         ax.axvline(answer.meta.get("epoch", epochs[-1]), color="tab:green", linestyle=":", linewidth=1)
         ax.axhline(1 / len(data["ops"]), color="#999999", linewidth=0.6, zorder=1)
-    for ax in axes[-5:]:
-        ax.set_xlabel("epoch")
     handles = [Line2D([], [], color=colors[op], linewidth=2.5, label=op) for op in space.op_names]
     handles.append(Line2D([], [], color="tab:green", linestyle=":", label="returned epoch"))
     handles.append(Line2D([], [], color="#999999", linewidth=0.6, label="uniform"))
@@ -311,9 +310,8 @@ def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     if space.network.type != "lattice":
         raise NassegError(f"{run_dir}: space {space.name!r} is a chain; only lattice runs have betas")
     network, strides = space.network_graph, list(space.network.strides)
-    records = _arch_weights(run_dir)
-    epochs = [e for e, _ in records]
-    weights = [transition_weights(network, p.get("betas") or p["betas_raw"]) for _, p in records]
+    epochs, payloads = _arch_weights(run_dir)
+    weights = [transition_weights(network, p.get("betas") or p["betas_raw"]) for p in payloads]
     path = list(decode_run(run_dir).path or [])
     fig, axes = _grid(len(path), 4, size=(2.9, 2.0))
     for layer, ax in enumerate(axes):
@@ -326,8 +324,6 @@ def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
         source = "stem" if layer == 0 else f"layer {layer}"
         ax.set_title(f"{source} (stride {strides[state[1]]}) → {strides[chosen[1]]}", fontsize=9)
         ax.set_ylim(0, 1.02)
-    for ax in axes[-4:]:
-        ax.set_xlabel("epoch")
     handles = [Line2D([], [], color=c, label=f"to a {d} stride" if d != "same" else "same stride")
                for d, c in DIRECTION_COLORS.items()]
     handles.append(Line2D([], [], color="black", linewidth=2.6, label="the path's transition"))
