@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from nasseg.errors import NassegError
 
@@ -45,15 +45,20 @@ class Settings:
         return [NetConfig("autodeeplab", width, layers, classes, 2, (c, c)) for c in self.adl_crops]
 
 
-def parse_suites(text: str) -> tuple[str, ...]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if names == ["all"]:
-        return SUITES
-    unknown = [n for n in names if n not in SUITES]
+def parse_names(text: str, flag: str, what: str, known: Sequence[str], more: str = "") -> tuple[str, ...]:
+    """A comma-separated list of names out of ``known``; NassegError naming ``flag`` otherwise."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise NassegError(f"--suite: unknown suite {', '.join(unknown) or '(none)'}; expected a comma-separated "
-                          f"list of {', '.join(SUITES)} or all")
-    return tuple(dict.fromkeys(names))
+        raise NassegError(f"{flag}: unknown {what} {', '.join(unknown) or '(none)'}; expected a comma-separated "
+                          f"list of {', '.join(known)}{more}")
+    return names
+
+
+def parse_suites(text: str) -> tuple[str, ...]:
+    if [t.strip() for t in text.split(",") if t.strip()] == ["all"]:
+        return SUITES
+    return tuple(dict.fromkeys(parse_names(text, "--suite", "suite", SUITES, " or all")))
 
 
 # the suites' targets, per (suite, metric): ratio = measured / baseline must be <= bound

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nasseg.errors import NassegError
-
-from ..bench.settings import SUITES, parse_suites
+from ..bench.settings import SUITES, parse_names, parse_suites
 from ..gpucheck import CHECKS, GpuCheckSettings, run_gpucheck
 from ..gpucheck.report import FILES, format_markdown, to_json
 from .args import positive_int
@@ -14,20 +12,11 @@ from .args import positive_int
 EXIT_CHECK_FAILED = 1  # a comparison failed or a check raised (like `data check` finding problems)
 
 
-def parse_checks(text: str) -> tuple[str, ...]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in CHECKS]
-    if unknown or not names:
-        raise NassegError(f"--checks: unknown check {', '.join(unknown) or '(none)'}; expected a comma-separated "
-                          f"list of {', '.join(CHECKS)}")
-    return tuple(names)
-
-
 def cmd_gpucheck(args: argparse.Namespace) -> int:
+    checks = parse_names(args.checks, "--checks", "check", CHECKS) if args.checks else CHECKS
     settings = GpuCheckSettings(
-        device=args.device, out=args.out, checks=parse_checks(args.checks) if args.checks else CHECKS,
-        quick=args.quick, seed=args.seed, threads=args.threads, bench_suites=parse_suites(args.bench_suites),
-        bench_full=args.bench_full, progress=not args.quiet)
+        device=args.device, out=args.out, checks=checks, quick=args.quick, seed=args.seed, threads=args.threads,
+        bench_suites=parse_suites(args.bench_suites), bench_full=args.bench_full, progress=not args.quiet)
     report = run_gpucheck(settings)
     print(to_json(report) if args.json else format_markdown(report), end="", flush=True)
     if not args.json:
