@@ -63,14 +63,6 @@ def _proc_status() -> dict[str, int]:
         return {}
 
 
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _maxrss_bytes() -> int:
     import resource
     scale = 1 if sys.platform == "darwin" else 1024
@@ -89,7 +81,11 @@ def peak_growth(device: torch.device, step: Callable[[], Any]) -> tuple[int, str
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before, "cuda max_memory_allocated"
-    reset = _reset_peak_rss() and "VmHWM" in _proc_status()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to VmRSS
+        reset = "VmHWM" in _proc_status()
+    except OSError:
+        reset = False
     before = _proc_status()["VmRSS"] if reset else _maxrss_bytes()
     step()
     peak = (_proc_status()["VmHWM"] if reset else _maxrss_bytes()) - before

@@ -127,10 +127,8 @@ DARTS_OPS.update(atrous_conv_3x3=DARTS_OPS["dil_conv_3x3"], atrous_conv_5x5=DART
 def build_op(registry_name: str, C: int, stride: int, affine: bool, **params) -> nn.Module:
     """An op of the registry, written as in DARTS operations.py; ops the original papers do not
     have (noise, custom registrations) fall back to nasseg's own builder."""
-    if registry_name == "conv_3x3":
-        return DARTS_OPS["conv_3x3"](C, stride, affine, params.get("dilation", 1))
-    if registry_name in DARTS_OPS:
-        return DARTS_OPS[registry_name](C, stride, affine)
+    if registry_name in DARTS_OPS:  # the space checked the params against nasseg's builder: conv_3x3's dilation
+        return DARTS_OPS[registry_name](C, stride, affine, **params)
     return OPS[registry_name].build(C, stride, affine, **params)
 
 
