@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+from ray import tune
 
 from nasseg.config import load_yaml
 from nasseg.errors import NassegError
@@ -29,11 +30,14 @@ from nasseg.search.rundir import RunDir
 from nasseg.train.config import parse_train_job
 from nasseg.train.trainer import Trainer
 
+from ..process import configure_process
 from .experiment import TUNE_DIR, Experiment, check_out_path, dotted
+from .ray_session import check_resources, ray_session, torch_threads
 from .study import SEARCH_NAME, StudyConfig
 from .study_table import StudyTables, write_tables
 from .study_units import (RETRAIN_DIR, STUDY_FILE, read_unit, study_candidates, study_document, unit_jobs,
                           write_units)
+from .tune_search import error_line, error_text, make_run_config, quiet_tune_logs, run_tune_search
 
 
 class RetrainingFailed(NassegError):
@@ -49,8 +53,6 @@ def run_study(study: StudyConfig, out: str | Path = "runs", *, resume: bool = Fa
               address: str | None = None, num_cpus: int | None = None,
               callbacks: Sequence[Any] = ()) -> StudyTables:
     """Run (or continue) the study into OUT/<name>/; the tables once every unit finished."""
-    from .ray_session import check_resources, ray_session
-
     check_out_path(out)
     check_resume_restart(resume, restart)
     study_dir = run_path(out, study.name).resolve()
@@ -108,10 +110,6 @@ def check_resumable_changes(saved: Any, current: dict[str, Any], file: Path) -> 
 def run_searches(study: StudyConfig, study_dir: Path, resume: bool) -> None:
     """The search experiment OUT/<study>/search: started, continued (--resume), or skipped when
     every seed has finished."""
-    from ray import tune
-
-    from .tune_search import run_tune_search
-
     search_dir = study_dir / SEARCH_NAME
     seeds = list(study.search.seeds)
     runs = [RunDir(search_dir / f"seed{seed}") for seed in seeds]
@@ -142,17 +140,11 @@ def check_units_unchanged(study_dir: Path, jobs: dict[str, dict[str, Any]]) -> N
 
 class StudyTrainer(Trainer):
     def after_checkpoint(self) -> None:
-        from ray import tune
-
         tune.report({"iteration": self.iteration, "iters": self.config.iters, "train_seconds": self.elapsed})
 
 
 def retrain_trainable(trial_config: dict[str, Any]) -> None:
     """One retraining unit as a Tune trial: trains retrain/<run> from its last.pt if it has one."""
-    from ray import tune
-
-    from ..process import configure_process
-
     configure_process(threads=int(trial_config["threads"]))
     study_dir, run = Path(trial_config["study"]), trial_config["run"]
     config = parse_train_job(read_unit(study_dir, run))
@@ -165,41 +157,29 @@ def retrain_trainable(trial_config: dict[str, Any]) -> None:
                  "train_seconds": result["train_seconds"]})
 
 
-def _retrain_lines():
-    from ray import tune
+class RetrainLines(tune.Callback):
+    """One line per checkpoint, per finished unit and per failure (Tune's own tables stay off)."""
 
-    from .tune_search import error_line
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        name = trial.config["run"]
+        if "miou" in result:
+            print(f"[{name}] done: val mIoU {result['miou']:.4f} ({result['iteration']} iterations, "
+                  f"{result['train_seconds']:.0f} s training)", flush=True)
+        else:
+            print(f"[{name}] iteration {result['iteration']}/{result['iters']} "
+                  f"({result['train_seconds']:.0f} s)", flush=True)
 
-    class RetrainLines(tune.Callback):
-        """One line per checkpoint, per finished unit and per failure (Tune's own tables stay off)."""
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"[{trial.config['run']}] worker failed ({error_line(trial)}); restarting from its last checkpoint",
+              flush=True)
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            name = trial.config["run"]
-            if "miou" in result:
-                print(f"[{name}] done: val mIoU {result['miou']:.4f} ({result['iteration']} iterations, "
-                      f"{result['train_seconds']:.0f} s training)", flush=True)
-            else:
-                print(f"[{name}] iteration {result['iteration']}/{result['iters']} "
-                      f"({result['train_seconds']:.0f} s)", flush=True)
-
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            print(f"[{trial.config['run']}] worker failed ({error_line(trial)}); restarting from its last checkpoint",
-                  flush=True)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            print(f"[{trial.config['run']}] failed: {error_line(trial)}", flush=True)
-
-    return RetrainLines()
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"[{trial.config['run']}] failed: {error_line(trial)}", flush=True)
 
 
 def run_retrains(study: StudyConfig, study_dir: Path, runs: list[str], callbacks: Sequence[Any] = ()) -> None:
     """Every unfinished retraining run as a Tune trial of a new experiment in retrain/_tune (the
     state an earlier driver left there is replaced: the run directories say what is done)."""
-    from ray import tune
-
-    from .ray_session import torch_threads
-    from .tune_search import error_text, make_run_config, quiet_tune_logs
-
     folder = study_dir / RETRAIN_DIR
     pending = [run for run in runs if not (folder / run / "result.json").is_file()]
     print(f"retraining: {len(runs) - len(pending)} of {len(runs)} runs finished, {len(pending)} to go", flush=True)
@@ -215,7 +195,7 @@ def run_retrains(study: StudyConfig, study_dir: Path, runs: list[str], callbacks
         param_space={"study": str(study_dir), "run": tune.grid_search(pending), "threads": torch_threads(resources)},
         # one worker process trains unit after unit: starting a process (torch, nasseg) costs ~10 s
         tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: trial.config["run"], reuse_actors=True),
-        run_config=make_run_config(experiment, study.job.max_failures, [_retrain_lines(), *callbacks]))
+        run_config=make_run_config(experiment, study.job.max_failures, [RetrainLines(), *callbacks]))
     with quiet_tune_logs():
         grid = tuner.fit()
     failed = [f"{result.config['run']}: {error_text(result.error)}" for result in grid if result.error]
