@@ -186,25 +186,22 @@ def tune_domain(kind: str, values: list[Any]):
     return tune.choice(values) if kind == "choice" else getattr(tune, kind)(*values)  # loguniform, uniform
 
 
-def make_searcher(hpo: HpoConfig, experiment_path: Path):
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment_path / 'optuna.db'}")
-    metrics, modes = zip(*hpo.objectives)
-    several = len(metrics) > 1
-    return OptunaSearch(metric=list(metrics) if several else metrics[0], mode=list(modes) if several else modes[0],
-                        sampler=optuna.samplers.TPESampler(seed=hpo.job.seed), storage=storage, study_name=hpo.name)
-
-
 def new_tuner(hpo: HpoConfig, experiment: Experiment, callbacks: Sequence[Any]):
     """Optuna suggests each trial's overrides; ASHA stops trials that trail on the first objective."""
+    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
 
     from .tune_search import make_run_config, trainable_with_resources
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment.path / 'optuna.db'}")
+    metrics, modes = zip(*hpo.objectives)
+    several = len(metrics) > 1
+    searcher = OptunaSearch(metric=list(metrics) if several else metrics[0], mode=list(modes) if several else modes[0],
+                            sampler=optuna.samplers.TPESampler(seed=hpo.job.seed), storage=storage,
+                            study_name=hpo.name)
     metric, mode = hpo.objectives[0]
     scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=hpo.job.epochs,
                               grace_period=hpo.job.asha.grace_period, reduction_factor=hpo.job.asha.reduction_factor,
@@ -213,7 +210,7 @@ def new_tuner(hpo: HpoConfig, experiment: Experiment, callbacks: Sequence[Any]):
         trainable_with_resources(hpo.search),
         param_space={"experiment": str(experiment.path), "seed": hpo.job.seed,
                      "params": {k: tune_domain(*v) for k, v in hpo.space.items()}},
-        tune_config=tune.TuneConfig(search_alg=make_searcher(hpo, experiment.path), scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=hpo.trials, max_concurrent_trials=hpo.job.max_concurrent,
                                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=make_run_config(experiment, hpo.search.max_failures, callbacks))
@@ -269,8 +266,9 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def objective_table(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """One row per trial: its overrides, status and the objective values of its last epoch."""
+def write_pareto(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """pareto.csv (every trial: its overrides, status and the objective values of its last epoch;
+    ``pareto`` marks the front) and pareto.png in the experiment dir."""
     from .record import read_optional
     from .results import collect_results
     from .trainable import COST_FILE, COST_METRICS
@@ -281,17 +279,11 @@ def objective_table(experiment_path: str | Path, objectives: Sequence[tuple[str,
             return costs[max(costs, key=int)].get(metric) if costs else None
         return RunDir(run_dir).read_metrics([metric])[metric].iloc[-1]
 
-    table = collect_results(experiment_path)
-    for metric, _ in objectives:
-        table[metric] = [last_value(Path(experiment_path) / run, metric) for run in table["run"]]
-    return table
-
-
-def write_pareto(experiment_path: str | Path, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """pareto.csv (every trial, ``pareto`` marks the front) and pareto.png in the experiment dir."""
     experiment_path = Path(experiment_path)
     metrics = [m for m, _ in objectives]
-    table = objective_table(experiment_path, objectives)
+    table = collect_results(experiment_path)
+    for metric in metrics:
+        table[metric] = [last_value(experiment_path / run, metric) for run in table["run"]]
     complete = table["status"].isin(["finished", "stopped"]) & table[metrics].notna().all(axis=1)
     table["pareto"] = False
     if complete.any():

@@ -170,12 +170,6 @@ def group_rows(study: StudyConfig, candidates: pd.DataFrame, runs: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-def search_rows(outcomes: Sequence[SearchOutcome]) -> pd.DataFrame:
-    return pd.DataFrame([{"seed": o.seed, "status": o.status, "epochs": o.epochs, "stop_epoch": o.stop_epoch,
-                          "return_epoch": o.return_epoch, "rule": o.reason, "seconds": o.seconds,
-                          "seconds_to_stop": o.seconds_to_stop} for o in outcomes])
-
-
 def collect_tables(study_dir: str | Path) -> StudyTables:
     """Every table of a study whose searches have finished, from its folder alone (retraining runs
     that have not finished are left out and counted in ``planned_runs``)."""
@@ -201,8 +195,11 @@ def collect_tables(study_dir: str | Path) -> StudyTables:
     table = pd.DataFrame([{"a": c.a, "b": c.b, "paired": c.paired, "difference": c.difference, "low": c.low,
                            "high": c.high, "share_above_zero": c.share_above, "candidates_a": c.candidates[0],
                            "candidates_b": c.candidates[1], "verdict": c.verdict} for c in found])
+    searches = pd.DataFrame([{"seed": o.seed, "status": o.status, "epochs": o.epochs, "stop_epoch": o.stop_epoch,
+                              "return_epoch": o.return_epoch, "rule": o.reason, "seconds": o.seconds,
+                              "seconds_to_stop": o.seconds_to_stop} for o in outcomes])
     return StudyTables(study.name, data.get("val_split", "val"), cost_size(study), groups, candidates, runs,
-                       search_rows(outcomes), table, classes, len(planned), study.job.ablation)
+                       searches, table, classes, len(planned), study.job.ablation)
 
 
 # --- writing ---------------------------------------------------------------------------------------------

@@ -130,26 +130,21 @@ def model_cost(model: Any, model_args: dict[str, Any], classes: int, size: tuple
         return count_params(net.parameters()), count_macs(lambda: net(x))
 
 
-def arch_cost(arch_file: str | Path, num_classes: int, size: tuple[int, int],
-              wanted: list[str]) -> dict[str, float]:
-    """Multiply-adds and parameters and, if asked, the CPU/GPU latency of the retrain network of a
-    decoded architecture."""
+def record_arch_cost(run: RunDir, epoch: int, num_classes: int, size: tuple[int, int],
+                     wanted: list[str]) -> dict[str, float]:
+    """Multiply-adds and parameters and, if asked, the CPU/GPU latency of the retrain network of epoch
+    ``epoch``'s architecture, also kept in arch_cost.json for `nasseg results`."""
     from nasseg.complexity import median_latency
     from nasseg.models import build
 
+    arch_file = str(run.epoch_file("arch", epoch, ".yaml"))
     cost: dict[str, float] = {}
     if "macs" in wanted or "params" in wanted:
-        cost["params"], cost["macs"] = model_cost(str(arch_file), {}, num_classes, size)
+        cost["params"], cost["macs"] = model_cost(arch_file, {}, num_classes, size)
     if "latency_ms" in wanted:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        cost["latency_ms"] = median_latency(build(str(arch_file), num_classes), size, device=device) * 1e3
-    return {k: cost[k] for k in COST_METRICS if k in wanted}
-
-
-def record_arch_cost(run: RunDir, epoch: int, num_classes: int, size: tuple[int, int],
-                     wanted: list[str]) -> dict[str, float]:
-    """The cost of epoch ``epoch``'s architecture, also kept in arch_cost.json for `nasseg results`."""
-    cost = arch_cost(run.epoch_file("arch", epoch, ".yaml"), num_classes, size, wanted)
+        cost["latency_ms"] = median_latency(build(arch_file, num_classes), size, device=device) * 1e3
+    cost = {k: cost[k] for k in COST_METRICS if k in wanted}
     table = read_optional(run.file(COST_FILE), "architecture costs per epoch")
     table[str(epoch)] = cost
     atomic_write_text(run.file(COST_FILE), json.dumps(table, indent=2))

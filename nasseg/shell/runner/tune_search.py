@@ -86,9 +86,24 @@ class EpochLines(tune.Callback):
                 self.announce_restart(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = finish_run_dir(trial, self.experiment_path)
+        """A trial stopped by the scheduler (ASHA) never reached Search._finish: its result.json says
+        'pruned' at its last epoch, or 'finished' when ASHA's last rung fell on its final epoch (it ran
+        them all; its numbers are final)."""
+        run = self.run_dir(trial)
+        result = read_optional(run.file("result.json"), "a search's result (result.json)")
+        if not result:
+            last = trial.last_result or {}
+            epoch = int(last.get("epoch", 0))
+            planned = load_experiment(self.experiment_path).search_config(trial.config.get("params")).epochs
+            status, reason = (("finished", f"ran all {planned} epochs") if epoch >= planned else
+                              ("pruned", f"stopped by the scheduler after epoch {epoch}"))
+            result = {"status": status, "reason": reason, "epochs_run": epoch, "arch_epoch": epoch,
+                      "seed": int(trial.config["seed"]), "final_val_miou": last.get("val_miou")}
+            if epoch and run.epoch_file("arch", epoch, ".yaml").exists():
+                atomic_write_text(run.file("arch.yaml"), run.epoch_file("arch", epoch, ".yaml").read_text())
+            run.write_result(result)
         print(f"[{self.label(trial)}] {result['status']}: {result['reason']}; architecture of epoch "
-              f"{result['arch_epoch']} -> {result['run_dir']}/arch.yaml", flush=True)
+              f"{result['arch_epoch']} -> {run.path}/arch.yaml", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.restarting.pop(trial.trial_id, None)
@@ -149,27 +164,6 @@ def quiet_tune_logs() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def finish_run_dir(trial: Any, experiment_path: str | Path) -> dict[str, Any]:
-    """result.json of a completed trial. A trial stopped by the scheduler (ASHA) never reached
-    Search._finish: record it as 'pruned' at its last epoch, or as 'finished' when ASHA's last rung
-    fell on its final epoch (it ran them all; its numbers are final)."""
-    experiment = load_experiment(experiment_path)
-    run = RunDir(experiment.run_dir(int(trial.config["seed"]), trial.trial_id))
-    result = read_optional(run.file("result.json"), "a search's result (result.json)")
-    if not result:
-        last = trial.last_result or {}
-        epoch = int(last.get("epoch", 0))
-        planned = experiment.search_config(trial.config.get("params")).epochs
-        status, reason = (("finished", f"ran all {planned} epochs") if epoch >= planned else
-                          ("pruned", f"stopped by the scheduler after epoch {epoch}"))
-        result = {"status": status, "reason": reason, "epochs_run": epoch, "arch_epoch": epoch,
-                  "seed": int(trial.config["seed"]), "final_val_miou": last.get("val_miou")}
-        if epoch and run.epoch_file("arch", epoch, ".yaml").exists():
-            atomic_write_text(run.file("arch.yaml"), run.epoch_file("arch", epoch, ".yaml").read_text())
-        run.write_result(result)
-    return {**result, "run_dir": str(run.path)}
 
 
 def make_run_config(experiment: Experiment, max_failures: int, callbacks: Sequence[Any]) -> tune.RunConfig:
