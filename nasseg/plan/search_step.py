@@ -22,7 +22,6 @@ pruning nothing (its savings depend on the alphas), ``supernet.amp`` not at all 
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ from ..layers import frozen_bn_stats, to_channels_last
 from ..search.architect import first_order_grads, second_order_grads, set_arch_grads
 from ..search.config import SearchConfig, resolve_space_path
 from ..search.hessian import make_hvp
+from ..search.loop import optimizers
 from ..search.steps import fixed_structure, frozen, weight_step
 from ..supernet import Supernet
 from .budget import MemoryPlan
@@ -49,12 +49,9 @@ class SearchStepTrace:
         self.model = on_meta(lambda: Supernet(space, shapes.num_classes, checkpoint_cells=checkpoint))
         if config.supernet.channels_last:
             self.model = on_meta(lambda: to_channels_last(self.model))
-        foreach = device.startswith("cuda")  # torch's default there: one multi-tensor update, its temporaries
-        w, a = config.weights, config.arch
-        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=w.lr, momentum=w.momentum,
-                                                weight_decay=w.weight_decay, foreach=foreach)
-        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
-                                               weight_decay=a.weight_decay, foreach=foreach)
+        # foreach: torch's default on CUDA (one multi-tensor update, its temporaries); meta tensors need it said
+        self.weight_optimizer, self.arch_optimizer = optimizers(self.model, config.weights, config.arch,
+                                                                foreach=device.startswith("cuda"))
         dense = self.model.segmentation
         self.xa, self.ya = meta_batch(batch, shapes.train_size, dense)
         self.xb, self.yb = meta_batch(batch, shapes.train_size, dense)
@@ -111,10 +108,6 @@ class SearchStepTrace:
         F.cross_entropy(self.model(x), y, ignore_index=self.shapes.ignore_index, reduction="sum")
         self.model.train()
 
-    def step_phases(self) -> list[tuple[str, Callable[[], None]]]:
-        phases = [("architecture step", self.arch_step), ("weight step", self.weight_step)]
-        return phases[::-1] if self.config.algorithm == "autodeeplab" else phases
-
 
 def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None = None,
                 checkpoint: bool | None = None, warm: bool = True, shapes: DataShapes | None = None,
@@ -127,7 +120,9 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
     checkpoint = config.supernet.checkpoint if checkpoint is None else checkpoint
     shapes = shapes or search_shapes(config.data)
     trace = SearchStepTrace(config, shapes, batch, checkpoint, device, space)
-    phases = trace.step_phases()
+    phases = [("architecture step", trace.arch_step), ("weight step", trace.weight_step)]
+    if config.algorithm == "autodeeplab":  # the weight step first
+        phases.reverse()
     if warm and config.hessian.every:
         phases.append(("eigenvalue", trace.eigenvalue))
     if warm:

@@ -61,12 +61,13 @@ def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
 
 
-def optimizers(model: Supernet, weights: WeightOptim, arch: ArchOptim) -> tuple[torch.optim.SGD, torch.optim.Adam]:
+def optimizers(model: Supernet, weights: WeightOptim, arch: ArchOptim,
+               foreach: bool | None = None) -> tuple[torch.optim.SGD, torch.optim.Adam]:
     """The search's two optimisers: SGD with momentum for the weights, Adam for alphas and betas."""
     return (torch.optim.SGD(model.weight_parameters(), lr=weights.lr, momentum=weights.momentum,
-                            weight_decay=weights.weight_decay),
+                            weight_decay=weights.weight_decay, foreach=foreach),
             torch.optim.Adam(model.arch_parameters(), lr=arch.lr, betas=tuple(arch.betas),
-                             weight_decay=arch.weight_decay))
+                             weight_decay=arch.weight_decay, foreach=foreach))
 
 
 def architecture_eigenpair(model: Supernet, loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
@@ -346,7 +347,7 @@ class Search:
         """Run until the last epoch (or ``max_epochs``, to simulate an interruption) or a stop."""
         config = self.config
         self.run.claim()
-        self.run.write_config(dump_job(config))
+        atomic_write_text(self.run.file("config.yaml"), dump_job(config))
         atomic_write_text(self.run.file("space.yaml"), Path(self.space.file).read_text())
         last = min(config.epochs, max_epochs or config.epochs)
         while self.epoch < last:

@@ -57,9 +57,6 @@ class RunDir:
         """Create the run directory with nasseg's marker, or accept it as an existing search run."""
         claim_run_dir(self.path, "search")
 
-    def write_config(self, text: str) -> None:
-        atomic_write_text(self.file("config.yaml"), text)
-
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")  # None and missing: ""

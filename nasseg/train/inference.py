@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..space.blocks import upsample_to
+
 
 def _window_starts(size: int, window: int, stride: int) -> list[int]:
     """Window offsets covering ``0..size``; the last window is pushed back to end at the border."""
@@ -47,12 +49,6 @@ def sliding_window_logits(model: nn.Module, image: Tensor, num_classes: int, cro
     return (logits / count)[..., :h, :w]
 
 
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 @torch.inference_mode()
 def predict_logits(model: nn.Module, image: Tensor, num_classes: int, *, scales: Sequence[float] = (1.0,),
                    flip: bool = False, crop: tuple[int, int] | None = None,
@@ -75,10 +71,10 @@ def predict_logits(model: nn.Module, image: Tensor, num_classes: int, *, scales:
     passes = 0
     for scale in scales:
         size = (max(1, round(bh * scale)), max(1, round(bw * scale)))
-        scaled = _resize(image, size)
+        scaled = upsample_to(image, size)
         for mirrored in (False, True) if flip else (False,):
             x = scaled.flip(-1) if mirrored else scaled
             logits = sliding_window_logits(model, x, num_classes, crop) if crop is not None else model(x)
-            total += _resize(logits.flip(-1) if mirrored else logits, (h, w)).softmax(1)
+            total += upsample_to(logits.flip(-1) if mirrored else logits, (h, w)).softmax(1)
             passes += 1
     return total / passes

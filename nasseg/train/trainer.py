@@ -92,16 +92,6 @@ class EpochBatches(Sampler[list[int]]):
         return len(self.batches) - self.start
 
 
-def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
-    from ..models import build
-    from ..models.pretrained import load_pretrained
-
-    model = build(config.model, num_classes, **config.model_args)
-    if config.pretrained:
-        load_pretrained(getattr(model, "backbone", model), config.pretrained)
-    return model
-
-
 def model_record(config: TrainConfig, num_classes: int) -> dict[str, Any]:
     """How to rebuild the network: a registered name, or the ArchSpec text itself."""
     is_arch = config.model.endswith((".yaml", ".yml"))
@@ -140,6 +130,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, out: str | Path = "runs/train", *, resume: bool = False,
                  restart: bool = False, progress: bool = True, rank: int = 0, world_size: int = 1):
         from ..data.registry import build_dataset
+        from ..models import build
+        from ..models.pretrained import load_pretrained
 
         self.config = config
         self.run_dir = run_path(out, config.name)
@@ -164,7 +156,10 @@ class Trainer:
             raise NassegError(f"data.batch_size {d.batch_size} is larger than the {d.train_split} split "
                               f"({len(self.train_set)} images)")
         torch.manual_seed(config.seed)  # model initialisation
-        self.model = build_model_for(config, probe.num_classes).to(self.device)
+        model = build(config.model, probe.num_classes, **config.model_args)
+        if config.pretrained:
+            load_pretrained(getattr(model, "backbone", model), config.pretrained)
+        self.model = model.to(self.device)
         if self.device.type == "cuda":  # CPU: the baselines' ops are not yet checked in NHWC (docs/performance.md)
             self.model = to_channels_last(self.model)
         self.net: nn.Module = self.model  # what the training step calls (a DDP wrapper in parallel runs)
