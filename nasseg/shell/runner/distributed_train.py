@@ -29,6 +29,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -95,8 +96,6 @@ def resume_point(run_dir: Path) -> int:
 def plan_workers(config: TrainConfig, workers: int) -> tuple[bool, int]:
     """GPU or not, and CPUs per worker; fails fast when the workers can never be placed (Ray
     would otherwise wait for them forever)."""
-    import ray
-
     total = ray.cluster_resources()
     gpus, cpus = total.get("GPU", 0.0), total.get("CPU", 0.0)
     # auto: GPUs when the cluster has one per worker
@@ -174,8 +173,6 @@ class RankTrainer(Trainer):
     def record_start(self) -> None:
         """Every rank's Ray node, gathered to rank 0, which appends this start of the worker group
         (and the iteration it continues from) to ray_train/placements.jsonl."""
-        import torch.distributed as dist
-
         node_id, node_ip = current_node()
         workers: list[Any] = [None] * self.world_size
         dist.all_gather_object(workers, {"rank": self.rank, "node_id": node_id, "node_ip": node_ip,

@@ -34,7 +34,7 @@ from .experiment import Experiment, check_out_path, portable_job
 OBJECTIVE_MODES = {"val_miou": "max", "val_pixel_acc": "max", "val_loss": "min", "train_loss": "min",
                    "macs": "min", "params": "min", "latency_ms": "min"}
 FIXED_KEYS = ("name", "seeds", "epochs", "resources", "max_failures", "device")  # set by the HPO job itself
-Metric = Literal["val_miou", "val_pixel_acc", "val_loss", "train_loss", "macs", "params", "latency_ms"]
+Metric = Literal[tuple(OBJECTIVE_MODES)]
 Mode = Literal["max", "min"]
 
 

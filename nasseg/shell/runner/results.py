@@ -91,7 +91,8 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     return {
         "run": str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
         "config": config_digest(config)[:8],
-        "overrides": " ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.get("overrides", {}).items())),
+        "overrides": " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in sorted(trial.get("overrides", {}).items())),
         "seed": seed,
         "status": status,
         "epochs": epochs,
@@ -108,10 +109,6 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
         "genotype": genotype_summary(arch_file),
         "checkpoint": str(run_dir / "checkpoints" / "last.pt"),
     }
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def collect_results(path: str | Path) -> pd.DataFrame:

@@ -25,8 +25,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-VERDICTS = ("beats", "worse", "no clear difference", "too few runs")
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -38,7 +36,7 @@ class Comparison:
     high: float
     share_above: float  # share of resampled differences > 0
     candidates: tuple[int, int]
-    verdict: str  # one of VERDICTS, for A against B
+    verdict: str  # for A against B: beats | worse | no clear difference | too few runs
 
 
 def group_mean(units: Sequence[str], runs: Mapping[str, Sequence[float]]) -> float:

@@ -71,7 +71,10 @@ class EpochLines(tune.Callback):
         lost = node.get("node_id") and not node_alive(node["node_id"])
         cause = f"node {node_label(node)} lost" if lost else f"worker failed ({error_line(trial).split('. ')[0]})"
         limit = f" of at most {self.max_failures}" if self.max_failures is not None else ""
-        missing = unplaceable(trial, node["node_id"] if lost else None)
+        # what it needs on one node that no node but the lost one has ('2 CPUs')
+        needs = trial.placement_group_factory.required_resources
+        largest = largest_node(excluding=node["node_id"] if lost else None)
+        missing = " and ".join(f"{needs[k]:g} {k}s" for k in ("CPU", "GPU") if needs.get(k, 0.0) > largest[k])
         waits = f"; it waits for a node with {missing} to join: no node left has them" if missing else ""
         print(f"[{self.label(trial)}] {cause}; restarting from {where} (restart {trial.num_failures}{limit}){waits}",
               flush=True)
@@ -123,13 +126,6 @@ class EpochLines(tune.Callback):
             start = starts[-1]
             where = f"epoch {start['from_epoch']}" if start.get("from_epoch") else "the start"
             print(f"[{self.label(trial)}] restarted from {where} on node {node_label(start)}", flush=True)
-
-
-def unplaceable(trial: Any, lost: str | None) -> str:
-    """What a restarting trial needs on one node that no node but the lost one has ('2 CPUs'), or ''."""
-    needs = trial.placement_group_factory.required_resources
-    largest = largest_node(excluding=lost)
-    return " and ".join(f"{needs[key]:g} {key}s" for key in ("CPU", "GPU") if needs.get(key, 0.0) > largest[key])
 
 
 def error_text(error: BaseException | str | None) -> str:
