@@ -17,7 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nasseg.config import load_yaml
 from nasseg.errors import NassegError
+from nasseg.search import load_job
+from nasseg.train.config import is_train_job, load_train_job
 
 from .args import seed_value
 
@@ -91,8 +94,6 @@ def add_cluster_parsers(subparsers) -> None:
 def job_command(args: argparse.Namespace) -> tuple[list[str], str, dict[str, str], str | None]:
     """The job's command line (argv), the job name, the job's metadata and a note for the user;
     the job file is checked here, before anything is uploaded."""
-    from nasseg.train.config import is_train_job
-
     job = Path(args.job)
     if not job.is_file():
         raise NassegError(f"{args.job}: job file not found")
@@ -127,11 +128,8 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
     """Parses the job as the cluster will (one-line errors now, not after the upload); its name
     and its data folder."""
     if command == "train":
-        from nasseg.train.config import load_train_job
-
         config = load_train_job(job, overrides)
         return config.name, config.data.root
-    from nasseg.config import load_yaml
     from ..runner.hpo import is_hpo_job, load_hpo_job
     from ..runner.study import load_study_job
 
@@ -139,8 +137,6 @@ def _check_job(job: Path, command: str, overrides: list[str]) -> tuple[str, str 
     if is_hpo_job(data) or data.get("kind") == "study":
         outer = (load_hpo_job if is_hpo_job(data) else load_study_job)(job, overrides)
         return outer.name, outer.search.data.root
-    from nasseg.search import load_job
-
     config = load_job(job, overrides)
     return config.name, config.data.root
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 from nasseg.device import resolve_device
 from nasseg.errors import NassegError
-from nasseg.train.export import DEFAULT_OPSET, EXPORTERS
+from nasseg.train.checkpoint import load_trained
+from nasseg.train.evaluate import DEEPLAB_SCALES, evaluate, load_dataset, resolve_crop, resolve_size
+from nasseg.train.export import DEFAULT_OPSET, EXPORTERS, export_onnx
 from .args import non_negative_int, opacity, parse_scales, parse_size, parse_size_or_none, positive_int
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nasseg.train.checkpoint import load_trained
-    from nasseg.train.evaluate import (DEEPLAB_SCALES, evaluate, load_dataset, resolve_crop, resolve_size)
-
     device = resolve_device(args.device)
     model, meta = load_trained(args.checkpoint, device)
     dataset = load_dataset(args.data, args.split, meta.mean, meta.std)
@@ -87,8 +86,6 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from nasseg.train.checkpoint import load_trained
-    from nasseg.train.evaluate import DEEPLAB_SCALES, resolve_crop, resolve_size
     from nasseg.train.predict import collect_images, predict_files
 
     paths = collect_images(args.images)
@@ -126,9 +123,6 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nasseg.train.checkpoint import load_trained
-    from nasseg.train.export import export_onnx
-
     model, meta = load_trained(args.checkpoint)
     size = args.input or (int(meta.crop[0]), int(meta.crop[1]))
     metadata = {"nasseg.model": meta.label, "nasseg.classes": json.dumps(list(meta.classes)),

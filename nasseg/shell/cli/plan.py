@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
+import torch
+
+from nasseg import plan as planner  # looked up at each call: tests replace available_memory and refusal
+from nasseg.config import load_yaml
+from nasseg.device import resolve_device
 from nasseg.errors import NassegError
+from nasseg.search import load_job
+from nasseg.train.config import is_train_job, load_train_job
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
@@ -25,10 +33,6 @@ def parse_memory(text: str) -> int:
 
 def load_any_job(path: str, overrides: list[str]):
     """A search or a training job file (the kind by its keys: a training job names a ``model``)."""
-    from nasseg.config import load_yaml
-    from nasseg.search import load_job
-    from nasseg.train.config import is_train_job, load_train_job
-
     if not Path(path).is_file():
         raise NassegError(f"{path}: file not found (expected a search or a training job)")
     data = load_yaml(path)
@@ -44,22 +48,18 @@ def job_device(config, requested: str | None) -> str:
         if requested != "cpu" and not re.fullmatch(r"cuda(:\d+)?", requested):
             raise NassegError(f"--device: expected cpu, cuda or cuda:N, got {requested!r}")
         return requested
-    from nasseg.device import resolve_device
-
     return str(resolve_device(config.device))
 
 
 def check_memory(config, parallel: int = 1) -> None:
     """Refuse (NassegError, one line) a job predicted not to fit this machine's free memory with
     ``parallel`` copies running at once; nothing when it fits or the free memory is unknown."""
-    from nasseg.plan import available_memory, refusal
-
     device = job_device(config, None)
-    available = available_memory(device)
+    available = planner.available_memory(device)
     if available is None:
         return
     try:
-        message = refusal(config, device, available.bytes, available.source, parallel)
+        message = planner.refusal(config, device, available.bytes, available.source, parallel)
     except NassegError:
         raise  # bad input the job itself would fail on
     except Exception as exc:  # a model the tracer cannot follow must not stop the job it only checks
@@ -73,8 +73,6 @@ def check_memory(config, parallel: int = 1) -> None:
 def check_search_memory(config, args: argparse.Namespace, seeds: list[int]) -> None:
     """``nasseg search``'s check: the trials that run at once on this machine (local Ray: as many as
     the CPUs hold, ``resources.cpus`` each) must fit together; trials on a cluster are not checked."""
-    import os
-
     if args.no_ray:
         parallel = 1
     elif args.address or os.environ.get("RAY_ADDRESS"):
@@ -91,19 +89,15 @@ def add_force_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    import torch
-
-    from nasseg.plan import available_memory, fit_report, plan_job
-
     config = load_any_job(args.job, args.set)
     device = job_device(config, args.device)
     if args.memory:
         available, source = args.memory, "--memory"
     else:
-        found = available_memory(device) if device == "cpu" or torch.cuda.is_available() else None
+        found = planner.available_memory(device) if device == "cpu" or torch.cuda.is_available() else None
         available, source = (found.bytes, found.source) if found else (None, "unknown")
-    report = fit_report(config, device, available, confirm=args.confirm) if available else None
-    plan = report.plan if report else plan_job(config, device)
+    report = planner.fit_report(config, device, available, confirm=args.confirm) if available else None
+    plan = report.plan if report else planner.plan_job(config, device)
     if args.json:
         print(json.dumps(_as_json(plan, report, source), indent=2))
     else:
@@ -122,9 +116,7 @@ def _as_json(plan, report, source: str) -> dict:
 
 
 def format_report(plan, report, source: str, confirm: bool = False) -> str:
-    from nasseg.plan import format_bytes as fb
-    from nasseg.plan import way_out
-
+    fb = planner.format_bytes
     lines = [f"{plan.job}: {plan.describe()}", f"  {'phase':<20} {'peak':>10}"]
     for phase in plan.phases:
         mark = "  <- peak" if phase.name == plan.peak_phase else ""
@@ -151,7 +143,7 @@ def format_report(plan, report, source: str, confirm: bool = False) -> str:
             lines.append(f"activation checkpointing: with supernet.checkpoint: true the peak is {fb(c.peak)} "
                          f"({c.peak_phase}): {'fits' if c.fits(report.available) else 'still does not fit'}")
     if not report.fits:
-        lines.append(f"to fit: {way_out(report)}")
+        lines.append(f"to fit: {planner.way_out(report)}")
     return "\n".join(lines)
 
 

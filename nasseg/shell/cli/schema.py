@@ -7,9 +7,15 @@ import argparse
 import json
 from typing import Any
 
+from nasseg.arch.spec import ArchDoc
 from nasseg.config import json_schema, keyword_schema
 from nasseg.io import atomic_write_text
 from nasseg.registry import Registry
+from nasseg.search.config import SearchConfig
+from nasseg.space import OPS
+from nasseg.space.blocks import HEADS, STEMS
+from nasseg.space.spec import SpaceDoc
+from nasseg.train.config import TrainConfig
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 KINDS = ("job", "search", "train", "hpo", "study", "space", "arch")
@@ -18,9 +24,6 @@ KINDS = ("job", "search", "train", "hpo", "study", "space", "arch")
 def job_schema() -> dict[str, Any]:
     """Any job file nasseg reads from jobs/: a search job (no kind, or kind: search), an HPO study
     (kind: hpo), a NAS study (kind: study) or a training job (a model key)."""
-    from nasseg.search.config import SearchConfig
-    from nasseg.train.config import TrainConfig
-
     from ..runner.hpo import HpoJob
     from ..runner.study import StudyJob
     return _document(SearchConfig | HpoJob | StudyJob | TrainConfig, "nasseg job file",
@@ -29,10 +32,6 @@ def job_schema() -> dict[str, Any]:
 
 def space_schema() -> dict[str, Any]:
     """A search space, with the registered ops, stems and heads and their parameters spelled out."""
-    from nasseg.space import OPS
-    from nasseg.space.blocks import HEADS, STEMS
-    from nasseg.space.spec import SpaceDoc
-
     schema = _document(SpaceDoc, "nasseg search space", "Ops, a cell DAG and a chain or lattice network.")
     op_entries = _registry_entries(OPS, "op", skip=3, extra={"name": {"type": "string"}}, required=False)
     schema["properties"]["ops"]["items"] = {"anyOf": [{"enum": list(OPS)}, *op_entries]}
@@ -65,7 +64,6 @@ def schema_for(kind: str) -> dict[str, Any]:
     if kind in ("job", "search"):
         return job_schema()
     if kind == "train":
-        from nasseg.train.config import TrainConfig
         return _document(TrainConfig, "nasseg training job", "What `nasseg train JOB.yaml` reads.")
     if kind == "hpo":
         from ..runner.hpo import HpoJob
@@ -76,7 +74,6 @@ def schema_for(kind: str) -> dict[str, Any]:
                          "retrained with one recipe and compared (docs/study.md).")
     if kind == "space":
         return space_schema()
-    from nasseg.arch.spec import ArchDoc
     return _document(ArchDoc, "nasseg architecture (ArchSpec)", "What `nasseg decode` writes and `nasseg train` reads.")
 
 

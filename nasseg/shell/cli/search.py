@@ -12,8 +12,9 @@ from pathlib import Path
 
 from nasseg.errors import NassegError
 from nasseg.config import load_yaml
+from nasseg.search import decode_run, load_job
 
-from .args import seed_value
+from .args import positive_int, seed_value
 from .plan import add_force_argument, check_search_memory
 
 
@@ -42,7 +43,7 @@ def add_search_parsers(sub) -> None:
     add_force_argument(search)
     search.add_argument("--address", default=None, metavar="ADDR",
                         help="Ray cluster to run the trials on (default: RAY_ADDRESS, else an embedded local Ray)")
-    search.add_argument("--num-cpus", type=int, default=None, metavar="N",
+    search.add_argument("--num-cpus", type=positive_int, default=None, metavar="N",
                         help="CPUs of the embedded local Ray (default: all of this machine's)")
     search.add_argument("--no-ray", action="store_true",
                         help="run the seeds one after another in this process, without Ray (debugging)")
@@ -59,8 +60,6 @@ def add_search_parsers(sub) -> None:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from nasseg.search import decode_run
-
     arch = decode_run(args.run_dir, args.epoch)
     if args.output:
         arch.save(args.output)
@@ -73,16 +72,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def run_search_command(args: argparse.Namespace) -> int:
     """A search job's seeds as Ray Tune trials (or in-process with --no-ray); ``kind: hpo`` jobs run an
     Optuna study over a search job, ``kind: study`` jobs a NAS study (nasseg.shell.runner.study)."""
-    if args.num_cpus is not None and args.num_cpus < 1:
-        raise NassegError(f"--num-cpus must be >= 1, got {args.num_cpus}")
     data = load_yaml(args.job)
     from ..runner.hpo import is_hpo_job
     if is_hpo_job(data):
         return _run_hpo(args)
     if isinstance(data, dict) and data.get("kind") == "study":
         return _run_study(args)
-    from nasseg.search import load_job
-
     config = load_job(args.job, args.set)
     seeds = [args.seed] if args.seed is not None else list(config.seeds)
     if not args.force:

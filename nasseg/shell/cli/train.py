@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nasseg.config import apply_overrides, load_document, set_keys
 from nasseg.errors import NassegError
+from nasseg.rundirs import run_path
+from nasseg.train.config import is_train_job, parse_train_job
+from nasseg.train.trainer import Trainer
 
 from .args import parse_size
 from .plan import add_force_argument, check_memory
@@ -31,9 +35,6 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
 def load_config(args: argparse.Namespace):
     """The training job: TARGET's job file (or a job of the model TARGET names), then the flags, then
     ``--model-arg`` and ``--set`` (values are YAML)."""
-    from nasseg.config import apply_overrides, load_document, set_keys
-    from nasseg.train.config import is_train_job, parse_train_job
-
     for item in args.model_arg:
         if "=" not in item:
             raise NassegError(f"--model-arg: expected KEY=VALUE, got {item!r}")
@@ -49,8 +50,6 @@ def load_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nasseg.train.trainer import Trainer
-
     config = load_config(args)
     if args.workers is not None:
         return _train_distributed(args, config)
@@ -79,8 +78,6 @@ def _print_result(result: dict[str, Any] | None, run_dir: Path) -> int:
 
 def _train_distributed(args: argparse.Namespace, config) -> int:
     """``--workers N``: data-parallel training on Ray Train workers (nasseg.runner.distributed_train)."""
-    from nasseg.rundirs import run_path
-
     from ..runner.distributed_train import resume_point, run_distributed
 
     run_dir = run_path(Path(args.out).resolve(), config.name)
