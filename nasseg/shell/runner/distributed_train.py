@@ -220,7 +220,11 @@ class LogFollower:
             self.poll()
 
     def poll(self) -> None:
-        self.poll_starts()
+        for start in self._read_starts()[len(self.starts):]:
+            if self.session_starts:  # not the first start of this command: a restart
+                print(self.restart_line(self.starts[-1], start), flush=True)
+            self.session_starts += 1
+            self.starts.append(start)
         for name, path in self.paths.items():
             if not path.exists():
                 continue
@@ -229,13 +233,6 @@ class LogFollower:
                     if row.get("iteration") and int(row["iteration"]) > self.printed[name]:
                         print(self.format(name, row), flush=True)
                         self.printed[name] = int(row["iteration"])
-
-    def poll_starts(self) -> None:
-        for start in self._read_starts()[len(self.starts):]:
-            if self.session_starts:  # not the first start of this command: a restart
-                print(self.restart_line(self.starts[-1], start), flush=True)
-            self.session_starts += 1
-            self.starts.append(start)
 
     @staticmethod
     def restart_line(before: dict[str, Any], now: dict[str, Any]) -> str:

@@ -132,10 +132,6 @@ def config_digest(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def job_digest(config: SearchConfig) -> str:
-    return config_digest(config.to_dict())
-
-
 def check_out_path(out: str | Path) -> None:
     """One line for an ``--out`` that is a URI (s3://, gs://, hdfs://, file://...)."""
     text = str(out)

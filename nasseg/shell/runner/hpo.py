@@ -223,7 +223,7 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
     from ray import tune
 
     from .ray_session import check_resources, ray_session
-    from .tune_search import EpochLines, check_fresh, collect_outcomes, quiet_tune_logs, restored_tuner
+    from .tune_search import EpochLines, check_fresh, collect_outcomes, fit_quietly, restored_tuner
 
     check_out_path(out)
     check_resume_restart(resume, restart)
@@ -249,8 +249,7 @@ def run_hpo(hpo: HpoConfig, out: str | Path = "runs", *, resume: bool = False, r
             claim_run_dir(experiment.tune_dir, "ray-tune")
             lines = EpochLines(path, hpo.job.epochs, kind="hpo", max_failures=hpo.search.max_failures)
             tuner = new_tuner(hpo, experiment, [lines, *callbacks])
-        with quiet_tune_logs():  # a diverged trial is a data point, not a reason to stop
-            collect_outcomes(tuner.fit(), experiment, raise_on_error=False)
+        collect_outcomes(fit_quietly(tuner), experiment, raise_on_error=False)  # a diverged trial is a data point
     return write_pareto(path, hpo.objectives)
 
 

@@ -15,7 +15,7 @@ from nasseg.rundirs import (check_removable, check_resume_restart, check_run_dir
                             run_path)
 from nasseg.search import Search, SearchConfig, SearchResult, run_dir_for
 
-from .experiment import check_out_path, job_digest, job_overrides
+from .experiment import check_out_path, config_digest, job_overrides
 from .ray_session import torch_threads
 from .record import RunRecord
 
@@ -41,7 +41,7 @@ def run_in_process(config: SearchConfig, seeds: Sequence[int], out: str | Path =
             check_run_dir(run_dir, "search")
     claim_run_dir(run_path(out, config.name), "experiment")
     identity = {"experiment": config.name, "trial_id": None, "overrides": job_overrides(config),
-                "job_digest": job_digest(config)}
+                "job_digest": config_digest(config.to_dict())}
     threads = torch_threads(config.resources)
     results = []
     with torch_thread_count(threads):

@@ -6,9 +6,8 @@ A submitted job uploads the project folder as the job's runtime_env ``working_di
 (its Python needs nasseg's dependencies, not nasseg itself). Ray's own errors (connection refused,
 HTTP 401/403/404 wrapped in RuntimeError, tracebacks) become one NassegError line each.
 
-Token authentication (Ray's default for new clusters): the token comes from RAY_AUTH_TOKEN, else
-the file named by RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (where Ray itself looks) and is sent
-as ``Authorization: Bearer ...``. It is never printed: every message is scrubbed of it.
+Token authentication (Ray's default for new clusters): the token Ray itself would use (found by
+nasseg.shell.runner.auth) is sent as ``Authorization: Bearer ...``; every message is scrubbed of it.
 """
 
 from __future__ import annotations

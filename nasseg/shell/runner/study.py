@@ -131,10 +131,7 @@ def parse_study_job(data: Any, file: str | None = None, search_file: str | None 
 
 def _search(job: StudyJob, file: str | None, search_file: str | None) -> tuple[SearchConfig, dict[str, Any]]:
     """The search job as the study runs it, and its stop rule's section."""
-    if isinstance(job.search, str):
-        data, base = _base_job(job.search, file)
-    else:
-        data, base = dict(job.search), search_file or file
+    data, base = _base_job(job.search, search_file or file)  # search_file: a path read in by load_study_job
     inline = base == file
     try:
         search = parse_job({**data, "name": SEARCH_NAME}, base)
@@ -164,10 +161,9 @@ def _recipe(raw: dict[str, Any], baselines: tuple[Baseline, ...], file: str | No
     probe = baselines[0] if baselines else Baseline("deeplabv3plus_mobilenetv2")
     config = _candidate_job(raw, probe, "baselines[0]", file, file)
     recipe = {k: v for k, v in config.to_dict().items() if k not in PER_CANDIDATE}
-    if recipe["data"].get("root"):
-        recipe["data"]["root"] = str(Path(recipe["data"]["root"]).expanduser().resolve())
-    if recipe.get("pretrained"):
-        recipe["pretrained"] = str(Path(recipe["pretrained"]).expanduser().resolve())
+    for section, key in ((recipe["data"], "root"), (recipe, "pretrained")):
+        if section.get(key):
+            section[key] = str(Path(section[key]).expanduser().resolve())
     for i, baseline in enumerate(baselines[1:], start=1):
         _candidate_job(recipe, baseline, f"baselines[{i}]", None, file)
     return recipe

@@ -37,7 +37,7 @@ from .study import SEARCH_NAME, StudyConfig
 from .study_table import StudyTables, write_tables
 from .study_units import (RETRAIN_DIR, STUDY_FILE, read_unit, study_candidates, study_document, unit_jobs,
                           write_units)
-from .tune_search import error_line, error_text, make_run_config, quiet_tune_logs, run_tune_search
+from .tune_search import error_line, error_text, fit_quietly, make_run_config, run_tune_search
 
 
 class RetrainingFailed(NassegError):
@@ -196,8 +196,7 @@ def run_retrains(study: StudyConfig, study_dir: Path, runs: list[str], callbacks
         # one worker process trains unit after unit: starting a process (torch, nasseg) costs ~10 s
         tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: trial.config["run"], reuse_actors=True),
         run_config=make_run_config(experiment, study.job.max_failures, [RetrainLines(), *callbacks]))
-    with quiet_tune_logs():
-        grid = tuner.fit()
+    grid = fit_quietly(tuner)
     failed = [f"{result.config['run']}: {error_text(result.error)}" for result in grid if result.error]
     if failed:
         raise RetrainingFailed(f"{len(failed)} of {len(pending)} retraining runs failed ({'; '.join(failed[:3])}); "

@@ -64,8 +64,7 @@ def compare(a: Sequence[str], b: Sequence[str], runs: Mapping[str, Sequence[floa
     if paired and len(a) != len(b):
         raise ValueError(f"paired groups need as many candidates: {len(a)} vs {len(b)}")
     observed = group_mean(a, runs) - group_mean(b, runs)
-    too_few = any(len(group) < 2 and sum(len(runs[u]) for u in group) < 2 for group in (a, b))
-    if too_few:
+    if any(len(group) < 2 and sum(len(runs[u]) for u in group) < 2 for group in (a, b)):
         return Comparison(*names, paired, observed, float("nan"), float("nan"), float("nan"), (len(a), len(b)),
                           "too few runs")
     means = resampled_unit_means({u: runs[u] for u in {*a, *b}}, samples, seed)

@@ -161,12 +161,6 @@ def random_candidates(study: StudyConfig, study_dir: Path, write: bool = False) 
     return found
 
 
-def with_units(candidates: list[Candidate]) -> list[Candidate]:
-    """Each candidate with its retraining unit: the first candidate with the same network names it."""
-    units: dict[str, str] = {}
-    return [dataclasses.replace(c, unit=units.setdefault(network_key(c), c.id)) for c in candidates]
-
-
 def network_key(candidate: Candidate) -> str:
     """Equal for candidates that train the same network: the same cells and path (an ArchSpec's name
     and provenance aside) or the same registered model, with the same keywords."""
@@ -180,11 +174,14 @@ def network_key(candidate: Candidate) -> str:
 
 
 def study_candidates(study: StudyConfig, study_dir: Path, write: bool = False) -> list[Candidate]:
-    """Every candidate of a study whose searches have finished, with its retraining unit."""
+    """Every candidate of a study whose searches have finished, with its retraining unit: the first
+    candidate with the same network names it."""
     outcomes = search_outcomes(study, study_dir)
     baselines = [Candidate(b.group, b.group, b.model, dict(b.model_args), f"registered model {b.model}")
                  for b in study.baselines]
-    return with_units([*searched_candidates(study, outcomes), *random_candidates(study, study_dir, write), *baselines])
+    units: dict[str, str] = {}
+    return [dataclasses.replace(c, unit=units.setdefault(network_key(c), c.id))
+            for c in [*searched_candidates(study, outcomes), *random_candidates(study, study_dir, write), *baselines]]
 
 
 def unit_jobs(study: StudyConfig, candidates: list[Candidate]) -> dict[str, dict[str, Any]]:

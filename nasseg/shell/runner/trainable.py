@@ -24,7 +24,7 @@ from nasseg.search import Search, SearchDiverged
 from nasseg.search.config import SearchConfig
 from nasseg.search.rundir import RunDir, read_search_checkpoint
 from ..process import configure_process
-from .experiment import PID_FILE, job_digest, load_experiment, staged
+from .experiment import PID_FILE, config_digest, load_experiment, staged
 from .ray_session import torch_threads
 from .record import RunRecord, current_node, read_optional
 
@@ -46,7 +46,7 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
     seed = int(trial_config["seed"])
     trial_id = tune.get_context().get_trial_id()
     run = RunDir(experiment.run_dir(seed, trial_id))
-    digest = job_digest(config)
+    digest = config_digest(config.to_dict())
     refuse_known_divergence(run, digest)
     search = Search(config, seed, run.path, progress=False)
     run.claim()

@@ -9,12 +9,11 @@ write the same run dirs as in-process searches (OUT/<job>/seed<N>), so decode/sh
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from ray import tune
 
@@ -149,15 +148,14 @@ def error_line(trial: Any) -> str:
     return error_text(trial.get_error())
 
 
-@contextlib.contextmanager
-def quiet_tune_logs() -> Iterator[None]:
-    """Tune logs every trial failure with its full traceback; EpochLines prints one line and the
-    traceback stays in the trial's error.txt (OUT/<name>/_tune/<trial>/error.txt)."""
+def fit_quietly(tuner: tune.Tuner) -> tune.ResultGrid:
+    """``tuner.fit()`` without Tune's log of every trial failure with its full traceback: EpochLines
+    prints one line and the traceback stays in the trial's error.txt (OUT/<name>/_tune/<trial>/error.txt)."""
     logger = logging.getLogger("ray.tune")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        yield
+        return tuner.fit()
     finally:
         logger.setLevel(level)
 
@@ -253,8 +251,7 @@ def run_tune_search(config: SearchConfig, out: str | Path = "runs", seeds: Seque
                              "resume_run_dir": resume},
                 tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"seed{trial.config['seed']}"),
                 run_config=make_run_config(experiment, config.max_failures, [lines, *callbacks]))
-        with quiet_tune_logs():
-            return collect_outcomes(tuner.fit(), load_experiment(experiment_path))
+        return collect_outcomes(fit_quietly(tuner), load_experiment(experiment_path))
 
 
 def collect_outcomes(grid: tune.ResultGrid, experiment: Experiment,
