@@ -30,12 +30,9 @@ class MacCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func in self._CONVS:
+        if func in self._CONVS or func is F.linear:
             weight = args[1] if len(args) > 1 else kwargs["weight"]
-            self.macs += out.numel() * math.prod(weight.shape[1:])  # (C_in / groups) x kernel
-        elif func is F.linear:
-            weight = args[1] if len(args) > 1 else kwargs["weight"]
-            self.macs += out.numel() * weight.shape[1]
+            self.macs += out.numel() * math.prod(weight.shape[1:])  # (C_in / groups) x kernel; linear: C_in
         elif func in self._PRODUCTS or func is torch.addmm:
             left = args[1] if func is torch.addmm else args[0]
             self.macs += out.numel() * left.shape[-1]

@@ -159,10 +159,6 @@ def run_kind(path: Path) -> str | None:
 
 # --- claiming and deleting -----------------------------------------------------------------------
 
-def _describe(kind: str) -> str:
-    return KINDS.get(kind, kind)
-
-
 def _refuse(path: Path, why: str, action: str) -> NassegError:
     return NassegError(f"{path} {why}; refusing to {action} it — "
                        + ("remove it yourself or pick another --out/name" if action == "delete"
@@ -181,13 +177,13 @@ def _check_owned(path: Path, kind: str, action: str) -> str:
     if found is None:
         raise _refuse(path, f"was not created by nasseg (no {MARKER} marker)", action)
     if found != kind:
-        raise _refuse(path, f"is a nasseg {_describe(found)}, not a {_describe(kind)}", action)
+        raise _refuse(path, f"is a nasseg {KINDS.get(found, found)}, not a {KINDS.get(kind, kind)}", action)
     if marker:
         return "marker"
     foreign = foreign_entries(path, kind)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise _refuse(path, f"looks like a nasseg {_describe(kind)} made before run markers ({MARKER}) "
+        raise _refuse(path, f"looks like a nasseg {KINDS.get(kind, kind)} made before run markers ({MARKER}) "
                             f"but also holds {shown}, which nasseg did not write", action)
     return "legacy"
 

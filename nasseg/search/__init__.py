@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..arch import load_arch
+from ..arch.decode import decode_from_arrays
+from ..errors import NassegError, SpecError
 from ..rundirs import run_path
 from .config import SearchConfig, load_job, parse_job
 from .loop import Search, SearchDiverged, SearchResult
+from .rundir import RunDir
 
 
 def run_dir_for(config: SearchConfig, seed: int, out: str | Path = "runs") -> Path:
@@ -16,11 +20,6 @@ def run_dir_for(config: SearchConfig, seed: int, out: str | Path = "runs") -> Pa
 
 def decode_run(run_dir: str | Path, epoch: int | None = None):
     """The ArchSpec of a run at ``epoch`` (default: the search's answer, else the last epoch)."""
-    from ..arch import load_arch
-    from ..arch.decode import decode_from_arrays
-    from ..errors import NassegError, SpecError
-    from .rundir import RunDir
-
     run = RunDir(run_dir)
     epochs = run.epochs_recorded()
     if not epochs:

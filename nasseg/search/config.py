@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from .. import space as spaces
 from ..config import FieldError, dump_yaml, load_document, relative_to_file, spec, to_plain, validate
 from ..config.types import (BatchSize, Bool, Device, Float, NonNegativeFloat, NonNegativeInt, OpenUnit, PositiveFloat,
                             PositiveInt, Probability, RunName, Seeds, Size, Str)
@@ -182,8 +183,6 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> SearchConf
 def _space_path(space: str, file: str | None) -> str:
     """A built-in space name as it is; a space file relative to the job file (or the working
     directory); an unknown name fails here, naming the ``space`` key."""
-    from .. import space as spaces
-
     if Path(space).suffix in (".yaml", ".yml"):
         space = relative_to_file(space, file)
     try:
@@ -195,7 +194,6 @@ def _space_path(space: str, file: str | None) -> str:
 
 def resolve_space_path(config: SearchConfig) -> str:
     """The file of a job's space (a built-in name resolves to the packaged file)."""
-    from .. import space as spaces
     return str(spaces.resolve(config.space))
 
 
@@ -204,7 +202,6 @@ def _check_prune_threshold(config: SearchConfig, file: str | None) -> None:
     threshold = config.supernet.prune_below
     if threshold == 0:
         return
-    from .. import space as spaces
     widest = max(len(data["ops"]) for _, _, data in spaces.load(resolve_space_path(config)).cell_graph.edges(data=True))
     if threshold >= 1 / widest:
         raise SpecError(file, "supernet.prune_below", f"expected 0 (off) or a weight below 1/{widest} = "

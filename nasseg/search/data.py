@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import eval_transform
+from ..data.registry import build_dataset, dataset_info
 from ..data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, Resize
 from ..errors import SpecError
 from .config import DataConfig, SearchConfig
@@ -46,8 +47,6 @@ class SearchData:
 
 
 def build_search_data(config: DataConfig, seed: int) -> SearchData:
-    from ..data.registry import build_dataset, dataset_info
-
     spec = config.spec
     ignore = dataset_info(spec).ignore_index
     steps = [Resize(*config.size)] if config.size else []

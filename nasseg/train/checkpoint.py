@@ -29,10 +29,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ..arch import parse_arch
 from ..config import FieldError, parse_yaml, spec, validate
 from ..config.types import Classes, Float, Int, PositiveFloat, Size, Str
 from ..errors import NassegError, SpecError
 from ..io import atomic_write, load_tensors
+from ..models import build
 
 FORMAT = "nasseg-train-1"
 PAYLOAD_KEYS = ("model", "data", "state_dict", "iteration", "iters")
@@ -151,9 +153,6 @@ def meta_from_payload(payload: dict[str, Any], path: str | Path = "<checkpoint>"
 
 def build_model(meta: TrainedMeta, source: str | Path = "<checkpoint>") -> nn.Module:
     """The (untrained) network a checkpoint's weights belong to (``source`` names it in errors)."""
-    from ..arch import parse_arch
-    from ..models import build
-
     if meta.arch_yaml is not None:
         where = f"{source} (its model.arch)"
         arch = parse_arch(parse_yaml(meta.arch_yaml, where), file=where)

@@ -33,6 +33,7 @@ from ..config.types import (BatchSize, Bool, Device, Float, NonNegativeFloat, No
                             PositiveInt, Probability, RunName, Seed, Size, Str)
 from ..data.registry import DatasetRef
 from ..errors import NassegError, SpecError
+from ..models import check_args
 
 # a crop may pass the (scaled) image and is padded with ignore labels, but not by more than this
 MAX_CROP_OVER_IMAGE = 2.0
@@ -111,8 +112,6 @@ def parse_train_job(data: Any, file: str | None = None) -> TrainConfig:
         if isinstance(data.get("data"), dict) and isinstance(data["data"].get("root"), str):
             data["data"] = {**data["data"], "root": relative_to_file(data["data"]["root"], file)}
     config = dataclasses.replace(validate(TrainConfig, data, file), file=file)
-    from ..models import check_args
-
     try:  # the model's keywords fail now, naming the job file, not after the data is read
         check_args(config.model, config.model_args)
     except SpecError as exc:

@@ -25,7 +25,10 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from ..data.registry import build_dataset
+from ..data.transforms import Compose, Normalize
 from .inference import predict_logits
 from .metrics import ConfusionMatrix
 
@@ -108,8 +111,6 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: str | torch.device =
     """Evaluate ``model`` on every image of ``dataset`` (or the first ``limit``): normalised ``(3, H, W)`` images and
     ``(H, W)`` labels, with ``num_classes``, ``ignore_index`` and (optionally) ``classes``. The time covers loading
     and inference of the whole split."""
-    from tqdm import tqdm
-
     num_classes = int(dataset.num_classes)
     classes = tuple(getattr(dataset, "classes", None) or (str(i) for i in range(num_classes)))
     cm = ConfusionMatrix(num_classes, int(getattr(dataset, "ignore_index", 255)))
@@ -145,7 +146,4 @@ def resolve_size(option: tuple[int, int] | str | None, train_size: Sequence[int]
 
 def load_dataset(spec: str, split: str, mean: Sequence[float], std: Sequence[float]) -> Any:
     """The split of ``DATASET[:PATH]``, normalised with the checkpoint's mean/std."""
-    from ..data.registry import build_dataset
-    from ..data.transforms import Compose, Normalize
-
     return build_dataset(spec, split, transform=Compose([Normalize(mean, std)]))

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import nn
+from tqdm import tqdm
 
+from ..data.datasets import _open, generated_palette  # _open decodes from memory, errors naming the file
 from ..errors import NassegError
 from .checkpoint import TrainedMeta
 from .inference import predict_logits
@@ -53,16 +55,12 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """uint8 HxWx3 RGB, EXIF rotation applied; one-line NassegError when it cannot be decoded."""
-    from ..data.datasets import _open  # decodes from memory with one-line errors naming the file
-
     with _open(path, "image") as im:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
 def full_palette(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
     """``num_classes`` RGB rows: the checkpoint's colours, then PASCAL VOC colours for any missing."""
-    from ..data.datasets import generated_palette
-
     if num_classes > 256:
         raise NassegError(f"{num_classes} classes do not fit a palette PNG (at most 256)")
     rows = [tuple(c) for c in palette][:num_classes]
@@ -99,8 +97,6 @@ def predict_files(model: nn.Module, meta: TrainedMeta, paths: Sequence[Path], ou
                   crop: tuple[int, int] | None = None, size: tuple[int, int] | None = None,
                   alpha: float = 0.5, progress: bool = True) -> list[str]:
     """Write mask and overlay for every path; returns one line per skipped (unreadable) image."""
-    from tqdm import tqdm
-
     palette = full_palette(meta.palette, meta.num_classes)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

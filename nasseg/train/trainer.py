@@ -40,12 +40,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from ..data.registry import build_dataset
 from ..data.transforms import Normalize, eval_transform, train_transform
 from ..device import resolve_device
 from ..errors import NassegError
 from ..extras import MissingExtra, require
 from ..io import atomic_write_text, read_csv
 from ..layers import to_channels_last
+from ..models import build
+from ..models.pretrained import load_pretrained
 from ..rundirs import MARKER, check_resume_restart, check_run_dir, claim_run_dir, remove_run_dir, run_path
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig, dump_train_job
@@ -129,10 +132,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out: str | Path = "runs/train", *, resume: bool = False,
                  restart: bool = False, progress: bool = True, rank: int = 0, world_size: int = 1):
-        from ..data.registry import build_dataset
-        from ..models import build
-        from ..models.pretrained import load_pretrained
-
         self.config = config
         self.run_dir = run_path(out, config.name)
         self.rank, self.world_size = rank, world_size
@@ -189,25 +188,22 @@ class Trainer:
         if not isinstance(payload.get("training"), dict):
             raise NassegError(f"{path}: holds no training state (optimizer, RNG); a weights-only checkpoint "
                               "such as final.pt cannot be resumed")
+        state = payload["training"]
         try:
-            self._restore(payload)
+            self.model.load_state_dict(payload["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng_cpu"].cpu())
+            if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+            self.iteration = int(payload["iteration"])
+            self.elapsed = float(state["elapsed"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             reason = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
             raise NassegError(f"{path}: this checkpoint does not fit the run ({reason})") from None
         if self.is_writer:
             _truncate_csv(self.run_dir / "log.csv", self.iteration)  # rows written after the checkpoint
             _truncate_csv(self.run_dir / "eval.csv", self.iteration)
-
-    def _restore(self, payload: dict[str, Any]) -> None:
-        state = payload["training"]
-        self.model.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
-        self.iteration = int(payload["iteration"])
-        self.elapsed = float(state["elapsed"])
 
     def _payload(self, with_training: bool) -> dict[str, Any]:
         payload = {"model": self.model_record, "data": self.meta, "state_dict": self.model.state_dict(),

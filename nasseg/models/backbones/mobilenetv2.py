@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...errors import NassegError
-from .resnet import init_weights
+from .resnet import dilation_for_output_stride, init_weights
 
 # (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
 INVERTED_RESIDUAL_SETTING = (
@@ -64,8 +63,7 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, output_stride: int = 32):
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise NassegError(f"output_stride must be one of 8, 16, 32, got {output_stride}")
+        dilation_for_output_stride(output_stride)  # refuses any output stride but 8, 16 and 32
         layers: list[nn.Module] = [ConvBNAct(3, 32, 3, 2, activation=nn.ReLU6)]
         in_channels, current_stride, dilation = 32, 2, 1
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
