@@ -9,22 +9,24 @@ one, else on the CPU with torch's current thread count, both reported.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nasseg import space as spaces
+from nasseg import models, space as spaces
+from nasseg.arch import is_arch_file
 from nasseg.complexity import count_macs, count_params, median_latency, meta_device
 from nasseg.config import did_you_mean, load_yaml
 from nasseg.errors import NassegError
+from nasseg.models.registry import MODELS, available_models
+from nasseg.space.blocks import HEADS
+from nasseg.supernet.cost import supernet_cost
 
 
 def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None,
                    classes: int | None) -> dict[str, Any]:
-    from nasseg.space.blocks import HEADS
-    from nasseg.supernet.cost import supernet_cost
-
     size = input_size or ((512, 512) if HEADS[space.network.head.type].segmentation else (32, 32))
     cost = supernet_cost(space, classes, size)
     return {"kind": "search space", "name": space.name, "file": space.file, "network": space.network.type,
@@ -37,11 +39,6 @@ def describe_space(space: spaces.SearchSpace, input_size: tuple[int, int] | None
 
 def describe_model(name_or_path: str, input_size: tuple[int, int] | None, classes: int | None,
                    latency: bool = False, latency_device: str | None = None) -> dict[str, Any]:
-    import inspect
-
-    from nasseg import models
-    from nasseg.models.registry import MODELS
-
     builder_default = None
     if name_or_path in MODELS:  # e.g. darts_v2_cifar defaults to its 10 CIFAR classes
         builder_default = inspect.signature(MODELS[name_or_path]).parameters["num_classes"].default
@@ -79,7 +76,6 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
         if spaces.is_space_file(data):
             _no_latency_for_spaces(latency, path)
             return describe_space(spaces.load(path), input_size, classes)
-        from nasseg.arch import is_arch_file
         if is_arch_file(data):
             return describe_model(str(path), input_size, classes, latency)
         raise NassegError(f"{path}: neither a search space (keys cell, network) nor an ArchSpec "
@@ -87,7 +83,6 @@ def describe_target(target: str, input_size: tuple[int, int] | None = None, clas
     if target in spaces.builtin_spaces():
         _no_latency_for_spaces(latency, target)
         return describe_space(spaces.load(target), input_size, classes)
-    from nasseg.models.registry import available_models
     names = available_models()
     if target in names:
         return describe_model(target, input_size, classes, latency)

@@ -23,8 +23,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ..arch import load_arch
+from ..config import load_yaml
 from ..errors import NassegError
 from ..io import read_json_object, read_text
+from ..search import decode_run
+from ..search.rundir import RunDir
+from ..search.stop_rules import PaperRule, make_rule
+from ..space import load as load_space
+from .draw import edge_weight_rows, transition_weights
 
 STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
          "axes.spines.top": False, "axes.spines.right": False}
@@ -55,8 +62,6 @@ OPTIONAL_NUMBERS = ("eigen_bound", "eigenvalue_alphas", "eigenvalue_betas")
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """A search run's metrics.csv: every row complete, at least one epoch, the plotted columns numbers."""
-    from ..search.rundir import RunDir
-
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         raise NassegError(f"{run_dir}: no metrics.csv (not a search run directory, or no epoch finished yet)")
@@ -129,8 +134,6 @@ def _grid(panels: int, ncols: int, size: tuple[float, float] = (2.7, 2.0)) -> tu
 def rule_windows(rule: Any, metrics: pd.DataFrame, result: dict[str, Any]) -> list[tuple[int, int, float]] | None:
     """The two windows of the paper rule at the stop epoch, [(first, last, lambda_bar)], from the
     measured eigenvalues; None unless the paper rule stopped the run."""
-    from ..search.stop_rules import PaperRule
-
     if result.get("status") != "stopped" or not isinstance(rule, PaperRule):
         return None
     epochs, values = measured_eigenvalues(metrics, upto=result["epochs_run"])
@@ -155,9 +158,6 @@ def measured_eigenvalues(metrics: pd.DataFrame, upto: int | None = None) -> tupl
 def plot_eigenvalue_and_ops(run_dir: str | Path, output: str | Path, title: str | None = None) -> Path:
     """Eigenvalue per epoch (stop point, returned epoch and the paper rule's two lambda_bar
     windows marked) above the share of skip / parameter-free ops."""
-    from ..config import load_yaml
-    from ..search.stop_rules import make_rule
-
     run_dir = Path(run_dir)
     metrics, result = load_metrics(run_dir), load_result(run_dir)
     fig = figure(figsize=(7.5, 5.6))
@@ -232,16 +232,12 @@ def plot_training_curves(run_dir: str | Path, output: str | Path, title: str | N
 # --- architecture weights ----------------------------------------------------------------------
 
 def _run_space(run_dir: Path):
-    from ..space import load
-
     if not (run_dir / "space.yaml").is_file():
         raise NassegError(f"{run_dir}: no space.yaml (not a search run directory)")
-    return load(run_dir / "space.yaml")
+    return load_space(run_dir / "space.yaml")
 
 
 def _arch_weights(run_dir: Path) -> tuple[list[int], list[dict[str, Any]]]:
-    from ..search.rundir import RunDir
-
     run = RunDir(run_dir)
     epochs = run.epochs_recorded()
     if not epochs:
@@ -259,9 +255,6 @@ def edge_label(source: int, node: int, inputs: int) -> str:
 def plot_alpha_evolution(run_dir: str | Path, output: str | Path, kind: str = "normal") -> Path:
     """softmax(alpha) of every op per edge over epochs: one panel per candidate edge, a line per
     op. Panels of edges the answer keeps have bold titles and their kept op drawn thick."""
-    from ..search import decode_run
-    from .draw import edge_weight_rows
-
     run_dir = Path(run_dir)
     space = _run_space(run_dir)
     if kind not in space.cell_types:
@@ -302,9 +295,6 @@ def _state(path: Sequence[int], strides: Sequence[int], layer: int) -> tuple[int
 def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
     """softmax(beta) over epochs of the transitions leaving each state of the answer's path (one
     panel per layer; the transition the path takes thick), for lattice (Auto-DeepLab) runs."""
-    from ..search import decode_run
-    from .draw import transition_weights
-
     run_dir = Path(run_dir)
     space = _run_space(run_dir)
     if space.network.type != "lattice":
@@ -334,8 +324,6 @@ def plot_beta_evolution(run_dir: str | Path, output: str | Path) -> Path:
 
 def op_shares(run_dir: str | Path, kind: str = "normal") -> pd.DataFrame:
     """Share of each op among the kept edges of the decoded ``kind`` cell, one row per epoch."""
-    from ..arch import load_arch
-
     run_dir = Path(run_dir)
     files = sorted((run_dir / "arch").glob("epoch_*.yaml"))
     if not files:

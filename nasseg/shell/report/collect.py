@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from nasseg.data.registry import dataset_info
 from nasseg.errors import NassegError
 from nasseg.search import decode_run
+from nasseg.search.rundir import RunDir
 from nasseg.search.stop_rules import DartsADA, NeverStop, PaperRule, ReleasedCodeRule
 from nasseg.io import read_text
+from nasseg.space import load as load_space
 from nasseg.viz import draw, plots
 
 from .figures import plot_retrain_curves, plot_trials
@@ -197,8 +200,6 @@ def _curves(run: Run, space: Any, folder: Path) -> list[Picture]:
 
 
 def _arch(run: Run, space: Any, folder: Path) -> dict[str, Any]:
-    from nasseg.search.rundir import RunDir
-
     arch = decode_run(run.path)
     epoch = arch.meta.get("epoch", run.arch_epoch)
 
@@ -230,8 +231,6 @@ def _arch(run: Run, space: Any, folder: Path) -> dict[str, Any]:
 
 def _num_classes(run: Run, space: Any) -> int:
     """The job's dataset decides the classes (as in the search); the space's default otherwise."""
-    from nasseg.data.registry import dataset_info
-
     data = run.config.get("data") or {}
     name = data.get("dataset", "camvid_demo")
     try:
@@ -334,9 +333,7 @@ def _epoch_files(run: Run) -> list[tuple[str, str, list[tuple[Path, str]]]]:
 
 
 def collect_run(run: Run, folder: Path) -> dict[str, Any]:
-    from nasseg.space import load
-
-    space = load(run.file("space.yaml")) if run.file("space.yaml").is_file() else None
+    space = load_space(run.file("space.yaml")) if run.file("space.yaml").is_file() else None
     arch = _arch(run, space, folder)
     texts = [("config.yaml (the resolved job)", read_text(run.file("config.yaml"), "a job"))]
     if run.file("space.yaml").is_file():
