@@ -29,10 +29,18 @@ import graphviz
 import networkx as nx
 import numpy as np
 
+from .. import arch as arches, space as spaces
 from ..arch import ArchSpec, CellGenotype
+from ..arch.decode import decode_cell, decode_path, log_transition_weights
+from ..config import did_you_mean, load_yaml
 from ..errors import NassegError
 from ..io import atomic_write, atomic_write_text
+from ..models.autodeeplab_net import lattice_cell
+from ..models.darts_net import darts_cells, reduction_layers
+from ..search import decode_run
+from ..search.rundir import RunDir
 from ..space import SearchSpace
+from ..space.compile import beta_groups
 
 Node = tuple[int, int]
 PATH_CLASS = "path"
@@ -156,8 +164,6 @@ def draw_space_cell(space: SearchSpace, kind: str = "normal", weights: Any = Non
     """The search-space cell: every candidate edge, labelled with its top ops and their softmax
     weights (pen width and colour by the strongest decodable op) when ``weights`` are given
     (``{kind: ...}``, per-edge rows or raw alphas), else with its candidate op set."""
-    from ..arch.decode import decode_cell
-
     _check_kinds(kind, space.cell_types, f"space {space.name!r}")
     graph = _digraph()
     cell = space.cell_graph
@@ -205,9 +211,6 @@ def transition_weights(network: nx.DiGraph, betas: Any) -> dict[tuple[Node, Node
     """softmax(beta) per transition from raw betas (``Supernet.betas``, a run's ``betas_raw``),
     a ``{(source, target): weight}`` map (``Supernet.transition_weights()``) or a run's
     ``betas`` map with keys ``"l_i->l_j"``."""
-    from ..arch.decode import log_transition_weights
-    from ..space.compile import beta_groups
-
     if betas is None:
         return {}
     if isinstance(betas, Mapping):
@@ -304,8 +307,6 @@ def draw_lattice(space: SearchSpace, betas: Any = None, path: Sequence[int] | No
     """The Auto-DeepLab lattice: columns are layers, rows strides, reachable states only;
     transitions drawn by softmax(beta) (pen width, label) and the path (``path`` strides, else
     the one decoded from ``betas``) in thick red. Betas: see :func:`transition_weights`."""
-    from ..arch.decode import decode_path
-
     if space.network.type != "lattice":
         raise NassegError(f"space {space.name!r} is a chain; only lattice spaces have a lattice to draw")
     network = space.network_graph
@@ -394,16 +395,12 @@ def draw_network(arch: ArchSpec, *, F: int = 20, C: int = 32, layers: int = 12,
     labelled with its stride and output channels."""
     stem = "stem: 3 × conv3x3\n64/64/128 channels"
     if arch.path:
-        from ..models.autodeeplab_net import lattice_cell
-
         width = len(lattice_cell(arch).concat)
         cells = [(f"cell {i}", s, width * F * s // 4, NODE_FILL) for i, s in enumerate(arch.path, 1)]
         low_level = next((i for i, s in enumerate(arch.path) if s > 4), len(arch.path)) - 1
         rates = [r * 16 // arch.path[-1] for r in (6, 12, 18)]
         default = f"{arch.name}: Auto-DeepLab network (F={F})"
     else:
-        from ..models.darts_net import darts_cells, reduction_layers
-
         normal, reduce = darts_cells(arch)
         if layers < 3:
             raise NassegError(f"a DARTS network needs at least 3 layers (two are reductions), got {layers}")
@@ -492,10 +489,6 @@ def _check_kinds(kinds: Sequence[str] | str | None, available: Sequence[str], wh
 def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.Digraph:
     """A search run: decoded cells, the space cells weighted by that epoch's alphas and, for a
     lattice, the lattice with its betas and decoded path."""
-    from ..search import decode_run
-    from ..search.rundir import RunDir
-    from ..space import load
-
     run = RunDir(run_dir)
     epochs = run.epochs_recorded()
     if not run.file("space.yaml").exists() or not epochs:
@@ -504,7 +497,7 @@ def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.D
     epoch = epoch if epoch is not None else arch.meta.get("epoch", epochs[-1])
     if epoch not in epochs:
         raise NassegError(f"{run_dir}: epoch {epoch} was not recorded; recorded epochs: {epochs[0]}..{epochs[-1]}")
-    space = load(run.file("space.yaml"))
+    space = spaces.load(run.file("space.yaml"))
     payload = run.read_arch_weights(epoch)
     kinds = _check_kinds(kind, space.cell_types, f"space {space.name!r}")
     graph = _digraph(f"{run_dir}: {arch.name} (epoch {epoch})")
@@ -523,9 +516,6 @@ def _run_graph(run_dir: Path, epoch: int | None, kind: str | None) -> graphviz.D
 def _resolve_target(target: str) -> tuple[str, Any]:
     """("arch", ArchSpec) or ("space", SearchSpace) for a YAML file or a built-in name; a name
     that is both is the architecture unless written ``space:NAME``."""
-    from .. import arch as arches, space as spaces
-    from ..config import load_yaml
-
     if target.startswith(("arch:", "space:")):
         what, name = target.split(":", 1)
         return what, (arches.load(name) if what == "arch" else spaces.load(name))
@@ -541,7 +531,6 @@ def _resolve_target(target: str) -> tuple[str, Any]:
         return "arch", arches.load(target)
     if target in spaces.builtin_spaces():
         return "space", spaces.load(target)
-    from ..config import did_you_mean
     names = arches.builtin_archs() + spaces.builtin_spaces()
     raise NassegError(f"{target}: not a file, a run directory, a built-in architecture "
                       f"({', '.join(arches.builtin_archs())}) or a built-in space "

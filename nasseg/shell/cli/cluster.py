@@ -231,24 +231,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..runner.jobs_api import ClusterJobs
 
     jobs = ClusterJobs(args.address)
-    if args.job_id:
-        record = job_record(jobs.info(args.job_id))
-        if args.json:
-            print(json.dumps(record, indent=2))
-        else:
-            labels = {"job_id": "job", "status": "status", "message": "message", "entrypoint": "command",
-                      "start_time": "started", "end_time": "ended", "duration_s": "seconds"}
-            for key, label in labels.items():
-                if record.get(key) is not None:
-                    print(f"{label:<8} {record[key]}")
-        return 0
-    records = [job_record(info) for info in jobs.jobs()]
+    data = job_record(jobs.info(args.job_id)) if args.job_id else [job_record(info) for info in jobs.jobs()]
     if args.json:
-        print(json.dumps(records, indent=2))
-    elif not records:
+        print(json.dumps(data, indent=2))
+    elif args.job_id:
+        labels = {"job_id": "job", "status": "status", "message": "message", "entrypoint": "command",
+                  "start_time": "started", "end_time": "ended", "duration_s": "seconds"}
+        for key, label in labels.items():
+            if data.get(key) is not None:
+                print(f"{label:<8} {data[key]}")
+    elif not data:
         print("no jobs on the cluster")
     else:
-        print(format_table(records))
+        print(format_table(data))
     return 0
 
 
