@@ -38,8 +38,6 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
 
     ``module`` may be a submodule (``torch.utils.tensorboard``) whose import needs the extra.
     """
-    if extra not in EXTRAS:
-        raise ValueError(f"unknown extra {extra!r}; declared: {', '.join(EXTRAS)}")
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # the package, or one it imports, is missing or broken

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from . import __version__
 from .errors import NassegError
 from .io import atomic_write_text
 
@@ -104,8 +105,6 @@ def check_resume_restart(resume: bool, restart: bool) -> None:
 # --- the marker ----------------------------------------------------------------------------------
 
 def write_marker(path: Path, kind: str) -> None:
-    from . import __version__
-
     record = {"format": MARKER_FORMAT, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "nasseg": __version__}
     atomic_write_text(path / MARKER, json.dumps(record) + "\n")

@@ -30,7 +30,6 @@ _DATA_PARALLEL_PREFIX = "module."
 class LoadReport:
     """What :func:`load_pretrained` did: keys left at their initial values, keys ignored."""
 
-    loaded: int
     missing: list[str]
     unexpected: list[str]
 
@@ -64,5 +63,4 @@ def load_pretrained(module: nn.Module, path: str | os.PathLike) -> LoadReport:
                        (result.unexpected_keys, "checkpoint keys not in the model (ignored)")):
         if keys:
             log.warning("%s: %d %s: %s", path, len(keys), what, ", ".join(keys))
-    return LoadReport(len(state) - len(result.unexpected_keys), list(result.missing_keys),
-                      list(result.unexpected_keys))
+    return LoadReport(list(result.missing_keys), list(result.unexpected_keys))

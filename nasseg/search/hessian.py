@@ -130,17 +130,13 @@ class FrozenKinks(TorchFunctionMode):
                 mask = self.records[self.position - 1] = mask.to(x.dtype)
             return x.mul_(mask) if inplace else x * mask
         if func in _MAX_POOLS:
-            wants_indices = func is F.max_pool2d_with_indices
-            arguments = dict(kwargs, return_indices=True)
-            args = args[:6]
             if not self.replay:
-                out, index = F.max_pool2d_with_indices(*args, **arguments)
+                out, index = F.max_pool2d_with_indices(*args[:6], **dict(kwargs, return_indices=True))
                 self.records.append(index)
-                return (out, index) if wants_indices else out
-            x = args[0]
-            index = self._next(x.shape, dims=2)
-            out = _gather_pooled(x, index)
-            return (out, index) if wants_indices else out
+            else:
+                index = self._next(args[0].shape, dims=2)
+                out = _gather_pooled(args[0], index)
+            return (out, index) if func is F.max_pool2d_with_indices else out
         return func(*args, **kwargs)
 
 
