@@ -21,6 +21,7 @@ from nasseg.plan import MemoryPlan, plan_search, plan_training
 from nasseg.plan.shapes import DataShapes
 from nasseg.search import parse_job
 from nasseg.train.config import load_train_job
+from nasseg.train.trainer import Trainer
 
 from .measure import Bench, in_subprocess, peak_growth
 from .nets import IGNORE_INDEX, NetConfig, bench_space
@@ -46,8 +47,6 @@ def predict_net(net: NetConfig, kind: str, device: str) -> MemoryPlan:
 def measure_training_step(job: str, overrides: list[str], device: str) -> dict[str, Any]:
     """Peak memory of one ``Trainer.step`` above the memory after building the trainer and the batch
     (call in a fresh process)."""
-    from nasseg.train.trainer import Trainer
-
     config = load_train_job(job, overrides + [f"device={device}", "amp=false"])
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, out, progress=False)

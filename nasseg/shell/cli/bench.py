@@ -7,6 +7,8 @@ import re
 import tempfile
 from pathlib import Path
 
+import torch
+
 from nasseg.errors import NassegError
 
 from ..bench.hessian import resolve_job
@@ -21,8 +23,6 @@ MAX_CROP = 1024  # an Auto-DeepLab supernet step at a 1024 crop already needs te
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    import torch
-
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         raise NassegError(f"--device {args.device}: expected cpu, cuda or cuda:N")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

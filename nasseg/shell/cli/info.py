@@ -7,10 +7,12 @@ import argparse
 import json
 from typing import Any
 
-from nasseg import arch as archs
-from nasseg import space as spaces
+from nasseg import arch as archs, fastpaths, space as spaces
 from nasseg.config import load_yaml
+from nasseg.data.registry import DATASETS
 from nasseg.errors import NassegError
+from nasseg.models import MODELS
+from nasseg.space.blocks import HEADS, STEMS
 
 from ..describe import describe_target
 from .args import class_count, parse_size
@@ -45,15 +47,11 @@ def registered(kind: str) -> list[tuple[str, str]]:
     """(name, one-line description) of every op, stem, head, model, dataset, built-in space or arch,
     or of the CPU fast paths (on or off here, and why)."""
     if kind == "fastpaths":
-        from nasseg import fastpaths
         return [(s.name, f"{'on ' if s.enabled else 'off'}  {s.reason}") for s in fastpaths.describe("cpu")]
     if kind in ("spaces", "archs"):
         folder = spaces.BUILTIN_DIR if kind == "spaces" else archs.BUILTIN_DIR
         return [(path.stem, (load_yaml(path).get("description") or "") if kind == "spaces" else "")
                 for path in sorted(folder.glob("*.yaml"))]
-    from nasseg.data.registry import DATASETS
-    from nasseg.models import MODELS
-    from nasseg.space.blocks import HEADS, STEMS
     return {"ops": spaces.OPS, "stems": STEMS, "heads": HEADS, "models": MODELS, "datasets": DATASETS}[kind].describe()
 
 

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from nasseg.errors import NassegError
 from nasseg.config import load_yaml
 from nasseg.search import decode_run, load_job
@@ -105,8 +107,6 @@ def _run_hpo(args: argparse.Namespace) -> int:
     hpo = load_hpo_job(args.job, args.set)
     table = run_hpo(hpo, args.out, resume=args.resume, restart=args.restart, address=args.address,
                     num_cpus=args.num_cpus)
-    import pandas as pd
-
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
         print(table.drop(columns=["checkpoint"], errors="ignore").to_string(index=False))
     print(f"{(table['pareto']).sum()} trials on the Pareto front of {len(table)}; "
@@ -156,8 +156,6 @@ def add_results_parser(subparsers) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ..runner.results import collect_results, format_summary, short_nodes, sort_table, summarize
 
     table = collect_results(args.experiment)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
+from nasseg import space as spaces
 from nasseg.config import dump_yaml, load_yaml
 from nasseg.errors import NassegError
 from nasseg.io import atomic_write_text
@@ -127,8 +128,6 @@ class CheckContext:
 
     def space_file(self) -> Path:
         """The DARTS segmentation space at the check's width and depth, written once under OUT/runs."""
-        from nasseg import space as spaces
-
         path = self.settings.out / RUNS / "gpucheck_space.yaml"
         data = load_yaml(spaces.resolve("darts"))
         data.update(name="gpucheck_darts", description="the darts space at the GPU check's size")
