@@ -28,9 +28,6 @@ class SearchData:
     num_classes: int
     ignore_index: int
 
-    def set_epoch(self, epoch: int) -> None:
-        self.train.set_epoch(epoch)
-
     def loaders(self, batch_size: int, seed: int, epoch: int) -> tuple[DataLoader, DataLoader]:
         """Shuffled loaders over A and B; the order depends only on (seed, epoch)."""
         def loader(subset: Subset, salt: int) -> DataLoader:

@@ -170,7 +170,7 @@ class Search:
             group["lr"] = lr
         arch_active = epoch > config.arch.start_epoch
         self.model.train()
-        self.data.set_epoch(epoch)
+        self.data.train.set_epoch(epoch)  # the augmentation draws of both halves
         loader_a, loader_b = self.data.loaders(config.data.batch_size, self.seed, epoch)
         confusion = ConfusionMatrix(self.data.num_classes, self.data.ignore_index)
         losses = []
