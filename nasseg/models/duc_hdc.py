@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config.types import Int, PositiveInt
 from ..errors import NassegError
+from ..space.blocks import upsample_to
 from .backbones import resnet101
 from .registry import register_model
 
@@ -79,10 +79,7 @@ class DUCHDC(nn.Module):
         self.head = DUCHead(self.backbone.out_channels, num_classes, duc_factor, duc_rates)
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.head(self.backbone(x)["out"])
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
+        return upsample_to(self.head(self.backbone(x)["out"]), tuple(x.shape[-2:]))
 
 
 @register_model("duc_hdc_resnet101")

@@ -39,10 +39,6 @@ class DeviceModel:
     node_bytes: int  # host bytes per autograd graph node (CPU: the same memory as the tensors)
     runtime_bytes: int  # once per process, from its first step on
 
-    def tracer(self, checkpoint: bool = False) -> MemoryTracer:
-        factor = self.checkpoint_byte_factor if checkpoint else self.byte_factor
-        return MemoryTracer(self.round_to, factor, self.node_bytes)
-
 
 DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1.80, 1900, 40 * MB),
                  "cuda": DeviceModel("cuda", 512, 1.0, 1.0, 0, 0)}
@@ -100,7 +96,8 @@ def simulate(trace, device: str, phases: list[tuple[str, Callable[[], None]]], *
     optimiser step), then each of ``phases`` with its own peak. ``trace`` has the ``model``, its
     ``inputs()`` and a ``saved`` counter; ``fields``: the plan's other fields."""
     model = device_model(device)
-    tracer = model.tracer(checkpoint)
+    tracer = MemoryTracer(model.round_to, model.checkpoint_byte_factor if checkpoint else model.byte_factor,
+                          model.node_bytes)
     weights = [*trace.model.parameters(), *trace.model.buffers()]
     tracer.track([*weights, *trace.inputs()])
     baseline = tracer.current
