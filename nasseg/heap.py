@@ -37,6 +37,3 @@ def keep_freed_heap() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
     return _applied
-
-
-__all__ = ["keep_freed_heap"]

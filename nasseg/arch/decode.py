@@ -172,6 +172,3 @@ def decode_from_arrays(space: SearchSpace | str | Path, alphas: Mapping[str, Wei
         cells[cell_type] = decode_cell(graph, weights, _op_keys(space))
     return ArchSpec(name or f"{space.name}_decoded", cells, _lattice_path(space, betas), space.name,
                     dict(meta or {}))
-
-
-__all__ = ["decode", "decode_from_arrays", "decode_cell", "decode_path", "log_transition_weights"]

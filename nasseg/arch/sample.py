@@ -143,7 +143,3 @@ def sample_architecture(space: SearchSpace, rng: Rng, name: str | None = None,
     cells = {cell_type: sample_cell(space.cell_graph, rng, op_keys) for cell_type in space.cell_types}
     path = tuple(sample_path(space.network_graph, rng)) if space.network.type == "lattice" else None
     return ArchSpec(name or f"{space.name}_random", cells, path, space.name, dict(meta or {}))
-
-
-__all__ = ["sample_architecture", "sample_cell", "sample_path", "count_architectures", "count_genotypes",
-           "count_paths", "node_choices", "generator", "draw_below"]

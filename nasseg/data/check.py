@@ -69,7 +69,7 @@ def check_dataset(spec: str, splits: Sequence[str] | None = None, progress: bool
     everything about the data itself, even a split that cannot be read at all, is a problem.
     """
     source = open_source(spec)
-    names = list(splits) if splits else list(source.present_splits())
+    names = list(splits) if splits else [s for s in source.entry.present(source.root) if s in source.info.splits]
     if not names:
         raise NassegError(f"{source.spec}: no splits found under {source.root} (expected "
                           f"{', '.join(source.info.splits) or 'some'}; {source.entry.description})")

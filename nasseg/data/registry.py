@@ -180,10 +180,6 @@ class DataSource:
     info: DatasetInfo
     entry: DatasetLayout
 
-    def present_splits(self) -> tuple[str, ...]:
-        """Splits that exist on disk (``nasseg data check`` checks these by default)."""
-        return tuple(s for s in self.entry.present(self.root) if s in self.info.splits)
-
     def require_split(self, split: str) -> None:
         if split not in self.info.splits:
             known = ", ".join(self.info.splits) or f"none found under {self.root}"
