@@ -23,13 +23,13 @@ of DeepLabV3+-R101, so it is not the "< 10%" model of the paper's comparison. Th
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..config.types import Float
-from ..errors import NassegError
 from .backbones import ConvBNAct, resnet50
 from .registry import register_model
 
@@ -119,10 +119,8 @@ class ICNet(nn.Module):
 
 
 @register_model("icnet_resnet50")
-def icnet_resnet50(num_classes: int, *, width_mult: Float = 0.5) -> ICNet:
+def icnet_resnet50(num_classes: int, *, width_mult: Annotated[Float, Field(gt=0, le=1)] = 0.5) -> ICNet:
     """ICNet as released: the half-width PSPNet50 trunk (``width_mult=0.5``)."""
-    if not 0 < width_mult <= 1:
-        raise NassegError(f"width_mult must be in (0, 1], got {width_mult}")
     return ICNet(num_classes, width_mult)
 
 
