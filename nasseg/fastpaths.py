@@ -77,6 +77,13 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
              "layers.GroupBatchNorm2d)",
         why="speed: a lattice step is bound by per-call overhead (tiny tensors); one call per op instead of up to 3",
         devices=("cpu", "cuda")),
+    FastPath(
+        "batched_subgrids",
+        what="a candidate op's stride-1 dilated depthwise conv in its sub-grid form convolves the d x d "
+             "sub-grids stacked along the batch, one call, instead of one call per strided view "
+             "(supernet.depthwise.BatchedSubgridConv2d)",
+        why="speed: each view's backward zero-fills a full-size gradient; 2-3x on these convs in NHWC",
+        devices=("cpu",), torch_versions=("2.13", None)),
 )}
 
 _code: dict[str, bool] = {}  # set_enabled / overridden

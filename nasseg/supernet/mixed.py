@@ -12,6 +12,7 @@ from torch import nn
 from ..layers import FactorizedReduce, compact_max_pool, group_batch_norm, replace_modules
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
+from .depthwise import batched_subgrid_conv
 
 
 def strip_leading_relu(module: nn.Module) -> bool:
@@ -77,8 +78,9 @@ class MixedOp(nn.Module):
             op = definition.build(C, stride, affine, **spec.params)
             if definition.bn_in_search:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
-            # lean max-pool backward; BatchNorm per transition in a batched lattice state (fastpaths)
-            op = replace_modules(op, lambda m: compact_max_pool(m) or group_batch_norm(m))
+            # lean max-pool backward; BatchNorm per transition in a batched lattice state; dilated convs'
+            # sub-grids as one batch (fastpaths)
+            op = replace_modules(op, lambda m: compact_max_pool(m) or group_batch_norm(m) or batched_subgrid_conv(m))
             self.reads_relu.append(strip_leading_relu(op))
             ops.append(op)
             self.positions.append(position)

@@ -1,0 +1,58 @@
+"""Dilated depthwise convolutions of the candidate ops (dil_conv, atrous_conv) with their sub-grids as one
+batch (fast path ``batched_subgrids``, issue 19): the same function, gradients and parameters.
+
+:class:`nasseg.layers.DilatedDepthwiseConv2d` computes a stride-1 conv with dilation d as undilated convs
+of its d x d interleaved sub-grids, one call per strided view; each view's backward zero-fills a
+full-size input gradient and adds it to the others. Here the sub-grids are stacked along the batch by one
+copy, convolved by one call, and put back by one copy (their backward: two copies). Measurements:
+docs/performance.md, "DARTS: where a step's time goes"; benchmarks/darts_kernels.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import fastpaths
+from ..layers import DilatedDepthwiseConv2d, is_nhwc
+
+
+def subgrids_as_batch(x: torch.Tensor, weight: torch.Tensor, d: int, padding: int) -> torch.Tensor:
+    """``conv2d(x, weight, padding=padding, dilation=d, groups=C)``, stride 1, H and W divisible by d,
+    'same' padding (a multiple of d), as one undilated conv of x's d x d sub-grids stacked along the
+    batch; the result in x's memory layout."""
+    n, c, h, w = x.shape
+    if is_nhwc(x):
+        grids = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(2, 4, 0, 1, 3, 5)
+        grids = grids.reshape(d * d * n, h // d, w // d, c).permute(0, 3, 1, 2)
+    else:
+        grids = x.reshape(n, c, h // d, d, w // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, h // d, w // d)
+    y = F.conv2d(grids, weight, None, 1, padding // d, 1, c)
+    if is_nhwc(x):
+        y = y.permute(0, 2, 3, 1).reshape(d, d, n, h // d, w // d, c).permute(2, 3, 0, 4, 1, 5)
+        return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return y.reshape(d, d, n, c, h // d, w // d).permute(2, 3, 4, 0, 5, 1).reshape(n, c, h, w)
+
+
+class BatchedSubgridConv2d(DilatedDepthwiseConv2d):
+    """DilatedDepthwiseConv2d whose stride-1 sub-grid form is one batched call (fast path ``batched_subgrids``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self._phase_plan(x)
+        if d is None or self.stride[0] != 1 or self.bias is not None or \
+                not fastpaths.enabled("batched_subgrids", x.device):
+            return super().forward(x)
+        return subgrids_as_batch(x, self.weight, d, self.padding[0])
+
+
+def batched_subgrid_conv(module: torch.nn.Module) -> BatchedSubgridConv2d | None:
+    """A DilatedDepthwiseConv2d as a :class:`BatchedSubgridConv2d` holding the same Parameter objects
+    (None for other modules)."""
+    if type(module) is not DilatedDepthwiseConv2d:
+        return None
+    new = torch.nn.utils.skip_init(BatchedSubgridConv2d, module.in_channels, module.out_channels, module.kernel_size,
+                                   stride=module.stride, padding=module.padding, dilation=module.dilation,
+                                   groups=module.groups, bias=module.bias is not None,
+                                   device=module.weight.device, dtype=module.weight.dtype)
+    new.weight, new.bias = module.weight, module.bias
+    return new.train(module.training)

@@ -1,0 +1,66 @@
+"""Fast path batched_subgrids (nasseg/supernet/depthwise.py) computes what the sub-grid views do, in
+float64: single convs, and a whole DARTS supernet's logits, weight and alpha gradients."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasseg import fastpaths
+from nasseg.layers import create_conv2d, to_channels_last
+from nasseg.supernet import build, depthwise
+from nasseg.supernet.depthwise import BatchedSubgridConv2d, batched_subgrid_conv
+
+LAYOUTS = (torch.contiguous_format, torch.channels_last)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_a_dilated_conv_matches_the_sub_grid_views_and_the_native_conv(layout, kernel):
+    torch.manual_seed(0)
+    views = create_conv2d(6, 6, kernel, 1, 2 * (kernel // 2), 2, groups=6).double()
+    batched = batched_subgrid_conv(views)
+    assert type(batched) is BatchedSubgridConv2d and batched.weight is views.weight
+    assert batched_subgrid_conv(create_conv2d(6, 6, 3, 1, 1, groups=6)) is None
+    x = torch.randn(3, 6, 12, 10, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    results = []
+    for module, switches in ((batched, {"batched_subgrids": True}), (views, {}),
+                             (views, {"subgrid_dilated_conv": False})):
+        with fastpaths.overridden(**switches), \
+                mock.patch.object(depthwise, "subgrids_as_batch", wraps=depthwise.subgrids_as_batch) as probe:
+            out = module(x)
+            results.append([out, *torch.autograd.grad(out, [x, module.weight], torch.cos(out))])
+        assert probe.called == (module is batched)
+    assert results[0][0].is_contiguous(memory_format=layout)
+    for ours in results[1:]:
+        for a, b in zip(results[0], ours):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_darts_supernet_computes_the_same_logits_and_gradients(layout):
+    from nasseg.shell.bench.nets import bench_space
+
+    torch.manual_seed(0)
+    model = build(bench_space("darts_cifar", 4, 3, 5), 5).double().train()
+    if layout == torch.channels_last:
+        model = to_channels_last(model)
+    assert any(type(m) is BatchedSubgridConv2d for m in model.modules())
+    x = torch.randn(2, 3, 20, 20, dtype=torch.float64).contiguous(memory_format=layout)
+    y = torch.randint(0, 5, (2,))
+    weights, alphas = list(model.weight_parameters()), list(model.arch_parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    results = {}
+    for on in (True, False):
+        model.load_state_dict(state)  # the same BatchNorm running statistics for both passes
+        with fastpaths.overridden(batched_subgrids=on), \
+                mock.patch.object(depthwise, "subgrids_as_batch", wraps=depthwise.subgrids_as_batch) as probe:
+            logits = model(x)
+            grads = torch.autograd.grad(F.cross_entropy(logits, y), weights + alphas)
+        assert probe.called == on
+        results[on] = [logits, *grads, *model.state_dict().values()]
+    for a, b in zip(results[True], results[False]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
