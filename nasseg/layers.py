@@ -206,31 +206,40 @@ def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
                 module.num_batches_tracked.copy_(count)
 
 
-_bn_group_size: int | None = None  # set by batch_norm_groups
+_bn_groups: tuple[int, int] | None = None  # (size, count), set by batch_norm_groups
 
 
 @contextlib.contextmanager
-def batch_norm_groups(size: int) -> Iterator[None]:
-    """Inside the block, a :class:`GroupBatchNorm2d` that takes batch statistics (training mode) takes
-    them per group of ``size`` consecutive samples and updates its running statistics once per group,
-    in order: a batch of stacked inputs gives what one call per input would (fast path
-    ``batched_transitions``)."""
-    global _bn_group_size
-    outer, _bn_group_size = _bn_group_size, size
+def batch_norm_groups(size: int, count: int) -> Iterator[None]:
+    """Inside the block, a :class:`GroupBatchNorm2d` that takes batch statistics (training mode) is fed
+    ``count`` inputs of ``size`` samples stacked, or one input of ``size`` samples standing for ``count``
+    equal ones, and gives what one call per input would (fast path ``batched_transitions``):
+    statistics per group of ``size`` samples, running statistics updated ``count`` times, in order."""
+    global _bn_groups
+    outer, _bn_groups = _bn_groups, (size, count)
     try:
         yield
     finally:
-        _bn_group_size = outer
+        _bn_groups = outer
 
 
 class GroupBatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d (same parameters and buffers), batch statistics per group under :func:`batch_norm_groups`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = x.shape[0] // _bn_group_size if _bn_group_size else 1
-        if groups == 1 or not (self.training or self.running_mean is None):
+        if _bn_groups is None or not (self.training or self.running_mean is None):
             return super().forward(x)
-        return torch.cat([super(GroupBatchNorm2d, self).forward(chunk) for chunk in x.chunk(groups)])
+        size, count = _bn_groups
+        if x.shape[0] == size * count:
+            return torch.cat([super(GroupBatchNorm2d, self).forward(chunk) for chunk in x.chunk(count)])
+        if self.running_mean is None:
+            return super().forward(x)
+        # x stands for `count` equal groups: one update with the momentum of `count` updates
+        # (1 - (1 - m)^count; cumulative averaging: count / batches seen)
+        self.num_batches_tracked.add_(count)
+        factor = count / float(self.num_batches_tracked) if self.momentum is None else \
+            1 - (1 - self.momentum) ** count
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
 
 
 def group_batch_norm(module: nn.Module) -> GroupBatchNorm2d | None:

@@ -102,6 +102,20 @@ class MixedOp(nn.Module):
         return out
 
 
+def stacked_sum(terms: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The sum of ``terms``; a term of B samples among terms of T stacked batches of B is added to each of
+    the T (edges from an Auto-DeepLab state's l-2 input, computed once: fast path batched_transitions)."""
+    total = terms[0]
+    for term in terms[1:]:
+        if total.shape[0] < term.shape[0]:
+            total, term = term, total
+        if total.shape[0] == term.shape[0]:
+            total = total + term
+        else:
+            total = (total.unflatten(0, (-1, term.shape[0])) + term).flatten(0, 1)
+    return total
+
+
 class SearchCell(nn.Module):
     """A cell DAG with a MixedOp on every edge; nodes combine their incoming edges.
 
@@ -142,9 +156,7 @@ class SearchCell(nn.Module):
             if not terms:
                 states[v] = None
                 continue
-            total = terms[0]
-            for term in terms[1:]:
-                total = total + term
+            total = stacked_sum(terms)
             states[v] = total / len(terms) if self.mean else total
         present = next(states[v] for v in self.outputs if states[v] is not None)
         return torch.cat([states[v] if states[v] is not None else torch.zeros_like(present)

@@ -230,12 +230,12 @@ class Supernet(nn.Module):
         cell, active = self.cells[key], None if active is None else active[cell_type]
         if len(sources) > 1 and fastpaths.enabled("batched_transitions", inputs[sources[0]].device):
             # one cell call for all T transitions: the pre-processed sources stacked along the batch
-            # (T * B samples, pp repeated), BatchNorm statistics per transition (batch_norm_groups)
+            # (T * B samples), BatchNorm statistics per transition (batch_norm_groups); pp's B samples
+            # once, the edges that read it broadcast into the stacked sums (mixed.stacked_sum)
             prev = torch.cat([self.resample[f"{key}_from_{node_key(source)}"](relu(source), size)
                               for source in sources])
-            cell_inputs = [None if pp is None else torch.cat([pp] * len(sources)), prev]
-            with batch_norm_groups(prev.shape[0] // len(sources)):
-                outputs = cell(cell_inputs[-self.space.cell.inputs:], alphas[cell_type], active).chunk(len(sources))
+            with batch_norm_groups(prev.shape[0] // len(sources), len(sources)):
+                outputs = cell([pp, prev][-self.space.cell.inputs:], alphas[cell_type], active).chunk(len(sources))
         else:
             pp_relu = {0: F.relu(pp)} if pp is not None and self._shares_pp(node) else None
             outputs = []
