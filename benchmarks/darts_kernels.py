@@ -1,13 +1,16 @@
 """Where a DARTS CIFAR search step's time goes, and whether other kernel formulations pay (issue 19).
 
     python benchmarks/darts_kernels.py profile [--batch 16]          # self-CPU time by aten op and by kernel kind
-    python benchmarks/darts_kernels.py kernels [--repeats 9] [--layout nhwc|nchw|both] [--only NAME,...]
+    python benchmarks/darts_kernels.py kernels [--repeats 9] [--layout nhwc|nchw|both] [--only NAME,...] [--compile]
+    python benchmarks/darts_kernels.py step --path batched_subgrids [--batch 64] [--repeats 3]
 
 ``profile``: torch.profiler (CPU, 1 thread) of one weight step and one first-order architecture step of
 the bench's DARTS search net (C=16, 8 cells, 32x32, channels-last, as ``nasseg bench`` builds it).
 ``kernels``: forward + backward of the step's kernels at the real shapes (N=64; C=16/32/64 at 32/16/8 px),
 each alternative against the current formulation, taking turns in one process (median ms), with its float64
 max abs difference to the current one (outputs and every gradient).
+``step``: whole search steps (first-order architecture step, then weight step) of that net with a fast path
+on and off, taking turns in one process; median seconds.
 """
 
 from __future__ import annotations
@@ -316,15 +319,16 @@ def forward_backward(run: Run, x: torch.Tensor, params: list[torch.Tensor], grad
 
 
 def timed_alternating(calls: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median ms of each call, the calls taking turns (order rotating each round) after one warm-up round."""
+    """Median CPU ms of each call (time.process_time: the machine is shared, wall time is not a measure),
+    the calls taking turns (order rotating each round) after one warm-up round."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for i in range(repeats + 1):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            start = time.perf_counter()
+            start = time.process_time()
             calls[name]()
             if i:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(time.process_time() - start)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
@@ -384,7 +388,7 @@ def row(label: str, C: int, px: int, fmt, mode: str, base: float, alternatives: 
 
 
 def kernels(layouts: list[str], repeats: int, only: str | None, compile_too: bool) -> None:
-    print(f"torch {torch.__version__}, 1 thread, N=64, median of {repeats} alternating repeats; "
+    print(f"torch {torch.__version__}, 1 thread, N=64, median CPU ms of {repeats} alternating repeats; "
           "float64 max abs diff of outputs and gradients at N=4")
     print("| case | C x size | layout | gradients | current ms | alternative | alt ms | current / alt | f64 diff |")
     print("|---|---|---|---|---:|---|---:|---:|---:|")
@@ -418,12 +422,38 @@ def kernels(layouts: list[str], repeats: int, only: str | None, compile_too: boo
                                                               if name != first})
 
 
+def step(path: str, batch: int, repeats: int) -> None:
+    """Search steps (architecture, then weights) with fast path ``path`` on and off, taking turns."""
+    from nasseg import fastpaths
+    from nasseg.heap import keep_freed_heap
+    from nasseg.shell.bench.nets import NetConfig, Variant
+
+    keep_freed_heap()
+    variant = Variant(NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32)), "ours", torch.device("cpu"))
+    seconds: dict[bool, dict[str, list[float]]] = {on: collections.defaultdict(list) for on in (True, False)}
+    for i in range(repeats + 1):
+        for on in ((True, False) if i % 2 else (False, True)):
+            with fastpaths.overridden(**{path: on}):
+                for part, run in (("arch", variant.arch_step), ("weight", variant.weight_step)):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    run()
+                    if i:  # the first round warms up
+                        seconds[on][f"{part} CPU"].append(time.process_time() - cpu)
+                        seconds[on][f"{part} wall"].append(time.perf_counter() - wall)
+    print(f"{path}, DARTS C=16, 8 cells, batch {batch}, 32x32, channels-last, 1 thread, median of {repeats}:")
+    for part in seconds[True]:
+        on, off = (statistics.median(seconds[flag][part]) for flag in (True, False))
+        print(f"  {part}: on {on:.2f} s, off {off:.2f} s, on / off {on / off:.3f}  (on {seconds[True][part]}, "
+              f"off {seconds[False][part]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["profile", "kernels"])
-    parser.add_argument("--batch", type=int, default=16, help="profile: batch size")
+    parser.add_argument("what", choices=["profile", "kernels", "step"])
+    parser.add_argument("--path", default="batched_subgrids", help="step: the fast path switched on and off")
+    parser.add_argument("--batch", type=int, default=16, help="profile, step: batch size")
     parser.add_argument("--top", type=int, default=15, help="profile: rows of the aten-op table")
-    parser.add_argument("--repeats", type=int, default=9, help="kernels: timed repeats of each formulation")
+    parser.add_argument("--repeats", type=int, default=9, help="kernels, step: timed repeats of each formulation")
     parser.add_argument("--layout", choices=["nhwc", "nchw", "both"], default="both")
     parser.add_argument("--only", help="kernels: only the cases whose label contains one of these words (a,b,...)")
     parser.add_argument("--compile", action="store_true",
@@ -432,6 +462,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.what == "profile":
         profile(args.batch, args.top)
+    elif args.what == "step":
+        step(args.path, args.batch, args.repeats)
     else:
         kernels(list(LAYOUTS) if args.layout == "both" else [args.layout], args.repeats, args.only, args.compile)
 

@@ -84,6 +84,13 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
              "(supernet.depthwise.BatchedSubgridConv2d)",
         why="speed: each view's backward zero-fills a full-size gradient; 2-3x on these convs in NHWC",
         devices=("cpu",), torch_versions=("2.13", None)),
+    FastPath(
+        "shared_pools",
+        what="the pools of a cell's edges that read one state (pool + non-affine BatchNorm, training mode) "
+             "are computed once and read by all of them; each edge's BatchNorm still updates its running "
+             "statistics (supernet.mixed.MixedOp)",
+        why="speed and memory: the same function on each edge; 14 pool computations of a DARTS cell become 5",
+        devices=("cpu", "cuda")),
 )}
 
 _code: dict[str, bool] = {}  # set_enabled / overridden

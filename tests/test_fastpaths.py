@@ -45,7 +45,7 @@ def test_every_fast_path_is_listed_with_whether_it_runs_and_why():
     listed = fastpaths.describe("cpu")
     assert [s.name for s in listed] == list(fastpaths.FAST_PATHS) == \
         ["compact_max_pool", "subgrid_dilated_conv", "subsampled_pointwise_conv", "batched_transitions",
-         "batched_subgrids"]
+         "batched_subgrids", "shared_pools"]
     assert all(s.enabled and s.reason.startswith("default on cpu") for s in listed)
     assert all(path.what and path.why for path in fastpaths.FAST_PATHS.values())
     on_cuda = {s.name: s for s in fastpaths.describe(torch.device("cuda", 0))}
@@ -94,7 +94,7 @@ def test_the_environment_variable_switches_paths(monkeypatch):
     assert states["subgrid_dilated_conv"].reason == f"set by {fastpaths.ENV}"
     monkeypatch.setenv(fastpaths.ENV, "-all,compact_max_pool")
     fastpaths.reset()
-    assert [s.enabled for s in fastpaths.describe()] == [True, False, False, False, False]
+    assert [s.enabled for s in fastpaths.describe()] == [True, False, False, False, False, False]
     monkeypatch.setenv(fastpaths.ENV, "-compact_maxpool")
     fastpaths.reset()
     with pytest.raises(ValueError, match="NASSEG_FASTPATHS=.*unknown fast path 'compact_maxpool'"):

@@ -64,3 +64,36 @@ def test_a_darts_supernet_computes_the_same_logits_and_gradients(layout):
         results[on] = [logits, *grads, *model.state_dict().values()]
     for a, b in zip(results[True], results[False]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_shared_pools_give_the_same_logits_gradients_and_running_statistics(layout):
+    from nasseg.layers import CompactMaxPool2d
+    from nasseg.shell.bench.nets import bench_space
+
+    torch.manual_seed(0)
+    model = build(bench_space("darts_cifar", 4, 3, 5), 5).double().train()
+    if layout == torch.channels_last:
+        model = to_channels_last(model)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=layout)
+    y = torch.randint(0, 5, (2,))
+    params = list(model.weight_parameters()) + list(model.arch_parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    results = {}
+    for on in (True, False):
+        model.load_state_dict(state)
+        pools = []
+        hooks = [m.register_forward_hook(lambda *_: pools.append(1)) for m in model.modules()
+                 if isinstance(m, CompactMaxPool2d)]
+        with fastpaths.overridden(shared_pools=on):
+            logits = model(x)
+            grads = torch.autograd.grad(F.cross_entropy(logits, y), params)
+            model.eval()
+            evaluated = model(x)  # eval mode: running statistics, no sharing
+            model.train()
+        for hook in hooks:
+            hook.remove()
+        results[on] = [logits, *grads, evaluated, *model.state_dict().values()], len(pools)
+    assert results[True][1] == 3 * 5 + 3 * 14 and results[False][1] == 2 * 3 * 14  # 3 cells; eval: not shared
+    for a, b in zip(results[True][0], results[False][0]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

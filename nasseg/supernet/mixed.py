@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import fastpaths
 from ..layers import FactorizedReduce, compact_max_pool, group_batch_norm, replace_modules
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
@@ -62,6 +63,12 @@ class MixedOp(nn.Module):
 
     ``active`` (optional, one bool per candidate) skips ops pruned by ``prune_below``: their
     weight fell below the threshold, so their term is dropped as if it were `none`.
+
+    ``shared`` (optional, one dict per input state, from the cell): a parameter-free op followed by a
+    non-affine BatchNorm (the pools in search) computes the same on every edge that reads the state
+    while its BatchNorm takes batch statistics (training mode); with fast path ``shared_pools`` the
+    first such edge computes it and the others read its output, each edge's BatchNorm still moving
+    its running statistics by a call without gradient on the same pooled input.
     """
 
     def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool):
@@ -69,6 +76,7 @@ class MixedOp(nn.Module):
         self.stride = stride
         self.positions: list[int] = []  # index into the edge's weights of each computed op
         self.reads_relu: list[bool] = []  # whether the op takes relu(x) (its own ReLU stripped)
+        self.share_keys: list[tuple | None] = []  # (op name, stride) of ops that `shared` may hold
         ops = []
         for position, name in enumerate(op_names):
             spec = space.op(name)
@@ -82,20 +90,34 @@ class MixedOp(nn.Module):
             # sub-grids as one batch (fastpaths)
             op = replace_modules(op, lambda m: compact_max_pool(m) or group_batch_norm(m) or batched_subgrid_conv(m))
             self.reads_relu.append(strip_leading_relu(op))
+            self.share_keys.append((name, stride) if definition.parameter_free and definition.bn_in_search else None)
             ops.append(op)
             self.positions.append(position)
         self.ops = nn.ModuleList(ops)
         self.needs_relu = any(self.reads_relu)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: torch.Tensor | None = None,
-                active: Sequence[bool] | None = None) -> torch.Tensor:
+                active: Sequence[bool] | None = None, shared: dict | None = None) -> torch.Tensor:
         out = None
-        for position, op, reads_relu in zip(self.positions, self.ops, self.reads_relu):
+        share = shared is not None and fastpaths.enabled("shared_pools", x.device)
+        for position, op, reads_relu, key in zip(self.positions, self.ops, self.reads_relu, self.share_keys):
             if active is not None and not active[position]:
                 continue
             if reads_relu and relu_x is None:
                 relu_x = F.relu(x)
-            term = weights[position] * op(relu_x if reads_relu else x)
+            source = relu_x if reads_relu else x
+            if share and key is not None and op[1].training:
+                if key in shared:
+                    pooled, y = shared[key]
+                    if op[1].running_mean is not None:
+                        with torch.no_grad():
+                            op[1](pooled)  # this edge's running statistics, as its own call moves them
+                else:
+                    pooled = op[0](source)
+                    shared[key] = pooled, (y := op[1](pooled))
+            else:
+                y = op(source)
+            term = weights[position] * y
             out = term if out is None else out + term
         if out is None:  # only `none` (or only pruned ops) on this edge
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
@@ -145,6 +167,7 @@ class SearchCell(nn.Module):
         between several cell evaluations (an Auto-DeepLab state's l-2 input, one per transition)."""
         states: dict[int, torch.Tensor | None] = dict(enumerate(inputs))
         relu = ReluCache(states, input_relus)
+        shared: dict = {}  # per input state: outputs its readers share (MixedOp, fast path shared_pools)
         for v in self.order:
             terms = []
             for u, i in self.incoming[v]:
@@ -152,7 +175,7 @@ class SearchCell(nn.Module):
                     continue
                 edge = self.edges[i]
                 terms.append(edge(states[u], weights[i], relu(u) if edge.needs_relu else None,
-                                  None if active is None else active[i]))
+                                  None if active is None else active[i], shared.setdefault(u, {})))
             if not terms:
                 states[v] = None
                 continue
