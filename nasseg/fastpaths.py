@@ -73,8 +73,8 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
     FastPath(
         "batched_transitions",
         what="an Auto-DeepLab state evaluates its cell once for all its incoming transitions, stacked along "
-             "the batch, BatchNorm statistics per transition (supernet.Supernet.state_forward, "
-             "layers.GroupBatchNorm2d)",
+             "the batch, BatchNorm statistics per transition, the edges from its l-2 input once, broadcast "
+             "(supernet.Supernet.state_forward, mixed.stacked_sum, layers.GroupBatchNorm2d)",
         why="speed: a lattice step is bound by per-call overhead (tiny tensors); one call per op instead of up to 3",
         devices=("cpu", "cuda")),
     FastPath(
