@@ -181,3 +181,13 @@ def test_info_lists_the_fast_paths_and_their_state(capsys, monkeypatch):
     assert lines["compact_max_pool"] == "off" and set(lines) == {s.name for s in fastpaths.describe("cpu")}
     assert main(["info", "--list", "ops", "--json"]) == 0
     assert "sep_conv_3x3" in {entry["name"] for entry in json.loads(capsys.readouterr().out)}
+
+
+def test_meta_tensors_take_the_paths_of_the_device_they_stand_for():
+    """The memory planner traces on meta tensors: they follow the CPU's paths, or the planned device's."""
+    fastpaths.reset()
+    assert fastpaths.enabled("subgrid_dilated_conv", "meta")  # CPU-only path, the CPU's by default
+    with fastpaths.traced_as("cuda:0"):
+        assert not fastpaths.enabled("subgrid_dilated_conv", "meta")
+        assert fastpaths.enabled("batched_transitions", torch.device("meta"))
+    assert fastpaths.enabled("subgrid_dilated_conv", "meta")

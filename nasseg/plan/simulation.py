@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from .. import fastpaths
 from .budget import MemoryPlan, Phase
 from .tracer import MemoryTracer
 
@@ -102,13 +103,13 @@ def simulate(trace, device: str, phases: list[tuple[str, Callable[[], None]]], *
     tracer.track([*weights, *trace.inputs()])
     baseline = tracer.current
     if warm:
-        with tracer:
+        with tracer, fastpaths.traced_as(model.name):  # meta tensors take the planned device's fast paths
             trace.warm_up()
     state = tracer.current - baseline
     done = []
     for name, run in phases:
         tracer.reset_peak()
-        with tracer:
+        with tracer, fastpaths.traced_as(model.name):
             run()
         runtime = model.runtime_bytes
         done.append(Phase(name, tracer.peak + runtime, tracer.peak - tracer.peak_tensors + runtime))
