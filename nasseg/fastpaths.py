@@ -96,7 +96,7 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
 _code: dict[str, bool] = {}  # set_enabled / overridden
 _environment: dict[str, bool] | None = None  # parsed NASSEG_FASTPATHS, at first use
 _decided: dict[tuple[str, str], bool] = {}  # (name, device type) -> enabled
-_meta_stands_for = "cpu"  # the device type whose paths meta tensors take (traced_as)
+_meta_stands_for: str | None = None  # the device type whose paths meta tensors take (traced_as)
 
 
 def _path(name: str) -> FastPath:
@@ -140,10 +140,11 @@ def _kind(device: torch.device | str) -> str:
 
 
 def enabled(name: str, device: torch.device | str) -> bool:
-    """Whether fast path ``name`` runs for a tensor on ``device`` (a device or device type); tensors on
-    ``meta`` take the paths of the device they stand for (:func:`traced_as`; the CPU's by default)."""
+    """Whether fast path ``name`` runs for a tensor on ``device`` (a device or device type); inside
+    :func:`traced_as`, tensors on ``meta`` take the paths of the device they stand for."""
     kind = _kind(device)
-    kind = _meta_stands_for if kind == "meta" else kind
+    if kind == "meta" and _meta_stands_for:
+        kind = _meta_stands_for
     try:
         return _decided[name, kind]
     except KeyError:
@@ -154,7 +155,8 @@ def enabled(name: str, device: torch.device | str) -> bool:
 @contextlib.contextmanager
 def traced_as(device: torch.device | str) -> Iterator[None]:
     """Inside the block, tensors on ``meta`` take the fast paths of ``device``: the memory planner traces a
-    job's steps on meta tensors and must follow the code the job will run on its device."""
+    job's steps on meta tensors and must follow the code the job will run on its device. Outside, meta is
+    a device of its own (only the paths for every device run: a MAC count on meta counts the method)."""
     global _meta_stands_for
     outer, _meta_stands_for = _meta_stands_for, _kind(device)
     try:

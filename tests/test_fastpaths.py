@@ -184,10 +184,12 @@ def test_info_lists_the_fast_paths_and_their_state(capsys, monkeypatch):
 
 
 def test_meta_tensors_take_the_paths_of_the_device_they_stand_for():
-    """The memory planner traces on meta tensors: they follow the CPU's paths, or the planned device's."""
+    """The memory planner traces on meta tensors: inside traced_as they follow the planned device's paths."""
     fastpaths.reset()
-    assert fastpaths.enabled("subgrid_dilated_conv", "meta")  # CPU-only path, the CPU's by default
+    assert not fastpaths.enabled("subgrid_dilated_conv", "meta")  # meta alone: only every-device paths
+    with fastpaths.traced_as("cpu"):
+        assert fastpaths.enabled("subgrid_dilated_conv", "meta")
     with fastpaths.traced_as("cuda:0"):
         assert not fastpaths.enabled("subgrid_dilated_conv", "meta")
         assert fastpaths.enabled("batched_transitions", torch.device("meta"))
-    assert fastpaths.enabled("subgrid_dilated_conv", "meta")
+    assert not fastpaths.enabled("subgrid_dilated_conv", "meta")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import yaml
 from conftest import TINY_DARTS_SPACE
 
+from nasseg import fastpaths
 from nasseg import plan as planner
 from nasseg.layers import to_channels_last
 from nasseg.plan.simulation import SavedCounter
@@ -55,7 +56,8 @@ def tiny_supernet(space, device: str, checkpoint: bool = False) -> Supernet:
 
 def traced_step(space, device: str, checkpoint: bool = False) -> tuple[int, int]:
     """(peak bytes above the start, bytes saved for backward) of a weight step's forward + backward
-    of the tiny supernet, counted by the tracer on ``device``."""
+    of the tiny supernet, counted by the tracer on ``device`` (meta standing for the CPU, as the planner
+    traces a CPU job)."""
     net = tiny_supernet(space, device, checkpoint)
     x = torch.zeros(2, 3, 32, 32, device=device)
     y = torch.zeros(2, 32, 32, dtype=torch.int64, device=device)
@@ -63,7 +65,7 @@ def traced_step(space, device: str, checkpoint: bool = False) -> tuple[int, int]
     tracer.track([*net.parameters(), *net.buffers(), x, y])
     start = tracer.current
     saved = SavedCounter([*net.parameters(), *net.buffers(), x])
-    with tracer, frozen(net.arch_parameters()):
+    with tracer, frozen(net.arch_parameters()), fastpaths.traced_as("cpu"):
         with saved.counting():
             loss = F.cross_entropy(net(x), y)
         loss.backward()
