@@ -40,14 +40,18 @@ def test_a_dilated_conv_matches_the_sub_grid_views_and_the_native_conv(layout, k
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_darts_supernet_computes_the_same_logits_and_gradients(layout):
+def darts_supernet(layout):
+    """A small float64 DARTS supernet in training mode, in ``layout``."""
     from nasseg.shell.bench.nets import bench_space
 
     torch.manual_seed(0)
     model = build(bench_space("darts_cifar", 4, 3, 5), 5).double().train()
-    if layout == torch.channels_last:
-        model = to_channels_last(model)
+    return to_channels_last(model) if layout == torch.channels_last else model
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_darts_supernet_computes_the_same_logits_and_gradients(layout):
+    model = darts_supernet(layout)
     assert any(type(m) is BatchedSubgridConv2d for m in model.modules())
     x = torch.randn(2, 3, 20, 20, dtype=torch.float64).contiguous(memory_format=layout)
     y = torch.randint(0, 5, (2,))
@@ -69,12 +73,8 @@ def test_a_darts_supernet_computes_the_same_logits_and_gradients(layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_shared_pools_give_the_same_logits_gradients_and_running_statistics(layout):
     from nasseg.layers import CompactMaxPool2d
-    from nasseg.shell.bench.nets import bench_space
 
-    torch.manual_seed(0)
-    model = build(bench_space("darts_cifar", 4, 3, 5), 5).double().train()
-    if layout == torch.channels_last:
-        model = to_channels_last(model)
+    model = darts_supernet(layout)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=layout)
     y = torch.randint(0, 5, (2,))
     params = list(model.weight_parameters()) + list(model.arch_parameters())
