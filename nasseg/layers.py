@@ -9,6 +9,7 @@ each fast path is named and switched in :mod:`nasseg.fastpaths`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Callable, Iterator
 
 import torch
@@ -206,7 +207,8 @@ def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
                 module.num_batches_tracked.copy_(count)
 
 
-_bn_groups: tuple[int, int] | None = None  # (size, count), set by batch_norm_groups
+# .value: (size, count), set by batch_norm_groups; per thread (hessian.overlap's eigenvalue has its own)
+_bn_groups = threading.local()
 
 
 @contextlib.contextmanager
@@ -215,21 +217,22 @@ def batch_norm_groups(size: int, count: int) -> Iterator[None]:
     ``count`` inputs of ``size`` samples stacked, or one input of ``size`` samples standing for ``count``
     equal ones, and gives what one call per input would (fast path ``batched_transitions``):
     statistics per group of ``size`` samples, running statistics updated ``count`` times, in order."""
-    global _bn_groups
-    outer, _bn_groups = _bn_groups, (size, count)
+    outer = getattr(_bn_groups, "value", None)
+    _bn_groups.value = (size, count)
     try:
         yield
     finally:
-        _bn_groups = outer
+        _bn_groups.value = outer
 
 
 class GroupBatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d (same parameters and buffers), batch statistics per group under :func:`batch_norm_groups`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _bn_groups is None or not (self.training or self.running_mean is None):
+        groups = getattr(_bn_groups, "value", None)
+        if groups is None or not (self.training or self.running_mean is None):
             return super().forward(x)
-        size, count = _bn_groups
+        size, count = groups
         if x.shape[0] == size * count:
             return torch.cat([super(GroupBatchNorm2d, self).forward(chunk) for chunk in x.chunk(count)])
         if self.running_mean is None:

@@ -145,7 +145,7 @@ def test_divergence_keeps_checkpoint_and_resume_with_new_settings(tmp_path):
 def test_paper_rule_stops_and_returns_earlier_architecture(tmp_path, monkeypatch):
     job = write_job(tmp_path, epochs=6, early_stop={"rule": "paper", "window": 2, "ratio": 0.75})
     values = iter([1.0, 1.0, 2.0, 4.0, 8.0, 16.0])
-    monkeypatch.setattr(Search, "eigenvalue", lambda self: next(values))
+    monkeypatch.setattr(Search, "eigenvalue", lambda self, model=None: next(values))
     search = Search(load_job(job), 0, tmp_path / "run", progress=False)
     result = search.run_search()
     # windows of 2: means 1, 1, 1.5, 3 ...; at epoch 4: mean(1,1)/mean(2,4) = 1/3 < 0.75 -> stop, return 2
@@ -160,7 +160,7 @@ def test_darts_ada_rolls_back_and_raises_weight_decay(tmp_path, monkeypatch):
                                                     "ada": {"factor": 10, "max_rollbacks": 1}})
     # the raised weight decay flattens the eigenvalue after the rollback (epoch 2 runs twice)
     values = iter([1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
-    monkeypatch.setattr(Search, "eigenvalue", lambda self: next(values))
+    monkeypatch.setattr(Search, "eigenvalue", lambda self, model=None: next(values))
     search = Search(load_job(job), 0, tmp_path / "run", progress=False)
     result = search.run_search()
     # epoch 2: 1/2 < 0.75 -> roll back to epoch 1, weight decay 3e-4 -> 3e-3, then run to the end

@@ -100,8 +100,8 @@ def test_stop_rule_windows_hold_only_epochs_with_architecture_steps(tmp_path, mo
     measured = []
     values = iter([1.0, 1.0, 2.0, 4.0, 8.0])
 
-    def eigenvalue(self):
-        measured.append(self.epoch + 1)
+    def eigenvalue(self, model=None):
+        measured.append(self.epoch)  # the eigenvalue of the state after epoch e is taken with self.epoch == e
         return next(values)
 
     monkeypatch.setattr(Search, "eigenvalue", eigenvalue)

@@ -87,6 +87,9 @@ class HessianConfig:
     method: Literal["exact", "forward", "central"] = "forward"  # Hessian-vector products (double backward or differences)
     epsilon: OpenUnit = 1e-4  # finite-difference step along the unit Lanczos vector (accuracy: docs/search.md)
     blocks: Bool = False  # lattices: also the eigenvalue over the alphas alone and the betas alone (2 more Lanczos runs)
+    # compute epoch e's eigenvalue on a thread of its own while epoch e+1 trains (same numbers; a second
+    # core's worth of work: a trial then gives each thread half its resources.cpus as torch threads)
+    overlap: Bool = False
 
 
 @spec
@@ -152,6 +155,9 @@ class SearchConfig:
         if self.early_stop.rule != "none" and self.hessian.every != 1:
             raise FieldError("hessian.every", "stop rules need the eigenvalue of every epoch; set hessian.every: 1 "
                              "or early_stop.rule: none")
+        if self.hessian.overlap and self.early_stop.ada is not None:
+            raise FieldError("hessian.overlap", "DARTS-ADA rolls back to saved epochs, and with overlap an epoch is "
+                             "saved before its eigenvalue; set hessian.overlap: false or remove early_stop.ada")
 
     def to_dict(self) -> dict[str, Any]:
         return {key: value for key, value in to_plain(self).items() if key != "file"}

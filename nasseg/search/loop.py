@@ -7,14 +7,22 @@ Architecture steps start after ``arch.start_epoch`` epochs (Auto-DeepLab: 20 of 
 each epoch: validation loss / mIoU, the dominant Hessian eigenvalue of the architecture loss on a
 fixed batch of B, the decoded architecture, a checkpoint, and the stop rule.
 Epochs are numbered from 1; "epoch e" is the state after e finished epochs.
+
+With ``hessian.overlap`` the eigenvalue of epoch e runs on a thread of its own, on a copy of epoch
+e's model, while epoch e+1 trains; epoch e's stop check follows when both are done. Each thread
+makes the same calls on the same tensors as the sequential loop, so the numbers are the same; a
+stop at epoch e discards epoch e+1's unrecorded training. Epoch e's checkpoint is written before
+its eigenvalue is known ("eigen_pending"); a resume computes it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +39,7 @@ from ..device import resolve_device
 from ..errors import NassegError
 from ..io import atomic_write_text
 from ..space.ops import OPS
-from ..layers import frozen_bn_stats, to_channels_last
+from ..layers import Noise, frozen_bn_stats, to_channels_last
 from ..supernet import Supernet
 from ..train.metrics import ConfusionMatrix
 from .architect import first_order_grads, second_order_grads, set_arch_grads
@@ -45,6 +53,41 @@ from .stop_rules import DartsADA, make_rule
 
 class SearchDiverged(NassegError):
     """A NaN/inf loss or exploding alphas; the last checkpoint is left intact."""
+
+
+NOT_MEASURED = {"eigenvalue": None, "eigen_seconds": 0.0, "eigen_steps": 0, "eigen_bound": None}
+
+
+class EigenInFlight:
+    """An epoch's eigenvalue fields, computed on a thread of its own (``hessian.overlap``);
+    ``result()`` waits for them and says how long it waited."""
+
+    def __init__(self, measure: Callable[[], dict[str, Any]]):
+        self._fields: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(measure,), name="nasseg-eigenvalue", daemon=True)
+        self._thread.start()
+
+    def _run(self, measure: Callable[[], dict[str, Any]]) -> None:
+        try:
+            self._fields = measure()
+        except BaseException as exc:  # re-raised in the search's own thread by result()
+            self._error = exc
+
+    def result(self) -> tuple[dict[str, Any], float]:
+        start = time.perf_counter()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._fields, time.perf_counter() - start
+
+
+@dataclass
+class PendingEpoch:
+    """An epoch recorded and saved before its eigenvalue (``hessian.overlap``)."""
+    row: dict[str, Any]  # its row in the history, completed when the eigenvalue arrives
+    state: dict[str, Any]  # a copy of the checkpoint written for it, rewritten if the search stops there
+    eigen: EigenInFlight
 
 
 @dataclass
@@ -102,6 +145,9 @@ class Search:
         if net.channels_last:
             self.model = to_channels_last(self.model)
         self.amp = self.device.type == "cuda" and net.amp
+        if config.hessian.overlap and any(isinstance(m, Noise) for m in self.model.modules()):
+            raise NassegError(f"{config.file}: hessian.overlap with the noise op: its training draws and the "
+                              "eigenvalue's fixed draws share one random generator; set hessian.overlap: false")
         if not self.model.segmentation:
             raise NassegError(f"{self.space.file}: network.head is {self.space.network.head.type!r}, a "
                               "classification head; searching on segmentation data needs a dense head (e.g. aspp)")
@@ -206,36 +252,50 @@ class Search:
         return {"val_loss": total / max(pixels, 1), "val_miou": confusion.miou(),
                 "val_pixel_acc": confusion.pixel_accuracy()}
 
-    def eigenvalue(self) -> float:
+    def eigenvalue(self, model: Supernet | None = None) -> float:
         """Dominant eigenvalue of the Hessian of the architecture (validation) loss w.r.t. all
-        alphas and betas jointly, on a fixed batch of B, in train mode with BN statistics frozen."""
+        alphas and betas jointly, on a fixed batch of B, in train mode with BN statistics frozen;
+        of ``model`` (default: the search's own; with hessian.overlap, a copy of it)."""
+        model = model or self.model
         start = self.eigenvector if self.config.hessian.warm_start else None
-        value, vector, self.eigen_steps, self.eigen_bound = self._top_eigenpair(self.model.arch_parameters(), start)
+        value, vector, self.eigen_steps, self.eigen_bound = self._top_eigenpair(model, model.arch_parameters(), start)
         self.eigenvector = vector.detach().to("cpu", torch.float64)
         return value
 
-    def block_eigenvalues(self) -> dict[str, float]:
+    def measure_eigen(self, model: Supernet) -> dict[str, Any]:
+        """The eigenvalue columns of an epoch's metrics row, computed on ``model``."""
+        start = time.perf_counter()
+        fields = {"eigenvalue": self.eigenvalue(model)}
+        if self.config.hessian.blocks:
+            fields.update(self.block_eigenvalues(model))
+        # an eigenvalue of the Hessian lies within eigen_bound of the recorded value (Ritz residual)
+        fields.update(eigen_seconds=time.perf_counter() - start, eigen_steps=self.eigen_steps,  # Lanczos products
+                      eigen_bound=self.eigen_bound)
+        return fields
+
+    def block_eigenvalues(self, model: Supernet | None = None) -> dict[str, float]:
         """``hessian.blocks`` on a lattice: the dominant eigenvalues of the diagonal blocks of that
         Hessian, over the cell alphas alone and over the network-level betas alone. Each Lanczos run
         starts from its block of this epoch's joint eigenvector (no extra state to checkpoint)."""
-        if self.model.betas is None:
+        model = model or self.model
+        if model.betas is None:
             return {}
-        alphas = list(self.model.alphas.values())
+        alphas = list(model.alphas.values())
         n_alphas = sum(p.numel() for p in alphas)
         joint = self.eigenvector
         values = {}
         for name, params, part in (("alphas", alphas, slice(0, n_alphas)),
-                                   ("betas", [self.model.betas], slice(n_alphas, None))):
+                                   ("betas", [model.betas], slice(n_alphas, None))):
             start = joint[part] if joint is not None and self.config.hessian.warm_start else None
-            value, _, steps, _ = self._top_eigenpair(params, start)
+            value, _, steps, _ = self._top_eigenpair(model, params, start)
             self.eigen_steps += steps
             values[f"eigenvalue_{name}"] = value
         return values
 
-    def _top_eigenpair(self, params: list[torch.Tensor],
+    def _top_eigenpair(self, model: Supernet, params: list[torch.Tensor],
                        start: torch.Tensor | None) -> tuple[float, torch.Tensor, int, float]:
         x, y = self.hessian_batch
-        return architecture_eigenpair(self.model, lambda: self.loss(self.model, x, y), params, self.config.hessian,
+        return architecture_eigenpair(model, lambda: self.loss(model, x, y), params, self.config.hessian,
                                       self.seed, start)
 
     def record_architecture(self, epoch: int) -> dict[str, float]:
@@ -314,9 +374,10 @@ class Search:
             reason = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
             raise NassegError(f"{source}: this checkpoint does not fit the search ({reason})") from None
 
-    def save(self) -> None:
+    def save(self, state: dict[str, Any] | None = None) -> None:
         keep = 2 * self.rule.rule.window + 2 if isinstance(self.rule, DartsADA) else 0  # it looks back two windows
-        self.run.save_checkpoint(self.state(), self.epoch, keep_epochs=keep)
+        state = state or self.state()
+        self.run.save_checkpoint(state, state["epoch"], keep_epochs=keep)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -350,43 +411,100 @@ class Search:
         atomic_write_text(self.run.file("config.yaml"), dump_job(config))
         atomic_write_text(self.run.file("space.yaml"), Path(self.space.file).read_text())
         last = min(config.epochs, max_epochs or config.epochs)
-        while self.epoch < last:
+        pending = self._pending_after_resume()
+        if pending and not config.hessian.overlap:
+            pending, outcome = None, self._complete(pending, on_epoch)
+            if outcome:
+                return outcome
+        while self.epoch < last or pending:
+            started = time.perf_counter()
             epoch = self.epoch + 1
-            start = time.perf_counter()
-            row = self.train_epoch(epoch)
-            eval_start = time.perf_counter()
-            row.update(self.evaluate())
-            row["eval_seconds"] = time.perf_counter() - eval_start
-            eigen_start = time.perf_counter()
+            row = self._train_and_evaluate(epoch) if self.epoch < last else None
+            if pending:  # the previous epoch's eigenvalue ran beside this epoch's training
+                waited = time.perf_counter()
+                pending, outcome = None, self._complete(pending, on_epoch)
+                if outcome:
+                    return outcome
+                started += time.perf_counter() - waited  # that time is the previous epoch's
+            if row is None:
+                break
             measure = config.hessian.every and epoch % config.hessian.every == 0 and row["arch_active"]
-            row["eigenvalue"] = self.eigenvalue() if measure else None
-            if measure and config.hessian.blocks:
-                row.update(self.block_eigenvalues())
-            row["eigen_seconds"] = time.perf_counter() - eigen_start if measure else 0.0
-            row["eigen_steps"] = self.eigen_steps if measure else 0  # Hessian-vector products (Lanczos)
-            # an eigenvalue of the Hessian lies within eigen_bound of the recorded value (Ritz residual)
-            row["eigen_bound"] = self.eigen_bound if measure else None
             row.update(self.record_architecture(epoch))
-            row["epoch_seconds"] = time.perf_counter() - start
             self.history.append(row)
             self.epoch = epoch
+            if measure and config.hessian.overlap:
+                row.update(eigen_pending=True, epoch_seconds=time.perf_counter() - started)  # + the wait, later
+                pending = self._save_pending()
+                continue
+            row.update(self.measure_eigen(self.model) if measure else NOT_MEASURED)
+            row["eigen_wait_seconds"] = row["eigen_seconds"]
+            row["epoch_seconds"] = time.perf_counter() - started
             action, target, reason = self.stop_check(epoch, row["eigenvalue"])
             self.save()
-            self.run.write_metrics(self.history)
-            if on_epoch:
-                on_epoch(row)
-            if action == "stop":
-                self.run.log_event("early_stop", epoch=epoch, return_epoch=target, reason=reason)
-                return self._finish("stopped", target, reason)
+            outcome = self._after_check(row, action, target, reason, on_epoch)
+            if outcome:
+                return outcome
         if self.epoch >= config.epochs:
             return self._finish("finished", self.epoch, f"ran all {config.epochs} epochs")
         return SearchResult(self.run.path, "interrupted", self.epoch, self.epoch, "stopped at max_epochs")
+
+    def _train_and_evaluate(self, epoch: int) -> dict[str, Any]:
+        row = self.train_epoch(epoch)
+        eval_start = time.perf_counter()
+        row.update(self.evaluate())
+        row["eval_seconds"] = time.perf_counter() - eval_start
+        return row
+
+    def _after_check(self, row: dict[str, Any], action: str, target: int | None, reason: str,
+                     on_epoch: Callable[[dict[str, Any]], None] | None) -> SearchResult | None:
+        self.run.write_metrics(self.history)
+        if on_epoch:
+            on_epoch(row)
+        if action != "stop":
+            return None
+        self.run.log_event("early_stop", epoch=row["epoch"], return_epoch=target, reason=reason)
+        return self._finish("stopped", target, reason)
+
+    # --- hessian.overlap: an epoch's eigenvalue beside the next epoch ---------------------------
+
+    def _save_pending(self) -> PendingEpoch:
+        """Checkpoint the epoch just recorded, its eigenvalue pending, and start that eigenvalue."""
+        state = copy.deepcopy(self.state())
+        self.save(state)
+        return self._start_eigen(state)
+
+    def _pending_after_resume(self) -> PendingEpoch | None:
+        """A resumed checkpoint saved before its epoch's eigenvalue: compute that again (same numbers)."""
+        if not (self.history and self.history[-1].get("eigen_pending")):
+            return None
+        return self._start_eigen(copy.deepcopy(self.state()))
+
+    def _start_eigen(self, state: dict[str, Any]) -> PendingEpoch:
+        """The last recorded epoch's eigenvalue on a thread of its own, on a copy of the model."""
+        twin = copy.deepcopy(self.model)
+        for param in twin.parameters():
+            param.grad = None
+        return PendingEpoch(self.history[-1], state, EigenInFlight(partial(self.measure_eigen, twin)))
+
+    def _complete(self, pending: PendingEpoch, on_epoch: Callable[[dict[str, Any]], None] | None) -> SearchResult | None:
+        """The pending epoch's eigenvalue is in: its row, the stop check, metrics (no rollbacks: the job
+        check keeps DARTS-ADA from overlap). A stop there rewrites its checkpoint with the complete row."""
+        fields, waited = pending.eigen.result()
+        row = pending.row
+        del row["eigen_pending"]
+        row.update(fields, eigen_wait_seconds=waited, epoch_seconds=row["epoch_seconds"] + waited)
+        action, target, reason = self.stop_check(row["epoch"], row["eigenvalue"])
+        if action == "stop":
+            pending.state.update(history=copy.deepcopy(self.history), eigenvector=self.eigenvector)
+            self.save(pending.state)
+        return self._after_check(row, action, target, reason, on_epoch)
 
     def _finish(self, status: str, arch_epoch: int, reason: str) -> SearchResult:
         source = self.run.epoch_file("arch", arch_epoch, ".yaml")
         atomic_write_text(self.run.file("arch.yaml"), source.read_text())
         total = sum(r["epoch_seconds"] for r in self.history)
-        eigen = sum(r["eigen_seconds"] for r in self.history)
+        # the time the search spent on the eigenvalue (with hessian.overlap: waiting for it)
+        eigen = sum(r.get("eigen_wait_seconds", r["eigen_seconds"]) for r in self.history)
         self.run.write_result({"status": status, "epochs_run": self.epoch, "arch_epoch": arch_epoch,
                                "reason": reason, "seed": self.seed, "space": self.space.name,
                                "algorithm": self.config.algorithm, "order": self.config.order,

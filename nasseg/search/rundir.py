@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_pixel_acc",
                   "eigenvalue", "lr", "weight_decay", "arch_active", "param_free_share", "skip_share",
-                  "epoch_seconds", "eval_seconds", "eigen_seconds", "eigen_steps", "eigen_bound",
+                  "epoch_seconds", "eval_seconds", "eigen_seconds", "eigen_wait_seconds", "eigen_steps", "eigen_bound",
                   "eigenvalue_alphas", "eigenvalue_betas"]  # the last two: hessian.blocks on a lattice
 # what Search.state() writes and Search.load_state() needs
 CHECKPOINT_KEYS = ("epoch", "model", "weight_optimizer", "arch_optimizer", "history", "config", "torch_rng",

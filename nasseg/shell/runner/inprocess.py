@@ -42,7 +42,7 @@ def run_in_process(config: SearchConfig, seeds: Sequence[int], out: str | Path =
     claim_run_dir(run_path(out, config.name), "experiment")
     identity = {"experiment": config.name, "trial_id": None, "overrides": job_overrides(config),
                 "job_digest": config_digest(config.to_dict())}
-    threads = torch_threads(config.resources)
+    threads = torch_threads(config.resources, config.hessian.overlap)
     results = []
     with torch_thread_count(threads):
         for seed, run_dir in run_dirs.items():

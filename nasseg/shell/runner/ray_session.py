@@ -117,7 +117,8 @@ def largest_node(excluding: str | None = None) -> dict[str, float]:
     return {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
 
 
-def torch_threads(resources: ResourcesConfig) -> int:
-    """Intra-op threads for a trial: its CPU share. More threads than reserved cores made torch
-    20-40x slower here (OpenMP oversubscription) when two trials shared two cores."""
-    return max(1, int(resources.cpus))
+def torch_threads(resources: ResourcesConfig, overlap: bool = False) -> int:
+    """Intra-op threads for a trial: its CPU share, halved with ``hessian.overlap`` (two threads run torch
+    ops then, the training and the eigenvalue). More threads than reserved cores made torch 20-40x
+    slower here (OpenMP oversubscription) when two trials shared two cores."""
+    return max(1, int(resources.cpus) // (2 if overlap else 1))

@@ -41,7 +41,7 @@ def search_trainable(trial_config: dict[str, Any]) -> None:
     experiment = load_experiment(trial_config["experiment"])
     params = dict(trial_config.get("params") or {})
     config = experiment.search_config(params)
-    threads = torch_threads(config.resources)
+    threads = torch_threads(config.resources, config.hessian.overlap)
     configure_process(threads=threads)
     seed = int(trial_config["seed"])
     trial_id = tune.get_context().get_trial_id()
