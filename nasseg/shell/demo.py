@@ -7,6 +7,7 @@ Everything lands in ``OUT/demo/`` (the search run in ``seed0/``, the retrain in 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -34,10 +35,12 @@ def run_demo(out: str | Path = "runs", *, progress: bool = True, address: str | 
     from .report import write_report
 
     started = time.perf_counter()
-    # One thread: a Ray worker runs niced, beside Ray's own processes, and two torch threads on two
-    # cores then spin-wait on each other (measured: >4 min without finishing epoch 1, vs 36 s).
-    cpus = 1
-    config = load_job(DEMO_JOB, [f"resources.cpus={cpus}"])
+    # Two CPUs when there are: one torch thread trains while another computes the previous epoch's
+    # eigenvalue (hessian.overlap; same numbers). Not two torch threads on one op: a Ray worker runs
+    # niced beside Ray's own processes, and two OpenMP threads then spin-wait on each other (measured:
+    # >4 min without finishing epoch 1, vs 36 s), and the demo's small ops gain nothing from them.
+    cpus = 2 if (os.cpu_count() or 1) >= 2 else 1
+    config = load_job(DEMO_JOB, [f"resources.cpus={cpus}", f"hessian.overlap={str(cpus == 2).lower()}"])
     _step(1, f"search: DARTS on the bundled CamVid subset, {config.epochs} epochs, a Ray Tune trial "
              f"with {cpus} CPU(s)")
     outcome = run_tune_search(config, out, restart=True, address=address)[0]
