@@ -121,6 +121,19 @@ def test_search_plan_phases_and_components(tiny_job):
     assert [p.name for p in first.phases] == ["architecture step", "weight step"]
 
 
+def test_overlap_plans_the_eigenvalue_beside_the_largest_step(tiny_job):
+    plain = planner.plan_search(load_job(tiny_job), "cpu")
+    overlapped = planner.plan_search(load_job(tiny_job, ["hessian.overlap=true"]), "cpu")
+    assert [p.name for p in overlapped.phases] == ["architecture step", "weight step", "validation",
+                                                   "eigenvalue beside the step"]
+    peaks = {p.name: p.peak for p in plain.phases}
+    largest = max(peaks["architecture step"], peaks["weight step"], peaks["validation"])
+    own = peaks["eigenvalue"] - plain.runtime - plain.baseline - plain.state
+    assert own > 0
+    assert overlapped.peak == largest + own + 2 * plain.weights + plain.state > plain.peak
+    assert overlapped.peak_phase == "eigenvalue beside the step"
+
+
 def test_a_plan_grows_linearly_with_the_batch(tiny_job):
     """What the largest-batch estimate assumes: each sample adds the same bytes to the peak."""
     config = load_job(tiny_job)

@@ -13,7 +13,9 @@ them (nasseg/search/loop.py), so the trace holds what a real step holds:
   on the Hessian batch, with the weights frozen and the structure fixed (checkpointing off!) as
   ``Search.eigenvalue`` runs them; later Lanczos steps repeat the product and hold no more memory
   (the first one already turns the recorded ReLU masks into floats);
-* ``validation``: one no-grad batch of ``data.val_batch_size`` in eval mode.
+* ``validation``: one no-grad batch of ``data.val_batch_size`` in eval mode;
+* with ``hessian.overlap`` the eigenvalue's phase is planned beside the largest other one
+  (:func:`beside_training`).
 
 Architecture steps are planned as active (after ``arch.start_epoch``), ``supernet.prune_below`` as
 pruning nothing (its savings depend on the alphas), ``supernet.amp`` not at all (float32 throughout).
@@ -21,6 +23,7 @@ pruning nothing (its savings depend on the alphas), ``supernet.amp`` not at all 
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import torch
@@ -34,7 +37,7 @@ from ..search.hessian import make_hvp
 from ..search.loop import optimizers
 from ..search.steps import fixed_structure, frozen, weight_step
 from ..supernet import Supernet
-from .budget import MemoryPlan
+from .budget import MemoryPlan, Phase
 from .shapes import DataShapes, search_shapes
 from .simulation import META, SavedCounter, meta_batch, on_meta, simulate
 
@@ -132,5 +135,22 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
         notes.append("supernet.prune_below planned as pruning nothing (an upper bound)")
     if config.supernet.amp and device.startswith("cuda"):
         notes.append("supernet.amp not modelled: activations planned in float32 (an upper bound)")
-    return simulate(trace, device, phases, warm=warm, checkpoint=checkpoint, job=config.name, kind="search",
+    plan = simulate(trace, device, phases, warm=warm, checkpoint=checkpoint, job=config.name, kind="search",
                     batch=batch, input_size=shapes.train_size, notes=tuple(notes))
+    return beside_training(plan) if warm and config.hessian.every and config.hessian.overlap else plan
+
+
+def beside_training(plan: MemoryPlan) -> MemoryPlan:
+    """``hessian.overlap``: the eigenvalue runs on its own thread during the next epoch's phases, on a
+    copy of the model, beside a copy of the checkpointed state (model and optimisers). Its phase becomes
+    the largest other phase plus the eigenvalue's own bytes and those copies (copies counted as weights
+    twice plus all kept state, gradients included: an upper bound)."""
+    eigen = next(phase for phase in plan.phases if phase.name == "eigenvalue")
+    others = [phase for phase in plan.phases if phase is not eigen]
+    largest = max(others, key=lambda phase: phase.peak)
+    own = eigen.peak - plan.runtime - plan.baseline - plan.state
+    together = Phase("eigenvalue beside the step",
+                     largest.peak + own + 2 * plan.weights + plan.state, largest.bookkeeping + eigen.bookkeeping)
+    return dataclasses.replace(plan, phases=(*others, together),
+                               notes=(*plan.notes, f"hessian.overlap: the eigenvalue's phase runs beside the "
+                                                   f"{largest.name}, with copies of the model and its state"))

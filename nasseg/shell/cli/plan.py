@@ -117,10 +117,11 @@ def _as_json(plan, report, source: str) -> dict:
 
 def format_report(plan, report, source: str, confirm: bool = False) -> str:
     fb = planner.format_bytes
-    lines = [f"{plan.job}: {plan.describe()}", f"  {'phase':<20} {'peak':>10}"]
+    width = max(20, *(len(phase.name) for phase in plan.phases))
+    lines = [f"{plan.job}: {plan.describe()}", f"  {'phase':<{width}} {'peak':>10}"]
     for phase in plan.phases:
         mark = "  <- peak" if phase.name == plan.peak_phase else ""
-        lines.append(f"  {phase.name:<20} {fb(phase.peak):>10}{mark}")
+        lines.append(f"  {phase.name:<{width}} {fb(phase.peak):>10}{mark}")
     lines.append(f"  in it: weights {fb(plan.weights)}, gradients + optimiser state {fb(plan.state)}, inputs "
                  f"{fb(plan.inputs)}, runtime {fb(plan.runtime)}; saved for backward by one training "
                  f"forward {fb(plan.saved)}")
