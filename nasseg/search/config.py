@@ -9,10 +9,10 @@
     seeds: [0]
     weights: {lr: 0.025, lr_min: 0.001, momentum: 0.9, weight_decay: 3.0e-4, grad_clip: 5}
     arch: {lr: 3.0e-4, betas: [0.5, 0.999], weight_decay: 1.0e-3, start_epoch: 0}
-    hessian: {every: 1, iters: 20, tol: 1.0e-2, warm_start: true, method: forward, epsilon: 1.0e-4}
+    hessian: {every: 1, iters: 20, tol: 1.0e-2, warm_start: true, method: forward, epsilon: 1.0e-4, overlap: false}
     supernet: {checkpoint: false, prune_below: 0.0}   # memory/time trade-offs (docs/performance.md)
     early_stop: {rule: paper, window: 5, ratio: 0.75}
-    resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads)
+    resources: {cpus: 1, gpus: 0}  # per seed when run as a Ray Tune trial (torch uses `cpus` threads; half with overlap)
     max_failures: 2              # Ray: restarts of a trial whose worker died, from its last epoch
 
 Every key has its default (DARTS' settings; for ``algorithm: autodeeplab`` Auto-DeepLab's architecture optimiser,

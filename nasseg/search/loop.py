@@ -421,11 +421,11 @@ class Search:
             epoch = self.epoch + 1
             row = self._train_and_evaluate(epoch) if self.epoch < last else None
             if pending:  # the previous epoch's eigenvalue ran beside this epoch's training
-                waited = time.perf_counter()
+                completing = time.perf_counter()
                 pending, outcome = None, self._complete(pending, on_epoch)
                 if outcome:
                     return outcome
-                started += time.perf_counter() - waited  # that time is the previous epoch's
+                started += time.perf_counter() - completing  # that time is the previous epoch's
             if row is None:
                 break
             measure = config.hessian.every and epoch % config.hessian.every == 0 and row["arch_active"]
