@@ -55,7 +55,7 @@ def test_overlap_gives_the_sequential_numbers_on_a_chain(tmp_path):
 
 def test_overlap_gives_the_sequential_numbers_on_a_lattice_with_blocks(tmp_path):
     """Auto-DeepLab's batched transitions set per-thread BatchNorm groups: the eigen thread's must not leak."""
-    run_both(tmp_path, space=TINY_LATTICE, algorithm="autodeeplab", epochs=3, arch={"start_epoch": 0},
+    run_both(tmp_path, space=TINY_LATTICE, algorithm="autodeeplab", epochs=2, arch={"start_epoch": 0},
              hessian={"iters": 4, "blocks": True})
     assert_same_search(tmp_path)
     assert metrics(tmp_path / "a")[-1]["eigenvalue_betas"] != ""
