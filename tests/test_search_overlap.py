@@ -50,7 +50,9 @@ def test_overlap_gives_the_sequential_numbers_on_a_chain(tmp_path):
     rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").open()))
     # the eigenvalue ran beside the next epoch: only the last epoch waits for all of it
     assert float(rows[-1]["eigen_wait_seconds"]) > 0.5 * float(rows[-1]["eigen_seconds"]) > 0
-    assert torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["history"][-1]["eigen_pending"]
+    # the search ended at the last epoch: its checkpoint was rewritten with the complete row
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["history"][-1]
+    assert "eigen_pending" not in last and last["eigenvalue"] == float(rows[-1]["eigenvalue"])
 
 
 def test_overlap_gives_the_sequential_numbers_on_a_lattice_with_blocks(tmp_path):
@@ -81,9 +83,14 @@ def test_overlap_resumes_an_epoch_saved_before_its_eigenvalue(tmp_path):
     config = load_job(path, ["hessian.overlap=true"])
     Search(config, 0, tmp_path / "a", progress=False).run_search()
     interrupted = Search(config, 0, tmp_path / "b", progress=False)
-    interrupted.run_search(max_epochs=2)
+
+    def crash(row):  # epoch 1 is reported after epoch 2 trained, before epoch 2 is saved
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run_search(on_epoch=crash)
     saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
-    assert saved["history"][-1]["eigen_pending"]  # as a crash during epoch 3 would leave it
+    assert saved["epoch"] == 1 and saved["history"][-1]["eigen_pending"]  # what a crash there leaves
     for overlap in (True, False):  # the resumed job may have overlap switched off
         folder = tmp_path / f"b{overlap}"
         shutil.copytree(tmp_path / "b", folder)

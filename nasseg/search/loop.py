@@ -12,7 +12,8 @@ With ``hessian.overlap`` the eigenvalue of epoch e runs on a thread of its own, 
 e's model, while epoch e+1 trains; epoch e's stop check follows when both are done. Each thread
 makes the same calls on the same tensors as the sequential loop, so the numbers are the same; a
 stop at epoch e discards epoch e+1's unrecorded training. Epoch e's checkpoint is written before
-its eigenvalue is known ("eigen_pending"); a resume computes it again.
+its eigenvalue is known ("eigen_pending"; rewritten complete when the search ends at e); a resume
+computes it again.
 """
 
 from __future__ import annotations
@@ -413,7 +414,7 @@ class Search:
         last = min(config.epochs, max_epochs or config.epochs)
         pending = self._pending_after_resume()
         if pending and not config.hessian.overlap:
-            pending, outcome = None, self._complete(pending, on_epoch)
+            pending, outcome = None, self._complete(pending, on_epoch, last=self.epoch >= last)
             if outcome:
                 return outcome
         while self.epoch < last or pending:
@@ -422,7 +423,7 @@ class Search:
             row = self._train_and_evaluate(epoch) if self.epoch < last else None
             if pending:  # the previous epoch's eigenvalue ran beside this epoch's training
                 completing = time.perf_counter()
-                pending, outcome = None, self._complete(pending, on_epoch)
+                pending, outcome = None, self._complete(pending, on_epoch, last=row is None)
                 if outcome:
                     return outcome
                 started += time.perf_counter() - completing  # that time is the previous epoch's
@@ -486,15 +487,17 @@ class Search:
             param.grad = None
         return PendingEpoch(self.history[-1], state, EigenInFlight(partial(self.measure_eigen, twin)))
 
-    def _complete(self, pending: PendingEpoch, on_epoch: Callable[[dict[str, Any]], None] | None) -> SearchResult | None:
+    def _complete(self, pending: PendingEpoch, on_epoch: Callable[[dict[str, Any]], None] | None,
+                  last: bool) -> SearchResult | None:
         """The pending epoch's eigenvalue is in: its row, the stop check, metrics (no rollbacks: the job
-        check keeps DARTS-ADA from overlap). A stop there rewrites its checkpoint with the complete row."""
+        check keeps DARTS-ADA from overlap). When the search ends there (a stop, or ``last``: no epoch
+        trained after it) its checkpoint is rewritten with the complete row."""
         fields, waited = pending.eigen.result()
         row = pending.row
         del row["eigen_pending"]
         row.update(fields, eigen_wait_seconds=waited, epoch_seconds=row["epoch_seconds"] + waited)
         action, target, reason = self.stop_check(row["epoch"], row["eigenvalue"])
-        if action == "stop":
+        if action == "stop" or last:
             pending.state.update(history=copy.deepcopy(self.history), eigenvector=self.eigenvector)
             self.save(pending.state)
         return self._after_check(row, action, target, reason, on_epoch)
