@@ -142,15 +142,14 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
 
 def beside_training(plan: MemoryPlan) -> MemoryPlan:
     """``hessian.overlap``: the eigenvalue runs on its own thread during the next epoch's phases, on a
-    copy of the model, beside a copy of the checkpointed state (model and optimisers). Its phase becomes
-    the largest other phase plus the eigenvalue's own bytes and those copies (copies counted as weights
-    twice plus all kept state, gradients included: an upper bound)."""
+    copy of the model (parameters and buffers, no gradients). Its phase becomes the largest other phase
+    plus the eigenvalue's own bytes and that copy."""
     eigen = next(phase for phase in plan.phases if phase.name == "eigenvalue")
     others = [phase for phase in plan.phases if phase is not eigen]
     largest = max(others, key=lambda phase: phase.peak)
     own = eigen.peak - plan.runtime - plan.baseline - plan.state
     together = Phase("eigenvalue beside the step",
-                     largest.peak + own + 2 * plan.weights + plan.state, largest.bookkeeping + eigen.bookkeeping)
+                     largest.peak + own + plan.weights, largest.bookkeeping + eigen.bookkeeping)
     return dataclasses.replace(plan, phases=(*others, together),
                                notes=(*plan.notes, f"hessian.overlap: the eigenvalue's phase runs beside the "
-                                                   f"{largest.name}, with copies of the model and its state"))
+                                                   f"{largest.name}, with a copy of the model"))

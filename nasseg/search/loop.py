@@ -84,14 +84,6 @@ class EigenInFlight:
 
 
 @dataclass
-class PendingEpoch:
-    """An epoch recorded and saved before its eigenvalue (``hessian.overlap``)."""
-    row: dict[str, Any]  # its row in the history, completed when the eigenvalue arrives
-    state: dict[str, Any]  # a copy of the checkpoint written for it, rewritten if the search stops there
-    eigen: EigenInFlight
-
-
-@dataclass
 class SearchResult:
     run_dir: Path
     status: str  # finished | stopped | interrupted (max_epochs reached first)
@@ -468,38 +460,42 @@ class Search:
 
     # --- hessian.overlap: an epoch's eigenvalue beside the next epoch ---------------------------
 
-    def _save_pending(self) -> PendingEpoch:
-        """Checkpoint the epoch just recorded, its eigenvalue pending, and start that eigenvalue."""
-        state = copy.deepcopy(self.state())
-        self.save(state)
-        return self._start_eigen(state)
-
-    def _pending_after_resume(self) -> PendingEpoch | None:
-        """A resumed checkpoint saved before its epoch's eigenvalue: compute that again (same numbers)."""
-        if not (self.history and self.history[-1].get("eigen_pending")):
-            return None
-        return self._start_eigen(copy.deepcopy(self.state()))
-
-    def _start_eigen(self, state: dict[str, Any]) -> PendingEpoch:
-        """The last recorded epoch's eigenvalue on a thread of its own, on a copy of the model."""
+    def model_copy(self) -> Supernet:
+        """The model's parameters, buffers and layout in a module of their own, without gradients."""
         twin = copy.deepcopy(self.model)
         for param in twin.parameters():
             param.grad = None
-        return PendingEpoch(self.history[-1], state, EigenInFlight(partial(self.measure_eigen, twin)))
+        return twin
 
-    def _complete(self, pending: PendingEpoch, on_epoch: Callable[[dict[str, Any]], None] | None,
+    def _save_pending(self) -> EigenInFlight:
+        """Checkpoint the epoch just recorded, its eigenvalue pending, and start that eigenvalue."""
+        self.save()
+        return self._start_eigen()
+
+    def _pending_after_resume(self) -> EigenInFlight | None:
+        """A resumed checkpoint saved before its epoch's eigenvalue: compute that again (same numbers)."""
+        if not (self.history and self.history[-1].get("eigen_pending")):
+            return None
+        return self._start_eigen()
+
+    def _start_eigen(self) -> EigenInFlight:
+        """The last recorded epoch's eigenvalue on a thread of its own, on a copy of the model."""
+        return EigenInFlight(partial(self.measure_eigen, self.model_copy()))
+
+    def _complete(self, pending: EigenInFlight, on_epoch: Callable[[dict[str, Any]], None] | None,
                   last: bool) -> SearchResult | None:
-        """The pending epoch's eigenvalue is in: its row, the stop check, metrics (no rollbacks: the job
-        check keeps DARTS-ADA from overlap). When the search ends there (a stop, or ``last``: no epoch
-        trained after it) its checkpoint is rewritten with the complete row."""
-        fields, waited = pending.eigen.result()
-        row = pending.row
+        """The last recorded epoch's eigenvalue is in: its row, the stop check, metrics (no rollbacks: the
+        job check keeps DARTS-ADA from overlap). When the search ends there (a stop, or ``last``: no epoch
+        trained after it) its pending checkpoint, still last.pt, is rewritten with the complete row."""
+        fields, waited = pending.result()
+        row = self.history[-1]
         del row["eigen_pending"]
         row.update(fields, eigen_wait_seconds=waited, epoch_seconds=row["epoch_seconds"] + waited)
         action, target, reason = self.stop_check(row["epoch"], row["eigenvalue"])
         if action == "stop" or last:
-            pending.state.update(history=copy.deepcopy(self.history), eigenvector=self.eigenvector)
-            self.save(pending.state)
+            state = self.run.load_checkpoint()
+            state.update(history=self.history, eigenvector=self.eigenvector)
+            self.save(state)
         return self._after_check(row, action, target, reason, on_epoch)
 
     def _finish(self, status: str, arch_epoch: int, reason: str) -> SearchResult:

@@ -4,7 +4,6 @@ epoch of the DARTS paper's CIFAR-10 search (391 first-order steps of batch 64)."
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import statistics
 import tempfile
@@ -81,7 +80,7 @@ def hessian(bench: Bench) -> list[Row]:
             search.config = config
         # hessian.overlap: the same eigenvalue on a thread of its own beside the next epoch's steps
         search.eigenvector = previous
-        twin = copy.deepcopy(search.model)
+        twin = search.model_copy()
         overlapped, waited = timed(lambda: overlapped_steps(search, twin, steps), search.device)
     # the epoch with the eigenvalue beside it: the measured steps (slowed by it) + the wait for what was left of
     # it + the epoch's other steps and evaluation at their own speed
