@@ -10,7 +10,7 @@ the Auto-DeepLab search code).
 Shared work (exact, same function as the papers' code): `none` is never computed, and the ReLU that
 most ops and every pre-processing block apply first is computed once per state for all its
 readers (:func:`strip_leading_relu`). Optional: ``checkpoint_cells`` recomputes each state's
-forward during backward instead of keeping its activations (memory for time), and
+forward during backward instead of keeping its activations (memory for time; :mod:`.recompute`), and
 ``prune_below`` skips ops whose softmax weight fell below a threshold (an approximation).
 
 Architecture parameters are kept apart from the weights: :meth:`arch_parameters` (alphas per
@@ -19,7 +19,6 @@ cell type, betas) and :meth:`weight_parameters` (everything else).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -28,15 +27,15 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import NassegError
 from .. import fastpaths
-from ..layers import FactorizedReduce, ReLUConvBN, batch_norm_groups, frozen_bn_stats
+from ..layers import FactorizedReduce, Noise, ReLUConvBN, batch_norm_groups
 from ..space.blocks import HEADS, STEMS, upsample_to
 from ..space.compile import beta_groups, cell_input_stride
 from ..space.spec import SearchSpace
 from .mixed import ReluCache, SearchCell, strip_leading_relu
+from .recompute import recompute_in_backward
 
 Node = tuple[int, int]
 
@@ -158,6 +157,8 @@ class Supernet(nn.Module):
                                                  **net.head.params)
 
         self._build_arch_parameters()
+        # the `noise` op draws random numbers: a recomputed state must draw the same ones
+        self.draws_random = any(isinstance(m, Noise) for m in self.modules())
 
     # --- architecture parameters ------------------------------------------------------------
 
@@ -254,12 +255,25 @@ class Supernet(nn.Module):
         """More than one cell evaluation reads this state's pre-processed l-2 input."""
         return self.graph.in_degree(node) > 1
 
-    def _recompute_contexts(self, node: Node):
-        """For checkpoint(): the first forward runs as usual; the recomputation in backward must not
-        move BatchNorm running statistics a second time."""
-        key = node_key(node)
+    def _recomputed_state(self, node: Node, states: dict[Node, torch.Tensor], sizes: list[tuple[int, int]],
+                          alphas: dict[str, list[torch.Tensor]], betas: dict[tuple[Node, Node], torch.Tensor],
+                          active: dict[str, list[list[bool]]] | None) -> torch.Tensor:
+        """:meth:`state_forward` keeping only the state's inputs for backward (``checkpoint_cells``)."""
+        key, cell_type = node_key(node), self.graph.nodes[node]["cell_type"]
+        sources = self.state_inputs(node)
+        beta_keys = [(source, node) for source in self.graph.predecessors(node) if (source, node) in betas]
+        weights = alphas[cell_type]
+        n_states, n_weights = len(sources), len(weights)
+
+        def run(*tensors: torch.Tensor) -> torch.Tensor:
+            # relu() is recomputed inside (no cache shared with other states)
+            return self.state_forward(node, dict(zip(sources, tensors[:n_states])), None, sizes,
+                                      {cell_type: list(tensors[n_states:n_states + n_weights])},
+                                      dict(zip(beta_keys, tensors[n_states + n_weights:])), active)
+
         modules = [self.cells[key]] + [m for name, m in self.resample.items() if name.startswith(f"{key}_")]
-        return contextlib.nullcontext(), frozen_bn_stats(*modules)
+        tensors = [states[source] for source in sources] + list(weights) + [betas[k] for k in beta_keys]
+        return recompute_in_backward(run, tensors, modules, random=self.draws_random)
 
     def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:
         return level_sizes(tuple(stem_out.shape[-2:]), len(self.strides))
@@ -285,12 +299,7 @@ class Supernet(nn.Module):
         for layer in self.layers[1:]:
             for node in layer:
                 if recompute:
-                    # relu() is recomputed inside: a tensor made in one checkpointed region must
-                    # not be cached and read by another
-                    inputs = {source: states[source] for source in self.state_inputs(node)}
-                    states[node] = checkpoint(self.state_forward, node, inputs, None, sizes, alphas, betas, active,
-                                              use_reentrant=False,
-                                              context_fn=lambda node=node: self._recompute_contexts(node))
+                    states[node] = self._recomputed_state(node, states, sizes, alphas, betas, active)
                 else:
                     states[node] = self.state_forward(node, states, relu, sizes, alphas, betas, active)
             # states two layers back are no longer needed by anything
