@@ -235,7 +235,7 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         size, count = groups
         if x.shape[0] == size * count:
             return torch.cat([super(GroupBatchNorm2d, self).forward(chunk) for chunk in x.chunk(count)])
-        if self.running_mean is None or not self.track_running_stats:
+        if self.running_mean is None:
             return super().forward(x)
         # x stands for `count` equal groups: one update with the momentum of `count` updates
         # (1 - (1 - m)^count; cumulative averaging: count / batches seen)

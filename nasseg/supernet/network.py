@@ -35,7 +35,7 @@ from ..space.blocks import HEADS, STEMS, upsample_to
 from ..space.compile import beta_groups, cell_input_stride
 from ..space.spec import SearchSpace
 from .mixed import ReluCache, SearchCell, strip_leading_relu
-from .recompute import recompute_in_backward
+from .recompute import recompute_in_backward, region_members
 
 Node = tuple[int, int]
 
@@ -159,6 +159,8 @@ class Supernet(nn.Module):
         self._build_arch_parameters()
         # the `noise` op draws random numbers: a recomputed state must draw the same ones
         self.draws_random = any(isinstance(m, Noise) for m in self.modules())
+        # per checkpointed state: its modules' parameters and BatchNorms (region_members), found once
+        self._regions: dict[Node, tuple[list[nn.Parameter], list[nn.Module]]] = {}
 
     # --- architecture parameters ------------------------------------------------------------
 
@@ -271,9 +273,15 @@ class Supernet(nn.Module):
                                       {cell_type: list(tensors[n_states:n_states + n_weights])},
                                       dict(zip(beta_keys, tensors[n_states + n_weights:])), active)
 
-        modules = [self.cells[key]] + [m for name, m in self.resample.items() if name.startswith(f"{key}_")]
+        if node not in self._regions:
+            self._regions[node] = region_members(
+                [self.cells[key]] + [m for name, m in self.resample.items() if name.startswith(f"{key}_")])
         tensors = [states[source] for source in sources] + list(weights) + [betas[k] for k in beta_keys]
-        return recompute_in_backward(run, tensors, modules, random=self.draws_random)
+        return recompute_in_backward(run, tensors, *self._regions[node], random=self.draws_random)
+
+    def _apply(self, fn, recurse=True):
+        self._regions.clear()  # .to() / .double() may give modules new parameter objects
+        return super()._apply(fn, recurse)
 
     def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:
         return level_sizes(tuple(stem_out.shape[-2:]), len(self.strides))

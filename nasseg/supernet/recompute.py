@@ -14,8 +14,8 @@ itself (``create_graph=True``, double backward) recomputes from views of the sav
 them, so the gradient stays differentiable in them.
 
 The recomputation must compute what the first forward did: the random generator's state is restored when
-the region draws random numbers, autocast is entered as it was, and training-mode BatchNorms use their
-batch statistics without moving their running statistics a second time.
+the region draws random numbers, autocast is entered as it was, and training-mode BatchNorms make the
+same call without moving their running statistics a second time.
 """
 
 from __future__ import annotations
@@ -28,30 +28,37 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-def submodules(roots: Sequence[nn.Module]) -> list[nn.Module]:
-    """``roots`` and all their submodules (a module shared by two of them twice): what
-    ``Module.modules()`` yields, walked without its generators (a lattice state has thousands)."""
-    found, stack = [], list(roots)
+def region_members(roots: Sequence[nn.Module]) -> tuple[list[nn.Parameter], list[_BatchNorm]]:
+    """The parameters and the BatchNorms of ``roots`` and all their submodules, walked without
+    ``Module.modules()``'s generators (a lattice state has thousands of submodules)."""
+    params, batch_norms, stack = [], [], list(roots)
     while stack:
         module = stack.pop()
-        found.append(module)
+        params.extend(p for p in module._parameters.values() if p is not None)
+        if isinstance(module, _BatchNorm):
+            batch_norms.append(module)
         stack.extend(child for child in module._modules.values() if child is not None)
-    return found
+    return params, batch_norms
 
 
 @contextlib.contextmanager
-def running_stats_untouched(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Training-mode BatchNorms among ``modules`` normalise with batch statistics as usual but leave their
-    running statistics (and batch count) alone: their ``track_running_stats`` is off inside the block,
-    which changes no number of the output."""
-    switched = [m for m in modules if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+def running_stats_untouched(batch_norms: Sequence[_BatchNorm]) -> Iterator[None]:
+    """Training-mode ``batch_norms`` run as before (same kernel, same arguments: under bfloat16 autocast a
+    BatchNorm without running statistics takes another path) but leave their running statistics and
+    batch count alone: momentum 0 keeps them (r * 1 + batch * 0 = r), and their counts add up in a
+    scratch tensor. Attributes are set directly, not through ``nn.Module.__setattr__`` (thousands a pass)."""
+    switched = [m for m in batch_norms if m.training and m.track_running_stats]
+    scratch = torch.zeros((), dtype=torch.long, device=switched[0].num_batches_tracked.device) if switched else None
+    kept = [(m.__dict__["momentum"], m._buffers["num_batches_tracked"]) for m in switched]
     for module in switched:
-        module.track_running_stats = False
+        module.__dict__["momentum"] = 0.0
+        module._buffers["num_batches_tracked"] = scratch
     try:
         yield
     finally:
-        for module in switched:
-            module.track_running_stats = True
+        for module, (momentum, count) in zip(switched, kept):
+            module.__dict__["momentum"] = momentum
+            module._buffers["num_batches_tracked"] = count
 
 
 class _Recomputed(torch.autograd.Function):
@@ -59,8 +66,8 @@ class _Recomputed(torch.autograd.Function):
     parameters that need a gradient (not saved: the modules hold them)."""
 
     @staticmethod
-    def forward(ctx, run, modules, settings, count, *tensors):
-        ctx.run, ctx.modules, ctx.settings, ctx.count = run, modules, settings, count
+    def forward(ctx, run, batch_norms, settings, count, *tensors):
+        ctx.run, ctx.batch_norms, ctx.settings, ctx.count = run, batch_norms, settings, count
         ctx.params = tensors[count:]
         ctx.save_for_backward(*tensors[:count])
         return run(*tensors[:count])  # grad mode is off here: no graph is built
@@ -75,7 +82,7 @@ class _Recomputed(torch.autograd.Function):
         # back through the graph into another (a state's history reaches the alphas)
         inputs = [t.view_as(t) for t in saved] if differentiable else \
             [t.detach().requires_grad_(need) for t, need in zip(saved, needs)]
-        with torch.enable_grad(), ctx.settings.restored(), running_stats_untouched(ctx.modules):
+        with torch.enable_grad(), ctx.settings.restored(), running_stats_untouched(ctx.batch_norms):
             output = ctx.run(*inputs)
         wrt = [t for t, need in zip(inputs, needs) if need] + list(ctx.params)
         grads = iter(torch.autograd.grad(output, wrt, grad_output, allow_unused=True,
@@ -90,8 +97,10 @@ class _Settings:
 
     def __init__(self, device: torch.device, random: bool):
         self.device_type = device.type
-        self.autocast = torch.is_autocast_enabled(self.device_type)
-        self.autocast_dtype = torch.get_autocast_dtype(self.device_type)
+        # (meta tensors, for the memory planner, have no autocast)
+        self.has_autocast = torch.amp.is_autocast_available(self.device_type)
+        self.autocast = self.has_autocast and torch.is_autocast_enabled(self.device_type)
+        self.autocast_dtype = torch.get_autocast_dtype(self.device_type) if self.has_autocast else None
         self.rng = None
         if random:
             self.rng = torch.get_rng_state() if device.type == "cpu" else \
@@ -100,7 +109,8 @@ class _Settings:
     @contextlib.contextmanager
     def restored(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast))
+            if self.has_autocast:  # on or off as in the first forward, whatever the backward's caller set
+                stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast))
             if self.rng is not None:
                 devices = [] if self.device_type == "cpu" else [torch.device(self.device_type)]
                 stack.enter_context(torch.random.fork_rng(devices=devices, device_type=self.device_type))
@@ -113,13 +123,14 @@ class _Settings:
 
 
 def recompute_in_backward(run: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor],
-                          modules: Sequence[nn.Module], random: bool = False) -> torch.Tensor:
+                          params: Sequence[nn.Parameter], batch_norms: Sequence[_BatchNorm],
+                          random: bool = False) -> torch.Tensor:
     """``run(*tensors)``, keeping only ``tensors`` for backward, which runs it again (see the module's doc).
 
-    ``modules`` are those ``run`` calls: their parameters that need a gradient get it, and their
-    BatchNorms' running statistics move only in the first forward. ``random``: ``run`` draws random
-    numbers, so the recomputation restores the generator's state first."""
-    modules = submodules(modules)
-    params = [p for module in modules for p in module._parameters.values() if p is not None and p.requires_grad]
+    ``params`` and ``batch_norms``: those of the modules ``run`` calls (:func:`region_members`); the
+    parameters that need a gradient get it, the BatchNorms' running statistics move only in the first
+    forward. ``random``: ``run`` draws random numbers, so the recomputation restores the generator's
+    state first."""
     settings = _Settings(tensors[0].device, random)
-    return _Recomputed.apply(run, modules, settings, len(tensors), *tensors, *params)
+    return _Recomputed.apply(run, batch_norms, settings, len(tensors), *tensors,
+                             *[p for p in params if p.requires_grad])
