@@ -96,7 +96,7 @@ class _Settings:
     random numbers) the random generator's state, both of the inputs' device."""
 
     def __init__(self, device: torch.device, random: bool):
-        self.device_type = device.type
+        self.device, self.device_type = device, device.type
         # (meta tensors, for the memory planner, have no autocast)
         self.has_autocast = torch.amp.is_autocast_available(self.device_type)
         self.autocast = self.has_autocast and torch.is_autocast_enabled(self.device_type)
@@ -111,14 +111,14 @@ class _Settings:
         with contextlib.ExitStack() as stack:
             if self.has_autocast:  # on or off as in the first forward, whatever the backward's caller set
                 stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast))
-            if self.rng is not None:
-                devices = [] if self.device_type == "cpu" else [torch.device(self.device_type)]
+            if self.rng is not None:  # drawn again from the same state; the caller's generators move on as before
+                devices = [] if self.device_type == "cpu" else [self.device]
                 stack.enter_context(torch.random.fork_rng(devices=devices, device_type=self.device_type))
                 if self.device_type == "cpu":
                     torch.set_rng_state(self.rng)
                 else:
                     torch.set_rng_state(self.rng[0])
-                    torch.cuda.set_rng_state(self.rng[1])
+                    torch.cuda.set_rng_state(self.rng[1], self.device)
             yield
 
 
