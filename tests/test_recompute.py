@@ -148,3 +148,40 @@ def test_the_recomputation_runs_under_the_first_forwards_autocast():
     # statistics it differs by up to 3.5 on this net
     worst = max((b - a).abs().max().item() for a, b in zip(plain, ckpt, strict=True) if a is not None)
     assert worst <= 0.05, worst
+
+
+def test_checkpoint_max_stride_recomputes_only_the_fine_states(monkeypatch):
+    """supernet.checkpoint_max_stride: the states at coarser strides keep their activations; the gradients
+    are the unchecked ones either way."""
+    import nasseg.supernet.network as network
+
+    net = tiny("autodeeplab")
+    x, y = torch.randn(2, 3, 17, 17, dtype=torch.float64), torch.randint(0, 5, (2, 17, 17))
+    recomputed = []
+    real = network.recompute_in_backward
+
+    def counted(*args, **kwargs):
+        recomputed.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(network, "recompute_in_backward", counted)
+
+    def grads():
+        net.checkpoint_max_stride = 8 if net.checkpoint_cells else None
+        return torch.autograd.grad(F.cross_entropy(net(x), y), list(net.parameters()), allow_unused=True)
+
+    (plain, _, state_a), (limited, _, state_b) = both(net, grads)
+    assert_same(plain, limited)
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    strides = [net.graph.nodes[node]["stride"] for node in net.graph.nodes if node[0] > 0]
+    assert len(recomputed) == sum(stride <= 8 for stride in strides) < len(strides)
+
+
+def test_checkpoint_max_stride_needs_checkpointing():
+    from nasseg.errors import SpecError
+    from nasseg.search.config import parse_job
+
+    job = {"name": "j", "space": "autodeeplab", "algorithm": "autodeeplab", "data": {"dataset": "camvid_demo"}}
+    assert parse_job({**job, "supernet": {"checkpoint": True, "checkpoint_max_stride": 16}}).supernet.checkpoint_max_stride == 16
+    with pytest.raises(SpecError, match="checkpoint_max_stride.*supernet.checkpoint: true"):
+        parse_job({**job, "supernet": {"checkpoint_max_stride": 16}})

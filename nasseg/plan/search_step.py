@@ -49,7 +49,9 @@ class SearchStepTrace:
                  device: str, space: spaces.SearchSpace | None = None):
         self.config, self.shapes = config, shapes
         space = space or spaces.load(resolve_space_path(config))
-        self.model = on_meta(lambda: Supernet(space, shapes.num_classes, checkpoint_cells=checkpoint))
+        max_stride = config.supernet.checkpoint_max_stride if checkpoint else None
+        self.model = on_meta(lambda: Supernet(space, shapes.num_classes, checkpoint_cells=checkpoint,
+                                              checkpoint_max_stride=max_stride))
         if config.supernet.channels_last:
             self.model = on_meta(lambda: to_channels_last(self.model))
         # foreach: torch's default on CUDA (one multi-tensor update, its temporaries); meta tensors need it said
@@ -133,6 +135,9 @@ def plan_search(config: SearchConfig, device: str = "cpu", *, batch: int | None 
     notes = []
     if config.supernet.prune_below:
         notes.append("supernet.prune_below planned as pruning nothing (an upper bound)")
+    if checkpoint and config.supernet.checkpoint_max_stride:
+        notes.append(f"supernet.checkpoint_max_stride: {config.supernet.checkpoint_max_stride}: the states at "
+                     "coarser strides are not recomputed")
     if config.supernet.amp and device.startswith("cuda"):
         notes.append("supernet.amp not modelled: activations planned in float32 (an upper bound)")
     plan = simulate(trace, device, phases, warm=warm, checkpoint=checkpoint, job=config.name, kind="search",

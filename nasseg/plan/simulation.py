@@ -7,8 +7,11 @@ A device model says how tensor bytes become device memory:
 * ``cpu``: the resident memory of the process, which is more than its tensors. Measured on the DARTS
   and Auto-DeepLab search nets (docs/planning.md), three costs come on top, and the model adds them:
   every storage is 64-byte aligned (c10's allocator) and glibc's heap (with nasseg's kept heap) holds
-  more than the live tensors: ~10 % more, twice as much with activation checkpointing, whose
-  recomputations churn through the heap (~1.8x); each operation recorded for autograd costs ~1.9 KB of
+  more than the live tensors: ~15 % more (measured 1.22-1.32x on the DARTS CIFAR search net, 1.0-1.05x
+  on the Auto-DeepLab supernet), about twice as much with activation checkpointing (2.2x; its first
+  forward frees its temporaries between the states it keeps; measured 2.1-2.5x on the Auto-DeepLab
+  supernet at 225x225 and 321x321, 1.4-1.5x at 129x129, so small checkpointed steps are over-predicted,
+  by up to ~45 %, the side that refuses nothing that matters); each operation recorded for autograd costs ~1.9 KB of
   host memory until its graph is freed (the node, its saved variables, the tensors' metadata; an
   Auto-DeepLab pass records ~90 000 of them, ~170 MB); the first step of a process loads kernels and
   modules once (~40 MB).
@@ -41,7 +44,7 @@ class DeviceModel:
     runtime_bytes: int  # once per process, from its first step on
 
 
-DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.10, 1.80, 1900, 40 * MB),
+DEVICE_MODELS = {"cpu": DeviceModel("cpu", 64, 1.15, 2.20, 1900, 40 * MB),
                  "cuda": DeviceModel("cuda", 512, 1.0, 1.0, 0, 0)}
 
 

@@ -134,7 +134,8 @@ class Search:
         self.device = resolve_device(config.device)
         net = config.supernet
         self.model = Supernet(self.space, self.data.num_classes, checkpoint_cells=net.checkpoint,
-                              prune_below=net.prune_below).to(self.device)
+                              prune_below=net.prune_below, checkpoint_max_stride=net.checkpoint_max_stride
+                              ).to(self.device)
         if net.channels_last:
             self.model = to_channels_last(self.model)
         self.amp = self.device.type == "cuda" and net.amp

@@ -118,10 +118,12 @@ def level_sizes(stem_size: tuple[int, int], levels: int) -> list[tuple[int, int]
 
 class Supernet(nn.Module):
     def __init__(self, space: SearchSpace, num_classes: int | None = None, affine: bool = False,
-                 checkpoint_cells: bool = False, prune_below: float = 0.0):
+                 checkpoint_cells: bool = False, prune_below: float = 0.0, checkpoint_max_stride: int | None = None):
         super().__init__()
         self.space = space
         self.checkpoint_cells = checkpoint_cells  # recompute each state in backward (less memory)
+        # ... only the states at this stride or finer (None: all); coarse states hold few bytes for their time
+        self.checkpoint_max_stride = checkpoint_max_stride
         self.prune_below = prune_below  # skip candidate ops whose softmax weight is below this
         self.pinned_active: dict[str, list[list[bool]]] | None = None  # active_ops held fixed (search.steps)
         self.graph: nx.DiGraph = space.network_graph
@@ -306,7 +308,8 @@ class Supernet(nn.Module):
 
         for layer in self.layers[1:]:
             for node in layer:
-                if recompute:
+                if recompute and (self.checkpoint_max_stride is None
+                                  or self.graph.nodes[node]["stride"] <= self.checkpoint_max_stride):
                     states[node] = self._recomputed_state(node, states, sizes, alphas, betas, active)
                 else:
                     states[node] = self.state_forward(node, states, relu, sizes, alphas, betas, active)
