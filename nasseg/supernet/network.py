@@ -161,7 +161,8 @@ class Supernet(nn.Module):
         self._build_arch_parameters()
         # the `noise` op draws random numbers: a recomputed state must draw the same ones
         self.draws_random = any(isinstance(m, Noise) for m in self.modules())
-        # per checkpointed state: its modules' parameters and BatchNorms (region_members), found once
+        # per checkpointed state: its modules' parameters and BatchNorms (region_members), found once;
+        # cleared by .to() / .double(); code that swaps modules or parameters otherwise must clear it
         self._regions: dict[Node, tuple[list[nn.Parameter], list[nn.Module]]] = {}
 
     # --- architecture parameters ------------------------------------------------------------
