@@ -1,6 +1,7 @@
 """Activation checkpointing (``supernet.checkpoint``, nasseg.supernet.recompute) computes what the
 unchecked supernet computes, in the cases its custom autograd Function has to handle itself: random
-ops, double backward, frozen parameters, eval mode, autocast settings."""
+ops, double backward, frozen parameters, eval mode, autocast settings; and
+``supernet.checkpoint_max_stride`` recomputes only the finer states."""
 
 from __future__ import annotations
 
@@ -182,6 +183,7 @@ def test_checkpoint_max_stride_needs_checkpointing():
     from nasseg.search.config import parse_job
 
     job = {"name": "j", "space": "autodeeplab", "algorithm": "autodeeplab", "data": {"dataset": "camvid_demo"}}
-    assert parse_job({**job, "supernet": {"checkpoint": True, "checkpoint_max_stride": 16}}).supernet.checkpoint_max_stride == 16
+    limited = parse_job({**job, "supernet": {"checkpoint": True, "checkpoint_max_stride": 16}})
+    assert limited.supernet.checkpoint_max_stride == 16
     with pytest.raises(SpecError, match="checkpoint_max_stride.*supernet.checkpoint: true"):
         parse_job({**job, "supernet": {"checkpoint_max_stride": 16}})

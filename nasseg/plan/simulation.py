@@ -11,8 +11,8 @@ A device model says how tensor bytes become device memory:
   on the Auto-DeepLab supernet), about twice as much with activation checkpointing (2.2x; its first
   forward frees its temporaries between the states it keeps; measured 2.1-2.5x on the Auto-DeepLab
   supernet at 225x225 and 321x321, 1.4-1.5x at 129x129, so small checkpointed steps are over-predicted,
-  by up to ~45 %, the side that refuses nothing that matters); each operation recorded for autograd costs ~1.9 KB of
-  host memory until its graph is freed (the node, its saved variables, the tensors' metadata; an
+  by up to ~45 %, the side that refuses nothing that matters); each operation recorded for autograd costs
+  ~1.9 KB of host memory until its graph is freed (the node, its saved variables, the tensors' metadata; an
   Auto-DeepLab pass records ~90 000 of them, ~170 MB); the first step of a process loads kernels and
   modules once (~40 MB).
 """
