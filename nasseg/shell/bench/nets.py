@@ -27,8 +27,9 @@ from . import straightforward
 
 IGNORE_INDEX = 255
 # ours: as a search runs it (channels-last when that is the default); ours_nchw: NCHW; ours_ckpt:
-# activation checkpointing; ours_2nd / ours_2nd_fwd: second-order arch step, central / forward difference
-VARIANTS = ("ours", "ours_nchw", "ours_ckpt", "ours_2nd", "ours_2nd_fwd", "straightforward")
+# activation checkpointing; ours_ckpt16: of the states at stride 16 or finer only (supernet.checkpoint_max_stride);
+# ours_2nd / ours_2nd_fwd: second-order arch step, central / forward difference
+VARIANTS = ("ours", "ours_nchw", "ours_ckpt", "ours_ckpt16", "ours_2nd", "ours_2nd_fwd", "straightforward")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class Variant:
             if source is not None:  # a second supernet with the same weights
                 self.model = build(space, net.classes)
                 self.model.load_state_dict(source.state_dict())
-            self.model.checkpoint_cells = kind == "ours_ckpt"
+            self.model.checkpoint_cells = kind in ("ours_ckpt", "ours_ckpt16")
+            self.model.checkpoint_max_stride = 16 if kind == "ours_ckpt16" else None
         self.model.to(device).train()
         if kind not in ("straightforward", "ours_nchw") and SupernetConfig().channels_last:
             self.model = to_channels_last(self.model)  # as the search loop does (supernet.channels_last)

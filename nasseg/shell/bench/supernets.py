@@ -70,5 +70,11 @@ def order(bench: Bench) -> list[Row]:
 
 
 def checkpoint(bench: Bench) -> list[Row]:
-    return [row for net in [bench.s.darts_net(), *bench.s.adl_nets()[:1]]
-            for row in compare(bench, "checkpoint", net, "ours_ckpt", "ours", "checkpoint / normal")]
+    """Checkpointing every state; on the lattice also only the states at stride 16 or finer."""
+    rows = compare(bench, "checkpoint", bench.s.darts_net(), "ours_ckpt", "ours", "checkpoint / normal")
+    limited = "checkpoint_max_stride 16 / normal"
+    for net in bench.s.adl_nets()[:1]:
+        rows += compare(bench, "checkpoint", net, "ours_ckpt", "ours", "checkpoint / normal",
+                        extra=(("ours_ckpt16", limited),))
+        rows += memory_rows("checkpoint", net.label, limited, bench.memory(net, "ours_ckpt16"), bench.memory(net, "ours"))
+    return rows
