@@ -104,6 +104,15 @@ def measure_memory_child(net_fields: dict[str, Any], kind: str, device: str, see
     return measure_memory(NetConfig(**{**net_fields, "size": tuple(net_fields["size"])}), kind, device, seed)
 
 
+def time_alone_child(net_fields: dict[str, Any], kind: str, device: str, seed: int, warmup: int,
+                     repeats: int) -> dict[str, float]:
+    """Median seconds per step part of one variant alone in its process (call in a fresh one): no other
+    supernet's freed heap around its tensors, as in a search."""
+    variant = Variant(NetConfig(**{**net_fields, "size": tuple(net_fields["size"])}), kind, torch.device(device), seed)
+    runs = [variant.step() for _ in range(warmup + repeats)][warmup:]
+    return {part: statistics.median(run[part] for run in runs) for part in runs[0]}
+
+
 MARK = "NASSEG_BENCH "
 # the child imports nasseg the way this process did: same interpreter, same environment
 _CHILD_CODE = ("import json, sys; from nasseg.shell.bench.measure import MARK, child_main; "
@@ -162,6 +171,15 @@ class Bench:
             except (NassegError, RuntimeError) as exc:
                 self.memory_cache[key] = {"error": str(exc).split("\n")[0]}
         return self.memory_cache[key]
+
+    def time_alone(self, net: NetConfig, kinds: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Median seconds per step part of each variant, each in a fresh process of its own, one after
+        the other (a step of a small lattice runs slower beside another supernet's freed heap)."""
+        fields = {**vars(net), "size": list(net.size)}
+        return {kind: in_subprocess(f"{__name__}:time_alone_child", [fields, kind, self.s.device, self.s.seed,
+                                                                      self.s.warmup, self.s.repeats],
+                                    self.s.threads, f"{net.label} {kind} (timing)")
+                for kind in kinds}
 
     def time(self, net: NetConfig, kinds: Sequence[str], desc: str) -> dict[str, dict[str, float]]:
         """Median seconds per step part of each variant of ``net``, all starting from the weights of

@@ -77,4 +77,11 @@ def checkpoint(bench: Bench) -> list[Row]:
         rows += compare(bench, "checkpoint", net, "ours_ckpt", "ours", "checkpoint / normal",
                         extra=(("ours_ckpt16", limited),))
         rows += memory_rows("checkpoint", net.label, limited, bench.memory(net, "ours_ckpt16"), bench.memory(net, "ours"))
+        # the same steps, each variant alone in a fresh process (alternated in one process, the checkpointed
+        # lattice runs slower beside the unchecked one's freed heap)
+        bench.say(f"[checkpoint] {net.label}: each variant in its own process")
+        alone = bench.time_alone(net, ("ours", "ours_ckpt", "ours_ckpt16"))
+        rows += step_rows("checkpoint", net.label, "checkpoint / normal, own processes", alone["ours_ckpt"],
+                          alone["ours"], None)
+        rows += step_rows("checkpoint", net.label, limited + ", own processes", alone["ours_ckpt16"], alone["ours"], None)
     return rows
