@@ -97,7 +97,7 @@ class SupernetConfig:
     """How the supernet is computed; none of these changes what is searched except prune_below."""
     checkpoint: Bool = False  # recompute each state's activations in backward: far less memory, more time
     # with checkpoint: recompute only the states at this stride or finer (null: all). Coarse states hold few
-    # bytes for the time their recomputation takes (Auto-DeepLab, 128x128: 16 -> 1.42x time instead of 1.58x)
+    # bytes for the time their recomputation takes (docs/performance.md)
     checkpoint_max_stride: PositiveInt | None = None
     prune_below: Annotated[Float, Field(ge=0, lt=1)] = 0.0  # skip ops whose softmax weight fell below
     channels_last: Bool = True  # NHWC memory format for the convolutions (CPU and CUDA)
