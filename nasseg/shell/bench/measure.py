@@ -100,15 +100,20 @@ def measure_memory(net: NetConfig, kind: str, device: str, seed: int = 0) -> dic
     return {"peak_bytes": int(peak), "saved_bytes": int(variant.saved_bytes()), "how": how}
 
 
+def net_from_fields(net_fields: dict[str, Any]) -> NetConfig:
+    """A NetConfig sent to a child process as ``dataclasses.asdict`` (JSON makes its size a list)."""
+    return NetConfig(**{**net_fields, "size": tuple(net_fields["size"])})
+
+
 def measure_memory_child(net_fields: dict[str, Any], kind: str, device: str, seed: int) -> dict[str, Any]:
-    return measure_memory(NetConfig(**{**net_fields, "size": tuple(net_fields["size"])}), kind, device, seed)
+    return measure_memory(net_from_fields(net_fields), kind, device, seed)
 
 
 def time_alone_child(net_fields: dict[str, Any], kind: str, device: str, seed: int, warmup: int,
                      repeats: int) -> dict[str, float]:
     """Median seconds per step part of one variant alone in its process (call in a fresh one): no other
     supernet's freed heap around its tensors, as in a search."""
-    variant = Variant(NetConfig(**{**net_fields, "size": tuple(net_fields["size"])}), kind, torch.device(device), seed)
+    variant = Variant(net_from_fields(net_fields), kind, torch.device(device), seed)
     runs = [variant.step() for _ in range(warmup + repeats)][warmup:]
     return {part: statistics.median(run[part] for run in runs) for part in runs[0]}
 
@@ -175,7 +180,7 @@ class Bench:
     def time_alone(self, net: NetConfig, kinds: Sequence[str]) -> dict[str, dict[str, float]]:
         """Median seconds per step part of each variant, each in a fresh process of its own, one after
         the other (a step of a small lattice runs slower beside another supernet's freed heap)."""
-        fields = {**vars(net), "size": list(net.size)}
+        fields = dataclasses.asdict(net)
         return {kind: in_subprocess(f"{__name__}:time_alone_child", [fields, kind, self.s.device, self.s.seed,
                                                                       self.s.warmup, self.s.repeats],
                                     self.s.threads, f"{net.label} {kind} (timing)")
