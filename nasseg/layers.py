@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -185,26 +185,52 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+def batch_norms_of(root: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms of ``root`` and its submodules. A module that keeps them (``Supernet.batch_norms``)
+    gives its own list: a lattice has thousands, and walking them took 0.25 s a pass."""
+    own = getattr(root, "batch_norms", None)
+    if callable(own):
+        return own()
+    found, stack = [], [root]
+    while stack:  # without Module.modules()'s generators
+        module = stack.pop()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found.append(module)
+        stack.extend(child for child in module._modules.values() if child is not None)
+    return found
+
+
+@contextlib.contextmanager
+def running_stats_untouched(batch_norms: Iterable[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
+    """Training-mode ``batch_norms`` run as before (same kernel, same arguments: under bfloat16 autocast a
+    BatchNorm without running statistics takes another path) but leave their running statistics and
+    batch count alone: momentum 0 keeps them (r * 1 + batch * 0 = r), and their counts add up in a
+    scratch tensor. Attributes are set directly, not through ``nn.Module.__setattr__`` (thousands a pass)."""
+    switched = [m for m in batch_norms if m.training and m.track_running_stats]
+    scratch = torch.zeros((), dtype=torch.long, device=switched[0].num_batches_tracked.device) if switched else None
+    kept = [(m.__dict__["momentum"], m._buffers["num_batches_tracked"]) for m in switched]
+    for module in switched:
+        module.__dict__["momentum"] = 0.0
+        module._buffers["num_batches_tracked"] = scratch
+    try:
+        yield
+    finally:
+        for module, (momentum, count) in zip(switched, kept):
+            module.__dict__["momentum"] = momentum
+            module._buffers["num_batches_tracked"] = count
+
+
 @contextlib.contextmanager
 def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
     """Forward passes keep using batch statistics but leave the running averages as they were.
 
     For passes that are not a real training step: architecture gradients, Hessian products, and
     the recomputed forward of an activation-checkpointed block (which must not count twice).
+    (No copies of the buffers are made: :func:`running_stats_untouched`. Do not copy or save the
+    modules inside the block: they would carry momentum 0 and the scratch count.)
     """
-    saved = []
-    for module in (m for root in modules for m in root.modules()):
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            saved.append((module, module.running_mean.clone(), module.running_var.clone(),
-                          module.num_batches_tracked.clone()))
-    try:
+    with running_stats_untouched(bn for root in modules for bn in batch_norms_of(root)):
         yield
-    finally:
-        with torch.no_grad():
-            for module, mean, var, count in saved:
-                module.running_mean.copy_(mean)
-                module.running_var.copy_(var)
-                module.num_batches_tracked.copy_(count)
 
 
 # .value: (size, count), set by batch_norm_groups; per thread (hessian.overlap's eigenvalue has its own)

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nasseg.layers import running_stats_untouched
 from nasseg.search.steps import frozen
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
-from nasseg.supernet.recompute import recompute_in_backward, region_members, running_stats_untouched
+from nasseg.supernet.recompute import recompute_in_backward, region_members
 
 
 def tiny(name: str, classes: int = 5) -> Supernet:

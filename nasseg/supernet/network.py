@@ -164,6 +164,7 @@ class Supernet(nn.Module):
         # per checkpointed state: its modules' parameters and BatchNorms (region_members), found once;
         # cleared by .to() / .double(); code that swaps modules or parameters otherwise must clear it
         self._regions: dict[Node, tuple[list[nn.Parameter], list[nn.Module]]] = {}
+        self._batch_norms: list[nn.Module] | None = None  # batch_norms(), found once; cleared with _regions
 
     # --- architecture parameters ------------------------------------------------------------
 
@@ -284,7 +285,14 @@ class Supernet(nn.Module):
 
     def _apply(self, fn, recurse=True):
         self._regions.clear()  # .to() / .double() may give modules new parameter objects
+        self._batch_norms = None
         return super()._apply(fn, recurse)
+
+    def batch_norms(self) -> list[nn.Module]:
+        """Every BatchNorm of the supernet (what :func:`~nasseg.layers.frozen_bn_stats` switches), found once."""
+        if self._batch_norms is None:
+            self._batch_norms = region_members([self])[1]
+        return self._batch_norms
 
     def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:
         return level_sizes(tuple(stem_out.shape[-2:]), len(self.strides))

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..layers import running_stats_untouched
+
 
 def region_members(roots: Sequence[nn.Module]) -> tuple[list[nn.Parameter], list[_BatchNorm]]:
     """The parameters and the BatchNorms of ``roots`` and all their submodules, walked without
@@ -39,26 +41,6 @@ def region_members(roots: Sequence[nn.Module]) -> tuple[list[nn.Parameter], list
             batch_norms.append(module)
         stack.extend(child for child in module._modules.values() if child is not None)
     return params, batch_norms
-
-
-@contextlib.contextmanager
-def running_stats_untouched(batch_norms: Sequence[_BatchNorm]) -> Iterator[None]:
-    """Training-mode ``batch_norms`` run as before (same kernel, same arguments: under bfloat16 autocast a
-    BatchNorm without running statistics takes another path) but leave their running statistics and
-    batch count alone: momentum 0 keeps them (r * 1 + batch * 0 = r), and their counts add up in a
-    scratch tensor. Attributes are set directly, not through ``nn.Module.__setattr__`` (thousands a pass)."""
-    switched = [m for m in batch_norms if m.training and m.track_running_stats]
-    scratch = torch.zeros((), dtype=torch.long, device=switched[0].num_batches_tracked.device) if switched else None
-    kept = [(m.__dict__["momentum"], m._buffers["num_batches_tracked"]) for m in switched]
-    for module in switched:
-        module.__dict__["momentum"] = 0.0
-        module._buffers["num_batches_tracked"] = scratch
-    try:
-        yield
-    finally:
-        for module, (momentum, count) in zip(switched, kept):
-            module.__dict__["momentum"] = momentum
-            module._buffers["num_batches_tracked"] = count
 
 
 class _Recomputed(torch.autograd.Function):
