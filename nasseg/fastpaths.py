@@ -91,6 +91,16 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
              "statistics (supernet.mixed.MixedOp)",
         why="speed and memory: the same function on each edge; 14 pool computations of a DARTS cell become 5",
         devices=("cpu", "cuda")),
+    FastPath(
+        "lean_saved",
+        what="in search passes that build a graph, a candidate op's depthwise conv output is computed again in "
+             "backward instead of kept for its pointwise conv's weight gradient, and its non-affine BatchNorms "
+             "keep their output (which the mixed sum keeps anyway) instead of their input "
+             "(lean.depthwise_pointwise, lean.batch_norm_saving_output); passes that differentiate twice "
+             "take the native path (lean.twice_differentiable)",
+        why="memory: fewer tensors kept for backward in the weight and the architecture step; "
+            "one depthwise forward more per conv pair",
+        devices=("cpu",)),
 )}
 
 _code: dict[str, bool] = {}  # set_enabled / overridden

@@ -18,6 +18,8 @@ from torch import nn
 from torch.overrides import has_torch_function
 
 from . import fastpaths
+from .lean import batch_norm_saving_output
+from .lean import saves_output as lean_saves_output
 
 
 class ReLUConvBN(nn.Sequential):
@@ -252,23 +254,42 @@ def batch_norm_groups(size: int, count: int) -> Iterator[None]:
 
 
 class GroupBatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d (same parameters and buffers), batch statistics per group under :func:`batch_norm_groups`."""
+    """nn.BatchNorm2d (same parameters and buffers), batch statistics per group under :func:`batch_norm_groups`.
+    ``keeps_output`` (set by the supernet's lean ops): without affine parameters, keep the output for
+    backward instead of the input (:mod:`nasseg.lean`)."""
+
+    keeps_output = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x)
+
+    def normalize(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """``self(x)``, then (``relu``) a ReLU: with fast path ``lean_saved`` one function keeping only the
+        BatchNorm's output for backward (nasseg.lean)."""
+        if lean_saves_output(self, x):
+            return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor, relu))
+        out = self._normalize(x, lambda part, factor=None: super(GroupBatchNorm2d, self).forward(part) if factor is None
+                              else F.batch_norm(part, self.running_mean, self.running_var, self.weight, self.bias,
+                                                True, factor, self.eps))
+        return F.relu(out) if relu else out
+
+    def _normalize(self, x: torch.Tensor, norm: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """``norm(part)``: nn.BatchNorm2d's forward of ``part``; ``norm(part, factor)``: training mode with
+        running-average factor ``factor``, the batch count already updated."""
         groups = getattr(_bn_groups, "value", None)
         if groups is None or not (self.training or self.running_mean is None):
-            return super().forward(x)
+            return norm(x)
         size, count = groups
         if x.shape[0] == size * count:
-            return torch.cat([super(GroupBatchNorm2d, self).forward(chunk) for chunk in x.chunk(count)])
+            return torch.cat([norm(chunk) for chunk in x.chunk(count)])
         if self.running_mean is None:
-            return super().forward(x)
+            return norm(x)
         # x stands for `count` equal groups: one update with the momentum of `count` updates
         # (1 - (1 - m)^count; cumulative averaging: count / batches seen)
         self.num_batches_tracked.add_(count)
         factor = count / float(self.num_batches_tracked) if self.momentum is None else \
             1 - (1 - self.momentum) ** count
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
+        return norm(x, factor)
 
 
 def group_batch_norm(module: nn.Module) -> GroupBatchNorm2d | None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from nasseg.search.steps import fixed_structure
+from nasseg.lean import twice_differentiable
 from nasseg.search.hessian import FrozenKinks, dominant_eigenvalue, exact_hessian, lanczos_top, make_hvp
 from nasseg.space import load as load_space
 from nasseg.supernet import Supernet
@@ -47,7 +48,8 @@ def reference_hessian(supernet, x, y) -> torch.Tensor:
     def loss(*alphas):
         return F.cross_entropy(functional_call(supernet, dict(zip(names, alphas)), (x,)), y)
 
-    blocks = torch.autograd.functional.hessian(loss, tuple(a.detach() for a in supernet.alphas.values()))
+    with twice_differentiable():  # differentiated twice: no lean layers
+        blocks = torch.autograd.functional.hessian(loss, tuple(a.detach() for a in supernet.alphas.values()))
     return torch.cat([torch.cat(row, dim=1) for row in blocks], dim=0)
 
 

@@ -10,6 +10,7 @@ from torch.func import functional_call
 from nasseg import space as spaces
 from nasseg.shell.cli.main import main
 from nasseg.errors import NassegError, SpecError
+from nasseg.lean import twice_differentiable
 from nasseg.search import Search, SearchDiverged, decode_run, load_job, run_dir_for
 from nasseg.search.architect import frozen_bn_stats, second_order_grads
 from nasseg.supernet import Supernet
@@ -73,7 +74,7 @@ def test_second_order_matches_exact(difference, r, tolerance):
     names = [n for n, p in model.named_parameters() if not n.startswith(("alphas", "betas"))]
     weights = [p for n, p in model.named_parameters() if n in names]
     arch = model.arch_parameters()
-    with frozen_bn_stats(model):
+    with frozen_bn_stats(model), twice_differentiable():  # differentiated twice: no lean layers
         grads = torch.autograd.grad(loss_fn(model, x_train, y_train), weights, create_graph=True)
         unrolled = {n: w - xi * (0.9 * optimizer.state[w]["momentum_buffer"] + g + 3e-4 * w)
                     for n, w, g in zip(names, weights, grads)}

@@ -51,7 +51,8 @@ class SearchStepTrace:
         space = space or spaces.load(resolve_space_path(config))
         max_stride = config.supernet.checkpoint_max_stride if checkpoint else None
         self.model = on_meta(lambda: Supernet(space, shapes.num_classes, checkpoint_cells=checkpoint,
-                                              checkpoint_max_stride=max_stride))
+                                              checkpoint_max_stride=max_stride,
+                                              lean_saved=config.supernet.lean_saved))
         if config.supernet.channels_last:
             self.model = on_meta(lambda: to_channels_last(self.model))
         # foreach: torch's default on CUDA (one multi-tensor update, its temporaries); meta tensors need it said

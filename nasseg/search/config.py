@@ -101,6 +101,9 @@ class SupernetConfig:
     checkpoint_max_stride: PositiveInt | None = None
     prune_below: Annotated[Float, Field(ge=0, lt=1)] = 0.0  # skip ops whose softmax weight fell below
     channels_last: Bool = True  # NHWC memory format for the convolutions (CPU and CUDA)
+    # the candidate ops keep fewer tensors for backward (fast path lean_saved, CPU): null = on for chain
+    # (DARTS) networks, off for the lattice, whose per-call-bound steps it slows (docs/performance.md)
+    lean_saved: Bool | None = None
     amp: Bool = False  # CUDA only: bfloat16 autocast in the weight and first-order architecture steps
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..layers import is_nhwc
+from ..lean import relu_apart, twice_differentiable
 
 LossFn = Callable[[], torch.Tensor]
 Hvp = Callable[[torch.Tensor], torch.Tensor]
@@ -52,8 +53,9 @@ def hessian_vector_product(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> H
     The loss and its gradient graph are built once; every product reuses them.
     """
     params = list(params)
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    with twice_differentiable():  # the graph is differentiated twice: no lean layers in it
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     live = [(g, i) for i, g in enumerate(grads) if g is not None and g.requires_grad]
     sizes = [p.numel() for p in params]
 
@@ -99,6 +101,17 @@ class FrozenKinks(TorchFunctionMode):
         self.records: list[torch.Tensor] = []
         self.replay = False
         self.position = 0
+
+    def __enter__(self) -> "FrozenKinks":
+        self._apart = relu_apart()  # every ReLU a call of its own, seen here (nasseg.lean)
+        self._apart.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._apart.__exit__(*exc)
 
     def recording(self) -> "FrozenKinks":
         self.records, self.replay = [], False

@@ -134,7 +134,8 @@ class Search:
         self.device = resolve_device(config.device)
         net = config.supernet
         self.model = Supernet(self.space, self.data.num_classes, checkpoint_cells=net.checkpoint,
-                              prune_below=net.prune_below, checkpoint_max_stride=net.checkpoint_max_stride
+                              prune_below=net.prune_below, checkpoint_max_stride=net.checkpoint_max_stride,
+                              lean_saved=net.lean_saved
                               ).to(self.device)
         if net.channels_last:
             self.model = to_channels_last(self.model)

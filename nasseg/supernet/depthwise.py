@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import fastpaths
-from ..layers import DilatedDepthwiseConv2d, is_nhwc
+from ..layers import DilatedDepthwiseConv2d, DilConv, GroupBatchNorm2d, SepConv, is_nhwc
+from ..lean import depthwise_pointwise, fuses_relu
 
 
 def subgrids_as_batch(x: torch.Tensor, weight: torch.Tensor, d: int, padding: int) -> torch.Tensor:
@@ -55,4 +56,41 @@ def batched_subgrid_conv(module: torch.nn.Module) -> BatchedSubgridConv2d | None
                                    groups=module.groups, bias=module.bias is not None,
                                    device=module.weight.device, dtype=module.weight.dtype)
     new.weight, new.bias = module.weight, module.bias
+    return new.train(module.training)
+
+
+class LeanDilConv(DilConv):
+    """DilConv (ReLU, depthwise, pointwise, BN; the same children) whose depthwise output is not kept for
+    backward where fast path ``lean_saved`` applies (:func:`nasseg.lean.depthwise_pointwise`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        relu, depthwise, pointwise, norm = self
+        return norm(depthwise_pointwise(depthwise, pointwise, relu(x)))
+
+
+class LeanSepConv(SepConv):
+    """SepConv (two DilConv blocks; the same children) whose first BatchNorm and the second block's ReLU
+    keep only the BatchNorm's output for backward where fast path ``lean_saved`` applies, and whose
+    depthwise outputs are not kept (:mod:`nasseg.lean`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (relu_in, depthwise_1, pointwise_1, norm_1), (relu_mid, depthwise_2, pointwise_2, norm_2) = self
+        h = depthwise_pointwise(depthwise_1, pointwise_1, relu_in(x))
+        if isinstance(norm_1, GroupBatchNorm2d) and isinstance(relu_mid, torch.nn.ReLU) and fuses_relu():
+            h = norm_1.normalize(h, relu=True)
+        else:
+            h = relu_mid(norm_1(h))
+        return norm_2(depthwise_pointwise(depthwise_2, pointwise_2, h))
+
+
+def lean_dil_conv(module: torch.nn.Module) -> LeanDilConv | LeanSepConv | None:
+    """A DilConv or SepConv as a :class:`LeanDilConv` or :class:`LeanSepConv` holding the same child modules
+    (None for other modules)."""
+    if type(module) is SepConv and all(type(block) is DilConv for block in module):
+        new = LeanSepConv.__new__(LeanSepConv)
+    elif type(module) is DilConv:
+        new = LeanDilConv.__new__(LeanDilConv)
+    else:
+        return None
+    torch.nn.Sequential.__init__(new, *module)
     return new.train(module.training)

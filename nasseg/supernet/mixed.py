@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import fastpaths
-from ..layers import FactorizedReduce, compact_max_pool, group_batch_norm, replace_modules
+from ..layers import FactorizedReduce, GroupBatchNorm2d, compact_max_pool, group_batch_norm, replace_modules
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
-from .depthwise import batched_subgrid_conv
+from .depthwise import batched_subgrid_conv, lean_dil_conv
 
 
 def strip_leading_relu(module: nn.Module) -> bool:
@@ -64,6 +64,8 @@ class MixedOp(nn.Module):
     ``active`` (optional, one bool per candidate) skips ops pruned by ``prune_below``: their
     weight fell below the threshold, so their term is dropped as if it were `none`.
 
+    ``lean``: the ops keep fewer tensors for backward (:mod:`nasseg.lean`, fast path ``lean_saved``).
+
     ``shared`` (optional, one dict per input state, from the cell): a parameter-free op followed by a
     non-affine BatchNorm (the pools in search) computes the same on every edge that reads the state
     while its BatchNorm takes batch statistics (training mode); with fast path ``shared_pools`` the
@@ -71,7 +73,8 @@ class MixedOp(nn.Module):
     its running statistics by a call without gradient on the same pooled input.
     """
 
-    def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool):
+    def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool,
+                 lean: bool = False):
         super().__init__()
         self.stride = stride
         self.positions: list[int] = []  # index into the edge's weights of each computed op
@@ -89,6 +92,11 @@ class MixedOp(nn.Module):
             # lean max-pool backward; BatchNorm per transition in a batched lattice state; dilated convs'
             # sub-grids as one batch (fastpaths)
             op = replace_modules(op, lambda m: compact_max_pool(m) or group_batch_norm(m) or batched_subgrid_conv(m))
+            if lean:  # fewer tensors kept for backward (nasseg.lean, fast path lean_saved)
+                op = replace_modules(op, lean_dil_conv)  # its children converted above
+                for module in op.modules():
+                    if isinstance(module, GroupBatchNorm2d):
+                        module.keeps_output = True
             self.reads_relu.append(strip_leading_relu(op))
             self.share_keys.append((name, stride) if definition.parameter_free and definition.bn_in_search else None)
             ops.append(op)
@@ -146,7 +154,7 @@ class SearchCell(nn.Module):
     In a reduction cell, edges leaving input nodes have stride 2 (DARTS).
     """
 
-    def __init__(self, space: SearchSpace, C: int, reduction: bool, affine: bool = False):
+    def __init__(self, space: SearchSpace, C: int, reduction: bool, affine: bool = False, lean: bool = False):
         super().__init__()
         graph: nx.DiGraph = space.cell_graph
         self.inputs = space.cell.inputs
@@ -158,7 +166,7 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList([None] * graph.number_of_edges())
         for u, v, data in graph.edges(data=True):
             stride = 2 if reduction and u < self.inputs else 1
-            self.edges[data["index"]] = MixedOp(space, data["ops"], C, stride, affine)
+            self.edges[data["index"]] = MixedOp(space, data["ops"], C, stride, affine, lean)
 
     def forward(self, inputs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor],
                 active: Sequence[Sequence[bool]] | None = None,

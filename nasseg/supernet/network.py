@@ -118,13 +118,17 @@ def level_sizes(stem_size: tuple[int, int], levels: int) -> list[tuple[int, int]
 
 class Supernet(nn.Module):
     def __init__(self, space: SearchSpace, num_classes: int | None = None, affine: bool = False,
-                 checkpoint_cells: bool = False, prune_below: float = 0.0, checkpoint_max_stride: int | None = None):
+                 checkpoint_cells: bool = False, prune_below: float = 0.0, checkpoint_max_stride: int | None = None,
+                 lean_saved: bool | None = None):
         super().__init__()
         self.space = space
         self.checkpoint_cells = checkpoint_cells  # recompute each state in backward (less memory)
         # ... only the states at this stride or finer (None: all); coarse states hold few bytes for their time
         self.checkpoint_max_stride = checkpoint_max_stride
         self.prune_below = prune_below  # skip candidate ops whose softmax weight is below this
+        # the candidate ops keep fewer tensors for backward (nasseg.lean; None: chain networks only: a lattice
+        # step at batch 2 is per-call bound, and the lean layers' calls cost it more time than they save)
+        self.lean_saved = space.network.type == "chain" if lean_saved is None else lean_saved
         self.pinned_active: dict[str, list[list[bool]]] | None = None  # active_ops held fixed (search.steps)
         self.graph: nx.DiGraph = space.network_graph
         net = space.network
@@ -149,7 +153,7 @@ class Supernet(nn.Module):
         for plan in state_plans(space):
             key = node_key(plan.node)
             self.work_level[plan.node] = plan.level
-            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine)
+            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine, self.lean_saved)
             for name, source, factor in plan.resamples:
                 channels = self.graph.nodes[source]["channels"]
                 self.resample[f"{key}_{name}"] = Resample(channels, plan.width, factor, affine)

@@ -1,0 +1,117 @@
+"""Fast path ``lean_saved`` (nasseg.lean): the candidate ops keep fewer tensors for backward and compute the
+same logits, gradients and BatchNorm statistics (float64), in the weight and in the architecture step."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasseg import fastpaths
+from nasseg.layers import to_channels_last
+from nasseg.lean import twice_differentiable
+from nasseg.search.hessian import FrozenKinks, finite_difference_hvp
+from nasseg.search.steps import fixed_structure, frozen
+from nasseg.shell.bench.nets import bench_space
+from nasseg.supernet import Supernet
+from nasseg.supernet.depthwise import LeanDilConv, LeanSepConv
+
+
+def tiny(name: str, lean: bool | None = None, layout: torch.memory_format = torch.contiguous_format) -> Supernet:
+    torch.manual_seed(0)
+    net = Supernet(bench_space(name, width=4, layers=3), 5, lean_saved=lean).double()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_()
+    return to_channels_last(net) if layout == torch.channels_last else net
+
+
+def step_results(net: Supernet, step: str, lean: bool, x: torch.Tensor, y: torch.Tensor):
+    """Logits, the step's gradients and the buffers after one forward + backward of a copy of ``net``."""
+    net = copy.deepcopy(net)
+    wrt, other = (net.weight_parameters(), net.arch_parameters()) if step == "weight" else \
+        (net.arch_parameters(), net.weight_parameters())
+    with fastpaths.overridden(lean_saved=lean), frozen(other):
+        logits = net(x)
+        grads = torch.autograd.grad(F.cross_entropy(logits, y), list(wrt), allow_unused=True)
+    return logits.detach(), grads, [b.clone() for b in net.buffers()]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", ["darts", "autodeeplab"])
+@pytest.mark.parametrize("step", ["weight", "arch"])
+def test_lean_ops_compute_the_same_logits_gradients_and_statistics(name, step, layout):
+    net = tiny(name, lean=True, layout=layout)  # the lattice takes it only when asked (supernet.lean_saved)
+    assert any(isinstance(m, LeanSepConv) for m in net.modules()) and any(isinstance(m, LeanDilConv)
+                                                                          for m in net.modules())
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=layout)
+    y = torch.randint(0, 5, (2, 16, 16))
+    (logits_a, grads_a, buffers_a), (logits_b, grads_b, buffers_b) = (step_results(net, step, lean, x, y)
+                                                                      for lean in (False, True))
+    assert torch.equal(logits_a, logits_b)
+    assert all(torch.equal(a, b) for a, b in zip(buffers_a, buffers_b))  # running statistics and counts
+    assert [g is None for g in grads_a] == [g is None for g in grads_b]
+    scale = max(g.abs().max() for g in grads_a if g is not None)
+    assert scale > 1e-3
+    for a, b in zip(grads_a, grads_b):
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-12 * scale)
+
+
+def test_lean_ops_by_default_on_chain_networks_only():
+    assert tiny("darts").lean_saved and not tiny("autodeeplab").lean_saved
+    plain = tiny("darts", lean=False)
+    assert plain.lean_saved is False
+    assert not any(isinstance(m, (LeanSepConv, LeanDilConv)) for m in plain.modules())
+
+
+def test_double_backward_needs_twice_differentiable():
+    """A BatchNorm that keeps its output has no second derivative through its 1/std: a double backward
+    through it fails with the remedy; inside twice_differentiable it takes torch's layers and agrees."""
+    net = tiny("darts")
+    x, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randint(0, 5, (2, 16, 16))
+    arch = net.arch_parameters()
+    vector = [torch.randn_like(p) for p in arch]
+
+    def hvp():
+        with frozen(net.weight_parameters()):
+            grads = torch.autograd.grad(F.cross_entropy(net(x), y), arch, create_graph=True)
+            return torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vector)), arch)
+
+    state = copy.deepcopy(net.state_dict())
+    with pytest.raises(RuntimeError, match="double backward .*twice_differentiable"):
+        hvp()
+    net.load_state_dict(state)
+    with twice_differentiable():
+        lean_off = hvp()
+    net.load_state_dict(state)
+    with fastpaths.overridden(lean_saved=False):
+        native = hvp()
+    assert all(torch.equal(a, b) for a, b in zip(lean_off, native))
+
+
+def test_frozen_relu_patterns_hold_inside_sep_convs():
+    """Forward-difference Hessian products impose the ReLU pattern recorded at one point on a nearby one
+    (FrozenKinks, call by call): the BatchNorm + ReLU function of sep_conv splits there, so the gradient
+    at a far point under the replayed pattern equals the native layers'."""
+    net = tiny("darts")
+    x, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randint(0, 5, (2, 16, 16))
+    arch = net.arch_parameters()
+    state = copy.deepcopy(net.state_dict())
+    moves = [torch.randn_like(p) for p in arch]  # far enough that many ReLUs change sign
+    grads = []
+    for lean in (True, False):
+        net.load_state_dict(state)
+        kinks = FrozenKinks()
+        with fastpaths.overridden(lean_saved=lean), frozen(net.weight_parameters()), fixed_structure(net):
+            with kinks.recording():
+                net(x)
+            with torch.no_grad():
+                for p, move in zip(arch, moves):
+                    p.add_(move)
+            with kinks.replaying():
+                grads.append(torch.autograd.grad(F.cross_entropy(net(x), y), arch))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
