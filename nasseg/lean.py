@@ -1,13 +1,16 @@
 """Fewer bytes kept for backward by the supernet's candidate ops (fast path ``lean_saved``), same function
 and gradients.
 
-A search step's peak memory is what autograd keeps for backward. Two of those tensors can go:
+A search step's peak memory is what autograd keeps for backward. Some of those tensors can go:
 
-* The output of a depthwise conv that feeds a pointwise conv (``dil_conv``/``sep_conv``, ``atrous_conv``):
-  kept only for the pointwise conv's weight gradient. :func:`depthwise_pointwise` keeps the depthwise
-  conv's input instead (the state's ReLU output, kept anyway) and computes the depthwise conv again in
-  backward: one depthwise forward more (the cheapest part of the op) for one tensor less per conv pair.
-  Only where the pointwise weight needs a gradient (a weight step); elsewhere nothing is kept for it.
+* The inputs of convs whose weights are frozen (the architecture step): torch keeps a conv's input even
+  when only its input gradient is needed, which the weight alone gives. Where neither conv of a depthwise
+  + pointwise pair (``dil_conv``/``sep_conv``, ``atrous_conv``) needs a weight gradient,
+  :func:`depthwise_pointwise` keeps nothing.
+* The output of a depthwise conv that feeds a pointwise conv: kept only for the pointwise conv's weight
+  gradient. Where that is needed (the weight step) :func:`depthwise_pointwise` keeps the depthwise conv's
+  input instead (the state's ReLU output, kept anyway) and computes the depthwise conv again in backward:
+  one depthwise forward more (the cheapest part of the op) for one tensor less per conv pair.
 * The input of a non-affine BatchNorm in training mode (every BatchNorm of the search ops): its
   backward needs only the normalised values, which are its output. :func:`batch_norm_saving_output`
   keeps the output, which the mixed sum keeps anyway for the architecture gradient, and runs torch's own
@@ -33,7 +36,8 @@ from torch import nn
 
 from . import fastpaths
 
-_state = threading.local()  # .twice: inside twice_differentiable (per thread: hessian.overlap's eigenvalue)
+# .twice, .relu_apart: inside twice_differentiable, relu_apart (per thread: hessian.overlap's eigenvalue)
+_state = threading.local()
 
 
 @contextlib.contextmanager
@@ -64,10 +68,17 @@ def fuses_relu() -> bool:
     return not getattr(_state, "relu_apart", False)
 
 
+# Below this many elements a tensor takes the native path: there the lean layers' own calls (an autograd
+# Function, a gradient call per conv pair) cost more than the bytes are worth. Measured on DARTS search
+# steps: 1.37x the time with 4-33 thousand elements a tensor (the demo's supernet), 1.05x with 0.26-2 million
+# (the CIFAR search net at batch 64).
+MIN_ELEMENTS = 1 << 17
+
+
 def lean_applies(x: torch.Tensor) -> bool:
-    """Whether this pass builds a graph through ``x`` that the lean layers may shorten (not under
-    autocast: their backward would recompute in another precision)."""
-    return torch.is_grad_enabled() and not getattr(_state, "twice", False) and \
+    """Whether this pass builds a graph through ``x`` that the lean layers may shorten: ``x`` large enough
+    (:data:`MIN_ELEMENTS`), not under autocast (their backward would recompute in another precision)."""
+    return x.numel() >= MIN_ELEMENTS and torch.is_grad_enabled() and not getattr(_state, "twice", False) and \
         fastpaths.enabled("lean_saved", x.device) and \
         not (torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type))
 

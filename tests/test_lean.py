@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasseg import fastpaths
+from nasseg import fastpaths, lean
 from nasseg.layers import to_channels_last
 from nasseg.lean import twice_differentiable
 from nasseg.search.hessian import FrozenKinks, finite_difference_hvp
@@ -17,6 +17,12 @@ from nasseg.search.steps import fixed_structure, frozen
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
 from nasseg.supernet.depthwise import LeanDilConv, LeanSepConv
+
+
+@pytest.fixture(autouse=True)
+def lean_at_every_size(monkeypatch):
+    """These nets are small: the lean layers take tensors of any size here."""
+    monkeypatch.setattr(lean, "MIN_ELEMENTS", 0)
 
 
 def tiny(name: str, lean: bool | None = None, layout: torch.memory_format = torch.contiguous_format) -> Supernet:
@@ -115,3 +121,16 @@ def test_frozen_relu_patterns_hold_inside_sep_convs():
                 grads.append(torch.autograd.grad(F.cross_entropy(net(x), y), arch))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_small_tensors_take_the_native_path(monkeypatch):
+    """Below MIN_ELEMENTS a tensor's bytes are worth less than the lean layers' own calls."""
+    monkeypatch.setattr(lean, "MIN_ELEMENTS", 1 << 17)
+    small, large = torch.zeros(2, 4, 128, 127), torch.zeros(2, 4, 128, 128)
+    assert not lean.lean_applies(small) and lean.lean_applies(large)
+    with torch.no_grad():
+        assert not lean.lean_applies(large)
+    with lean.twice_differentiable():
+        assert not lean.lean_applies(large)
+    with fastpaths.overridden(lean_saved=False):
+        assert not lean.lean_applies(large)
