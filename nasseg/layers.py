@@ -261,17 +261,24 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
     keeps_output = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.normalize(x)
+        if self.keeps_output and lean_saves_output(self, x):
+            return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor))
+        if getattr(_bn_groups, "value", None) is None:  # (a chain supernet's every call: no extra Python)
+            return super().forward(x)
+        return self._normalize(x, self._native)
 
     def normalize(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         """``self(x)``, then (``relu``) a ReLU: with fast path ``lean_saved`` one function keeping only the
         BatchNorm's output for backward (nasseg.lean)."""
-        if lean_saves_output(self, x):
+        if self.keeps_output and lean_saves_output(self, x):
             return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor, relu))
-        out = self._normalize(x, lambda part, factor=None: super(GroupBatchNorm2d, self).forward(part) if factor is None
-                              else F.batch_norm(part, self.running_mean, self.running_var, self.weight, self.bias,
-                                                True, factor, self.eps))
+        out = self(x)
         return F.relu(out) if relu else out
+
+    def _native(self, part: torch.Tensor, factor: float | None = None) -> torch.Tensor:
+        if factor is None:
+            return super().forward(part)
+        return F.batch_norm(part, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
 
     def _normalize(self, x: torch.Tensor, norm: Callable[..., torch.Tensor]) -> torch.Tensor:
         """``norm(part)``: nn.BatchNorm2d's forward of ``part``; ``norm(part, factor)``: training mode with

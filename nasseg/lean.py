@@ -191,9 +191,9 @@ def depthwise_pointwise(depthwise: nn.Conv2d, pointwise: nn.Conv2d, x: torch.Ten
     """``pointwise(depthwise(x))``, keeping less for backward (module doc): where the pointwise weight needs
     a gradient, the depthwise output is computed again in backward instead of kept; where neither conv's
     weight needs one, nothing is kept (torch keeps each conv's input even then). ``pointwise``: a 1x1 conv."""
-    params = [pointwise.weight, *depthwise.parameters()]
-    if type(pointwise) is not nn.Conv2d or not _plain(pointwise) or not lean_applies(x):
+    if not lean_applies(x) or type(pointwise) is not nn.Conv2d or not _plain(pointwise):
         return pointwise(depthwise(x))
+    params = [pointwise.weight, *depthwise.parameters()]
     if pointwise.weight.requires_grad:
         return _DepthwisePointwise.apply(depthwise, pointwise, True, x, *params)
     if not x.requires_grad or any(p.requires_grad for p in params):
