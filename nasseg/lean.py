@@ -41,26 +41,24 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def twice_differentiable() -> Iterator[None]:
-    """Inside the block the lean layers keep what torch keeps, so the graph can be differentiated twice."""
-    outer = getattr(_state, "twice", False)
-    _state.twice = True
+def _flag_set(name: str) -> Iterator[None]:
+    outer = getattr(_state, name, False)
+    setattr(_state, name, True)
     try:
         yield
     finally:
-        _state.twice = outer
+        setattr(_state, name, outer)
 
 
-@contextlib.contextmanager
-def relu_apart() -> Iterator[None]:
+def twice_differentiable() -> contextlib.AbstractContextManager:
+    """Inside the block the lean layers keep what torch keeps, so the graph can be differentiated twice."""
+    return _flag_set("twice")
+
+
+def relu_apart() -> contextlib.AbstractContextManager:
     """Inside the block every ReLU is a call of its own (code that records or imposes each ReLU's pattern
     call by call, search.hessian.FrozenKinks, must see them): no BatchNorm + ReLU function."""
-    outer = getattr(_state, "relu_apart", False)
-    _state.relu_apart = True
-    try:
-        yield
-    finally:
-        _state.relu_apart = outer
+    return _flag_set("relu_apart")
 
 
 def fuses_relu() -> bool:

@@ -6,6 +6,9 @@ of its d x d interleaved sub-grids, one call per strided view; each view's backw
 full-size input gradient and adds it to the others. Here the sub-grids are stacked along the batch by one
 copy, convolved by one call, and put back by one copy (their backward: two copies). Measurements:
 docs/performance.md, "DARTS: where a step's time goes"; benchmarks/darts_kernels.py.
+
+Also the candidate ops' separable and dilated convs as :class:`LeanSepConv` / :class:`LeanDilConv`, which keep
+fewer tensors for backward (fast path ``lean_saved``, :mod:`nasseg.lean`).
 """
 
 from __future__ import annotations
