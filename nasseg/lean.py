@@ -146,7 +146,7 @@ class _DepthwisePointwise(torch.autograd.Function):
             # the depthwise conv takes the path it takes with a gradient (layers.py), as backward computes it
             # again; that graph is dropped at once (hooks that count saved tensors do not see it)
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
-                mid = depthwise(x.detach()).detach()
+                mid = depthwise(x.detach().requires_grad_(x.requires_grad)).detach()
         else:
             mid = depthwise(x)
         ctx.sizes = x.shape, mid.shape
@@ -198,6 +198,6 @@ def depthwise_pointwise(depthwise: nn.Conv2d, pointwise: nn.Conv2d, x: torch.Ten
         return pointwise(depthwise(x))
     # the depthwise conv's own backward, were its weight frozen: the native conv's (a dilated conv with
     # stride > 1 takes its sub-grid form then, layers.DilatedDepthwiseConv2d: keep autograd's)
-    native = _plain(depthwise) and (depthwise.dilation == (1, 1) or depthwise.stride == (1, 1))
-    return _DepthwisePointwise.apply(depthwise, pointwise, not native, x, *params) if native else \
-        pointwise(depthwise(x))
+    if not (_plain(depthwise) and (depthwise.dilation == (1, 1) or depthwise.stride == (1, 1))):
+        return pointwise(depthwise(x))
+    return _DepthwisePointwise.apply(depthwise, pointwise, False, x, *params)
