@@ -187,19 +187,24 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+def all_modules(roots: Iterable[nn.Module]) -> list[nn.Module]:
+    """``roots`` and all their submodules, walked without ``Module.modules()``'s recursive generators and
+    name strings (a lattice has tens of thousands of submodules)."""
+    found, stack = [], list(roots)
+    while stack:
+        module = stack.pop()
+        found.append(module)
+        stack.extend(child for child in module._modules.values() if child is not None)
+    return found
+
+
 def batch_norms_of(root: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorms of ``root`` and its submodules. A module that keeps them (``Supernet.batch_norms``)
     gives its own list: a lattice has thousands, and walking them took 0.25 s a pass."""
     own = getattr(root, "batch_norms", None)
     if callable(own):
         return own()
-    found, stack = [], [root]
-    while stack:  # without Module.modules()'s generators
-        module = stack.pop()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            found.append(module)
-        stack.extend(child for child in module._modules.values() if child is not None)
-    return found
+    return [m for m in all_modules([root]) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @contextlib.contextmanager

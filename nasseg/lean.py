@@ -129,9 +129,9 @@ def batch_norm_saving_output(module: nn.modules.batchnorm._BatchNorm, x: torch.T
 
 
 def saves_output(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:
-    """Whether ``module(x)`` may go through :func:`batch_norm_saving_output` in this pass."""
-    return getattr(module, "keeps_output", False) and module.training and not module.affine and x.requires_grad \
-        and lean_applies(x)
+    """Whether ``module(x)`` may go through :func:`batch_norm_saving_output` in this pass (for a module that
+    opted in: ``GroupBatchNorm2d.keeps_output``)."""
+    return module.training and not module.affine and x.requires_grad and lean_applies(x)
 
 
 class _DepthwisePointwise(torch.autograd.Function):

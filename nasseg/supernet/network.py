@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import NassegError
 from .. import fastpaths
-from ..layers import FactorizedReduce, Noise, ReLUConvBN, batch_norm_groups
+from ..layers import FactorizedReduce, Noise, ReLUConvBN, all_modules, batch_norm_groups
 from ..space.blocks import HEADS, STEMS, upsample_to
 from ..space.compile import beta_groups, cell_input_stride
 from ..space.spec import SearchSpace
@@ -295,7 +295,7 @@ class Supernet(nn.Module):
     def batch_norms(self) -> list[nn.Module]:
         """Every BatchNorm of the supernet (what :func:`~nasseg.layers.frozen_bn_stats` switches), found once."""
         if self._batch_norms is None:
-            self._batch_norms = region_members([self])[1]
+            self._batch_norms = [m for m in all_modules([self]) if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         return self._batch_norms
 
     def level_sizes(self, stem_out: torch.Tensor) -> list[tuple[int, int]]:

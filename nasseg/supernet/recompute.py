@@ -27,20 +27,14 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import running_stats_untouched
+from ..layers import all_modules, running_stats_untouched
 
 
 def region_members(roots: Sequence[nn.Module]) -> tuple[list[nn.Parameter], list[_BatchNorm]]:
-    """The parameters and the BatchNorms of ``roots`` and all their submodules, walked without
-    ``Module.modules()``'s generators (a lattice state has thousands of submodules)."""
-    params, batch_norms, stack = [], [], list(roots)
-    while stack:
-        module = stack.pop()
-        params.extend(p for p in module._parameters.values() if p is not None)
-        if isinstance(module, _BatchNorm):
-            batch_norms.append(module)
-        stack.extend(child for child in module._modules.values() if child is not None)
-    return params, batch_norms
+    """The parameters and the BatchNorms of ``roots`` and all their submodules (:func:`all_modules`)."""
+    modules = all_modules(roots)
+    params = [p for module in modules for p in module._parameters.values() if p is not None]
+    return params, [m for m in modules if isinstance(m, _BatchNorm)]
 
 
 class _Recomputed(torch.autograd.Function):
