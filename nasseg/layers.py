@@ -18,7 +18,7 @@ from torch import nn
 from torch.overrides import has_torch_function
 
 from . import fastpaths
-from .lean import batch_norm_saving_output
+from .lean import OneCall, batch_norm_saving_output
 from .lean import saves_output as lean_saves_output
 
 
@@ -82,6 +82,11 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
             if stride == 1 and (size % d or grid < kernel):  # unequal sub-grids; or smaller than the
                 return None  # kernel, where the native conv was as fast (64 x 64 x 8 x 8, 5x5)
         return d
+
+    def one_call(self, x: torch.Tensor) -> OneCall | None:
+        """This pass's forward on ``x`` as one conv call (for nasseg.lean): the native conv where it takes
+        that; None where it takes its sub-grid views."""
+        return OneCall.plain(self) if self._phase_plan(x) is None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self._phase_plan(x)
@@ -261,9 +266,10 @@ def batch_norm_groups(size: int, count: int) -> Iterator[None]:
 class GroupBatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d (same parameters and buffers), batch statistics per group under :func:`batch_norm_groups`.
     ``keeps_output`` (set by the supernet's lean ops): without affine parameters, keep the output for
-    backward instead of the input (:mod:`nasseg.lean`)."""
+    backward instead of the input (:mod:`nasseg.lean`; ``lean_every_size``: at every tensor size)."""
 
     keeps_output = False
+    lean_every_size = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.keeps_output and lean_saves_output(self, x):

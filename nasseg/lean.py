@@ -6,11 +6,16 @@ A search step's peak memory is what autograd keeps for backward. Some of those t
 * The inputs of convs whose weights are frozen (the architecture step): torch keeps a conv's input even
   when only its input gradient is needed, which the weight alone gives. Where neither conv of a depthwise
   + pointwise pair (``dil_conv``/``sep_conv``, ``atrous_conv``) needs a weight gradient,
-  :func:`depthwise_pointwise` keeps nothing.
+  :func:`depthwise_pointwise` keeps only the inputs' sizes and layouts.
 * The output of a depthwise conv that feeds a pointwise conv: kept only for the pointwise conv's weight
-  gradient. Where that is needed (the weight step) :func:`depthwise_pointwise` keeps the depthwise conv's
-  input instead (the state's ReLU output, kept anyway) and computes the depthwise conv again in backward:
-  one depthwise forward more (the cheapest part of the op) for one tensor less per conv pair.
+  gradient. Where that is needed (the weight step) :func:`depthwise_pointwise` computes it again in backward
+  from the depthwise conv's input (the state's ReLU output, kept anyway): one depthwise forward more (the
+  cheapest part of the op) for one tensor less per conv pair (two for a dilated conv on its sub-grids,
+  whose stacked copy of the input is computed again too).
+
+Both work by saved-tensor hooks around torch's own conv calls (what a conv node would keep is packed as a
+size or as the call that computes it again), so backward runs torch's conv nodes, with no Python of ours but
+the unpacking.
 * The input of a non-affine BatchNorm in training mode (every BatchNorm of the search ops): its
   backward needs only the normalised values, which are its output. :func:`batch_norm_saving_output`
   keeps the output, which the mixed sum keeps anyway for the architecture gradient, and runs torch's own
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -73,10 +78,11 @@ def fuses_relu() -> bool:
 MIN_ELEMENTS = 1 << 17
 
 
-def lean_applies(x: torch.Tensor) -> bool:
+def lean_applies(x: torch.Tensor, every_size: bool = False) -> bool:
     """Whether this pass builds a graph through ``x`` that the lean layers may shorten: ``x`` large enough
-    (:data:`MIN_ELEMENTS`), not under autocast (their backward would recompute in another precision)."""
-    return x.numel() >= MIN_ELEMENTS and torch.is_grad_enabled() and not getattr(_state, "twice", False) and \
+    (:data:`MIN_ELEMENTS`, unless ``every_size``), not under autocast (their backward would recompute in
+    another precision)."""
+    return (every_size or x.numel() >= MIN_ELEMENTS) and torch.is_grad_enabled() and not getattr(_state, "twice", False) and \
         fastpaths.enabled("lean_saved", x.device) and \
         not (torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type))
 
@@ -85,6 +91,10 @@ def _refuse_double_backward(what: str) -> None:
     if torch.is_grad_enabled():
         raise RuntimeError(f"a double backward (create_graph=True) through {what}, which keeps its output instead "
                            f"of its input: run the pass inside nasseg.lean.twice_differentiable()")
+
+
+_BATCH_NORM_BACKWARD = torch.ops.aten.native_batch_norm_backward.default
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
 
 
 class _BatchNormSavingOutput(torch.autograd.Function):
@@ -103,10 +113,10 @@ class _BatchNormSavingOutput(torch.autograd.Function):
         _refuse_double_backward("a non-affine BatchNorm (nasseg.lean)")
         y, invstd = ctx.saved_tensors
         if ctx.relu:
-            grad_out = torch.ops.aten.threshold_backward(grad_out, y, 0)
+            grad_out = _THRESHOLD_BACKWARD(grad_out, y, 0)
         zeros, ones = torch.zeros_like(invstd), torch.ones_like(invstd)
-        grad_x = torch.ops.aten.native_batch_norm_backward(grad_out, y, invstd, None, None, zeros, ones, True,
-                                                           ctx.eps, [True, False, False])[0]
+        grad_x = _BATCH_NORM_BACKWARD(grad_out, y, invstd, None, None, zeros, ones, True, ctx.eps,
+                                      [True, False, False])[0]
         return grad_x, None, None, None, None, None
 
 
@@ -131,73 +141,141 @@ def batch_norm_saving_output(module: nn.modules.batchnorm._BatchNorm, x: torch.T
 def saves_output(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:
     """Whether ``module(x)`` may go through :func:`batch_norm_saving_output` in this pass (for a module that
     opted in: ``GroupBatchNorm2d.keeps_output``)."""
-    return module.training and not module.affine and x.requires_grad and lean_applies(x)
+    return module.training and not module.affine and x.requires_grad and \
+        lean_applies(x, getattr(module, "lean_every_size", False))
 
 
-class _DepthwisePointwise(torch.autograd.Function):
-    """pointwise(depthwise(x)) keeping x, not depthwise(x), for the pointwise weight gradient; with both
-    weights frozen (``keep_input`` False) keeping nothing: an input gradient needs only the weights."""
+def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a plain bias-free conv (:func:`_plain`), without the module call's overhead."""
+    return torch.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
-    @staticmethod
-    def forward(ctx, depthwise, pointwise, keep_input, x, *params):
-        ctx.depthwise, ctx.pointwise, ctx.keep_input = depthwise, pointwise, keep_input
-        if keep_input:
-            ctx.save_for_backward(x)
-            # the depthwise conv takes the path it takes with a gradient (layers.py), as backward computes it
-            # again; that graph is dropped at once (hooks that count saved tensors do not see it)
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
-                mid = depthwise(x.detach().requires_grad_(x.requires_grad)).detach()
-        else:
-            mid = depthwise(x)
-        ctx.sizes = x.shape, mid.shape
-        return pointwise(mid)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        _refuse_double_backward("a depthwise conv and its pointwise conv (nasseg.lean)")
-        depthwise, pointwise = ctx.depthwise, ctx.pointwise
-        wanted = ctx.needs_input_grad[3:]  # x, the pointwise weight, the depthwise parameters
-        weight = pointwise.weight
-        if not ctx.keep_input:  # only x needs a gradient: the two input gradients, from the weights alone
-            x_size, mid_size = ctx.sizes
-            grad_mid = torch.nn.grad.conv2d_input(mid_size, weight, grad_out, pointwise.stride, pointwise.padding,
-                                                  pointwise.dilation, pointwise.groups)
-            grad_x = torch.nn.grad.conv2d_input(x_size, depthwise.weight, grad_mid, depthwise.stride,
-                                                depthwise.padding, depthwise.dilation, depthwise.groups)
-            return (None, None, None, grad_x, *[None] * (len(wanted) - 1))
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(wanted[0])
-            mid = depthwise(x_in)  # the depthwise graph again, the same numbers
-        grad_mid, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_out, mid.detach(), weight, None, pointwise.stride, pointwise.padding, pointwise.dilation, False,
-            [0, 0], pointwise.groups, [mid.requires_grad, wanted[1], False])
-        inputs = [t for t, need in zip([x_in, *depthwise.parameters()], [wanted[0], *wanted[2:]]) if need]
-        grads = iter(torch.autograd.grad(mid, inputs, grad_mid) if inputs else ())
-        out = [next(grads) if wanted[0] else None, grad_weight if wanted[1] else None]
-        out += [next(grads) if need else None for need in wanted[2:]]
-        return (None, None, None, *out)
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+class OneCall(NamedTuple):
+    """A depthwise conv's forward in one pass as ``output(conv2d(input(x), weight, stride, padding, dilation))``:
+    what :func:`depthwise_pointwise` computes again in backward. A conv module with a fast path of its own
+    says whether and how its forward is one call with a method ``one_call(x)`` (an OneCall or None)."""
+
+    input: Callable[[torch.Tensor], torch.Tensor]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    output: Callable[[torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def plain(cls, conv: nn.Conv2d) -> OneCall | None:
+        """``conv``'s own conv call, if it is a plain one (:func:`_plain`)."""
+        return cls(_same, conv.stride, conv.padding, conv.dilation, _same) if _plain(conv) else None
+
+    def conv(self, conv_input: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+        """The conv call itself: ``output(conv(input(x), ...))`` is the depthwise conv of x."""
+        return torch.conv2d(conv_input, weight, None, self.stride, self.padding, self.dilation, groups)
+
+
+def _one_call(depthwise: nn.Module, x: torch.Tensor) -> OneCall | None:
+    """The depthwise conv's forward on ``x`` in this pass as :class:`OneCall`, if it is one call: a plain conv
+    without a fast path of its own (layers.py), or a module whose ``one_call(x)`` says how."""
+    if type(depthwise) is nn.Conv2d:
+        return OneCall.plain(depthwise)
+    one_call = getattr(depthwise, "one_call", None)
+    return one_call(x) if one_call is not None and depthwise.bias is None else None
 
 
 def _plain(conv: nn.Module) -> bool:
-    """A conv whose input gradient torch.nn.grad.conv2d_input computes as its own backward does."""
+    """A conv whose forward is one ``torch.conv2d`` call with its attributes."""
     return isinstance(conv, nn.Conv2d) and conv.bias is None and conv.padding_mode == "zeros" and \
         not isinstance(conv.padding, str)
 
 
-def depthwise_pointwise(depthwise: nn.Conv2d, pointwise: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``pointwise(depthwise(x))``, keeping less for backward (module doc): where the pointwise weight needs
-    a gradient, the depthwise output is computed again in backward instead of kept; where neither conv's
-    weight needs one, nothing is kept (torch keeps each conv's input even then). ``pointwise``: a 1x1 conv."""
-    if not lean_applies(x) or type(pointwise) is not nn.Conv2d or not _plain(pointwise):
+class _StandIn(NamedTuple):
+    """What is kept of a frozen conv's input: its size and layout, all its backward reads of it."""
+
+    size: torch.Size
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+
+class _Recompute:
+    """What is kept of a depthwise conv's input and output: the tensor they are computed from (kept anyway),
+    computed again in backward (the output's unpacking, which comes first, keeps the input for the conv's)."""
+
+    def __init__(self, x: torch.Tensor, form: OneCall, weight: torch.Tensor, groups: int):
+        self.x, self.version, self.form, self.weight, self.groups = x, x._version, form, weight, groups
+        self.conv_input: torch.Tensor | None = None
+
+    def input(self) -> torch.Tensor:
+        if self.x._version != self.version:
+            raise RuntimeError("the input of a depthwise conv (nasseg.lean) was modified in place after the forward "
+                               "pass; its output is computed again from it in backward")
+        conv_input, self.conv_input = self.conv_input, None
+        return self.form.input(self.x) if conv_input is None else conv_input
+
+    def output(self) -> torch.Tensor:
+        self.conv_input = self.input()
+        return self.form.output(self.form.conv(self.conv_input, self.weight, self.groups))
+
+
+class _Kept(NamedTuple):
+    """A saved tensor as the call that computes it again."""
+
+    part: Callable[[], torch.Tensor]
+
+
+def _unpack(kept):
+    """A saved tensor back from what :func:`depthwise_pointwise`'s hooks packed."""
+    if isinstance(kept, torch.Tensor):
+        return kept
+    _refuse_double_backward("a depthwise conv and its pointwise conv (nasseg.lean)")
+    if isinstance(kept, _StandIn):
+        return torch.empty_strided(kept.size, kept.stride, dtype=kept.dtype, device=kept.device)
+    return kept.part()
+
+
+def depthwise_pointwise(depthwise: nn.Conv2d, pointwise: nn.Conv2d, x: torch.Tensor, every_size: bool = False
+                        ) -> torch.Tensor:
+    """``pointwise(depthwise(x))``, keeping less for backward (module doc) by saved-tensor hooks on torch's own
+    conv nodes: where the pointwise weight needs a gradient, what the two convs would keep of the depthwise
+    conv's output (and of its input, where that is not ``x`` itself) is computed again from ``x`` in
+    backward; where neither weight needs one, both convs keep only the size and layout of their inputs (all
+    their input gradients read of them). ``pointwise``: a 1x1 conv; ``every_size``: see :func:`lean_applies`."""
+    if not lean_applies(x, every_size) or type(pointwise) is not nn.Conv2d or not _plain(pointwise):
         return pointwise(depthwise(x))
-    params = [pointwise.weight, *depthwise.parameters()]
     if pointwise.weight.requires_grad:
-        return _DepthwisePointwise.apply(depthwise, pointwise, True, x, *params)
-    if not x.requires_grad or any(p.requires_grad for p in params):
+        form = _one_call(depthwise, x)
+        if form is None:
+            return pointwise(depthwise(x))
+        kept = _Recompute(x, form, depthwise.weight, depthwise.groups)
+        conv_input = form.input(x)
+        # autograd keeps the hooks with what they packed: they hold ids, not the tensors, which are alive (so
+        # their ids are unique) while the block runs
+        x_id, input_id = id(x), id(conv_input)
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: _Kept(kept.input) if id(t) == input_id and id(t) != x_id else t, _unpack):
+            mid = form.output(form.conv(conv_input, depthwise.weight, depthwise.groups))
+        mid_id = id(mid)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: _Kept(kept.output) if id(t) == mid_id else t,
+                                                      _unpack):
+            return _conv(pointwise, mid)
+    weights = (depthwise.weight, pointwise.weight)
+    if not x.requires_grad or any(w.requires_grad for w in weights) or depthwise.bias is not None:
         return pointwise(depthwise(x))
-    # the depthwise conv's own backward, were its weight frozen: the native conv's (a dilated conv with
-    # stride > 1 takes its sub-grid form then, layers.DilatedDepthwiseConv2d: keep autograd's)
+    # both weights frozen: the native convs' own input gradients (a dilated conv with stride > 1 takes its
+    # sub-grid form then, layers.DilatedDepthwiseConv2d: keep autograd's)
     if not (_plain(depthwise) and (depthwise.dilation == (1, 1) or depthwise.stride == (1, 1))):
         return pointwise(depthwise(x))
-    return _DepthwisePointwise.apply(depthwise, pointwise, False, x, *params)
+    with torch.autograd.graph.saved_tensors_hooks(_pack_frozen(weights), _unpack):
+        return _conv(pointwise, _conv(depthwise, x))
+
+
+def _pack_frozen(weights: tuple[torch.Tensor, torch.Tensor]):
+    """The pack hook of a frozen pair: its convs keep their weights, and of their inputs a stand-in."""
+
+    def pack(t: torch.Tensor):
+        if t is weights[0] or t is weights[1]:
+            return t
+        return _StandIn(t.shape, t.stride(), t.dtype, t.device)
+    return pack

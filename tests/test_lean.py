@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from nasseg import fastpaths, lean
-from nasseg.layers import to_channels_last
+from nasseg.layers import GroupBatchNorm2d, to_channels_last
 from nasseg.lean import twice_differentiable
 from nasseg.search.hessian import FrozenKinks, finite_difference_hvp
 from nasseg.search.steps import fixed_structure, frozen
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
-from nasseg.supernet.depthwise import LeanDilConv, LeanSepConv
+from nasseg.supernet.depthwise import BatchedSubgridConv2d, LeanDilConv, LeanSepConv
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +71,81 @@ def test_lean_ops_by_default_on_chain_networks_only():
     plain = tiny("darts", lean=False)
     assert plain.lean_saved is False
     assert not any(isinstance(m, (LeanSepConv, LeanDilConv)) for m in plain.modules())
+    # by default only tensors of at least MIN_ELEMENTS; asked for (supernet.lean_saved: true), every size
+    for net, every_size in ((tiny("darts"), False), (tiny("autodeeplab", lean=True), True)):
+        ops = [m for m in net.modules() if isinstance(m, (LeanSepConv, LeanDilConv))]
+        norms = [m for m in net.modules() if isinstance(m, GroupBatchNorm2d) and m.keeps_output]
+        assert ops and norms
+        assert all(m.every_size == every_size for m in ops) and all(m.lean_every_size == every_size for m in norms)
+
+
+def pair(depthwise: torch.nn.Conv2d, channels: int):
+    """A depthwise conv (the given one, double) and a 1x1 conv, in NHWC, as the candidate ops run them."""
+    torch.manual_seed(1)
+    pointwise = torch.nn.Conv2d(channels, channels, 1, bias=False)
+    return depthwise.double().to(memory_format=torch.channels_last), \
+        pointwise.double().to(memory_format=torch.channels_last)
+
+
+def counting_kept(monkeypatch) -> list:
+    """The parts lean.depthwise_pointwise computes again in backward, as they are packed."""
+    made = []
+
+    class Kept(lean._Kept):
+        def __new__(cls, part):
+            made.append(part.__name__)
+            return super().__new__(cls, part)
+    monkeypatch.setattr(lean, "_Kept", Kept)
+    return made
+
+
+@pytest.mark.parametrize("kind", ["plain", "subgrids"])
+def test_weight_step_pair_computes_the_depthwise_conv_again(monkeypatch, kind):
+    """In the weight step the pair keeps x and computes the depthwise output (and, for a dilated conv on its
+    sub-grids, their stacked copy) again in backward: the same gradients as torch's layers, and less kept."""
+    channels = 4
+    if kind == "plain":
+        depthwise = torch.nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False)
+    else:
+        depthwise = BatchedSubgridConv2d(channels, channels, 3, 1, 2, 2, groups=channels, bias=False)
+    depthwise, pointwise = pair(depthwise, channels)
+    x0 = torch.randn(2, channels, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn_like(x0)
+    made = counting_kept(monkeypatch)
+    results = []
+    for on in (False, True):
+        x = x0.detach().requires_grad_()
+        with fastpaths.overridden(lean_saved=on):
+            out = lean.depthwise_pointwise(depthwise, pointwise, x, every_size=True)
+        results.append((out.detach(), *torch.autograd.grad(out, [x, depthwise.weight, pointwise.weight], grad_out)))
+    assert made == (["output"] if kind == "plain" else ["input", "output"])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-13)
+
+
+def test_frozen_pair_keeps_no_tensor_and_refuses_in_place_changes():
+    channels = 4
+    depthwise, pointwise = pair(torch.nn.Conv2d(channels, channels, 5, 1, 2, groups=channels, bias=False), channels)
+    for conv in (depthwise, pointwise):
+        conv.requires_grad_(False)
+    x = torch.randn(2, channels, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        lean_out = lean.depthwise_pointwise(depthwise, pointwise, x, every_size=True)
+    assert kept == []  # the pair's own hooks packed the convs' inputs as sizes
+    native_out = pointwise(depthwise(x))
+    grad = torch.randn_like(native_out)
+    torch.testing.assert_close(torch.autograd.grad(lean_out, x, grad)[0], torch.autograd.grad(native_out, x, grad)[0],
+                               rtol=0, atol=1e-13)
+    # the weight step's pair computes from x again: an in-place change of x in between is an error
+    depthwise.requires_grad_(True), pointwise.requires_grad_(True)
+    h = torch.relu(x)
+    out = lean.depthwise_pointwise(depthwise, pointwise, h, every_size=True)
+    with torch.no_grad():
+        h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified"):
+        out.sum().backward()
 
 
 def test_double_backward_needs_twice_differentiable():
@@ -128,6 +203,7 @@ def test_small_tensors_take_the_native_path(monkeypatch):
     monkeypatch.setattr(lean, "MIN_ELEMENTS", 1 << 17)
     small, large = torch.zeros(2, 4, 128, 127), torch.zeros(2, 4, 128, 128)
     assert not lean.lean_applies(small) and lean.lean_applies(large)
+    assert lean.lean_applies(small, every_size=True)  # supernet.lean_saved: true
     with torch.no_grad():
         assert not lean.lean_applies(large)
     with lean.twice_differentiable():

@@ -18,35 +18,60 @@ import torch.nn.functional as F
 
 from .. import fastpaths
 from ..layers import DilatedDepthwiseConv2d, DilConv, GroupBatchNorm2d, SepConv, is_nhwc
-from ..lean import depthwise_pointwise, fuses_relu
+from ..lean import OneCall, depthwise_pointwise, fuses_relu
+
+
+def to_subgrids(x: torch.Tensor, d: int) -> torch.Tensor:
+    """x's d x d interleaved sub-grids stacked along the batch (N, C, H, W -> d*d*N, C, H/d, W/d; one copy), in
+    x's memory layout; :func:`from_subgrids` is its inverse."""
+    n, c, h, w = x.shape
+    if is_nhwc(x):
+        grids = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(2, 4, 0, 1, 3, 5)
+        return grids.reshape(d * d * n, h // d, w // d, c).permute(0, 3, 1, 2)
+    return x.reshape(n, c, h // d, d, w // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, h // d, w // d)
+
+
+def from_subgrids(y: torch.Tensor, d: int) -> torch.Tensor:
+    """The inverse of :func:`to_subgrids`: d*d*N, C, H/d, W/d -> N, C, H, W, in y's memory layout."""
+    n, c, h, w = y.shape[0] // (d * d), y.shape[1], y.shape[2] * d, y.shape[3] * d
+    if is_nhwc(y):
+        y = y.permute(0, 2, 3, 1).reshape(d, d, n, h // d, w // d, c).permute(2, 3, 0, 4, 1, 5)
+        return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return y.reshape(d, d, n, c, h // d, w // d).permute(2, 3, 4, 0, 5, 1).reshape(n, c, h, w)
 
 
 def subgrids_as_batch(x: torch.Tensor, weight: torch.Tensor, d: int, padding: int) -> torch.Tensor:
     """``conv2d(x, weight, padding=padding, dilation=d, groups=C)``, stride 1, H and W divisible by d,
     'same' padding (a multiple of d), as one undilated conv of x's d x d sub-grids stacked along the
     batch; the result in x's memory layout."""
-    n, c, h, w = x.shape
-    if is_nhwc(x):
-        grids = x.permute(0, 2, 3, 1).reshape(n, h // d, d, w // d, d, c).permute(2, 4, 0, 1, 3, 5)
-        grids = grids.reshape(d * d * n, h // d, w // d, c).permute(0, 3, 1, 2)
-    else:
-        grids = x.reshape(n, c, h // d, d, w // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, h // d, w // d)
-    y = F.conv2d(grids, weight, None, 1, padding // d, 1, c)
-    if is_nhwc(x):
-        y = y.permute(0, 2, 3, 1).reshape(d, d, n, h // d, w // d, c).permute(2, 3, 0, 4, 1, 5)
-        return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
-    return y.reshape(d, d, n, c, h // d, w // d).permute(2, 3, 4, 0, 5, 1).reshape(n, c, h, w)
+    return from_subgrids(F.conv2d(to_subgrids(x, d), weight, None, 1, padding // d, 1, x.shape[1]), d)
 
 
 class BatchedSubgridConv2d(DilatedDepthwiseConv2d):
     """DilatedDepthwiseConv2d whose stride-1 sub-grid form is one batched call (fast path ``batched_subgrids``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def batched_dilation(self, x: torch.Tensor) -> int | None:
+        """The dilation d if this pass computes ``self(x)`` as :func:`subgrids_as_batch`, else None."""
         d = self._phase_plan(x)
         if d is None or self.stride[0] != 1 or self.bias is not None or \
                 not fastpaths.enabled("batched_subgrids", x.device):
+            return None
+        return d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.batched_dilation(x)
+        if d is None:
             return super().forward(x)
         return subgrids_as_batch(x, self.weight, d, self.padding[0])
+
+    def one_call(self, x: torch.Tensor) -> OneCall | None:
+        """This pass's forward on ``x`` as one conv call (for nasseg.lean): the sub-grids' conv between
+        :func:`to_subgrids` and :func:`from_subgrids`, as :func:`subgrids_as_batch` computes it."""
+        d = self.batched_dilation(x)
+        if d is None:
+            return super().one_call(x)
+        q = self.padding[0] // d
+        return OneCall(lambda t: to_subgrids(t, d), (1, 1), (q, q), (1, 1), lambda t: from_subgrids(t, d))
 
 
 def batched_subgrid_conv(module: torch.nn.Module) -> BatchedSubgridConv2d | None:
@@ -66,9 +91,11 @@ class LeanDilConv(DilConv):
     """DilConv (ReLU, depthwise, pointwise, BN; the same children) whose depthwise output is not kept for
     backward where fast path ``lean_saved`` applies (:func:`nasseg.lean.depthwise_pointwise`)."""
 
+    every_size = False  # the lean layers at every tensor size (nasseg.lean.lean_applies)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         relu, depthwise, pointwise, norm = self
-        return norm(depthwise_pointwise(depthwise, pointwise, relu(x)))
+        return norm(depthwise_pointwise(depthwise, pointwise, relu(x), self.every_size))
 
 
 class LeanSepConv(SepConv):
@@ -76,14 +103,16 @@ class LeanSepConv(SepConv):
     keep only the BatchNorm's output for backward where fast path ``lean_saved`` applies, and whose
     depthwise outputs are not kept (:mod:`nasseg.lean`)."""
 
+    every_size = False  # the lean layers at every tensor size (nasseg.lean.lean_applies)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (relu_in, depthwise_1, pointwise_1, norm_1), (relu_mid, depthwise_2, pointwise_2, norm_2) = self
-        h = depthwise_pointwise(depthwise_1, pointwise_1, relu_in(x))
+        h = depthwise_pointwise(depthwise_1, pointwise_1, relu_in(x), self.every_size)
         if isinstance(norm_1, GroupBatchNorm2d) and isinstance(relu_mid, torch.nn.ReLU) and fuses_relu():
             h = norm_1.normalize(h, relu=True)
         else:
             h = relu_mid(norm_1(h))
-        return norm_2(depthwise_pointwise(depthwise_2, pointwise_2, h))
+        return norm_2(depthwise_pointwise(depthwise_2, pointwise_2, h, self.every_size))
 
 
 def lean_dil_conv(module: torch.nn.Module) -> LeanDilConv | LeanSepConv | None:

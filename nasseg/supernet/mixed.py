@@ -13,7 +13,7 @@ from .. import fastpaths
 from ..layers import FactorizedReduce, GroupBatchNorm2d, compact_max_pool, group_batch_norm, replace_modules
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
-from .depthwise import batched_subgrid_conv, lean_dil_conv
+from .depthwise import LeanDilConv, LeanSepConv, batched_subgrid_conv, lean_dil_conv
 
 
 def strip_leading_relu(module: nn.Module) -> bool:
@@ -64,7 +64,8 @@ class MixedOp(nn.Module):
     ``active`` (optional, one bool per candidate) skips ops pruned by ``prune_below``: their
     weight fell below the threshold, so their term is dropped as if it were `none`.
 
-    ``lean``: the ops keep fewer tensors for backward (:mod:`nasseg.lean`, fast path ``lean_saved``).
+    ``lean``: the ops keep fewer tensors for backward (:mod:`nasseg.lean`, fast path ``lean_saved``): "large"
+    for tensors of at least ``nasseg.lean.MIN_ELEMENTS`` elements, "all" at every size, "off".
 
     ``shared`` (optional, one dict per input state, from the cell): a parameter-free op followed by a
     non-affine BatchNorm (the pools in search) computes the same on every edge that reads the state
@@ -74,7 +75,7 @@ class MixedOp(nn.Module):
     """
 
     def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool,
-                 lean: bool = False):
+                 lean: str = "off"):
         super().__init__()
         self.stride = stride
         self.positions: list[int] = []  # index into the edge's weights of each computed op
@@ -92,11 +93,13 @@ class MixedOp(nn.Module):
             # lean max-pool backward; BatchNorm per transition in a batched lattice state; dilated convs'
             # sub-grids as one batch (fastpaths)
             op = replace_modules(op, lambda m: compact_max_pool(m) or group_batch_norm(m) or batched_subgrid_conv(m))
-            if lean:  # fewer tensors kept for backward (nasseg.lean, fast path lean_saved)
+            if lean != "off":  # fewer tensors kept for backward (nasseg.lean, fast path lean_saved)
                 op = replace_modules(op, lean_dil_conv)  # its children converted above
                 for module in op.modules():
                     if isinstance(module, GroupBatchNorm2d):
-                        module.keeps_output = True
+                        module.keeps_output, module.lean_every_size = True, lean == "all"
+                    elif isinstance(module, (LeanDilConv, LeanSepConv)):
+                        module.every_size = lean == "all"
             self.reads_relu.append(strip_leading_relu(op))
             self.share_keys.append((name, stride) if definition.parameter_free and definition.bn_in_search else None)
             ops.append(op)
@@ -154,7 +157,7 @@ class SearchCell(nn.Module):
     In a reduction cell, edges leaving input nodes have stride 2 (DARTS).
     """
 
-    def __init__(self, space: SearchSpace, C: int, reduction: bool, affine: bool = False, lean: bool = False):
+    def __init__(self, space: SearchSpace, C: int, reduction: bool, affine: bool = False, lean: str = "off"):
         super().__init__()
         graph: nx.DiGraph = space.cell_graph
         self.inputs = space.cell.inputs

@@ -126,9 +126,11 @@ class Supernet(nn.Module):
         # ... only the states at this stride or finer (None: all); coarse states hold few bytes for their time
         self.checkpoint_max_stride = checkpoint_max_stride
         self.prune_below = prune_below  # skip candidate ops whose softmax weight is below this
-        # the candidate ops keep fewer tensors for backward (nasseg.lean; None: chain networks only: a lattice
-        # step at batch 2 is per-call bound, and the lean layers' calls cost it more time than they save)
+        # the candidate ops keep fewer tensors for backward (nasseg.lean): None: on chain networks, for tensors
+        # of at least lean.MIN_ELEMENTS elements (a lattice step at batch 2 is per-call bound: the lean layers'
+        # calls cost it more time than they save); True: at every size, on any network
         self.lean_saved = space.network.type == "chain" if lean_saved is None else lean_saved
+        lean = "off" if not self.lean_saved else "large" if lean_saved is None else "all"
         self.pinned_active: dict[str, list[list[bool]]] | None = None  # active_ops held fixed (search.steps)
         self.graph: nx.DiGraph = space.network_graph
         net = space.network
@@ -153,7 +155,7 @@ class Supernet(nn.Module):
         for plan in state_plans(space):
             key = node_key(plan.node)
             self.work_level[plan.node] = plan.level
-            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine, self.lean_saved)
+            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine, lean)
             for name, source, factor in plan.resamples:
                 channels = self.graph.nodes[source]["channels"]
                 self.resample[f"{key}_{name}"] = Resample(channels, plan.width, factor, affine)
