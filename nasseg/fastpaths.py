@@ -93,12 +93,13 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
         devices=("cpu", "cuda")),
     FastPath(
         "lean_saved",
-        what="in search passes that build a graph, on tensors of lean.MIN_ELEMENTS or more, in the ops of "
-             "supernets that take it (supernet.lean_saved): depthwise + pointwise conv pairs with frozen weights "
-             "keep nothing, in the weight step the depthwise output is computed again in backward instead of "
-             "kept, and non-affine BatchNorms keep their output (which the mixed sum keeps anyway) instead of "
-             "their input (lean.depthwise_pointwise, lean.batch_norm_saving_output); passes that differentiate "
-             "twice take the native path (lean.twice_differentiable)",
+        what="in search passes that build a graph, in the ops of supernets that take it (supernet.lean_saved; "
+             "by default on tensors of lean.MIN_ELEMENTS or more): depthwise + pointwise conv pairs with frozen "
+             "weights keep only their inputs' sizes, in the weight step the depthwise output is computed again "
+             "in backward instead of kept (saved-tensor hooks on torch's conv nodes), and non-affine BatchNorms "
+             "keep their output (which the mixed sum keeps anyway) instead of their input "
+             "(lean.depthwise_pointwise, lean.batch_norm_saving_output); passes that differentiate twice take "
+             "the native path (lean.twice_differentiable)",
         why="memory: fewer tensors kept for backward in the weight and the architecture step; "
             "one depthwise forward more per conv pair",
         devices=("cpu",)),

@@ -84,9 +84,16 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
         return d
 
     def one_call(self, x: torch.Tensor) -> OneCall | None:
-        """This pass's forward on ``x`` as one conv call (for nasseg.lean): the native conv where it takes
-        that; None where it takes its sub-grid views."""
-        return OneCall.plain(self) if self._phase_plan(x) is None else None
+        """This pass's forward on ``x`` as one conv call (for nasseg.lean): the native conv, or with stride d
+        the conv of sub-grid (0, 0); None where it takes the views of all sub-grids."""
+        d = self._phase_plan(x)
+        if d is None:
+            return OneCall.plain(self)
+        if self.stride[0] != d or self.bias is not None:
+            return None
+        q, nhwc = self.padding[0] // d, is_nhwc(x)
+        return OneCall(lambda t: t[:, :, ::d, ::d], (1, 1), (q, q), (1, 1),
+                       lambda t: t.contiguous(memory_format=torch.channels_last) if nhwc else t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self._phase_plan(x)

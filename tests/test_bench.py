@@ -144,6 +144,7 @@ def test_peers_suite_puts_the_scripts_figures_into_the_table(tmp_path, capsys):
     peers = fake_peer_dir(tmp_path / "peerbench")
     out = tmp_path / "bench.json"
     code = main(["--quick", "--suite", "peers", "--peer-dir", str(peers), "--repeats", "1", "--warmup", "0",
+                 "--memory", "inprocess",  # nasseg's own memory rows (lean_saved) without two child processes
                  "--quiet", "--json", str(out), "--csv", str(tmp_path / "bench.csv")])
     assert code == 0
     assert "peers" in capsys.readouterr().out
@@ -166,6 +167,13 @@ def test_peers_suite_puts_the_scripts_figures_into_the_table(tmp_path, capsys):
     ckpt_time = [r for r in rows.values() if r["metric"] == "step time, checkpoint"]
     assert len(ckpt_time) == 1 and ckpt_time[0]["value"] > 0 and ckpt_time[0]["baseline"] > 0
     assert ckpt_time[0]["target"] == 1.3
+    # the lattice with supernet.lean_saved: true, which the scripts do not run: measured here (--quick: on the
+    # quick lattice, so against nasseg's default layers, not the original's figure for the script's lattice)
+    lean_time = [r for r in rows.values() if r["metric"] == "step time, lean_saved: true"]
+    assert len(lean_time) == 1 and lean_time[0]["value"] > 0 and lean_time[0]["baseline"] > 0
+    lean_memory = [r for r in rows.values() if r["metric"] == "peak memory, lean_saved: true"]
+    assert len(lean_memory) == 1 and lean_memory[0]["compare"] == "nasseg lean / nasseg"
+    assert lean_memory[0]["value"] > 0 and lean_memory[0]["baseline"] > 0 and lean_memory[0]["target"] is None
     assert "achieved GFLOP/s" in (tmp_path / "bench.csv").read_text()
 
 

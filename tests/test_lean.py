@@ -99,18 +99,21 @@ def counting_kept(monkeypatch) -> list:
     return made
 
 
-@pytest.mark.parametrize("kind", ["plain", "subgrids"])
+@pytest.mark.parametrize("kind", ["plain", "subgrids", "strided"])
 def test_weight_step_pair_computes_the_depthwise_conv_again(monkeypatch, kind):
     """In the weight step the pair keeps x and computes the depthwise output (and, for a dilated conv on its
     sub-grids, their stacked copy) again in backward: the same gradients as torch's layers, and less kept."""
     channels = 4
     if kind == "plain":
         depthwise = torch.nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False)
-    else:
-        depthwise = BatchedSubgridConv2d(channels, channels, 3, 1, 2, 2, groups=channels, bias=False)
+    else:  # stride 1: all sub-grids stacked along the batch; stride d: sub-grid (0, 0) (layers.conv_on_subsampled)
+        depthwise = BatchedSubgridConv2d(channels, channels, 3, 1 if kind == "subgrids" else 2, 2, 2,
+                                         groups=channels, bias=False)
     depthwise, pointwise = pair(depthwise, channels)
     x0 = torch.randn(2, channels, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    grad_out = torch.randn_like(x0)
+    assert lean._one_call(depthwise, x0.requires_grad_()) is not None
+    grad_out = torch.randn(2, channels, *[16 if kind == "subgrids" else 16 // depthwise.stride[0]] * 2,
+                           dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     made = counting_kept(monkeypatch)
     results = []
     for on in (False, True):
@@ -119,6 +122,7 @@ def test_weight_step_pair_computes_the_depthwise_conv_again(monkeypatch, kind):
             out = lean.depthwise_pointwise(depthwise, pointwise, x, every_size=True)
         results.append((out.detach(), *torch.autograd.grad(out, [x, depthwise.weight, pointwise.weight], grad_out)))
     assert made == (["output"] if kind == "plain" else ["input", "output"])
+    assert [t.stride() for t in results[1]] == [t.stride() for t in results[0]]  # the same layouts
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-13)
 

@@ -102,7 +102,8 @@ class SupernetConfig:
     prune_below: Annotated[Float, Field(ge=0, lt=1)] = 0.0  # skip ops whose softmax weight fell below
     channels_last: Bool = True  # NHWC memory format for the convolutions (CPU and CUDA)
     # the candidate ops keep fewer tensors for backward (fast path lean_saved, CPU): null = on for chain
-    # (DARTS) networks, off for the lattice, whose per-call-bound steps it slows (docs/performance.md)
+    # (DARTS) networks, for tensors of at least 2^17 elements, off for the lattice, whose per-call-bound steps
+    # it slows; true = on at every tensor size, on any network (docs/performance.md)
     lean_saved: Bool | None = None
     amp: Bool = False  # CUDA only: bfloat16 autocast in the weight and first-order architecture steps
 

@@ -28,8 +28,9 @@ from . import straightforward
 IGNORE_INDEX = 255
 # ours: as a search runs it (channels-last when that is the default); ours_nchw: NCHW; ours_ckpt:
 # activation checkpointing; ours_ckpt16: of the states at stride 16 or finer only (supernet.checkpoint_max_stride);
-# ours_2nd / ours_2nd_fwd: second-order arch step, central / forward difference
-VARIANTS = ("ours", "ours_nchw", "ours_ckpt", "ours_ckpt16", "ours_2nd", "ours_2nd_fwd", "straightforward")
+# ours_2nd / ours_2nd_fwd: second-order arch step, central / forward difference; ours_lean: supernet.lean_saved:
+# true (the lean layers at every tensor size, also on a lattice)
+VARIANTS = ("ours", "ours_nchw", "ours_ckpt", "ours_ckpt16", "ours_2nd", "ours_2nd_fwd", "ours_lean", "straightforward")
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,17 @@ class Variant:
         self.net, self.kind, self.device = net, kind, device
         space = bench_space(net.space, net.width, net.layers, net.classes)
         torch.manual_seed(seed)
-        ours = source if source is not None else build(space, net.classes)
+
+        def build_ours() -> Supernet:
+            return Supernet(space, net.classes, lean_saved=True) if kind == "ours_lean" else build(space, net.classes)
+
+        ours = source if source is not None else build_ours()
         if kind == "straightforward":
             self.model = straightforward.StraightforwardSupernet(space, net.classes).load_from(ours)
         else:
             self.model = ours
             if source is not None:  # a second supernet with the same weights
-                self.model = build(space, net.classes)
+                self.model = build_ours()
                 self.model.load_state_dict(source.state_dict())
             self.model.checkpoint_cells = kind in ("ours_ckpt", "ours_ckpt16")
             self.model.checkpoint_max_stride = 16 if kind == "ours_ckpt16" else None

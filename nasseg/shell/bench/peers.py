@@ -118,6 +118,29 @@ def script_rows(run: PeerRun, config: str, result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def lean_rows(bench: Bench, net: NetConfig, original_mb: float | None, memory_goal: float) -> list[Row]:
+    """The lattice with its ops' lean layers at every size (supernet.lean_saved: true; off there by default),
+    which the scripts do not run: step time against nasseg's default, and peak memory against the original's
+    (``original_mb``, the script's figure for ``net``) or, without it, against nasseg's default."""
+    bench.say(f"[peers] {net.label}: supernet.lean_saved: true")
+    timed = bench.time(net, ("ours", "ours_lean"), f"peers {net.label} lean")
+    rows = [Row("peers", net.label, "step time, lean_saved: true", "nasseg lean / nasseg", timed["ours_lean"]["total"],
+                timed["ours"]["total"], "s", None, "supernet.lean_saved: true, timed in this process")]
+    lean, native = bench.memory(net, "ours_lean"), bench.memory(net, "ours")
+    if lean is None or native is None:  # --memory off
+        return rows
+    if "peak_bytes" not in lean or "peak_bytes" not in native:
+        return rows + [Row("peers", net.label, "peak memory, lean_saved: true", COMPARE, None, original_mb, "MB",
+                           memory_goal, "n/a: a memory child failed")]
+    lean_mb, native_mb = lean["peak_bytes"] / 2**20, native["peak_bytes"] / 2**20
+    how = "nasseg's first step in a fresh process"
+    if original_mb:
+        return rows + [Row("peers", net.label, "peak memory, lean_saved: true", COMPARE, lean_mb, original_mb, "MB",
+                           memory_goal, f"{how} (the default layers by the same measure: {native_mb:,.0f} MB)")]
+    return rows + [Row("peers", net.label, "peak memory, lean_saved: true", "nasseg lean / nasseg", lean_mb, native_mb,
+                       "MB", None, how)]
+
+
 def checkpoint_time(bench: Bench, net: NetConfig) -> Row:
     """nasseg's checkpointed step against its own un-checkpointed one (the scripts time neither)."""
     bench.say(f"[peers] {net.label}: checkpoint / normal step time")
@@ -133,6 +156,7 @@ def peers(bench: Bench) -> list[Row]:
     if s.memory == "off":
         common.append("--no-memory")
     runs, rows = peer_runs(s), []
+    lattice_original_mb = None
     for run in runs:
         config = f"{run.net.label}, {run.what}" if run.what else run.net.label
         bench.say(f"[peers] {config}: {run.script} {' '.join(run.args)}")
@@ -142,5 +166,10 @@ def peers(bench: Bench) -> list[Row]:
             rows.append(Row("peers", config, "step time", COMPARE, None, None, "s", run.time_goal, f"n/a: {exc}"))
             continue
         rows += script_rows(run, config, result)
+        if run.script == ADL_SCRIPT:
+            lattice_original_mb = (result.get("peak_delta_mb") or {}).get("original")
+    # (--quick: on the quick lattice, not the script's)
     rows.append(checkpoint_time(bench, s.adl_nets()[0] if s.quick else runs[-1].net))
+    rows += lean_rows(bench, s.adl_nets()[0], None, runs[-1].memory_goal) if s.quick else \
+        lean_rows(bench, runs[-1].net, lattice_original_mb, runs[-1].memory_goal)
     return rows
