@@ -13,9 +13,9 @@ A search step's peak memory is what autograd keeps for backward. Some of those t
   cheapest part of the op) for one tensor less per conv pair (two for a dilated conv on its sub-grids,
   whose stacked copy of the input is computed again too).
 
-Both work by saved-tensor hooks around torch's own conv calls (what a conv node would keep is packed as a
-size or as the call that computes it again), so backward runs torch's conv nodes, with no Python of ours but
-the unpacking.
+  Both work by saved-tensor hooks around torch's own conv calls (what a conv node would keep is packed as a
+  size or as the call that computes it again), so backward runs torch's conv nodes, with no Python of ours
+  but the unpacking.
 * The input of a non-affine BatchNorm in training mode (every BatchNorm of the search ops): its
   backward needs only the normalised values, which are its output. :func:`batch_norm_saving_output`
   keeps the output, which the mixed sum keeps anyway for the architecture gradient, and runs torch's own
@@ -71,10 +71,10 @@ def fuses_relu() -> bool:
     return not getattr(_state, "relu_apart", False)
 
 
-# Below this many elements a tensor takes the native path: there the lean layers' own calls (an autograd
-# Function, a gradient call per conv pair) cost more than the bytes are worth. Measured on DARTS search
-# steps: 1.37x the time with 4-33 thousand elements a tensor (the demo's supernet), 1.05x with 0.26-2 million
-# (the CIFAR search net at batch 64).
+# Below this many elements a tensor takes the native path: there the lean layers' own calls (hooks, a
+# recomputed depthwise conv, the BatchNorm function) cost more than the bytes are worth. Measured on DARTS
+# search steps: 1.13x the time with 4-33 thousand elements a tensor (the demo's supernet), 0.95x with 0.26-2
+# million (the CIFAR search net at batch 64).
 MIN_ELEMENTS = 1 << 17
 
 
@@ -82,8 +82,8 @@ def lean_applies(x: torch.Tensor, every_size: bool = False) -> bool:
     """Whether this pass builds a graph through ``x`` that the lean layers may shorten: ``x`` large enough
     (:data:`MIN_ELEMENTS`, unless ``every_size``), not under autocast (their backward would recompute in
     another precision)."""
-    return (every_size or x.numel() >= MIN_ELEMENTS) and torch.is_grad_enabled() and not getattr(_state, "twice", False) and \
-        fastpaths.enabled("lean_saved", x.device) and \
+    return (every_size or x.numel() >= MIN_ELEMENTS) and torch.is_grad_enabled() and \
+        not getattr(_state, "twice", False) and fastpaths.enabled("lean_saved", x.device) and \
         not (torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type))
 
 
@@ -261,7 +261,7 @@ def depthwise_pointwise(depthwise: nn.Conv2d, pointwise: nn.Conv2d, x: torch.Ten
                                                       _unpack):
             return _conv(pointwise, mid)
     weights = (depthwise.weight, pointwise.weight)
-    if not x.requires_grad or any(w.requires_grad for w in weights) or depthwise.bias is not None:
+    if not x.requires_grad or any(w.requires_grad for w in weights):
         return pointwise(depthwise(x))
     # both weights frozen: the native convs' own input gradients (a dilated conv with stride > 1 takes its
     # sub-grid form then, layers.DilatedDepthwiseConv2d: keep autograd's)

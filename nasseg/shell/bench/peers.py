@@ -129,16 +129,16 @@ def lean_rows(bench: Bench, net: NetConfig, original_mb: float | None, memory_go
     lean, native = bench.memory(net, "ours_lean"), bench.memory(net, "ours")
     if lean is None or native is None:  # --memory off
         return rows
+    compare, baseline, goal, note = COMPARE, original_mb, memory_goal, "nasseg's first step in a fresh process"
     if "peak_bytes" not in lean or "peak_bytes" not in native:
-        return rows + [Row("peers", net.label, "peak memory, lean_saved: true", COMPARE, None, original_mb, "MB",
-                           memory_goal, "n/a: a memory child failed")]
-    lean_mb, native_mb = lean["peak_bytes"] / 2**20, native["peak_bytes"] / 2**20
-    how = "nasseg's first step in a fresh process"
-    if original_mb:
-        return rows + [Row("peers", net.label, "peak memory, lean_saved: true", COMPARE, lean_mb, original_mb, "MB",
-                           memory_goal, f"{how} (the default layers by the same measure: {native_mb:,.0f} MB)")]
-    return rows + [Row("peers", net.label, "peak memory, lean_saved: true", "nasseg lean / nasseg", lean_mb, native_mb,
-                       "MB", None, how)]
+        value, note = None, "n/a: a memory child failed"
+    elif original_mb:
+        value = lean["peak_bytes"] / 2**20
+        note += f" (the default layers by the same measure: {native['peak_bytes'] / 2**20:,.0f} MB)"
+    else:
+        value, baseline = lean["peak_bytes"] / 2**20, native["peak_bytes"] / 2**20
+        compare, goal = "nasseg lean / nasseg", None
+    return rows + [Row("peers", net.label, "peak memory, lean_saved: true", compare, value, baseline, "MB", goal, note)]
 
 
 def checkpoint_time(bench: Bench, net: NetConfig) -> Row:
