@@ -301,12 +301,10 @@ def log_iterations(run_dir: Path) -> list[int]:
     return [int(row.split(",")[0]) for row in (run_dir / "log.csv").read_text().splitlines()[1:]]
 
 
-def test_train_with_two_workers_then_resume(local_ray, tmp_path, capsys, monkeypatch):
-    """docs/ray.md's `nasseg train ... --workers 2`: the normal run directory, then --resume with
-    more iterations continues it on two workers again."""
+def train_with_two_workers(tmp_path: Path, capsys) -> tuple[list[str], Path]:
+    """docs/ray.md's `nasseg train ... --workers 2` in ``tmp_path``: (its argv, the run directory)."""
     from nasseg.train.checkpoint import load_trained
 
-    monkeypatch.chdir(tmp_path)
     argv = docs_train_argv()
     code, out, err = nasseg(capsys, argv)
     assert code == 0, out + err
@@ -315,7 +313,23 @@ def test_train_with_two_workers_then_resume(local_ray, tmp_path, capsys, monkeyp
     assert (run / "ray_train").is_dir() and (run / "result.json").is_file()
     model, meta = load_trained(run)
     assert meta.iteration == 6 and meta.classes[0] == "Sky"
+    return argv, run
 
+
+def test_train_with_two_workers(local_ray, tmp_path, capsys, monkeypatch):
+    """docs/ray.md's `nasseg train ... --workers 2` writes the normal run directory."""
+    monkeypatch.chdir(tmp_path)
+    train_with_two_workers(tmp_path, capsys)
+
+
+@pytest.mark.slow
+def test_train_with_two_workers_then_resume(local_ray, tmp_path, capsys, monkeypatch):
+    """--resume with more iterations continues a 2-worker run on two workers again (each Ray Train
+    worker group takes ~20 s to start, hence slow; the bitwise resume is tested below)."""
+    from nasseg.train.checkpoint import load_trained
+
+    monkeypatch.chdir(tmp_path)
+    argv, run = train_with_two_workers(tmp_path, capsys)
     code, out, err = nasseg(capsys, [*argv, "--iters", "8", "--resume", "--quiet"])
     assert code == 0, out + err
     assert f"resuming {run} at iteration 6 on 2 Ray Train workers" in out and "iteration 7/8" not in out

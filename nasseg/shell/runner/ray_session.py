@@ -49,6 +49,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
                 check_reachable(address)
                 use_cluster_token()  # RAY_AUTH_MODE=token when a token is at hand, as `ray start` does
                 with quiet_auth_retries():
+                    check_token(address)
                     ray.init(address=address, **kwargs)
             else:
                 # the embedded instance creates its own token; the notice about it is not news to the user
@@ -74,17 +75,43 @@ def connect_error(address: str, exc: ConnectionError, token: Token | None) -> st
     return f"cannot connect to the Ray cluster at {address}: {exc}{hint}"
 
 
+def host_and_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``HOST:PORT`` or ``ray://HOST:PORT`` address; None for "auto", "local" and the
+    like, which Ray resolves itself."""
+    match = re.fullmatch(r"(?:ray://)?\[?([\w.:-]+?)\]?:(\d+)", address.strip())
+    return (match.group(1), int(match.group(2))) if match else None
+
+
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Ray retries an unreachable GCS for minutes, logging as it goes: try the port once first."""
-    match = re.fullmatch(r"(?:ray://)?\[?([\w.:-]+?)\]?:(\d+)", address.strip())
-    if not match:  # "auto", "local" and the like: Ray resolves them itself
+    if (where := host_and_port(address)) is None:
         return
-    host, port = match.group(1), int(match.group(2))
+    host, port = where
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         raise NassegError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is the head "
                           "node running (ray start --head) and the port open?") from None
+
+
+def check_token(address: str) -> None:
+    """Ray's driver retries a rejected token for ~20 s before ``ray.init`` gives up; one request to the
+    GCS (a client asking for the cluster id) is refused at once. Only a ``HOST:PORT`` address is asked
+    (a ``ray://`` address is the Ray Client server, not the GCS); any failure other than the token's is
+    left to ``ray.init`` to report."""
+    if address.startswith("ray://") or (where := host_and_port(address)) is None:
+        return
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # another Ray version: ray.init reports a rejected token itself, slowly
+        return
+    try:
+        GcsClient(address=f"{where[0]}:{where[1]}")
+    except AuthenticationError as exc:
+        raise NassegError(connect_error(address, ConnectionError(str(exc)), find_token())) from None
+    except Exception:  # noqa: BLE001 - not ours to report: ray.init tries the same address next
+        return
 
 
 def check_resources(resources: ResourcesConfig, job_file: str | None, device: str = "auto") -> None:
