@@ -9,6 +9,7 @@ each fast path is named and switched in :mod:`nasseg.fastpaths`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Callable, Iterable, Iterator
 
@@ -329,49 +330,62 @@ def group_batch_norm(module: nn.Module) -> GroupBatchNorm2d | None:
 
 class _CompactMaxPool(torch.autograd.Function):
     """Max pooling whose backward keeps one int8 per output (the winner's offset in its window)
-    instead of PyTorch's int64 flat index and the input: 1/8 of the bytes of the indices alone.
-    The backward is a scatter-add, itself differentiable (double backward for Hessian products)."""
+    instead of PyTorch's int64 flat index: 1/8 of the bytes of the indices. The backward rebuilds the
+    indices and runs torch's own max-pool backward kernel on them (itself differentiable: double
+    backward for Hessian products), with a stand-in of the input's size and layout, all the kernel reads
+    of it."""
 
     @staticmethod
     def forward(ctx, x, kernel: int, stride: int, padding: int):
         out, index = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
         width = x.shape[-1]
-        base = _window_origins(out.shape[-2:], width, stride, padding, x.device)
-        relative = index - base  # = row * width + col, with row, col in [0, kernel)
-        # offset = row * kernel + col = relative - row * (width - kernel); row by comparisons, as
-        # int64 division / remainder are scalar loops (4.5 ms a call on a DARTS CIFAR batch)
+        relative = index - _window_origins(tuple(out.shape[-2:]), width, stride, padding, x.device)
+        # relative = row * width + col with row, col in [0, kernel): offset = row * kernel + col by a table
+        # lookup, one pass (integer division is a scalar loop on the CPU: 4.5 ms a call on a DARTS batch)
         if width >= kernel:
-            offset = relative - _window_row(relative, width, kernel) * (width - kernel)
+            offset = _offset_of_relative(kernel, width, x.device).take(relative)
         else:  # a column can lie past the width inside a padded window: the general formula
-            offset = torch.div(relative, width, rounding_mode="floor") * kernel + relative.remainder(width)
-        ctx.save_for_backward(offset.to(torch.int8))
-        ctx.geometry = (x.shape, kernel, stride, padding)
+            offset = (torch.div(relative, width, rounding_mode="floor") * kernel +
+                      relative.remainder(width)).to(torch.int8)
+        ctx.save_for_backward(offset)
+        ctx.geometry = (x.shape, x.stride(), x.dtype, kernel, stride, padding)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (offset,) = ctx.saved_tensors
-        shape, kernel, stride, padding = ctx.geometry
-        offset = offset.long()
-        base = _window_origins(grad_out.shape[-2:], shape[-1], stride, padding, grad_out.device)
-        if shape[-1] >= kernel:
-            index = base + offset + _window_row(offset, kernel, kernel) * (shape[-1] - kernel)
+        shape, strides, dtype, kernel, stride, padding = ctx.geometry
+        width, offset = shape[-1], offset.long()
+        if width >= kernel:
+            relative = _relative_of_offset(kernel, width, grad_out.device).take(offset)
         else:
-            index = base + torch.div(offset, kernel, rounding_mode="floor") * shape[-1] + offset.remainder(kernel)
-        grad_in = grad_out.new_zeros(shape[0], shape[1], shape[2] * shape[3])
-        grad_in = grad_in.scatter_add(2, index.flatten(2), grad_out.flatten(2))
-        return grad_in.view(shape), None, None, None
+            relative = torch.div(offset, kernel, rounding_mode="floor") * width + offset.remainder(kernel)
+        index = relative + _window_origins(tuple(grad_out.shape[-2:]), width, stride, padding, grad_out.device)
+        stand_in = torch.empty_strided(shape, strides, dtype=dtype, device=grad_out.device)
+        return (_MAX_POOL_BACKWARD(grad_out, stand_in, [kernel, kernel], [stride, stride], [padding, padding],
+                                   [1, 1], False, index), None, None, None)
 
 
-def _window_row(flat: torch.Tensor, width: int, kernel: int) -> torch.Tensor:
-    """``flat // width`` for 0 <= flat < kernel * width (width >= kernel): the row starts passed."""
-    row = torch.zeros_like(flat)
-    for r in range(1, kernel):
-        row += flat >= r * width
-    return row
+_MAX_POOL_BACKWARD = torch.ops.aten.max_pool2d_with_indices_backward.default
 
 
-def _window_origins(out_size, width: int, stride: int, padding: int, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _offset_of_relative(kernel: int, width: int, device: torch.device) -> torch.Tensor:
+    """int8 table: a window's relative flat index row * width + col (width >= kernel) -> row * kernel + col."""
+    relative = torch.arange((kernel - 1) * width + kernel, device=device)
+    return (relative // width * kernel + relative % width).to(torch.int8)
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_of_offset(kernel: int, width: int, device: torch.device) -> torch.Tensor:
+    """The inverse table: row * kernel + col -> row * width + col."""
+    offset = torch.arange(kernel * kernel, device=device)
+    return offset // kernel * width + offset % kernel
+
+
+@functools.lru_cache(maxsize=16)  # one entry per pooled size of a search: a few
+def _window_origins(out_size: tuple[int, int], width: int, stride: int, padding: int,
+                    device: torch.device) -> torch.Tensor:
     """Flat input index of each pooling window's top-left corner (may lie in the padding)."""
     rows = torch.arange(out_size[0], device=device) * stride - padding
     cols = torch.arange(out_size[1], device=device) * stride - padding

@@ -207,6 +207,21 @@ def test_compact_max_pool_is_max_pool_with_int8_indices(stride, size):
                        torch.autograd.grad((native * probe).sum(), grad)[0])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_compact_max_pool_gradient_keeps_channels_last(stride):
+    """float32 NHWC, as the supernet runs on the CPU: the gradient is torch's bit for bit and keeps the layout
+    (the network's next ops would otherwise mix layouts)."""
+    from nasseg.layers import CompactMaxPool2d
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 12, 10).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out, reference = CompactMaxPool2d(3, stride, 1)(x), F.max_pool2d(x, 3, stride, 1)
+    grad = torch.randn_like(reference)
+    ours, = torch.autograd.grad(out, x, grad)
+    native, = torch.autograd.grad(reference, x, grad)
+    assert torch.equal(ours, native) and ours.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("size", [(8, 8), (9, 7)])
 def test_subsampled_pointwise_conv_is_the_strided_conv(size):
     from nasseg.layers import SubsampledPointwiseConv2d, fast_conv2d
