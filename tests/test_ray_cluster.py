@@ -271,6 +271,19 @@ def test_search_with_a_wrong_token_is_one_line(client, tmp_path):
     assert "not-the-token-0123456789" not in done.stderr
 
 
+def test_search_without_a_token_is_one_line(client, tmp_path):
+    """No token anywhere (no RAY_AUTH_TOKEN, no token file): one line saying where to put it, at once
+    instead of after Ray's retries."""
+    done = subprocess.run([sys.executable, "-m", "nasseg", "search", "jobs/demo.yaml", "--address", client.gcs,
+                           "--out", str(tmp_path / "runs"), *TINY_SEARCH], cwd=REPO,
+                          env=clean_shell(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    OUTPUTS.append(done.stdout + done.stderr)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"nasseg: error: the Ray cluster at {client.gcs} requires token authentication "
+                                  "and no token was found here; set RAY_AUTH_TOKEN"), done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 # --- nasseg train --workers ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def check_token(address: str) -> None:
     GCS (a client asking for the cluster id) is refused at once. Only a ``HOST:PORT`` address is asked
     (a ``ray://`` address is the Ray Client server, not the GCS); any failure other than the token's is
     left to ``ray.init`` to report."""
-    if address.startswith("ray://") or (where := host_and_port(address)) is None:
+    if address.startswith("ray://") or host_and_port(address) is None:
         return
     try:
         from ray._raylet import GcsClient
@@ -107,7 +107,7 @@ def check_token(address: str) -> None:
     except ImportError:  # another Ray version: ray.init reports a rejected token itself, slowly
         return
     try:
-        GcsClient(address=f"{where[0]}:{where[1]}")
+        GcsClient(address=address.strip())
     except AuthenticationError as exc:
         raise NassegError(connect_error(address, ConnectionError(str(exc)), find_token())) from None
     except Exception:  # noqa: BLE001 - not ours to report: ray.init tries the same address next
