@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import has_torch_function
 
 from . import fastpaths
-from .lean import OneCall, batch_norm_saving_output
+from .lean import OneCall, StandIn, batch_norm_saving_output
 from .lean import saves_output as lean_saves_output
 
 
@@ -348,21 +348,20 @@ class _CompactMaxPool(torch.autograd.Function):
             offset = (torch.div(relative, width, rounding_mode="floor") * kernel +
                       relative.remainder(width)).to(torch.int8)
         ctx.save_for_backward(offset)
-        ctx.geometry = (x.shape, x.stride(), x.dtype, kernel, stride, padding)
+        ctx.geometry = (StandIn.of(x), kernel, stride, padding)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (offset,) = ctx.saved_tensors
-        shape, strides, dtype, kernel, stride, padding = ctx.geometry
-        width, offset = shape[-1], offset.long()
+        x, kernel, stride, padding = ctx.geometry
+        width, offset = x.size[-1], offset.long()
         if width >= kernel:
             relative = _relative_of_offset(kernel, width, grad_out.device).take(offset)
         else:
             relative = torch.div(offset, kernel, rounding_mode="floor") * width + offset.remainder(kernel)
         index = relative + _window_origins(tuple(grad_out.shape[-2:]), width, stride, padding, grad_out.device)
-        stand_in = torch.empty_strided(shape, strides, dtype=dtype, device=grad_out.device)
-        return (_MAX_POOL_BACKWARD(grad_out, stand_in, [kernel, kernel], [stride, stride], [padding, padding],
+        return (_MAX_POOL_BACKWARD(grad_out, x.empty(), [kernel, kernel], [stride, stride], [padding, padding],
                                    [1, 1], False, index), None, None, None)
 
 

@@ -190,13 +190,21 @@ def _plain(conv: nn.Module) -> bool:
         not isinstance(conv.padding, str)
 
 
-class _StandIn(NamedTuple):
-    """What is kept of a frozen conv's input: its size and layout, all its backward reads of it."""
+class StandIn(NamedTuple):
+    """What is kept of a tensor whose backward reads only its size and layout (a frozen conv's input, a max
+    pool's input): :meth:`empty` gives an uninitialised tensor of that size and those strides."""
 
     size: torch.Size
     stride: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> StandIn:
+        return cls(t.shape, t.stride(), t.dtype, t.device)
+
+    def empty(self) -> torch.Tensor:
+        return torch.empty_strided(self.size, self.stride, dtype=self.dtype, device=self.device)
 
 
 class _Recompute:
@@ -230,8 +238,8 @@ def _unpack(kept):
     if isinstance(kept, torch.Tensor):
         return kept
     _refuse_double_backward("a depthwise conv and its pointwise conv (nasseg.lean)")
-    if isinstance(kept, _StandIn):
-        return torch.empty_strided(kept.size, kept.stride, dtype=kept.dtype, device=kept.device)
+    if isinstance(kept, StandIn):
+        return kept.empty()
     return kept.part()
 
 
@@ -277,5 +285,5 @@ def _pack_frozen(weights: tuple[torch.Tensor, torch.Tensor]):
     def pack(t: torch.Tensor):
         if t is weights[0] or t is weights[1]:
             return t
-        return _StandIn(t.shape, t.stride(), t.dtype, t.device)
+        return StandIn.of(t)
     return pack
