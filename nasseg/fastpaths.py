@@ -92,6 +92,14 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
         why="speed and memory: the same function on each edge; 14 pool computations of a DARTS cell become 5",
         devices=("cpu", "cuda")),
     FastPath(
+        "batched_edges",
+        what="the conv candidates (sep_conv, dil_conv / atrous_conv) of a cell's edges that read one state run "
+             "side by side, one call per layer: the input repeated along the channels, grouped convs, one "
+             "BatchNorm call with each edge's statistics; on states of fewer than 65,536 elements "
+             "(supernet.edge_batch)",
+        why="speed: small states (an Auto-DeepLab lattice at batch 2) are bound by the number of calls",
+        devices=("cpu",)),
+    FastPath(
         "lean_saved",
         what="in search passes that build a graph, in the ops of supernets that take it (supernet.lean_saved; "
              "by default on tensors of lean.MIN_ELEMENTS or more): depthwise + pointwise conv pairs with frozen "

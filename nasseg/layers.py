@@ -318,6 +318,40 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         return norm(x, factor)
 
 
+def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d]) -> torch.Tensor:
+    """What each of ``norms`` gives on its own block of ``y``'s channels (``len(norms)`` equal blocks, in order),
+    in one batch-norm call per statistics group: the same outputs, running statistics and batch counts as one
+    call of each (training or eval mode, under :func:`batch_norm_groups` as :class:`GroupBatchNorm2d`).
+    The norms must agree in mode, eps, affine, tracking and a momentum that is not None (cumulative averaging
+    is not supported); ``keeps_output`` is not honoured (callers leave lean norms alone)."""
+    first = norms[0]
+
+    def side_by_side(name: str) -> torch.Tensor | None:
+        return None if getattr(first, name) is None else torch.cat([getattr(norm, name) for norm in norms])
+
+    weight, bias = side_by_side("weight"), side_by_side("bias")
+    mean, var = side_by_side("running_mean"), side_by_side("running_var")
+    if not first.training and mean is not None:  # eval mode: the running statistics, nothing updated
+        return F.batch_norm(y, mean, var, weight, bias, False, 0.0, first.eps)
+    groups = getattr(_bn_groups, "value", None) if isinstance(first, GroupBatchNorm2d) else None
+    parts, factor, counted = [y], first.momentum, 1
+    if groups is not None:
+        size, count = groups
+        if y.shape[0] == size * count:  # statistics per group, running statistics updated once per group in order
+            parts, counted = list(y.chunk(count)), count
+        elif mean is not None:  # y stands for `count` equal groups: one update with the momentum of `count`
+            factor, counted = 1 - (1 - first.momentum) ** count, count
+    out = [F.batch_norm(part, mean, var, weight, bias, True, factor, first.eps) for part in parts]
+    if mean is not None:
+        for norm in norms:
+            norm.num_batches_tracked.add_(counted)
+        if factor:  # (momentum 0, as in frozen_bn_stats: the statistics stayed what they were)
+            with torch.no_grad():
+                torch._foreach_copy_([n.running_mean for n in norms] + [n.running_var for n in norms],
+                                     list(mean.chunk(len(norms))) + list(var.chunk(len(norms))))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
 def group_batch_norm(module: nn.Module) -> GroupBatchNorm2d | None:
     """An nn.BatchNorm2d as a :class:`GroupBatchNorm2d` with the same state (None for other modules)."""
     if type(module) is not nn.BatchNorm2d:

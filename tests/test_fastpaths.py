@@ -45,12 +45,12 @@ def test_every_fast_path_is_listed_with_whether_it_runs_and_why():
     listed = fastpaths.describe("cpu")
     assert [s.name for s in listed] == list(fastpaths.FAST_PATHS) == \
         ["compact_max_pool", "subgrid_dilated_conv", "subsampled_pointwise_conv", "batched_transitions",
-         "batched_subgrids", "shared_pools", "lean_saved"]
+         "batched_subgrids", "shared_pools", "batched_edges", "lean_saved"]
     assert all(s.enabled and s.reason.startswith("default on cpu") for s in listed)
     assert all(path.what and path.why for path in fastpaths.FAST_PATHS.values())
     on_cuda = {s.name: s for s in fastpaths.describe(torch.device("cuda", 0))}
     assert on_cuda["compact_max_pool"].enabled and not on_cuda["subgrid_dilated_conv"].enabled
-    assert not on_cuda["lean_saved"].enabled  # measured on the CPU only
+    assert not on_cuda["lean_saved"].enabled and not on_cuda["batched_edges"].enabled  # measured on the CPU only
     assert on_cuda["subsampled_pointwise_conv"].reason.startswith("not needed on cuda")
     assert "cpu, torch >=2.13,<2.14" in on_cuda["subsampled_pointwise_conv"].reason
 
@@ -95,7 +95,7 @@ def test_the_environment_variable_switches_paths(monkeypatch):
     assert states["subgrid_dilated_conv"].reason == f"set by {fastpaths.ENV}"
     monkeypatch.setenv(fastpaths.ENV, "-all,compact_max_pool")
     fastpaths.reset()
-    assert [s.enabled for s in fastpaths.describe()] == [True, False, False, False, False, False, False]
+    assert [s.enabled for s in fastpaths.describe()] == [True, False, False, False, False, False, False, False]
     monkeypatch.setenv(fastpaths.ENV, "-compact_maxpool")
     fastpaths.reset()
     with pytest.raises(ValueError, match="NASSEG_FASTPATHS=.*unknown fast path 'compact_maxpool'"):

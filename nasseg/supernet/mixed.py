@@ -14,6 +14,7 @@ from ..layers import FactorizedReduce, GroupBatchNorm2d, compact_max_pool, group
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
 from .depthwise import LeanDilConv, LeanSepConv, batched_subgrid_conv, lean_dil_conv
+from .edge_batch import EdgeBatches
 
 
 def strip_leading_relu(module: nn.Module) -> bool:
@@ -72,6 +73,9 @@ class MixedOp(nn.Module):
     while its BatchNorm takes batch statistics (training mode); with fast path ``shared_pools`` the
     first such edge computes it and the others read its output, each edge's BatchNorm still moving
     its running statistics by a call without gradient on the same pooled input.
+
+    ``precomputed`` (optional, {op position: output}, from the cell): outputs of this edge's conv candidates
+    that the cell computed side by side with other edges reading the same state (fast path ``batched_edges``).
     """
 
     def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool,
@@ -108,11 +112,16 @@ class MixedOp(nn.Module):
         self.needs_relu = any(self.reads_relu)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: torch.Tensor | None = None,
-                active: Sequence[bool] | None = None, shared: dict | None = None) -> torch.Tensor:
+                active: Sequence[bool] | None = None, shared: dict | None = None,
+                precomputed: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         out = None
         share = shared is not None and fastpaths.enabled("shared_pools", x.device)
         for position, op, reads_relu, key in zip(self.positions, self.ops, self.reads_relu, self.share_keys):
             if active is not None and not active[position]:
+                continue
+            if precomputed and position in precomputed:
+                term = weights[position] * precomputed[position]
+                out = term if out is None else out + term
                 continue
             if reads_relu and relu_x is None:
                 relu_x = F.relu(x)
@@ -170,6 +179,9 @@ class SearchCell(nn.Module):
         for u, v, data in graph.edges(data=True):
             stride = 2 if reduction and u < self.inputs else 1
             self.edges[data["index"]] = MixedOp(space, data["ops"], C, stride, affine, lean)
+        # conv candidates of the edges that read one state, side by side (fast path batched_edges)
+        self.edge_batches = EdgeBatches(self.edges, {u: sorted(graph.edges[u, v]["index"] for v in graph.successors(u))
+                                                     for u in graph.nodes})
 
     def forward(self, inputs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor],
                 active: Sequence[Sequence[bool]] | None = None,
@@ -179,14 +191,17 @@ class SearchCell(nn.Module):
         states: dict[int, torch.Tensor | None] = dict(enumerate(inputs))
         relu = ReluCache(states, input_relus)
         shared: dict = {}  # per input state: outputs its readers share (MixedOp, fast path shared_pools)
+        batched: dict[int, dict] = {}  # per input state: its readers' convs run side by side (batched_edges)
         for v in self.order:
             terms = []
             for u, i in self.incoming[v]:
                 if states[u] is None:
                     continue
+                if u not in batched:
+                    batched[u] = self.edge_batches.outputs(u, states[u], lambda u=u: relu(u), active)
                 edge = self.edges[i]
                 terms.append(edge(states[u], weights[i], relu(u) if edge.needs_relu else None,
-                                  None if active is None else active[i], shared.setdefault(u, {})))
+                                  None if active is None else active[i], shared.setdefault(u, {}), batched[u].get(i)))
             if not terms:
                 states[v] = None
                 continue

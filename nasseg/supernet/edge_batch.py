@@ -1,0 +1,142 @@
+"""The candidate convs of the edges that read one state, as one call per layer (fast path ``batched_edges``).
+
+In a cell, every edge that leaves a state reads the same ``relu(state)``, and each runs the same candidate
+convs (sep_conv, dil_conv / atrous_conv) with weights of its own. With k such edges, each layer of a conv
+candidate can be one call for all k: the input repeated k times along the channels (edge-major; for backward
+the conv keeps the input once and repeats it again, by saved-tensor hooks), depthwise convs with
+groups = k * C, pointwise convs with groups = k, and one BatchNorm over the k * C channels
+(:func:`~nasseg.layers.side_by_side_batch_norm`: each edge's own statistics and running averages). Every
+output channel is computed from the same inputs and weights as before, so the function and its gradients are
+the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a step is bound by the number
+of calls and this pays; where it is large (DARTS at batch 64) the kernels are bound by memory traffic, and
+repeating the input costs more than the calls it saves. So the path runs below :data:`MAX_ELEMENTS` only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import fastpaths
+from ..layers import DilConv, GroupBatchNorm2d, SepConv, side_by_side_batch_norm
+
+# a state (all its stacked samples) of fewer elements than this batches its edges. Measured forward + backward
+# (CPU, 1 thread, NHWC; benchmarks/darts_kernels.py kernels): at the Auto-DeepLab lattice's 4-6 x 8-64 channels
+# x 4-32 px (4-33k elements) k edges in one call took 0.51-1.23x the time of k calls, 0.82x at the median
+# (sep_conv and dil_conv, k = 5 and 10); at DARTS' 64 x 16-64 channels x 8-32 px (262k-1M elements), 1.1-1.4x.
+MAX_ELEMENTS = 1 << 16
+
+Blocks = list[nn.Sequential]  # [ReLU or Identity, depthwise conv, pointwise conv, BatchNorm] per block
+
+
+def conv_blocks(op: nn.Module) -> Blocks | None:
+    """The blocks of a candidate op that :func:`side_by_side_blocks` can run (a dil_conv / atrous_conv or a
+    sep_conv as the supernet holds it: its leading ReLU stripped, native BatchNorms), else None."""
+    if type(op) is DilConv:
+        blocks = [op]
+    elif type(op) is SepConv and all(type(block) is DilConv for block in op):
+        blocks = list(op)
+    else:
+        return None
+    for number, (relu, depthwise, pointwise, norm) in enumerate(blocks):
+        if not isinstance(relu, nn.Identity if number == 0 else nn.ReLU):  # the first one stripped: reads relu(x)
+            return None
+        if not (isinstance(depthwise, nn.Conv2d) and depthwise.bias is None and isinstance(depthwise.padding, tuple)
+                and depthwise.padding_mode == "zeros"
+                and depthwise.groups == depthwise.in_channels == depthwise.out_channels):
+            return None
+        if not (type(pointwise) is nn.Conv2d and pointwise.kernel_size == (1, 1) and pointwise.stride == (1, 1)
+                and pointwise.padding == (0, 0) and pointwise.groups == 1 and pointwise.bias is None):
+            return None
+        if not (type(norm) in (nn.BatchNorm2d, GroupBatchNorm2d) and norm.momentum is not None
+                and not getattr(norm, "keeps_output", False)):
+            return None
+    return blocks
+
+
+def signature(blocks: Blocks) -> tuple:
+    """What must agree for edges' blocks to run side by side."""
+    return tuple((type(norm), depthwise.kernel_size, depthwise.stride, depthwise.padding, depthwise.dilation,
+                  depthwise.in_channels, pointwise.out_channels, norm.affine, norm.eps, norm.momentum,
+                  norm.track_running_stats)
+                 for _, depthwise, pointwise, norm in blocks)
+
+
+def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor) -> list[torch.Tensor]:
+    """Each edge's blocks applied to ``x`` (= relu(state)), all edges in one call per layer; one output per edge
+    (a channel slice of the common output)."""
+    k = len(edges)
+    y = torch.cat([x] * k, 1)
+    for number in range(len(edges[0])):
+        layers = [blocks[number] for blocks in edges]
+        _, depthwise, pointwise, _ = layers[0]
+        if number:
+            y = F.relu(y)
+        weight = torch.cat([layer[1].weight for layer in layers])
+        if number == 0:  # the conv keeps x (which the other candidates keep anyway) for backward, not its k copies
+            repeated = id(y)
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: _Repeated(x, k) if id(t) == repeated else t,
+                                                          _unpack):
+                y = F.conv2d(y, weight, None, depthwise.stride, depthwise.padding, depthwise.dilation, y.shape[1])
+        else:
+            y = F.conv2d(y, weight, None, depthwise.stride, depthwise.padding, depthwise.dilation, y.shape[1])
+        y = F.conv2d(y, torch.cat([layer[2].weight for layer in layers]), None, 1, 0, 1, k)
+        y = side_by_side_batch_norm(y, [layer[3] for layer in layers])
+    return list(y.chunk(k, 1))
+
+
+class _Repeated(NamedTuple):
+    """A saved tensor that is ``x`` repeated ``k`` times along the channels: made again in backward."""
+
+    x: torch.Tensor
+    k: int
+
+
+def _unpack(saved):
+    # (double backward: autograd attaches the saved tensor's own history, the repeat of x, to what this returns)
+    return torch.cat([saved.x] * saved.k, 1) if isinstance(saved, _Repeated) else saved
+
+
+def agree(norms: list[nn.BatchNorm2d]) -> bool:
+    """Whether the norms can run side by side now (momentum and mode may be set after the supernet is built)."""
+    first = norms[0]
+    return first.momentum is not None and all(norm.momentum == first.momentum and norm.training == first.training
+                                              for norm in norms)
+
+
+class EdgeBatches:
+    """For one cell: per state, the groups of (edge, op position) whose conv candidates run side by side."""
+
+    def __init__(self, edges: Sequence[nn.Module], sources: dict[int, list[int]]):
+        """``edges``: the cell's MixedOps by edge index; ``sources``: per state, the indices of the edges reading it."""
+        self.groups: dict[int, list[list[tuple[int, int, Blocks]]]] = {}
+        for state, indices in sources.items():
+            by_signature: dict[tuple, list[tuple[int, int, Blocks]]] = {}
+            for index in indices:
+                edge = edges[index]
+                for position, op in zip(edge.positions, edge.ops):
+                    blocks = conv_blocks(op)
+                    if blocks is not None:
+                        by_signature.setdefault((position, signature(blocks)), []).append((index, position, blocks))
+            groups = [members for members in by_signature.values() if len(members) > 1]
+            if groups:
+                self.groups[state] = groups
+
+    def outputs(self, state: int, x: torch.Tensor, relu: Callable[[], torch.Tensor],
+                active: Sequence[Sequence[bool]] | None) -> dict[int, dict[int, torch.Tensor]]:
+        """{edge index: {op position: output}} of the grouped convs of the edges reading ``state`` = ``x``
+        (``relu()``: its ReLU); empty where the path does not run. Pruned ops (``active``) are left out."""
+        groups = self.groups.get(state)
+        if not groups or x.numel() >= MAX_ELEMENTS or not fastpaths.enabled("batched_edges", x.device):
+            return {}
+        found: dict[int, dict[int, torch.Tensor]] = {}
+        for members in groups:
+            members = [m for m in members if active is None or active[m[0]][m[1]]]
+            if len(members) < 2 or not agree([norm for m in members for *_, norm in m[2]]):
+                continue
+            for (index, position, _), y in zip(members, side_by_side_blocks([m[2] for m in members], relu())):
+                found.setdefault(index, {})[position] = y
+        return found

@@ -1,0 +1,168 @@
+"""Fast path ``batched_edges``: the conv candidates of the edges that read one state, run side by side (one
+call per layer, grouped convs, one BatchNorm call with each edge's statistics), are the per-edge evaluation in
+float64: logits, weight and alpha/beta gradients, BatchNorm running statistics and batch counts; train and eval
+mode, lattice (with and without batched transitions, checkpointing) and chain, pruned ops, NCHW and
+channels-last. And the path runs: it makes fewer convolution calls."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nasseg import fastpaths
+from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, frozen_bn_stats, side_by_side_batch_norm, \
+    to_channels_last
+from nasseg.shell.bench.nets import bench_space
+from nasseg.supernet import Supernet
+from nasseg.supernet.edge_batch import MAX_ELEMENTS
+
+
+class ConvCalls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func.overloadpacket is torch.ops.aten.convolution
+        return func(*args, **(kwargs or {}))
+
+
+def run(net, x, y, batched, train, **paths):
+    net.train(train)
+    calls = ConvCalls()
+    with fastpaths.overridden(batched_edges=batched, **paths), calls:
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+    return logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}, calls.count
+
+
+CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below
+    ("autodeeplab", True, False, False, 0.0),
+    ("autodeeplab", False, True, True, 0.0),
+    ("autodeeplab", True, False, True, 0.12),
+    ("darts_cifar", None, False, True, 0.0),
+]
+
+
+@pytest.mark.parametrize("space_name,transitions,checkpoint,channels_last,prune", CASES)
+def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions, checkpoint, channels_last, prune):
+    torch.manual_seed(0)
+    space = bench_space(space_name, width=2, layers=3)
+    net = Supernet(space, 4, checkpoint_cells=checkpoint, prune_below=prune, lean_saved=False).double()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_()
+    if channels_last:
+        net = to_channels_last(net)
+    x, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randint(0, 4, (2, 16, 16))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if space_name == "darts_cifar":
+        y = torch.randint(0, 4, (2,))
+    paths = {} if transitions is None else {"batched_transitions": transitions}
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    for train in (True, False):
+        results = []
+        for batched in (False, True):
+            net.load_state_dict(start)
+            results.append(run(net, x, y, batched, train, **paths))
+        (logits_a, grads_a, state_a, calls_a), (logits_b, grads_b, state_b, calls_b) = results
+        assert calls_b < 0.8 * calls_a  # the path ran
+        torch.testing.assert_close(logits_b, logits_a, rtol=1e-9, atol=1e-10)
+        arch = {id(p) for p in net.arch_parameters()}
+        checked_arch = 0
+        for p, a, b in zip(net.parameters(), grads_a, grads_b):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
+                checked_arch += id(p) in arch
+        assert checked_arch == len(arch)
+        for k in state_a:  # each edge's running statistics and batch count moved as by its own call
+            torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-10, atol=1e-12, msg=k)
+        if train:
+            assert any(not torch.equal(state_a[k], start[k]) for k in start if k.endswith("running_mean"))
+
+
+def test_large_states_take_the_per_edge_calls():
+    from nasseg.supernet.mixed import SearchCell
+    cell = SearchCell(bench_space("autodeeplab", width=2, layers=3), 16, reduction=False).train()
+    small, large = (torch.randn(n, 16, 16, 16) for n in (MAX_ELEMENTS // 4096 - 1, MAX_ELEMENTS // 4096))
+    found = {}
+    for name, x in (("small", small), ("large", large)):
+        with fastpaths.overridden(batched_edges=True):
+            found[name] = cell.edge_batches.outputs(0, x, lambda x=x: F.relu(x), None)
+    assert found["large"] == {}
+    # the 5 edges leaving cell input 0, 4 conv candidates each: (sep_conv, atrous_conv) x (3x3, 5x5)
+    assert len(found["small"]) == 5 and all(len(outputs) == 4 for outputs in found["small"].values())
+
+
+@pytest.mark.parametrize("groups", [None, (2, 3), (6, 3)])  # none; 3 groups of 2 stacked; 1 group standing for 3
+@pytest.mark.parametrize("frozen", [False, True])
+def test_side_by_side_batch_norm_is_each_norm_on_its_channels(groups, frozen):
+    torch.manual_seed(1)
+    norms = [GroupBatchNorm2d(3, affine=False).double() for _ in range(3)]
+    for norm in norms:
+        norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2)
+    reference = [GroupBatchNorm2d(3, affine=False).double() for _ in norms]
+    for ref, norm in zip(reference, norms):
+        ref.load_state_dict(norm.state_dict())
+    initial = [norm.running_mean.clone() for norm in norms]
+    x = torch.randn(6, 9, 4, 5, dtype=torch.float64, requires_grad=True)
+    size, count = groups if groups else (6, 1)
+    with (batch_norm_groups(size, count) if groups else torch.enable_grad()), \
+            frozen_bn_stats(*norms, *reference) if frozen else torch.enable_grad():
+        expected = torch.cat([ref(part) for ref, part in zip(reference, x.chunk(3, 1))], 1)
+        actual = side_by_side_batch_norm(x, norms)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-13)
+    g = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(actual, x, g)[0], torch.autograd.grad(expected, x, g)[0])
+    for ref, norm, before in zip(reference, norms, initial):
+        torch.testing.assert_close(norm.state_dict(), ref.state_dict(), rtol=1e-13, atol=1e-15)
+        assert torch.equal(norm.running_mean, before) == frozen  # frozen: left alone; else moved
+    if not frozen:
+        assert all(int(norm.num_batches_tracked) == count for norm in norms)
+    for norm in norms + reference:
+        norm.eval()
+    torch.testing.assert_close(side_by_side_batch_norm(x, norms),
+                               torch.cat([ref(part) for ref, part in zip(reference, x.chunk(3, 1))], 1))
+
+
+def test_only_the_supernets_conv_candidates_run_side_by_side():
+    from nasseg.layers import DilConv, SepConv
+    from nasseg.supernet.edge_batch import conv_blocks
+    op = DilConv(4, 4, 3, 1, 2, 2, affine=False)
+    assert conv_blocks(op) is None  # its leading ReLU not stripped: it does not read the shared relu(x)
+    op[0] = nn.Identity()
+    assert conv_blocks(op) == [op]
+    op[3].momentum = None
+    assert conv_blocks(op) is None  # cumulative averages: not supported side by side
+    sep = SepConv(4, 4, 3, 1, 1, affine=False)
+    sep[0][0] = nn.Identity()
+    assert conv_blocks(sep) == [sep[0], sep[1]]
+    lean = Supernet(bench_space("darts_cifar", width=2, layers=3), 4, lean_saved=True)
+    assert not any(cell.edge_batches.groups for cell in lean.cells.values())  # lean ops keep their own forward
+    native = Supernet(bench_space("darts_cifar", width=2, layers=3), 4, lean_saved=False)
+    assert all(cell.edge_batches.groups for cell in native.cells.values())
+
+
+def test_double_backward_through_edges_side_by_side():
+    """Hessian-vector products over all parameters (double backward): the first depthwise conv's saved input,
+    repeated again in backward, keeps its place in the graph, so the second derivative of its weight gradient
+    reaches the input (and the alphas before it) as with per-edge convs."""
+    torch.manual_seed(3)
+    net = Supernet(bench_space("autodeeplab", width=2, layers=3), 4).double().train()
+    x, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randint(0, 4, (2, 16, 16))
+    params = list(net.parameters())
+    v = [torch.randn_like(p) for p in params]
+    products = []
+    for batched in (False, True):
+        with fastpaths.overridden(batched_edges=batched), frozen_bn_stats(net):
+            grads = torch.autograd.grad(F.cross_entropy(net(x), y), params, create_graph=True, allow_unused=True)
+            dot = sum((g * u).sum() for g, u in zip(grads, v) if g is not None)
+            products.append(torch.autograd.grad(dot, params, allow_unused=True))
+    products = [[torch.zeros_like(p) if g is None else g for p, g in zip(params, run)] for run in products]
+    for a, b in zip(*products):
+        torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-10)
+    assert any(p.abs().max() > 1e-3 for p in products[0])
