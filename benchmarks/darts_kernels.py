@@ -2,7 +2,9 @@
 
     python benchmarks/darts_kernels.py profile [--batch 16]          # self-CPU time by aten op and by kernel kind
     python benchmarks/darts_kernels.py kernels [--repeats 9] [--layout nhwc|nchw|both] [--only NAME,...] [--compile]
-    python benchmarks/darts_kernels.py step --path batched_subgrids [--batch 64] [--repeats 3]
+    python benchmarks/darts_kernels.py step --path batched_subgrids [--batch 64] [--repeats 3] [--net autodeeplab]
+    python benchmarks/darts_kernels.py compiled-step [--batch 64] [--repeats 3]
+    python benchmarks/darts_kernels.py kernels --net autodeeplab --only "a." [--repeats 9] --layout nhwc
 
 ``profile``: torch.profiler (CPU, 1 thread) of one weight step and one first-order architecture step of
 the bench's DARTS search net (C=16, 8 cells, 32x32, channels-last, as ``nasseg bench`` builds it).
@@ -11,12 +13,18 @@ each alternative against the current formulation, taking turns in one process (m
 max abs difference to the current one (outputs and every gradient).
 ``step``: whole search steps (first-order architecture step, then weight step) of that net with a fast path
 on and off, taking turns in one process; median seconds.
+``compiled-step``: the same steps, nasseg's default supernet against one whose every MixedOp runs a
+torch.compile'd (inductor) forward + backward: the seconds of the first step (the compiles) and the medians after.
+``kernels --net autodeeplab``: the ``a.`` cases (k edges that read one state as one call) at the Auto-DeepLab
+lattice's shapes (F=8, batch 2, 128x128: N = 2 or stacked transitions, C=8/16/32/64 at 32/16/8/4 px), with k = 5
+(the edges from one cell input) and 10 (from both).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import statistics
 import time
 from typing import Callable
@@ -26,9 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasseg.layers import SepConv, create_conv2d
+from nasseg.supernet.depthwise import batched_subgrid_conv
 
 LAYOUTS = {"nhwc": torch.channels_last, "nchw": torch.contiguous_format}
-SHAPES = ((16, 32), (32, 16), (64, 8))  # (C, px) of the search net's three stages
+# (N, C, px) of each stage of the search net; k: how many edges read one state, for the a. cases
+SHAPES = {"darts": ((64, 16, 32), (64, 32, 16), (64, 64, 8)),
+          "autodeeplab": ((4, 8, 32), (6, 16, 16), (6, 32, 8), (4, 64, 4))}
+EDGES_READING_ONE_STATE = {"darts": (4, 2), "autodeeplab": (5, 10)}
 
 
 # --- profile -------------------------------------------------------------------------------------
@@ -70,7 +82,8 @@ def profile(batch: int, top: int) -> None:
     from nasseg.shell.bench.nets import NetConfig, Variant
 
     keep_freed_heap()
-    variant = Variant(NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32)), "ours", torch.device("cpu"))
+    config = NetConfig(*STEP_NETS[net](batch))
+    variant = Variant(config, "ours", torch.device("cpu"))
     variant.arch_step(), variant.weight_step()  # warm up
     for label, step in (("weight step", variant.weight_step), ("architecture step (first order)", variant.arch_step)):
         start = time.perf_counter()
@@ -110,13 +123,14 @@ Run = Callable[[torch.Tensor], list]  # x -> outputs (each backpropagated with a
 
 def sep_convs(k: int, C: int, kernel: int, stride: int, dilation: int = 1) -> list[nn.Module]:
     """k DARTS sep_conv (dilation 1) or dil_conv blocks as the supernet holds them (leading ReLU stripped)."""
-    from nasseg.layers import DilConv
+    from nasseg.layers import DilConv, replace_modules
     from nasseg.supernet.mixed import strip_leading_relu
     padding = dilation * (kernel // 2)
     mods = [SepConv(C, C, kernel, stride, padding, affine=False) if dilation == 1
             else DilConv(C, C, kernel, stride, padding, dilation, affine=False) for _ in range(k)]
     for m in mods:
         strip_leading_relu(m)
+        replace_modules(m, batched_subgrid_conv)  # a dilated conv as the supernet runs it
     return mods
 
 
@@ -160,8 +174,9 @@ def batched_blocks(mods: list[nn.Module], multiplier: bool) -> Run:
                 w = torch.cat([layer[1].weight for layer in layers])
                 if type(dw) is not nn.Conv2d:  # a dilated conv with its sub-grid fast path: the same class
                     if k * C not in wide:
-                        wide[k * C] = create_conv2d(k * C, k * C, dw.kernel_size[0], dw.stride[0], dw.padding[0],
-                                                    dw.dilation[0], groups=k * C)
+                        conv = create_conv2d(k * C, k * C, dw.kernel_size[0], dw.stride[0], dw.padding[0],
+                                             dw.dilation[0], groups=k * C)
+                        wide[k * C] = batched_subgrid_conv(conv) or conv
                     y = torch.func.functional_call(wide[k * C], {"weight": w}, (y,))
                 else:
                     y = F.conv2d(y, w, None, dw.stride, dw.padding, dw.dilation, k * C)
@@ -273,17 +288,18 @@ class MixedSum(nn.Module):
         return out
 
 
-def cases(C: int):
-    """(case, {formulation: run}, the modules they use) at one stage's channel count."""
+def cases(C: int, edges: tuple[int, ...] = EDGES_READING_ONE_STATE["darts"]):
+    """(case, {formulation: run}, the modules they use) at one stage's channel count; ``edges``: the k of
+    the a. cases."""
     for kernel in (3, 5):
-        for k in (4, 2):
+        for k in edges:
             mods = sep_convs(k, C, kernel, 1)
             yield (f"a. sep_conv_{kernel}x{kernel}, {k} edges", {
                 "k calls": lambda x, mods=mods: [m(x) for m in mods],
                 "one call (x cat k)": batched_blocks(mods, False),
                 "one call (multiplier)": batched_blocks(mods, True)}, mods)
-        mods = [m for m in sep_convs(4, C, kernel, 1, dilation=2)]
-        yield (f"a. dil_conv_{kernel}x{kernel}, 4 edges", {
+        mods = [m for m in sep_convs(edges[0], C, kernel, 1, dilation=2)]
+        yield (f"a. dil_conv_{kernel}x{kernel}, {edges[0]} edges", {
             "k calls": lambda x, mods=mods: [m(x) for m in mods],
             "one call (x cat k)": batched_blocks(mods, False)}, mods)
     current, tiled, mods = depthwise(C, 5, 1)
@@ -376,34 +392,36 @@ def compile_case(C: int, px: int, fmt: torch.memory_format, repeats: int) -> Non
         x64 = torch.randn(4, C, px, px, dtype=torch.float64).contiguous(memory_format=fmt)
         diff = max_diff({"eager": lambda x: [call(module, x)], "compiled": lambda x: [call(compiled64, x)]},
                         params, x64)["compiled"]
-        row(label, C, px, fmt, "weights + input", ms["eager"], {f"compiled (compile {seconds:.0f} s)": (ms["compiled"],
+        row(label, (64, C, px), fmt, "weights + input", ms["eager"], {f"compiled (compile {seconds:.0f} s)": (ms["compiled"],
                                                                                                     diff)})
 
 
-def row(label: str, C: int, px: int, fmt, mode: str, base: float, alternatives: dict[str, tuple[float, float]]) -> None:
+def row(label: str, shape: tuple[int, int, int], fmt, mode: str, base: float,
+        alternatives: dict[str, tuple[float, float]]) -> None:
     layout = "NHWC" if fmt == torch.channels_last else "NCHW"
     for name, (ms, diff) in alternatives.items():
-        print(f"| {label} | {C} x {px}px | {layout} | {mode} | {base:.2f} | {name} | {ms:.2f} | {base / ms:.2f} | "
+        print(f"| {label} | {' x '.join(map(str, shape))}px | {layout} | {mode} | {base:.2f} | {name} | {ms:.2f} | {base / ms:.2f} | "
               f"{diff:.1e} |", flush=True)
 
 
-def kernels(layouts: list[str], repeats: int, only: str | None, compile_too: bool) -> None:
-    print(f"torch {torch.__version__}, 1 thread, N=64, median CPU ms of {repeats} alternating repeats; "
+def kernels(layouts: list[str], repeats: int, only: str | None, compile_too: bool, net: str = "darts") -> None:
+    shapes = SHAPES[net]
+    print(f"torch {torch.__version__}, 1 thread, {net} shapes, median CPU ms of {repeats} alternating repeats; "
           "float64 max abs diff of outputs and gradients at N=4")
-    print("| case | C x size | layout | gradients | current ms | alternative | alt ms | current / alt | f64 diff |")
+    print("| case | N x C x size | layout | gradients | current ms | alternative | alt ms | current / alt | f64 diff |")
     print("|---|---|---|---|---:|---|---:|---:|---:|")
     for layout in layouts:
         fmt = LAYOUTS[layout]
-        for C, px in SHAPES:
-            if compile_too and (C, px) == SHAPES[0]:  # minutes per compile: the first stage's shape only
+        for N, C, px in shapes:
+            if compile_too and (N, C, px) == SHAPES["darts"][0]:  # minutes per compile: the first stage only
                 compile_case(C, px, fmt, repeats)
-            for label, runs, mods in cases(C):
+            for label, runs, mods in cases(C, EDGES_READING_ONE_STATE[net]):
                 if only and not any(word in label for word in only.split(",")):
                     continue
                 for m in mods:
                     m.to(memory_format=fmt)
                 params = [p for m in mods for p in m.parameters()]
-                x = torch.randn(64, C, px, px).contiguous(memory_format=fmt).requires_grad_()
+                x = torch.randn(N, C, px, px).contiguous(memory_format=fmt).requires_grad_()
                 modes = ("weights + input", "input only") if label.startswith("a.") else ("weights + input",)
                 for mode in modes:
                     for p in params:
@@ -418,18 +436,25 @@ def kernels(layouts: list[str], repeats: int, only: str | None, compile_too: boo
                     for m in mods:
                         m.float()
                     first = next(iter(runs))
-                    row(label, C, px, fmt, mode, ms[first], {name: (ms[name], diffs[name]) for name in runs
+                    row(label, (N, C, px), fmt, mode, ms[first], {name: (ms[name], diffs[name]) for name in runs
                                                               if name != first})
 
 
-def step(path: str, batch: int, repeats: int) -> None:
+STEP_NETS = {  # the nets of the peers suite: DARTS CIFAR (batch from --batch), Auto-DeepLab at 128x128, batch 2
+    "darts": lambda batch: ("darts_cifar", 16, 8, 10, batch, (32, 32)),
+    "autodeeplab": lambda batch: ("autodeeplab", 8, 12, 19, 2, (128, 128)),
+}
+
+
+def step(path: str, batch: int, repeats: int, net: str = "darts") -> None:
     """Search steps (architecture, then weights) with fast path ``path`` on and off, taking turns."""
     from nasseg import fastpaths
     from nasseg.heap import keep_freed_heap
     from nasseg.shell.bench.nets import NetConfig, Variant
 
     keep_freed_heap()
-    variant = Variant(NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32)), "ours", torch.device("cpu"))
+    config = NetConfig(*STEP_NETS[net](batch))
+    variant = Variant(config, "ours", torch.device("cpu"))
     seconds: dict[bool, dict[str, list[float]]] = {on: collections.defaultdict(list) for on in (True, False)}
     for i in range(repeats + 1):
         for on in ((True, False) if i % 2 else (False, True)):
@@ -440,20 +465,109 @@ def step(path: str, batch: int, repeats: int) -> None:
                     if i:  # the first round warms up
                         seconds[on][f"{part} CPU"].append(time.process_time() - cpu)
                         seconds[on][f"{part} wall"].append(time.perf_counter() - wall)
-    print(f"{path}, DARTS C=16, 8 cells, batch {batch}, 32x32, channels-last, 1 thread, median of {repeats}:")
+    print(f"{path}, {config.space} C={config.width}, {config.layers} layers, batch {config.batch}, "
+          f"{'x'.join(map(str, config.size))}, channels-last, 1 thread, median of {repeats}:")
     for part in seconds[True]:
         on, off = (statistics.median(seconds[flag][part]) for flag in (True, False))
         print(f"  {part}: on {on:.2f} s, off {off:.2f} s, on / off {on / off:.3f}  (on {seconds[True][part]}, "
               f"off {seconds[False][part]})")
 
 
+# the fast paths that are autograd Functions or custom modules torch.compile would break its graph at; the
+# compiled MixedOps run the native ops instead (inductor has its own compact max-pool indices)
+NOT_COMPILED = ("compact_max_pool", "subgrid_dilated_conv", "batched_subgrids", "shared_pools")
+
+
+def compiled_mixed_ops(model: nn.Module) -> None:
+    """Each MixedOp of ``model`` runs one torch.compile'd function of (x, alpha weights, relu(x)): every
+    candidate op and the weighted sum, fused by inductor around oneDNN's convolutions."""
+    import types
+
+    from nasseg.supernet.mixed import MixedOp
+
+    def plain(self, x, weights, relu_x):
+        out = None
+        for position, op, reads_relu in zip(self.positions, self.ops, self.reads_relu):
+            if reads_relu and relu_x is None:
+                relu_x = torch.relu(x)
+            term = weights[position] * op(relu_x if reads_relu else x)
+            out = term if out is None else out + term
+        return out
+
+    def forward(self, x, weights, relu_x=None, active=None, shared=None):
+        if active is not None:
+            raise NotImplementedError("compiled MixedOp: pruned edges are not measured here")
+        return self.compiled(x, weights, relu_x)
+
+    for module in model.modules():
+        if isinstance(module, MixedOp):
+            module.compiled = torch.compile(types.MethodType(plain, module), dynamic=False)
+            module.forward = types.MethodType(forward, module)
+
+
+def compiled_step(batch: int, repeats: int) -> None:
+    """Search steps (architecture, then weights) of the default supernet against compiled MixedOps, taking turns."""
+    import torch._dynamo
+
+    from nasseg import fastpaths
+    from nasseg.heap import keep_freed_heap
+    from nasseg.shell.bench import nets
+    from nasseg.supernet import Supernet
+
+    keep_freed_heap()
+    config = nets.NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32))
+    eager = nets.Variant(config, "ours", torch.device("cpu"))
+    # lean_saved off: its saved-tensor hooks break the graph; inductor's partitioner decides what is kept
+    with _patched(nets, "build", lambda space, classes: Supernet(space, classes, lean_saved=False)):
+        compiled = nets.Variant(config, "ours", torch.device("cpu"), source=eager.model)
+    compiled_mixed_ops(compiled.model)
+    def natively():
+        return fastpaths.overridden(**{name: False for name in NOT_COMPILED})
+
+    # every cell shape, stride and pass (weight step, architecture step) is a graph of its own
+    with torch._dynamo.config.patch(cache_size_limit=64, accumulated_cache_size_limit=512):
+        with natively():
+            start = time.perf_counter()
+            compiled.step()
+            first = time.perf_counter() - start
+        seconds: dict[str, dict[str, list[float]]] = {name: collections.defaultdict(list) for name in ("eager", "compiled")}
+        for i in range(repeats + 1):
+            for name in (("eager", "compiled") if i % 2 else ("compiled", "eager")):
+                variant = eager if name == "eager" else compiled
+                with natively() if name == "compiled" else contextlib.nullcontext():
+                    for part, run in (("arch", variant.arch_step), ("weight", variant.weight_step)):
+                        wall = time.perf_counter()
+                        run()
+                        if i:  # the first round warms up
+                            seconds[name][part].append(time.perf_counter() - wall)
+    print(f"DARTS C=16, 8 cells, batch {batch}, 32x32, channels-last, 1 thread; first compiled step (compiles): "
+          f"{first:.1f} s; median wall seconds of {repeats}:")
+    for part in ("arch", "weight"):
+        e, c = (statistics.median(seconds[name][part]) for name in ("eager", "compiled"))
+        print(f"  {part} step: default {e:.2f} s, compiled MixedOps {c:.2f} s, compiled / default {c / e:.3f}")
+    e, c = (sum(statistics.median(seconds[name][p]) for p in ("arch", "weight")) for name in ("eager", "compiled"))
+    print(f"  step: default {e:.2f} s, compiled MixedOps {c:.2f} s, compiled / default {c / e:.3f}")
+
+
+@contextlib.contextmanager
+def _patched(owner, name: str, value):
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["profile", "kernels", "step"])
+    parser.add_argument("what", choices=["profile", "kernels", "step", "compiled-step"])
     parser.add_argument("--path", default="batched_subgrids", help="step: the fast path switched on and off")
-    parser.add_argument("--batch", type=int, default=16, help="profile, step: batch size")
+    parser.add_argument("--batch", type=int, default=16, help="profile, step, compiled-step: batch size")
+    parser.add_argument("--net", choices=list(SHAPES), default="darts",
+                        help="kernels: whose shapes; step: which net (autodeeplab: F=8, 12 layers, batch 2, 128x128)")
     parser.add_argument("--top", type=int, default=15, help="profile: rows of the aten-op table")
-    parser.add_argument("--repeats", type=int, default=9, help="kernels, step: timed repeats of each formulation")
+    parser.add_argument("--repeats", type=int, default=9, help="kernels, step, compiled-step: timed repeats of each formulation")
     parser.add_argument("--layout", choices=["nhwc", "nchw", "both"], default="both")
     parser.add_argument("--only", help="kernels: only the cases whose label contains one of these words (a,b,...)")
     parser.add_argument("--compile", action="store_true",
@@ -463,9 +577,12 @@ def main() -> None:
     if args.what == "profile":
         profile(args.batch, args.top)
     elif args.what == "step":
-        step(args.path, args.batch, args.repeats)
+        step(args.path, args.batch, args.repeats, args.net)
+    elif args.what == "compiled-step":
+        compiled_step(args.batch, args.repeats)
     else:
-        kernels(list(LAYOUTS) if args.layout == "both" else [args.layout], args.repeats, args.only, args.compile)
+        kernels(list(LAYOUTS) if args.layout == "both" else [args.layout], args.repeats, args.only, args.compile,
+                args.net)
 
 
 if __name__ == "__main__":
