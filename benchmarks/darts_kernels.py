@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
 import statistics
+import tempfile
 import time
 from typing import Callable
 
@@ -574,15 +576,19 @@ def main() -> None:
                         help="kernels: also torch.compile, at C=16, 32px (minutes per compile)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.what == "profile":
-        profile(args.batch, args.top)
-    elif args.what == "step":
-        step(args.path, args.batch, args.repeats, args.net)
-    elif args.what == "compiled-step":
-        compiled_step(args.batch, args.repeats)
-    else:
-        kernels(list(LAYOUTS) if args.layout == "both" else [args.layout], args.repeats, args.only, args.compile,
-                args.net)
+    # torch.compile (--compile, compiled-step) writes its cache into a temporary folder, not /tmp/torchinductor_*:
+    # each run pays its compiles, and nothing is left behind
+    with tempfile.TemporaryDirectory(prefix="nasseg-inductor-") as cache:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache)
+        if args.what == "profile":
+            profile(args.batch, args.top)
+        elif args.what == "step":
+            step(args.path, args.batch, args.repeats, args.net)
+        elif args.what == "compiled-step":
+            compiled_step(args.batch, args.repeats)
+        else:
+            kernels(list(LAYOUTS) if args.layout == "both" else [args.layout], args.repeats, args.only, args.compile,
+                    args.net)
 
 
 if __name__ == "__main__":
