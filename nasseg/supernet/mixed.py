@@ -14,7 +14,7 @@ from ..layers import FactorizedReduce, GroupBatchNorm2d, compact_max_pool, group
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
 from .depthwise import LeanDilConv, LeanSepConv, batched_subgrid_conv, lean_dil_conv
-from .edge_batch import EdgeBatches
+from .edge_batch import EdgeBatches, Partial
 
 
 def strip_leading_relu(module: nn.Module) -> bool:
@@ -74,8 +74,8 @@ class MixedOp(nn.Module):
     first such edge computes it and the others read its output, each edge's BatchNorm still moving
     its running statistics by a call without gradient on the same pooled input.
 
-    ``precomputed`` (optional, {op position: output}, from the cell): outputs of this edge's conv candidates
-    that the cell computed side by side with other edges reading the same state (fast path ``batched_edges``).
+    ``precomputed`` (optional, from the cell): the weighted sum of some of this edge's conv candidates, which the
+    cell computed side by side with other edges reading the same state (fast path ``batched_edges``).
     """
 
     def __init__(self, space: SearchSpace, op_names: Sequence[str], C: int, stride: int, affine: bool,
@@ -113,15 +113,11 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, relu_x: torch.Tensor | None = None,
                 active: Sequence[bool] | None = None, shared: dict | None = None,
-                precomputed: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-        out = None
+                precomputed: Partial | None = None) -> torch.Tensor:
+        done, out = precomputed if precomputed is not None else ((), None)
         share = shared is not None and fastpaths.enabled("shared_pools", x.device)
         for position, op, reads_relu, key in zip(self.positions, self.ops, self.reads_relu, self.share_keys):
-            if active is not None and not active[position]:
-                continue
-            if precomputed and position in precomputed:
-                term = weights[position] * precomputed[position]
-                out = term if out is None else out + term
+            if active is not None and not active[position] or position in done:
                 continue
             if reads_relu and relu_x is None:
                 relu_x = F.relu(x)
@@ -198,7 +194,7 @@ class SearchCell(nn.Module):
                 if states[u] is None:
                     continue
                 if u not in batched:
-                    batched[u] = self.edge_batches.outputs(u, states[u], lambda u=u: relu(u), active)
+                    batched[u] = self.edge_batches.outputs(u, states[u], lambda u=u: relu(u), weights, active)
                 edge = self.edges[i]
                 terms.append(edge(states[u], weights[i], relu(u) if edge.needs_relu else None,
                                   None if active is None else active[i], shared.setdefault(u, {}), batched[u].get(i)))
