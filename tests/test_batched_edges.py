@@ -38,11 +38,12 @@ def run(net, x, y, batched, train, **paths):
     return logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}, calls.count
 
 
-CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below
+CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below (lean layers: the chain in NCHW)
     ("autodeeplab", True, False, False, 0.0),
     ("autodeeplab", False, True, True, 0.0),
     ("autodeeplab", True, False, True, 0.12),
     ("darts_cifar", None, False, True, 0.0),
+    ("darts_cifar", None, False, False, 0.0),  # a chain's default lean layers: native at these sizes
 ]
 
 
@@ -50,7 +51,8 @@ CASES = [  # space, batched transitions, checkpointing, channels-last, prune_bel
 def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions, checkpoint, channels_last, prune):
     torch.manual_seed(0)
     space = bench_space(space_name, width=2, layers=3)
-    net = Supernet(space, 4, checkpoint_cells=checkpoint, prune_below=prune, lean_saved=False).double()
+    lean = None if space_name == "darts_cifar" and not channels_last else False
+    net = Supernet(space, 4, checkpoint_cells=checkpoint, prune_below=prune, lean_saved=lean).double()
     with torch.no_grad():
         for p in net.arch_parameters():
             p.normal_()
@@ -97,6 +99,12 @@ def test_large_states_take_the_per_edge_calls():
     assert found["large"] == {}
     # the 5 edges leaving cell input 0, 4 conv candidates each: (sep_conv, atrous_conv) x (3x3, 5x5)
     assert len(found["small"]) == 5 and all(len(part.positions) == 4 for part in found["small"].values())
+    # pruned: atrous_conv_5x5 (position 7) everywhere, sep_conv_3x3 (4) on one edge: left out of the groups
+    active = [[position != 7 and (index != 0 or position != 4) for position in range(8)] for index in range(20)]
+    with fastpaths.overridden(batched_edges=True):
+        pruned = cell.edge_batches.outputs(0, small, lambda: F.relu(small), weights, active)
+    assert {index: set(part.positions) for index, part in pruned.items()} == \
+        {0: {5, 6}, **{index: {4, 5, 6} for index in pruned if index != 0}}
 
 
 @pytest.mark.parametrize("groups", [None, (2, 3), (6, 3)])  # none; 3 groups of 2 stacked; 1 group standing for 3
@@ -142,10 +150,11 @@ def test_only_the_supernets_conv_candidates_run_side_by_side():
     sep = SepConv(4, 4, 3, 1, 1, affine=False)
     sep[0][0] = nn.Identity()
     assert conv_blocks(sep) == [sep[0], sep[1]]
-    lean = Supernet(bench_space("darts_cifar", width=2, layers=3), 4, lean_saved=True)
-    assert not any(cell.edge_batches.groups for cell in lean.cells.values())  # lean ops keep their own forward
-    native = Supernet(bench_space("darts_cifar", width=2, layers=3), 4, lean_saved=False)
-    assert all(cell.edge_batches.groups for cell in native.cells.values())
+    everywhere = Supernet(bench_space("darts_cifar", width=2, layers=3), 4, lean_saved=True)
+    assert not any(cell.edge_batches.groups for cell in everywhere.cells.values())  # lean at every size: their own
+    for lean in (None, False):  # lean from lean.MIN_ELEMENTS up (a chain's default), or not lean
+        net = Supernet(bench_space("darts_cifar", width=2, layers=3), 4, lean_saved=lean)
+        assert all(cell.edge_batches.groups for cell in net.cells.values())
 
 
 def test_double_backward_through_edges_side_by_side():

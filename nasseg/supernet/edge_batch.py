@@ -9,7 +9,8 @@ groups = k * C, pointwise convs with groups = k, and one BatchNorm over the k * 
 output channel is computed from the same inputs and weights as before, so the function and its gradients are
 the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a step is bound by the number
 of calls and this pays; where it is large (DARTS at batch 64) the kernels are bound by memory traffic, and
-repeating the input costs more than the calls it saves. So the path runs below :data:`MAX_ELEMENTS` only.
+repeating the input costs more than the calls it saves. So the path runs below :data:`MAX_ELEMENTS` only (where
+the lean layers of a chain network compute as their plain blocks do).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import fastpaths
+from .. import fastpaths, lean
 from ..layers import DilConv, GroupBatchNorm2d, SepConv, side_by_side_batch_norm
+from .depthwise import LeanDilConv, LeanSepConv
 
 # a state (all its stacked samples) of fewer elements than this batches its edges. Measured forward + backward
 # (CPU, 1 thread, NHWC; benchmarks/darts_kernels.py kernels): at the Auto-DeepLab lattice's 4-6 x 8-64 channels
@@ -34,12 +36,15 @@ Blocks = list[nn.Sequential]  # [ReLU or Identity, depthwise conv, pointwise con
 
 def conv_blocks(op: nn.Module) -> Blocks | None:
     """The blocks of a candidate op that :func:`side_by_side_blocks` can run (a dil_conv / atrous_conv or a
-    sep_conv as the supernet holds it: its leading ReLU stripped, native BatchNorms), else None."""
-    if type(op) is DilConv:
+    sep_conv as the supernet holds it: its leading ReLU stripped; lean layers only where they are lean from
+    lean.MIN_ELEMENTS up, not at every size), else None."""
+    if type(op) in (DilConv, LeanDilConv):
         blocks = [op]
-    elif type(op) is SepConv and all(type(block) is DilConv for block in op):
+    elif type(op) in (SepConv, LeanSepConv) and all(type(block) is DilConv for block in op):
         blocks = list(op)
     else:
+        return None
+    if getattr(op, "every_size", False):  # lean at every size: its own forward
         return None
     for number, (relu, depthwise, pointwise, norm) in enumerate(blocks):
         if not isinstance(relu, nn.Identity if number == 0 else nn.ReLU):  # the first one stripped: reads relu(x)
@@ -52,7 +57,7 @@ def conv_blocks(op: nn.Module) -> Blocks | None:
                 and pointwise.padding == (0, 0) and pointwise.groups == 1 and pointwise.bias is None):
             return None
         if not (type(norm) in (nn.BatchNorm2d, GroupBatchNorm2d) and norm.momentum is not None
-                and not getattr(norm, "keeps_output", False)):
+                and not getattr(norm, "lean_every_size", False)):
             return None
     return blocks
 
@@ -118,20 +123,31 @@ def agree(norms: list[nn.BatchNorm2d]) -> bool:
                                               for norm in norms)
 
 
+class Member(NamedTuple):
+    """One edge's conv candidate in a group that runs side by side."""
+
+    edge: int  # edge index in the cell
+    position: int  # the candidate's position among the edge's ops (and its weights)
+    blocks: Blocks
+    lean: bool  # a lean layer (fast path lean_saved): native only below lean.MIN_ELEMENTS
+
+
 class EdgeBatches:
     """For one cell: per state, the groups of (edge, op position) whose conv candidates run side by side."""
 
     def __init__(self, edges: Sequence[nn.Module], sources: dict[int, list[int]]):
         """``edges``: the cell's MixedOps by edge index; ``sources``: per state, the indices of the edges reading it."""
-        self.groups: dict[int, list[list[tuple[int, int, Blocks]]]] = {}
+        self.groups: dict[int, list[list[Member]]] = {}
         for state, indices in sources.items():
-            by_signature: dict[tuple, list[tuple[int, int, Blocks]]] = {}
+            by_signature: dict[tuple, list[Member]] = {}
             for index in indices:
                 edge = edges[index]
                 for position, op in zip(edge.positions, edge.ops):
                     blocks = conv_blocks(op)
                     if blocks is not None:
-                        by_signature.setdefault((position, signature(blocks)), []).append((index, position, blocks))
+                        lean_op = isinstance(op, (LeanDilConv, LeanSepConv))
+                        by_signature.setdefault((position, lean_op, signature(blocks)), []).append(
+                            Member(index, position, blocks, lean_op))
             groups = [members for members in by_signature.values() if len(members) > 1]
             if groups:
                 self.groups[state] = groups
@@ -146,11 +162,13 @@ class EdgeBatches:
             return {}
         by_members: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}  # edges -> [(position, outputs)]
         for members in groups:
-            members = [m for m in members if active is None or active[m[0]][m[1]]]
-            if len(members) < 2 or not agree([norm for m in members for *_, norm in m[2]]):
+            members = [m for m in members if active is None or active[m.edge][m.position]]
+            if len(members) < 2 or not agree([norm for m in members for *_, norm in m.blocks]):
                 continue
-            y = side_by_side_blocks([m[2] for m in members], relu())
-            by_members.setdefault(tuple(m[0] for m in members), []).append((members[0][1], y))
+            if members[0].lean and x.numel() >= lean.MIN_ELEMENTS:
+                continue  # lean layers leave the native path from lean.MIN_ELEMENTS up: they keep their own
+            y = side_by_side_blocks([m.blocks for m in members], relu())
+            by_members.setdefault(tuple(m.edge for m in members), []).append((members[0].position, y))
         found: dict[int, Partial] = {}
         for edges, outputs in by_members.items():
             # sum_p w[edge, p] * y_p over the positions, all edges at once: a weight per channel (edge-major)
