@@ -57,3 +57,36 @@ def darts_run(tmp_path_factory) -> Path:
     result = json.loads((run / "result.json").read_text())
     assert (result["status"], result["epochs_run"], result["arch_epoch"]) == ("stopped", 4, 2), result
     return run
+
+
+def assert_same_pass(net, first, second, start: dict, train: bool, logits_tol=(1e-10, 1e-12), grad_tol=(1e-9, 1e-11)):
+    """Two runs of a training pass of ``net``, each (logits, gradients of net.parameters(), state dict after),
+    agree: the logits and every gradient (each alpha / beta among them) to (rtol, atol), the running statistics
+    and batch counts to 1e-10; in training mode the statistics moved from ``start``."""
+    (logits_a, grads_a, state_a), (logits_b, grads_b, state_b) = first, second
+    torch.testing.assert_close(logits_b, logits_a, rtol=logits_tol[0], atol=logits_tol[1])
+    arch = {id(p) for p in net.arch_parameters()}
+    checked_arch = 0
+    for p, a, b in zip(net.parameters(), grads_a, grads_b):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=grad_tol[0], atol=grad_tol[1])
+            checked_arch += id(p) in arch
+    assert checked_arch == len(arch)
+    for k in state_a:
+        torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-10, atol=1e-12, msg=k)
+    if train:
+        assert any(not torch.equal(state_a[k], start[k]) for k in start if k.endswith("running_mean"))
+
+
+def ready_for_a_pass(net, channels_last: bool, size: int, classes: int = 4):
+    """(net, x, y): ``net`` with normal-drawn alphas / betas (every op weighs), in channels-last if asked; a float64
+    batch of 2 at ``size`` x ``size`` in the same layout, with segmentation labels."""
+    from nasseg.layers import to_channels_last
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_()
+    x, y = torch.randn(2, 3, size, size, dtype=torch.float64), torch.randint(0, classes, (2, size, size))
+    if channels_last:
+        net, x = to_channels_last(net), x.contiguous(memory_format=torch.channels_last)
+    return net, x, y

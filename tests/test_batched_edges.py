@@ -6,13 +6,13 @@ channels-last. And the path runs: it makes fewer convolution calls."""
 
 import pytest
 import torch
+from conftest import assert_same_pass, ready_for_a_pass
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nasseg import fastpaths
-from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, frozen_bn_stats, side_by_side_batch_norm, \
-    to_channels_last
+from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, frozen_bn_stats, side_by_side_batch_norm
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
 from nasseg.supernet.edge_batch import MAX_ELEMENTS
@@ -53,14 +53,7 @@ def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions,
     space = bench_space(space_name, width=2, layers=3)
     lean = None if space_name == "darts_cifar" and not channels_last else False
     net = Supernet(space, 4, checkpoint_cells=checkpoint, prune_below=prune, lean_saved=lean).double()
-    with torch.no_grad():
-        for p in net.arch_parameters():
-            p.normal_()
-    if channels_last:
-        net = to_channels_last(net)
-    x, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randint(0, 4, (2, 16, 16))
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    net, x, y = ready_for_a_pass(net, channels_last, 16)
     if space_name == "darts_cifar":
         y = torch.randint(0, 4, (2,))
     paths = {} if transitions is None else {"batched_transitions": transitions}
@@ -70,21 +63,10 @@ def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions,
         for batched in (False, True):
             net.load_state_dict(start)
             results.append(run(net, x, y, batched, train, **paths))
-        (logits_a, grads_a, state_a, calls_a), (logits_b, grads_b, state_b, calls_b) = results
+        (*first, calls_a), (*second, calls_b) = results
         assert calls_b < 0.8 * calls_a  # the path ran
-        torch.testing.assert_close(logits_b, logits_a, rtol=1e-9, atol=1e-10)
-        arch = {id(p) for p in net.arch_parameters()}
-        checked_arch = 0
-        for p, a, b in zip(net.parameters(), grads_a, grads_b):
-            assert (a is None) == (b is None)
-            if a is not None:
-                torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
-                checked_arch += id(p) in arch
-        assert checked_arch == len(arch)
-        for k in state_a:  # each edge's running statistics and batch count moved as by its own call
-            torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-10, atol=1e-12, msg=k)
-        if train:
-            assert any(not torch.equal(state_a[k], start[k]) for k in start if k.endswith("running_mean"))
+        # each edge's running statistics and batch count moved as by its own call
+        assert_same_pass(net, first, second, start, train, logits_tol=(1e-9, 1e-10), grad_tol=(1e-9, 1e-10))
 
 
 def test_large_states_take_the_per_edge_calls():

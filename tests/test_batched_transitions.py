@@ -6,11 +6,12 @@ with and without checkpointing, NCHW and channels-last."""
 
 import pytest
 import torch
+from conftest import assert_same_pass, ready_for_a_pass
 import torch.nn.functional as F
 from torch import nn
 
 from nasseg import fastpaths
-from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, to_channels_last
+from nasseg.layers import GroupBatchNorm2d, batch_norm_groups
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
 
@@ -33,34 +34,15 @@ def test_batched_state_is_the_per_transition_evaluation(checkpoint, channels_las
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = momentum
-    with torch.no_grad():
-        for p in net.arch_parameters():
-            p.normal_()
-    if channels_last:
-        net = to_channels_last(net)
-    x, y = torch.randn(2, 3, 17, 17, dtype=torch.float64), torch.randint(0, 4, (2, 17, 17))
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    net, x, y = ready_for_a_pass(net, channels_last, 17)
     start = {k: v.clone() for k, v in net.state_dict().items()}
     for train in (True, False):
         results = []
         for batched in (False, True):
             net.load_state_dict(start)
             results.append(run(net, x, y, batched, train))
-        (logits_a, grads_a, state_a), (logits_b, grads_b, state_b) = results
-        torch.testing.assert_close(logits_b, logits_a, rtol=1e-10, atol=1e-12)
-        arch = {id(p) for p in net.arch_parameters()}
-        checked_arch = 0
-        for p, a, b in zip(net.parameters(), grads_a, grads_b):
-            assert (a is None) == (b is None)
-            if a is not None:
-                torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
-                checked_arch += id(p) in arch
-        assert checked_arch == len(arch)
-        for k in state_a:  # running statistics moved as by one update per transition, in order
-            torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-10, atol=1e-12, msg=k)
-        if train:
-            assert any(not torch.equal(state_a[k], start[k]) for k in start if k.endswith("running_mean"))
+        # running statistics moved as by one update per transition, in order
+        assert_same_pass(net, *results, start, train)
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])  # None: cumulative averages, the update order counts
