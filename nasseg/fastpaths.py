@@ -94,9 +94,10 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
     FastPath(
         "batched_edges",
         what="the conv candidates (sep_conv, dil_conv / atrous_conv) of a cell's edges that read one state run "
-             "side by side, one call per layer: the input repeated along the channels, grouped convs, one "
-             "BatchNorm call with each edge's statistics; on states of fewer than 65,536 elements "
-             "(supernet.edge_batch)",
+             "side by side, one call per layer: the input repeated along the channels, grouped depthwise convs, "
+             "the pointwise convs as one batched product, one BatchNorm call with each edge's statistics, the "
+             "weighted sum per channel; on states of fewer than 65,536 elements, not in lean layers that are "
+             "lean at every size (supernet.edge_batch)",
         why="speed: small states (an Auto-DeepLab lattice at batch 2) are bound by the number of calls",
         devices=("cpu",)),
     FastPath(

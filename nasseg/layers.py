@@ -323,7 +323,8 @@ def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d]) -> tor
     in one batch-norm call per statistics group: the same outputs, running statistics and batch counts as one
     call of each (training or eval mode, under :func:`batch_norm_groups` as :class:`GroupBatchNorm2d`).
     The norms must agree in mode, eps, affine, tracking and a momentum that is not None (cumulative averaging
-    is not supported); ``keeps_output`` is not honoured (callers leave lean norms alone)."""
+    is not supported); ``keeps_output`` is not honoured (callers use lean norms only where those would take the
+    native path, below ``lean.MIN_ELEMENTS``)."""
     first = norms[0]
 
     def side_by_side(name: str) -> torch.Tensor | None:

@@ -4,6 +4,8 @@ float64: logits, weight and alpha/beta gradients, BatchNorm running statistics a
 mode, lattice (with and without batched transitions, checkpointing) and chain, pruned ops, NCHW and
 channels-last. And the path runs: it makes fewer convolution calls."""
 
+import contextlib
+
 import pytest
 import torch
 from conftest import assert_same_pass, ready_for_a_pass
@@ -29,13 +31,15 @@ class ConvCalls(TorchDispatchMode):
 
 
 def run(net, x, y, batched, train, **paths):
+    """(logits, gradients, state dict after) of a pass, and its convolution calls (counted in training mode only:
+    the dispatch mode slows every call)."""
     net.train(train)
-    calls = ConvCalls()
+    calls = ConvCalls() if train else contextlib.nullcontext()
     with fastpaths.overridden(batched_edges=batched, **paths), calls:
         logits = net(x)
         loss = F.cross_entropy(logits, y)
         grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
-    return logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}, calls.count
+    return logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}, calls.count if train else 0
 
 
 CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below (lean layers: the chain in NCHW)
@@ -64,7 +68,7 @@ def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions,
             net.load_state_dict(start)
             results.append(run(net, x, y, batched, train, **paths))
         (*first, calls_a), (*second, calls_b) = results
-        assert calls_b < 0.8 * calls_a  # the path ran
+        assert not train or calls_b < 0.8 * calls_a  # the path ran
         # each edge's running statistics and batch count moved as by its own call
         assert_same_pass(net, first, second, start, train, logits_tol=(1e-9, 1e-10), grad_tol=(1e-9, 1e-10))
 

@@ -4,10 +4,11 @@ In a cell, every edge that leaves a state reads the same ``relu(state)``, and ea
 convs (sep_conv, dil_conv / atrous_conv) with weights of its own. With k such edges, each layer of a conv
 candidate can be one call for all k: the input repeated k times along the channels (edge-major; for backward
 the conv keeps the input once and repeats it again, by saved-tensor hooks), depthwise convs with
-groups = k * C, pointwise convs with groups = k, and one BatchNorm over the k * C channels
-(:func:`~nasseg.layers.side_by_side_batch_norm`: each edge's own statistics and running averages). Every
-output channel is computed from the same inputs and weights as before, so the function and its gradients are
-the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a step is bound by the number
+groups = k * C, the pointwise convs as one batched matrix product (groups = k), and one BatchNorm over the
+k * C channels (:func:`~nasseg.layers.side_by_side_batch_norm`: each edge's own statistics and running
+averages); the candidates' weighted sum is taken for all k edges at once, each edge reading its channels
+(:class:`Partial`). Every output channel is computed from the same inputs and weights as before, so the
+function and its gradients are the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a step is bound by the number
 of calls and this pays; where it is large (DARTS at batch 64) the kernels are bound by memory traffic, and
 repeating the input costs more than the calls it saves. So the path runs below :data:`MAX_ELEMENTS` only (where
 the lean layers of a chain network compute as their plain blocks do).

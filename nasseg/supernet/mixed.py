@@ -117,7 +117,7 @@ class MixedOp(nn.Module):
         done, out = precomputed if precomputed is not None else ((), None)
         share = shared is not None and fastpaths.enabled("shared_pools", x.device)
         for position, op, reads_relu, key in zip(self.positions, self.ops, self.reads_relu, self.share_keys):
-            if active is not None and not active[position] or position in done:
+            if (active is not None and not active[position]) or position in done:
                 continue
             if reads_relu and relu_x is None:
                 relu_x = F.relu(x)
