@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from typing import Callable
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -475,9 +476,10 @@ def step(path: str, batch: int, repeats: int, net: str = "darts") -> None:
               f"off {seconds[False][part]})")
 
 
-# the fast paths that are autograd Functions or custom modules torch.compile would break its graph at; the
-# compiled MixedOps run the native ops instead (inductor has its own compact max-pool indices)
-NOT_COMPILED = ("compact_max_pool", "subgrid_dilated_conv", "batched_subgrids", "shared_pools")
+# the fast paths that are autograd Functions or custom modules torch.compile would break its graph at, or that
+# compute parts of a mixed op outside it (batched_edges); the compiled MixedOps run the native ops instead
+# (inductor has its own compact max-pool indices)
+NOT_COMPILED = ("compact_max_pool", "subgrid_dilated_conv", "batched_subgrids", "shared_pools", "batched_edges")
 
 
 def compiled_mixed_ops(model: nn.Module) -> None:
@@ -496,9 +498,9 @@ def compiled_mixed_ops(model: nn.Module) -> None:
             out = term if out is None else out + term
         return out
 
-    def forward(self, x, weights, relu_x=None, active=None, shared=None):
-        if active is not None:
-            raise NotImplementedError("compiled MixedOp: pruned edges are not measured here")
+    def forward(self, x, weights, relu_x=None, active=None, shared=None, precomputed=None):
+        if active is not None or precomputed is not None:
+            raise NotImplementedError("compiled MixedOp: pruned edges and batched_edges are not measured here")
         return self.compiled(x, weights, relu_x)
 
     for module in model.modules():
@@ -520,7 +522,7 @@ def compiled_step(batch: int, repeats: int) -> None:
     config = nets.NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32))
     eager = nets.Variant(config, "ours", torch.device("cpu"))
     # lean_saved off: its saved-tensor hooks break the graph; inductor's partitioner decides what is kept
-    with _patched(nets, "build", lambda space, classes: Supernet(space, classes, lean_saved=False)):
+    with mock.patch.object(nets, "build", lambda space, classes: Supernet(space, classes, lean_saved=False)):
         compiled = nets.Variant(config, "ours", torch.device("cpu"), source=eager.model)
     compiled_mixed_ops(compiled.model)
     def natively():
@@ -551,16 +553,6 @@ def compiled_step(batch: int, repeats: int) -> None:
     print(f"  step: default {e:.2f} s, compiled MixedOps {c:.2f} s, compiled / default {c / e:.3f}")
 
 
-@contextlib.contextmanager
-def _patched(owner, name: str, value):
-    before = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, before)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["profile", "kernels", "step", "compiled-step"])
@@ -577,9 +569,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     # torch.compile (--compile, compiled-step) writes its cache into a temporary folder, not /tmp/torchinductor_*:
-    # each run pays its compiles, and nothing is left behind
+    # each run pays its compiles, and nothing is left behind (inductor puts its precompiled headers under the
+    # temporary directory of the process, whatever TORCHINDUCTOR_CACHE_DIR says: that is moved there too)
     with tempfile.TemporaryDirectory(prefix="nasseg-inductor-") as cache:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache)
+        tempfile.tempdir = cache
         if args.what == "profile":
             profile(args.batch, args.top)
         elif args.what == "step":
