@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import has_torch_function
 
 from . import fastpaths
-from .lean import OneCall, StandIn, batch_norm_saving_output
+from .lean import OneCall, StandIn, batch_norm_keeping_output, batch_norm_saving_output, lean_applies
 from .lean import saves_output as lean_saves_output
 
 
@@ -318,13 +318,17 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         return norm(x, factor)
 
 
-def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d]) -> torch.Tensor:
+def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d], keep_output: bool = False,
+                            relu: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """What each of ``norms`` gives on its own block of ``y``'s channels (``len(norms)`` equal blocks, in order),
     in one batch-norm call per statistics group: the same outputs, running statistics and batch counts as one
-    call of each (training or eval mode, under :func:`batch_norm_groups` as :class:`GroupBatchNorm2d`).
-    The norms must agree in mode, eps, affine, tracking and a momentum that is not None (cumulative averaging
-    is not supported); ``keeps_output`` is not honoured (callers use lean norms only where those would take the
-    native path, below ``lean.MIN_ELEMENTS``)."""
+    call of each (training or eval mode, under :func:`batch_norm_groups` as :class:`GroupBatchNorm2d`), then
+    (``relu``) a ReLU. The norms must agree in mode, eps, affine, tracking and a momentum that is not None
+    (cumulative averaging is not supported). The norms' own ``keeps_output`` is not looked at; ``keep_output``:
+    non-affine norms in training mode keep their output for backward instead of their input, in one function
+    for all statistics groups and the ReLU, where fast path ``lean_saved`` applies
+    (:func:`nasseg.lean.batch_norm_keeping_output`). Returns the result and, where the output was kept before a
+    ReLU, that output outside the graph (else None)."""
     first = norms[0]
 
     def side_by_side(name: str) -> torch.Tensor | None:
@@ -333,7 +337,8 @@ def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d]) -> tor
     weight, bias = side_by_side("weight"), side_by_side("bias")
     mean, var = side_by_side("running_mean"), side_by_side("running_var")
     if not first.training and mean is not None:  # eval mode: the running statistics, nothing updated
-        return F.batch_norm(y, mean, var, weight, bias, False, 0.0, first.eps)
+        out = F.batch_norm(y, mean, var, weight, bias, False, 0.0, first.eps)
+        return (F.relu(out) if relu else out), None
     groups = getattr(_bn_groups, "value", None) if isinstance(first, GroupBatchNorm2d) else None
     parts, factor, counted = [y], first.momentum, 1
     if groups is not None:
@@ -342,7 +347,13 @@ def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d]) -> tor
             parts, counted = list(y.chunk(count)), count
         elif mean is not None:  # y stands for `count` equal groups: one update with the momentum of `count`
             factor, counted = 1 - (1 - first.momentum) ** count, count
-    out = [F.batch_norm(part, mean, var, weight, bias, True, factor, first.eps) for part in parts]
+    if keep_output and not first.affine and y.requires_grad and y.numel() // y.shape[1] > len(parts) and \
+            lean_applies(y, every_size=True):
+        out, normed = batch_norm_keeping_output(y, mean, var, factor, first.eps, relu, len(parts))
+    else:
+        out = [F.batch_norm(part, mean, var, weight, bias, True, factor, first.eps) for part in parts]
+        out, normed = out[0] if len(out) == 1 else torch.cat(out), None
+        out = F.relu(out) if relu else out
     if mean is not None:
         for norm in norms:
             norm.num_batches_tracked.add_(counted)
@@ -350,7 +361,7 @@ def side_by_side_batch_norm(y: torch.Tensor, norms: list[nn.BatchNorm2d]) -> tor
             with torch.no_grad():
                 torch._foreach_copy_([n.running_mean for n in norms] + [n.running_var for n in norms],
                                      list(mean.chunk(len(norms))) + list(var.chunk(len(norms))))
-    return out[0] if len(out) == 1 else torch.cat(out)
+    return out, normed
 
 
 def group_batch_norm(module: nn.Module) -> GroupBatchNorm2d | None:

@@ -98,26 +98,55 @@ _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
 
 
 class _BatchNormSavingOutput(torch.autograd.Function):
-    """Training-mode BatchNorm without affine parameters, optionally followed by a ReLU; backward from the
-    BatchNorm's output (module doc; the ReLU's mask is where that output is positive)."""
+    """Training-mode BatchNorm without affine parameters, statistics per each of ``chunks`` equal batch chunks,
+    optionally followed by a ReLU; backward from the BatchNorm's output (module doc; the ReLU's mask is where
+    that output is positive). Outputs: the result, and with a ReLU the BatchNorm's output (outside the graph)."""
 
     @staticmethod
-    def forward(ctx, x, running_mean, running_var, momentum, eps, relu):
-        y, _, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
-        ctx.eps, ctx.relu = eps, relu
-        ctx.save_for_backward(y, invstd)
-        return torch.relu(y) if relu else y
+    def forward(ctx, x, running_mean, running_var, momentum, eps, relu, chunks):
+        if chunks == 1:
+            y, _, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
+            invstds = [invstd]
+        else:
+            parts = [torch.native_batch_norm(part, None, None, running_mean, running_var, True, momentum, eps)
+                     for part in x.chunk(chunks)]
+            y, invstds = torch.cat([part[0] for part in parts]), [part[2] for part in parts]
+        ctx.eps, ctx.relu, ctx.chunks = eps, relu, chunks
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(y, *invstds)
+        if not relu:
+            return y, None
+        ctx.mark_non_differentiable(y)
+        return torch.relu(y), y
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _):
         _refuse_double_backward("a non-affine BatchNorm (nasseg.lean)")
-        y, invstd = ctx.saved_tensors
+        y, *invstds = ctx.saved_tensors
+        if grad_out is None:
+            return (None,) * 7
         if ctx.relu:
             grad_out = _THRESHOLD_BACKWARD(grad_out, y, 0)
-        zeros, ones = torch.zeros_like(invstd), torch.ones_like(invstd)
-        grad_x = _BATCH_NORM_BACKWARD(grad_out, y, invstd, None, None, zeros, ones, True, ctx.eps,
-                                      [True, False, False])[0]
-        return grad_x, None, None, None, None, None
+        zeros, ones = torch.zeros_like(invstds[0]), torch.ones_like(invstds[0])
+        if ctx.chunks == 1:
+            grad_x = _BATCH_NORM_BACKWARD(grad_out, y, invstds[0], None, None, zeros, ones, True, ctx.eps,
+                                          [True, False, False])[0]
+        else:
+            grad_x = torch.cat([_BATCH_NORM_BACKWARD(grad, out, invstd, None, None, zeros, ones, True, ctx.eps,
+                                                     [True, False, False])[0]
+                                for grad, out, invstd in zip(grad_out.chunk(ctx.chunks), y.chunk(ctx.chunks), invstds)])
+        return grad_x, None, None, None, None, None, None
+
+
+def batch_norm_keeping_output(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                              factor: float, eps: float, relu: bool = False, chunks: int = 1
+                              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``F.batch_norm(x, running_mean, running_var, None, None, True, factor, eps)`` (``relu``: then a ReLU),
+    keeping only the BatchNorm's output for backward; ``chunks``: statistics per each of that many equal chunks of
+    the batch, the running statistics updated by each chunk in order (one output, kept once). Returns the result
+    and, with ``relu``, the BatchNorm's output outside the graph (kept anyway: a caller may compute the ReLU's
+    output again from it rather than keep that too)."""
+    return _BatchNormSavingOutput.apply(x, running_mean, running_var, factor, eps, relu, chunks)
 
 
 def batch_norm_saving_output(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
@@ -134,8 +163,8 @@ def batch_norm_saving_output(module: nn.modules.batchnorm._BatchNorm, x: torch.T
         if tracked and module.num_batches_tracked is not None:
             module.num_batches_tracked.add_(1)
             factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
-    return _BatchNormSavingOutput.apply(x, module.running_mean if tracked else None,
-                                        module.running_var if tracked else None, factor, module.eps, relu)
+    return batch_norm_keeping_output(x, module.running_mean if tracked else None,
+                                     module.running_var if tracked else None, factor, module.eps, relu)[0]
 
 
 def saves_output(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:

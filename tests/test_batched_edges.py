@@ -15,6 +15,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nasseg import fastpaths
 from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, frozen_bn_stats, side_by_side_batch_norm
+from nasseg.lean import twice_differentiable
+from nasseg.search.steps import frozen
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
 from nasseg.supernet.edge_batch import MAX_ELEMENTS
@@ -30,29 +32,36 @@ class ConvCalls(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def run(net, x, y, batched, train, **paths):
+def run(net, x, y, batched, train, frozen_weights=False, **paths):
     """(logits, gradients, state dict after) of a pass, and its convolution calls (counted in training mode only:
-    the dispatch mode slows every call)."""
+    the dispatch mode slows every call). ``frozen_weights``: as the architecture step, gradients of the alphas
+    and betas only (None for the weights)."""
     net.train(train)
     calls = ConvCalls() if train else contextlib.nullcontext()
-    with fastpaths.overridden(batched_edges=batched, **paths), calls:
+    with fastpaths.overridden(batched_edges=batched, **paths), calls, \
+            frozen(net.weight_parameters()) if frozen_weights else contextlib.nullcontext():
         logits = net(x)
         loss = F.cross_entropy(logits, y)
-        grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+        wrt = [p for p in net.parameters() if p.requires_grad]
+        found = dict(zip(map(id, wrt), torch.autograd.grad(loss, wrt, allow_unused=True)))
+    grads = [found.get(id(p)) for p in net.parameters()]
     return logits.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}, calls.count if train else 0
 
 
-CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below (lean layers: the chain in NCHW)
-    ("autodeeplab", True, False, False, 0.0),
-    ("autodeeplab", False, True, True, 0.0),
-    ("autodeeplab", True, False, True, 0.12),
-    ("darts_cifar", None, False, True, 0.0),
-    ("darts_cifar", None, False, False, 0.0),  # a chain's default lean layers: native at these sizes
+CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below (lean layers: the chain in NCHW),
+    # frozen weights (the architecture step)
+    ("autodeeplab", True, False, False, 0.0, False),
+    ("autodeeplab", False, True, True, 0.0, False),
+    ("autodeeplab", True, False, True, 0.12, False),
+    ("autodeeplab", True, False, True, 0.0, True),
+    ("darts_cifar", None, False, True, 0.0, False),
+    ("darts_cifar", None, False, False, 0.0, False),  # a chain's default lean layers: native at these sizes
 ]
 
 
-@pytest.mark.parametrize("space_name,transitions,checkpoint,channels_last,prune", CASES)
-def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions, checkpoint, channels_last, prune):
+@pytest.mark.parametrize("space_name,transitions,checkpoint,channels_last,prune,frozen_weights", CASES)
+def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions, checkpoint, channels_last, prune,
+                                                         frozen_weights):
     torch.manual_seed(0)
     space = bench_space(space_name, width=2, layers=3)
     lean = None if space_name == "darts_cifar" and not channels_last else False
@@ -66,7 +75,7 @@ def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions,
         results = []
         for batched in (False, True):
             net.load_state_dict(start)
-            results.append(run(net, x, y, batched, train, **paths))
+            results.append(run(net, x, y, batched, train, frozen_weights, **paths))
         (*first, calls_a), (*second, calls_b) = results
         assert not train or calls_b < 0.8 * calls_a  # the path ran
         # each edge's running statistics and batch count moved as by its own call
@@ -95,7 +104,8 @@ def test_large_states_take_the_per_edge_calls():
 
 @pytest.mark.parametrize("groups", [None, (2, 3), (6, 3)])  # none; 3 groups of 2 stacked; 1 group standing for 3
 @pytest.mark.parametrize("frozen", [False, True])
-def test_side_by_side_batch_norm_is_each_norm_on_its_channels(groups, frozen):
+@pytest.mark.parametrize("keep_output,relu", [(False, False), (True, False), (False, True), (True, True)])
+def test_side_by_side_batch_norm_is_each_norm_on_its_channels(groups, frozen, keep_output, relu):
     torch.manual_seed(1)
     norms = [GroupBatchNorm2d(3, affine=False).double() for _ in range(3)]
     for norm in norms:
@@ -108,8 +118,19 @@ def test_side_by_side_batch_norm_is_each_norm_on_its_channels(groups, frozen):
     size, count = groups if groups else (6, 1)
     with (batch_norm_groups(size, count) if groups else torch.enable_grad()), \
             frozen_bn_stats(*norms, *reference) if frozen else torch.enable_grad():
-        expected = torch.cat([ref(part) for ref, part in zip(reference, x.chunk(3, 1))], 1)
-        actual = side_by_side_batch_norm(x, norms)
+        normed_expected = torch.cat([ref(part) for ref, part in zip(reference, x.chunk(3, 1))], 1)
+        expected = F.relu(normed_expected) if relu else normed_expected
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+            actual, normed = side_by_side_batch_norm(x, norms, keep_output=keep_output, relu=relu)
+    # keeping its output, one function for all statistics groups and the ReLU keeps that output, not the input
+    # (nor the ReLU's output: the caller is given the BatchNorm's to compute it again from)
+    assert (x.data_ptr() in saved) != keep_output
+    assert (normed is not None) == (keep_output and relu)
+    if keep_output:
+        assert (normed if relu else actual).data_ptr() in saved and (not relu or actual.data_ptr() not in saved)
+        if relu:
+            torch.testing.assert_close(normed, normed_expected, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-13)
     g = torch.randn_like(expected)
     torch.testing.assert_close(torch.autograd.grad(actual, x, g)[0], torch.autograd.grad(expected, x, g)[0])
@@ -120,8 +141,9 @@ def test_side_by_side_batch_norm_is_each_norm_on_its_channels(groups, frozen):
         assert all(int(norm.num_batches_tracked) == count for norm in norms)
     for norm in norms + reference:
         norm.eval()
-    torch.testing.assert_close(side_by_side_batch_norm(x, norms),
-                               torch.cat([ref(part) for ref, part in zip(reference, x.chunk(3, 1))], 1))
+    evaluated = torch.cat([ref(part) for ref, part in zip(reference, x.chunk(3, 1))], 1)
+    torch.testing.assert_close(side_by_side_batch_norm(x, norms, keep_output=keep_output, relu=relu)[0],
+                               F.relu(evaluated) if relu else evaluated)
 
 
 def test_only_the_supernets_conv_candidates_run_side_by_side():
@@ -146,7 +168,9 @@ def test_only_the_supernets_conv_candidates_run_side_by_side():
 def test_double_backward_through_edges_side_by_side():
     """Hessian-vector products over all parameters (double backward): the first depthwise conv's saved input,
     repeated again in backward, keeps its place in the graph, so the second derivative of its weight gradient
-    reaches the input (and the alphas before it) as with per-edge convs."""
+    reaches the input (and the alphas before it) as with per-edge convs. Inside twice_differentiable, as every
+    pass that differentiates twice: the side-by-side BatchNorms then keep their input (the output-keeping one
+    refuses a double backward)."""
     torch.manual_seed(3)
     net = Supernet(bench_space("autodeeplab", width=2, layers=3), 4).double().train()
     # 32x32: at 16x16 the coarsest states are 1x1, where a BatchNorm over 2 values magnifies the rounding of
@@ -156,7 +180,7 @@ def test_double_backward_through_edges_side_by_side():
     v = [torch.randn_like(p) for p in params]
     products = []
     for batched in (False, True):
-        with fastpaths.overridden(batched_edges=batched), frozen_bn_stats(net):
+        with fastpaths.overridden(batched_edges=batched), frozen_bn_stats(net), twice_differentiable():
             grads = torch.autograd.grad(F.cross_entropy(net(x), y), params, create_graph=True, allow_unused=True)
             dot = sum((g * u).sum() for g, u in zip(grads, v) if g is not None)
             products.append(torch.autograd.grad(dot, params, allow_unused=True))

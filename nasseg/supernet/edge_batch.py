@@ -11,11 +11,15 @@ averages); the candidates' weighted sum is taken for all k edges at once, each e
 function and its gradients are the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a step is bound by the number
 of calls and this pays; where it is large (DARTS at batch 64) the kernels are bound by memory traffic, and
 repeating the input costs more than the calls it saves. So the path runs below :data:`MAX_ELEMENTS` only (where
-the lean layers of a chain network compute as their plain blocks do).
+the lean layers of a chain network compute as their plain blocks do). From :data:`LEAN_MIN_ELEMENTS` up (k edges'
+tensors), where fast path ``lean_saved`` applies, the side-by-side layers keep less for backward: the BatchNorms
+their outputs, each with the ReLU after it in its function, and the depthwise conv after that ReLU neither the
+ReLU's output (computed again) nor, with frozen weights, anything but its input's size (:mod:`nasseg.lean`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -31,6 +35,13 @@ from .depthwise import LeanDilConv, LeanSepConv
 # x 4-32 px (4-33k elements) k edges in one call took 0.51-1.23x the time of k calls, 0.82x at the median
 # (sep_conv and dil_conv, k = 5 and 10); at DARTS' 64 x 16-64 channels x 8-32 px (262k-1M elements), 1.1-1.4x.
 MAX_ELEMENTS = 1 << 16
+
+# side by side, k edges' tensors (k x the state's elements) of at least this many keep less for backward (fast path
+# lean_saved, side_by_side_blocks); below, the output-keeping BatchNorm's Python costs more time than its bytes are
+# worth. Auto-DeepLab F=8, 12 layers, batch 2, 128x128 (peak MB; search step time against lean_saved off): at every
+# size 1,084 MB at 1.03-1.05x; from 2^15 up 1,107 MB at 1.02-1.03x; from 2^16 up (41 % of the calls, 71 % of the
+# bytes) 1,159 MB at 0.96-1.03x; never 1,288 MB
+LEAN_MIN_ELEMENTS = 1 << 16
 
 Blocks = list[nn.Sequential]  # [ReLU or Identity, depthwise conv, pointwise conv, BatchNorm] per block
 
@@ -74,23 +85,26 @@ def signature(blocks: Blocks) -> tuple:
 def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor) -> torch.Tensor:
     """Each edge's blocks applied to ``x`` (= relu(state)), all edges in one call per layer: the edges' outputs
     side by side along the channels, edge-major."""
-    k = len(edges)
+    k, last = len(edges), len(edges[0]) - 1
+    # where fast path lean_saved applies (nasseg.lean): the BatchNorms keep their outputs (the last one's the
+    # weighted sum keeps anyway), with the ReLU after them in their function; a depthwise conv after that ReLU
+    # computes its input again from the BatchNorm's output, and with frozen weights (the architecture step) keeps
+    # only its input's size and layout, all its input gradient reads of it
+    lean_here = x.requires_grad and k * x.numel() >= LEAN_MIN_ELEMENTS and lean.lean_applies(x, every_size=True)
     y = torch.cat([x] * k, 1)
-    for number in range(len(edges[0])):
+    stand_in = _Repeated(x, k)  # the first conv keeps x (which the other candidates keep anyway), not its k copies
+    for number in range(last + 1):
         layers = [blocks[number] for blocks in edges]
         _, depthwise, pointwise, _ = layers[0]
-        if number:
-            y = F.relu(y)
         weight = torch.cat([layer[1].weight for layer in layers])
-        if number == 0:  # the conv keeps x (which the other candidates keep anyway) for backward, not its k copies
-            repeated = id(y)
-            with torch.autograd.graph.saved_tensors_hooks(lambda t: _Repeated(x, k) if id(t) == repeated else t,
-                                                          _unpack):
-                y = F.conv2d(y, weight, None, depthwise.stride, depthwise.padding, depthwise.dilation, y.shape[1])
-        else:
+        if lean_here and not weight.requires_grad:
+            stand_in = lean.StandIn.of(y)
+        with _keeping(stand_in, id(y)):
             y = F.conv2d(y, weight, None, depthwise.stride, depthwise.padding, depthwise.dilation, y.shape[1])
         y = grouped_pointwise(y, torch.cat([layer[2].weight for layer in layers]), k)
-        y = side_by_side_batch_norm(y, [layer[3] for layer in layers])
+        y, normed = side_by_side_batch_norm(y, [layer[3] for layer in layers], keep_output=lean_here,
+                                            relu=number < last)
+        stand_in = None if normed is None else _ReluOf(normed)
     return y
 
 
@@ -112,9 +126,29 @@ class _Repeated(NamedTuple):
     k: int
 
 
+class _ReluOf(NamedTuple):
+    """A saved tensor that is ``relu(x)``: made again in backward."""
+
+    x: torch.Tensor
+
+
+def _keeping(stand_in: _Repeated | _ReluOf | lean.StandIn | None, saved: int):
+    """Saved-tensor hooks under which the tensor of id ``saved`` is kept as ``stand_in`` (None: no hooks). Autograd
+    keeps the hooks with what they packed: they hold an id, not the tensor, which is alive (so its id is unique)
+    while they run."""
+    if stand_in is None:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: stand_in if id(t) == saved else t, _unpack)
+
+
 def _unpack(saved):
-    # (double backward: autograd attaches the saved tensor's own history, the repeat of x, to what this returns)
-    return torch.cat([saved.x] * saved.k, 1) if isinstance(saved, _Repeated) else saved
+    # (double backward, where only _Repeated is packed: autograd attaches the saved tensor's own history, the
+    # repeat of x, to what this returns)
+    if isinstance(saved, _Repeated):
+        return torch.cat([saved.x] * saved.k, 1)
+    if isinstance(saved, lean.StandIn):
+        return saved.empty()
+    return torch.relu(saved.x) if isinstance(saved, _ReluOf) else saved
 
 
 def agree(norms: list[nn.BatchNorm2d]) -> bool:
