@@ -281,7 +281,7 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.keeps_output and lean_saves_output(self, x):
-            return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor))
+            return self._saving_output(x)
         if getattr(_bn_groups, "value", None) is None:  # (a chain supernet's every call: no extra Python)
             return super().forward(x)
         return self._normalize(x, self._native)
@@ -290,9 +290,20 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         """``self(x)``, then (``relu``) a ReLU: with fast path ``lean_saved`` one function keeping only the
         BatchNorm's output for backward (nasseg.lean)."""
         if self.keeps_output and lean_saves_output(self, x):
-            return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor, relu))
+            return self._saving_output(x, relu)
         out = self(x)
         return F.relu(out) if relu else out
+
+    def _saving_output(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        groups = getattr(_bn_groups, "value", None)
+        if groups is not None and x.shape[0] == groups[0] * groups[1] and x.numel() // x.shape[1] > groups[1] and \
+                self.momentum is not None:
+            # statistics per group in one function, which keeps one output (not each group's and their concatenation)
+            if self.running_mean is not None:
+                self.num_batches_tracked.add_(groups[1])
+            return batch_norm_keeping_output(x, self.running_mean, self.running_var, self.momentum, self.eps, relu,
+                                             groups[1])[0]
+        return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor, relu))
 
     def _native(self, part: torch.Tensor, factor: float | None = None) -> torch.Tensor:
         if factor is None:
