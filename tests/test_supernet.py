@@ -1,10 +1,13 @@
 """Supernets built from the compiled spaces: shapes, parameter split, gradient flow on real data."""
 
+import copy
+
 import pytest
 import torch
 
 from nasseg import space as spaces
 from nasseg.data import demo_camvid
+from nasseg.layers import to_channels_last
 from nasseg.supernet import Supernet, build
 
 
@@ -37,6 +40,13 @@ def test_parameter_split_is_a_partition():
     weights = {id(p) for p in net.weight_parameters()}
     assert arch.isdisjoint(weights) and arch | weights == {id(p) for p in net.parameters()}
     assert len(arch) == 2  # alphas (one shared cell type) and betas
+    # listed once: a copy lists its own parameters, and channels-last keeps the parameter objects
+    twin = copy.deepcopy(net)
+    assert [id(p) for p in twin.weight_parameters()] == \
+        [id(p) for p in twin.parameters() if id(p) not in {id(a) for a in twin.arch_parameters()}]
+    assert not weights & {id(p) for p in twin.weight_parameters()}
+    assert {id(p) for p in to_channels_last(net).weight_parameters()} == weights == \
+        {id(p) for p in net.parameters()} - arch
 
 
 def test_darts_segmentation_supernet_on_camvid():

@@ -132,6 +132,7 @@ class Supernet(nn.Module):
         self.lean_saved = space.network.type == "chain" if lean_saved is None else lean_saved
         lean = "off" if not self.lean_saved else "large" if lean_saved is None else "all"
         self.pinned_active: dict[str, list[list[bool]]] | None = None  # active_ops held fixed (search.steps)
+        self._weight_parameters: tuple[nn.Parameter, ...] | None = None  # (weight_parameters: listed once)
         self.graph: nx.DiGraph = space.network_graph
         net = space.network
         self.num_classes = num_classes or net.classes
@@ -193,8 +194,13 @@ class Supernet(nn.Module):
         return params + ([self.betas] if self.betas is not None else [])
 
     def weight_parameters(self) -> Iterator[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return (p for p in self.parameters() if id(p) not in arch)
+        """Every parameter but the alphas and betas. Listed once, at the first call: a supernet's modules are fixed
+        when it is built (to_channels_last keeps the parameter objects), and walking the Auto-DeepLab lattice's 38
+        thousand modules takes 0.07 s, twice a search step (1.5 % of a step at 128x128)."""
+        if self._weight_parameters is None:
+            arch = {id(p) for p in self.arch_parameters()}
+            self._weight_parameters = tuple(p for p in self.parameters() if id(p) not in arch)
+        return iter(self._weight_parameters)
 
     def edge_weights(self, cell_type: str) -> list[torch.Tensor]:
         """softmax(alpha) of every cell edge, in edge-index order."""
