@@ -16,9 +16,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from nasseg import fastpaths
 from nasseg.layers import GroupBatchNorm2d, batch_norm_groups, frozen_bn_stats, side_by_side_batch_norm
 from nasseg.lean import twice_differentiable
-from nasseg.search.steps import frozen
+from nasseg.search.hessian import FrozenKinks
+from nasseg.search.steps import fixed_structure, frozen
 from nasseg.shell.bench.nets import bench_space
 from nasseg.supernet import Supernet
+from nasseg.supernet import edge_batch
 from nasseg.supernet.edge_batch import MAX_ELEMENTS
 
 
@@ -49,19 +51,25 @@ def run(net, x, y, batched, train, frozen_weights=False, **paths):
 
 
 CASES = [  # space, batched transitions, checkpointing, channels-last, prune_below (lean layers: the chain in NCHW),
-    # frozen weights (the architecture step)
-    ("autodeeplab", True, False, False, 0.0, False),
-    ("autodeeplab", False, True, True, 0.0, False),
-    ("autodeeplab", True, False, True, 0.12, False),
-    ("autodeeplab", True, False, True, 0.0, True),
-    ("darts_cifar", None, False, True, 0.0, False),
-    ("darts_cifar", None, False, False, 0.0, False),  # a chain's default lean layers: native at these sizes
+    # frozen weights (the architecture step), side by side keeping less (fast path lean_saved: these nets' tensors
+    # are below edge_batch.LEAN_MIN_ELEMENTS, which is lowered to 0 for it)
+    ("autodeeplab", True, False, False, 0.0, False, False),
+    ("autodeeplab", True, False, False, 0.0, False, True),
+    ("autodeeplab", False, True, True, 0.0, False, True),
+    ("autodeeplab", True, False, True, 0.12, False, True),
+    ("autodeeplab", True, False, True, 0.0, True, True),
+    ("autodeeplab", True, False, True, 0.0, True, False),
+    ("darts_cifar", None, False, True, 0.0, False, True),
+    ("darts_cifar", None, False, False, 0.0, False, False),  # a chain's default lean layers: native at these sizes
 ]
 
 
-@pytest.mark.parametrize("space_name,transitions,checkpoint,channels_last,prune,frozen_weights", CASES)
+@pytest.mark.parametrize("space_name,transitions,checkpoint,channels_last,prune,frozen_weights,lean_side_by_side",
+                         CASES)
 def test_edges_side_by_side_are_the_per_edge_evaluation(space_name, transitions, checkpoint, channels_last, prune,
-                                                         frozen_weights):
+                                                         frozen_weights, lean_side_by_side, monkeypatch):
+    if lean_side_by_side:
+        monkeypatch.setattr(edge_batch, "LEAN_MIN_ELEMENTS", 0)
     torch.manual_seed(0)
     space = bench_space(space_name, width=2, layers=3)
     lean = None if space_name == "darts_cifar" and not channels_last else False
@@ -188,6 +196,36 @@ def test_double_backward_through_edges_side_by_side():
     for a, b in zip(*products):
         torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-10)
     assert any(p.abs().max() > 1e-3 for p in products[0])
+
+
+def test_frozen_relu_patterns_hold_in_edges_side_by_side(monkeypatch):
+    """Forward-difference Hessian products impose the ReLU pattern recorded at one point on a nearby one
+    (FrozenKinks, call by call): side by side, keeping less, the ReLU between a sep_conv's blocks stays a call of
+    its own there, so the gradient at a far point under the replayed pattern equals the per-edge evaluation's."""
+    monkeypatch.setattr(edge_batch, "LEAN_MIN_ELEMENTS", 0)
+    torch.manual_seed(5)
+    net = Supernet(bench_space("autodeeplab", width=2, layers=3), 4).double()
+    net, x, y = ready_for_a_pass(net, True, 16)
+    arch = net.arch_parameters()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    moves = [torch.randn_like(p) for p in arch]  # far enough that many ReLUs change sign
+    grads, calls = [], []
+    for batched in (False, True):
+        net.load_state_dict(state)
+        kinks = FrozenKinks()
+        with fastpaths.overridden(batched_edges=batched), frozen(net.weight_parameters()), fixed_structure(net), \
+                frozen_bn_stats(net):
+            with kinks.recording():
+                net(x)
+            calls.append(len(kinks.records))
+            with torch.no_grad():
+                for p, move in zip(arch, moves):
+                    p.add_(move)
+            with kinks.replaying():
+                grads.append(torch.autograd.grad(F.cross_entropy(net(x), y), arch))
+    assert calls[1] < calls[0]  # side by side: one ReLU call for k edges
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

@@ -87,15 +87,19 @@ def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor) -> torch.Tenso
     side by side along the channels, edge-major."""
     k, last = len(edges), len(edges[0]) - 1
     # where fast path lean_saved applies (nasseg.lean): the BatchNorms keep their outputs (the last one's the
-    # weighted sum keeps anyway), with the ReLU after them in their function; a depthwise conv after that ReLU
-    # computes its input again from the BatchNorm's output, and with frozen weights (the architecture step) keeps
-    # only its input's size and layout, all its input gradient reads of it
+    # weighted sum keeps anyway), with the ReLU after them in their function unless every ReLU must be a call of
+    # its own (lean.relu_apart); a depthwise conv after that ReLU computes its input again from the BatchNorm's
+    # output, and with frozen weights (the architecture step) keeps only its input's size and layout, all its
+    # input gradient reads of it
     lean_here = x.requires_grad and k * x.numel() >= LEAN_MIN_ELEMENTS and lean.lean_applies(x, every_size=True)
+    relu_inside = lean_here and lean.fuses_relu()
     y = torch.cat([x] * k, 1)
     stand_in = _Repeated(x, k)  # the first conv keeps x (which the other candidates keep anyway), not its k copies
     for number in range(last + 1):
         layers = [blocks[number] for blocks in edges]
         _, depthwise, pointwise, _ = layers[0]
+        if number and not relu_inside:
+            y = F.relu(y)
         weight = torch.cat([layer[1].weight for layer in layers])
         if lean_here and not weight.requires_grad:
             stand_in = lean.StandIn.of(y)
@@ -103,7 +107,7 @@ def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor) -> torch.Tenso
             y = F.conv2d(y, weight, None, depthwise.stride, depthwise.padding, depthwise.dilation, y.shape[1])
         y = grouped_pointwise(y, torch.cat([layer[2].weight for layer in layers]), k)
         y, normed = side_by_side_batch_norm(y, [layer[3] for layer in layers], keep_output=lean_here,
-                                            relu=number < last)
+                                            relu=relu_inside and number < last)
         stand_in = None if normed is None else _ReluOf(normed)
     return y
 
