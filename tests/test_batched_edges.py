@@ -198,6 +198,25 @@ def test_double_backward_through_edges_side_by_side():
     assert any(p.abs().max() > 1e-3 for p in products[0])
 
 
+def test_supernet_lean_saved_false_keeps_the_side_by_side_layers_native(monkeypatch):
+    """supernet.lean_saved: false means no lean layers anywhere, the side-by-side ones included; null leaves
+    them to fast path lean_saved."""
+    import nasseg.layers
+    monkeypatch.setattr(edge_batch, "LEAN_MIN_ELEMENTS", 0)
+    kept = []
+    keeping = nasseg.layers.batch_norm_keeping_output
+    monkeypatch.setattr(nasseg.layers, "batch_norm_keeping_output", lambda *a, **k: kept.append(1) or keeping(*a, **k))
+    counts = {}
+    for setting in (None, False):
+        torch.manual_seed(0)
+        net = Supernet(bench_space("autodeeplab", width=2, layers=3), 4, lean_saved=setting)
+        net, x, y = ready_for_a_pass(net.double(), True, 16)
+        kept.clear()
+        F.cross_entropy(net(x), y).backward()
+        counts[setting] = len(kept)
+    assert counts[None] > 0 and counts[False] == 0
+
+
 def test_frozen_relu_patterns_hold_in_edges_side_by_side(monkeypatch):
     """Forward-difference Hessian products impose the ReLU pattern recorded at one point on a nearby one
     (FrozenKinks, call by call): side by side, keeping less, the ReLU between a sep_conv's blocks stays a call of

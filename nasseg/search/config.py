@@ -103,7 +103,8 @@ class SupernetConfig:
     channels_last: Bool = True  # NHWC memory format for the convolutions (CPU and CUDA)
     # the candidate ops keep fewer tensors for backward (fast path lean_saved, CPU): null = on for chain
     # (DARTS) networks, for tensors of at least 2^17 elements, off for the lattice, whose per-call-bound steps
-    # it slows; true = on at every tensor size, on any network (docs/performance.md)
+    # it slows, except where the conv candidates of k edges run side by side (fast path batched_edges; k x the
+    # state's elements >= 2^16); true = on at every tensor size, on any network; false = off (docs/performance.md)
     lean_saved: Bool | None = None
     amp: Bool = False  # CUDA only: bfloat16 autocast in the weight and first-order architecture steps
 

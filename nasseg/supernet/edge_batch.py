@@ -82,16 +82,16 @@ def signature(blocks: Blocks) -> tuple:
                  for _, depthwise, pointwise, norm in blocks)
 
 
-def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor) -> torch.Tensor:
+def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor, keep_less: bool = True) -> torch.Tensor:
     """Each edge's blocks applied to ``x`` (= relu(state)), all edges in one call per layer: the edges' outputs
-    side by side along the channels, edge-major."""
+    side by side along the channels, edge-major. ``keep_less``: see below (False: never)."""
     k, last = len(edges), len(edges[0]) - 1
     # where fast path lean_saved applies (nasseg.lean): the BatchNorms keep their outputs (the last one's the
     # weighted sum keeps anyway), with the ReLU after them in their function unless every ReLU must be a call of
     # its own (lean.relu_apart); a depthwise conv after that ReLU computes its input again from the BatchNorm's
     # output, and with frozen weights (the architecture step) keeps only its input's size and layout, all its
     # input gradient reads of it
-    lean_here = x.requires_grad and k * x.numel() >= LEAN_MIN_ELEMENTS and lean.lean_applies(x, every_size=True)
+    lean_here = keep_less and x.requires_grad and k * x.numel() >= LEAN_MIN_ELEMENTS and lean.lean_applies(x, every_size=True)
     relu_inside = lean_here and lean.fuses_relu()
     y = torch.cat([x] * k, 1)
     stand_in = _Repeated(x, k)  # the first conv keeps x (which the other candidates keep anyway), not its k copies
@@ -174,8 +174,10 @@ class Member(NamedTuple):
 class EdgeBatches:
     """For one cell: per state, the groups of (edge, op position) whose conv candidates run side by side."""
 
-    def __init__(self, edges: Sequence[nn.Module], sources: dict[int, list[int]]):
-        """``edges``: the cell's MixedOps by edge index; ``sources``: per state, the indices of the edges reading it."""
+    def __init__(self, edges: Sequence[nn.Module], sources: dict[int, list[int]], keep_less: bool = True):
+        """``edges``: the cell's MixedOps by edge index; ``sources``: per state, the indices of the edges reading it;
+        ``keep_less``: the side-by-side layers keep less for backward where they may (:func:`side_by_side_blocks`)."""
+        self.keep_less = keep_less
         self.groups: dict[int, list[list[Member]]] = {}
         for state, indices in sources.items():
             by_signature: dict[tuple, list[Member]] = {}
@@ -206,7 +208,7 @@ class EdgeBatches:
                 continue
             if members[0].lean and x.numel() >= lean.MIN_ELEMENTS:
                 continue  # lean layers leave the native path from lean.MIN_ELEMENTS up: they keep their own
-            y = side_by_side_blocks([m.blocks for m in members], relu())
+            y = side_by_side_blocks([m.blocks for m in members], relu(), self.keep_less)
             by_members.setdefault(tuple(m.edge for m in members), []).append((members[0].position, y))
         found: dict[int, Partial] = {}
         for edges, outputs in by_members.items():

@@ -162,7 +162,10 @@ class SearchCell(nn.Module):
     In a reduction cell, edges leaving input nodes have stride 2 (DARTS).
     """
 
-    def __init__(self, space: SearchSpace, C: int, reduction: bool, affine: bool = False, lean: str = "off"):
+    def __init__(self, space: SearchSpace, C: int, reduction: bool, affine: bool = False, lean: str = "off",
+                 side_by_side_lean: bool = True):
+        """``lean``: the ops' lean layers (MixedOp); ``side_by_side_lean``: the conv candidates that run side by side
+        (fast path batched_edges) keep less for backward where fast path lean_saved applies (edge_batch)."""
         super().__init__()
         graph: nx.DiGraph = space.cell_graph
         self.inputs = space.cell.inputs
@@ -177,7 +180,7 @@ class SearchCell(nn.Module):
             self.edges[data["index"]] = MixedOp(space, data["ops"], C, stride, affine, lean)
         # conv candidates of the edges that read one state, side by side (fast path batched_edges)
         self.edge_batches = EdgeBatches(self.edges, {u: sorted(graph.edges[u, v]["index"] for v in graph.successors(u))
-                                                     for u in graph.nodes})
+                                                     for u in graph.nodes}, side_by_side_lean)
 
     def forward(self, inputs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor],
                 active: Sequence[Sequence[bool]] | None = None,

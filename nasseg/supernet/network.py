@@ -128,7 +128,8 @@ class Supernet(nn.Module):
         self.prune_below = prune_below  # skip candidate ops whose softmax weight is below this
         # the candidate ops keep fewer tensors for backward (nasseg.lean): None: on chain networks, for tensors
         # of at least lean.MIN_ELEMENTS elements (a lattice step at batch 2 is per-call bound: the lean layers'
-        # calls cost it more time than they save); True: at every size, on any network
+        # calls cost it more time than they save), and on any network for the conv candidates that run side by
+        # side (edge_batch.LEAN_MIN_ELEMENTS); True: at every size, on any network; False: nowhere
         self.lean_saved = space.network.type == "chain" if lean_saved is None else lean_saved
         lean = "off" if not self.lean_saved else "large" if lean_saved is None else "all"
         self.pinned_active: dict[str, list[list[bool]]] | None = None  # active_ops held fixed (search.steps)
@@ -156,7 +157,8 @@ class Supernet(nn.Module):
         for plan in state_plans(space):
             key = node_key(plan.node)
             self.work_level[plan.node] = plan.level
-            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine, lean)
+            self.cells[key] = SearchCell(space, plan.width, plan.reduction, affine, lean,
+                                         side_by_side_lean=lean_saved is not False)
             for name, source, factor in plan.resamples:
                 channels = self.graph.nodes[source]["channels"]
                 self.resample[f"{key}_{name}"] = Resample(channels, plan.width, factor, affine)
