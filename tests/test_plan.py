@@ -55,15 +55,19 @@ def tiny_supernet(space, device: str, checkpoint: bool = False) -> Supernet:
     return to_channels_last(net)
 
 
+def clear_max_pool_tables() -> None:
+    """The compact max pool caches its index tables per shape and device: a step finding them made by an
+    earlier test allocates less; each trace counts what a first step allocates."""
+    for table in (layers._offset_of_relative, layers._relative_of_offset, layers._window_origins):
+        table.cache_clear()
+
+
 def traced_step(space, device: str, checkpoint: bool = False) -> tuple[int, int]:
     """(peak bytes above the start, bytes saved for backward) of a weight step's forward + backward
     of the tiny supernet, counted by the tracer on ``device`` (meta standing for the CPU, as the planner
     traces a CPU job)."""
     net = tiny_supernet(space, device, checkpoint)
-    # the compact max pool caches its index tables per shape and device: a step finding them made by an
-    # earlier test allocates less; each trace counts what a first step allocates
-    for table in (layers._offset_of_relative, layers._relative_of_offset, layers._window_origins):
-        table.cache_clear()
+    clear_max_pool_tables()
     x = torch.zeros(2, 3, 32, 32, device=device)
     y = torch.zeros(2, 32, 32, dtype=torch.int64, device=device)
     tracer = MemoryTracer()
@@ -102,6 +106,33 @@ def test_meta_peak_equals_the_cpu_allocators_measured_peak(tiny_space):
         measured = max(measured, live)
     predicted, _ = traced_step(tiny_space, "meta")
     assert predicted == measured
+
+
+def test_meta_trace_follows_the_cpu_layout_on_the_lattice(monkeypatch):
+    """A channels-last conv's output is channels-last on the CPU, contiguous from torch's meta kernel; the
+    tracer gives it the CPU's layout, so code that branches on the layout (batched_edges' pointwise convs as
+    batched products, which keep nothing of their input when the weights are frozen) is traced as it runs: a
+    lattice's architecture step saves and holds the same bytes on meta as on the CPU."""
+    from nasseg.shell.bench.nets import bench_space
+    from nasseg.supernet import edge_batch
+    monkeypatch.setattr(edge_batch, "LEAN_MIN_ELEMENTS", 0)  # the side-by-side layers keep less, as on larger nets
+    counted = {}
+    for device in ("cpu", "meta"):
+        torch.manual_seed(0)
+        with torch.device(device):
+            net = to_channels_last(Supernet(bench_space("autodeeplab", width=2, layers=3), 4))
+        clear_max_pool_tables()
+        x = torch.zeros(2, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.zeros(2, 32, 32, dtype=torch.int64, device=device)
+        tracer, saved = MemoryTracer(), SavedCounter([*net.parameters(), *net.buffers(), x])
+        tracer.track([*net.parameters(), *net.buffers(), x, y])
+        start = tracer.current
+        with tracer, frozen(net.weight_parameters()), fastpaths.traced_as("cpu"):
+            with saved.counting():
+                loss = F.cross_entropy(net(x), y)
+            torch.autograd.grad(loss, net.arch_parameters())
+        counted[device] = tracer.peak - start, saved.bytes
+    assert counted["cpu"][1] > 0 and counted["meta"] == counted["cpu"]
 
 
 def test_checkpointing_lowers_the_traced_peak(tiny_space):

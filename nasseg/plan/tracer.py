@@ -25,6 +25,7 @@ import weakref
 from typing import Any, Iterable
 
 import torch
+from torch._prims_common import suggest_memory_format
 from torch.utils._python_dispatch import TorchDispatchMode
 
 Spec = tuple[torch.Size, tuple[int, ...], torch.dtype, torch.device]
@@ -72,6 +73,18 @@ def _spec(tensor: torch.Tensor | None) -> Spec | None:
 
 def _empty(spec: Spec | None) -> torch.Tensor | None:
     return None if spec is None else torch.empty_strided(spec[0], spec[1], dtype=spec[2], device=spec[3])
+
+
+_CONVOLUTION = torch.ops.aten.convolution.default
+
+
+def _conv_layout(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A ``meta`` convolution's output in the memory format the CPU and CUDA kernels give it: channels-last when
+    the input or the weight is (torch's meta kernel leaves every output contiguous). Code that branches on a
+    layout (edge_batch.grouped_pointwise) then takes the branch the device run takes."""
+    if out.dim() == 4 and any(suggest_memory_format(t) == torch.channels_last for t in (x, weight)):
+        return torch.empty_like(out, memory_format=torch.channels_last)
+    return out
 
 
 # per process: an operation's kind, and output metadata per (operation, input metadata, arguments)
@@ -177,6 +190,8 @@ class MemoryTracer(TorchDispatchMode):
                 return _empty(specs[0])
             return container(_empty(spec) for spec in specs)
         out = func(*args, **kwargs)
+        if func is _CONVOLUTION and out.device == _META:
+            out = _conv_layout(out, args[0], args[1])
         if isinstance(out, torch.Tensor):
             if out.device == _META:
                 _OUTPUTS[key] = (None, (_spec(out),))
