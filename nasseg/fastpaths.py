@@ -107,7 +107,10 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
              "weights keep only their inputs' sizes, in the weight step the depthwise output is computed again "
              "in backward instead of kept (saved-tensor hooks on torch's conv nodes), and non-affine BatchNorms "
              "keep their output (which the mixed sum keeps anyway) instead of their input "
-             "(lean.depthwise_pointwise, lean.batch_norm_saving_output); passes that differentiate twice take "
+             "(lean.depthwise_pointwise, lean.batch_norm_saving_output); also, on any network unless "
+             "supernet.lean_saved is false, the layers that run side by side (batched_edges) from 2^16 elements: "
+             "their BatchNorms keep their outputs, the ReLU between blocks is computed again, frozen depthwise "
+             "convs keep only their inputs' sizes (supernet.edge_batch); passes that differentiate twice take "
              "the native path (lean.twice_differentiable)",
         why="memory: fewer tensors kept for backward in the weight and the architecture step; "
             "one depthwise forward more per conv pair",
