@@ -8,13 +8,15 @@ groups = k * C, the pointwise convs as one batched matrix product (groups = k), 
 k * C channels (:func:`~nasseg.layers.side_by_side_batch_norm`: each edge's own statistics and running
 averages); the candidates' weighted sum is taken for all k edges at once, each edge reading its channels
 (:class:`Partial`). Every output channel is computed from the same inputs and weights as before, so the
-function and its gradients are the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a step is bound by the number
-of calls and this pays; where it is large (DARTS at batch 64) the kernels are bound by memory traffic, and
-repeating the input costs more than the calls it saves. So the path runs below :data:`MAX_ELEMENTS` only (where
-the lean layers of a chain network compute as their plain blocks do). From :data:`LEAN_MIN_ELEMENTS` up (k edges'
-tensors), where fast path ``lean_saved`` applies, the side-by-side layers keep less for backward: the BatchNorms
-their outputs, each with the ReLU after it in its function, and the depthwise conv after that ReLU neither the
-ReLU's output (computed again) nor, with frozen weights, anything but its input's size (:mod:`nasseg.lean`).
+function and its gradients are the same. Where the state is small (an Auto-DeepLab lattice state at batch 2), a
+step is bound by the number of calls and this pays; where it is large (DARTS at batch 64) the kernels are bound
+by memory traffic, and repeating the input costs more than the calls it saves. So the path runs below
+:data:`MAX_ELEMENTS` only (where the lean layers of a chain network compute as their plain blocks do).
+
+From :data:`LEAN_MIN_ELEMENTS` up (k edges' tensors), where fast path ``lean_saved`` applies, the side-by-side
+layers keep less for backward: the BatchNorms their outputs (with the ReLU after them in their function, except
+under ``lean.relu_apart``), and the depthwise conv after that ReLU neither the ReLU's output (computed again)
+nor, with frozen weights, anything but its input's size (:mod:`nasseg.lean`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def side_by_side_blocks(edges: Sequence[Blocks], x: torch.Tensor, keep_less: boo
     # its own (lean.relu_apart); a depthwise conv after that ReLU computes its input again from the BatchNorm's
     # output, and with frozen weights (the architecture step) keeps only its input's size and layout, all its
     # input gradient reads of it
-    lean_here = keep_less and x.requires_grad and k * x.numel() >= LEAN_MIN_ELEMENTS and lean.lean_applies(x, every_size=True)
+    lean_here = keep_less and x.requires_grad and k * x.numel() >= LEAN_MIN_ELEMENTS and \
+        lean.lean_applies(x, every_size=True)
     relu_inside = lean_here and lean.fuses_relu()
     y = torch.cat([x] * k, 1)
     stand_in = _Repeated(x, k)  # the first conv keeps x (which the other candidates keep anyway), not its k copies
