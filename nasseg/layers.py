@@ -225,19 +225,27 @@ def running_stats_untouched(batch_norms: Iterable[nn.modules.batchnorm._BatchNor
     """Training-mode ``batch_norms`` run as before (same kernel, same arguments: under bfloat16 autocast a
     BatchNorm without running statistics takes another path) but leave their running statistics and
     batch count alone: momentum 0 keeps them (r * 1 + batch * 0 = r), and their counts add up in a
-    scratch tensor. Attributes are set directly, not through ``nn.Module.__setattr__`` (thousands a pass)."""
+    scratch tensor. Attributes are set directly, not through ``nn.Module.__setattr__`` (thousands a pass).
+    Inside, :func:`stats_frozen` is true for them: a call made only to move the running statistics can be left out."""
     switched = [m for m in batch_norms if m.training and m.track_running_stats]
     scratch = torch.zeros((), dtype=torch.long, device=switched[0].num_batches_tracked.device) if switched else None
     kept = [(m.__dict__["momentum"], m._buffers["num_batches_tracked"]) for m in switched]
     for module in switched:
         module.__dict__["momentum"] = 0.0
         module._buffers["num_batches_tracked"] = scratch
+        module.__dict__["stats_frozen"] = True
     try:
         yield
     finally:
         for module, (momentum, count) in zip(switched, kept):
             module.__dict__["momentum"] = momentum
             module._buffers["num_batches_tracked"] = count
+            del module.__dict__["stats_frozen"]
+
+
+def stats_frozen(module: nn.modules.batchnorm._BatchNorm) -> bool:
+    """Whether ``module`` is inside :func:`running_stats_untouched` (its running statistics and count stay)."""
+    return module.__dict__.get("stats_frozen", False)
 
 
 @contextlib.contextmanager

@@ -97,3 +97,28 @@ def test_shared_pools_give_the_same_logits_gradients_and_running_statistics(layo
     assert results[True][1] == 3 * 5 + 3 * 14 and results[False][1] == 2 * 3 * 14  # 3 cells; eval: not shared
     for a, b in zip(results[True][0], results[False][0]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_shared_pools_leave_out_the_statistics_calls_when_statistics_are_frozen():
+    """An edge that reads a shared pool calls its own BatchNorm only to move its running statistics; with
+    them frozen (architecture steps, Hessian products) the call is left out, and nothing else changes."""
+    from nasseg.layers import GroupBatchNorm2d, frozen_bn_stats
+
+    model = darts_supernet(torch.contiguous_format)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules()
+             if isinstance(m, GroupBatchNorm2d)]
+    counted = {}
+    for frozen in (False, True):
+        model.load_state_dict(state)
+        calls.clear()
+        with frozen_bn_stats(model) if frozen else torch.enable_grad():
+            counted[frozen] = model(x), len(calls)
+    for hook in hooks:
+        hook.remove()
+    assert torch.equal(counted[True][0], counted[False][0])
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # frozen: untouched
+    # each cell's 14 edges read 5 states: the shared pools' BatchNorms (2 a state) are called once, not per edge
+    assert counted[False][1] - counted[True][1] == 3 * 2 * (14 - 5)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import fastpaths
-from ..layers import FactorizedReduce, GroupBatchNorm2d, compact_max_pool, group_batch_norm, replace_modules
+from ..layers import (FactorizedReduce, GroupBatchNorm2d, compact_max_pool, group_batch_norm, replace_modules,
+                      stats_frozen)
 from ..space.ops import OPS
 from ..space.spec import SearchSpace
 from .depthwise import LeanDilConv, LeanSepConv, batched_subgrid_conv, lean_dil_conv
@@ -125,9 +126,11 @@ class MixedOp(nn.Module):
             if share and key is not None and op[1].training:
                 if key in shared:
                     pooled, y = shared[key]
-                    if op[1].running_mean is not None:
+                    # this edge's running statistics, as its own call moves them (none to move when frozen:
+                    # architecture steps, Hessian products)
+                    if op[1].running_mean is not None and not stats_frozen(op[1]):
                         with torch.no_grad():
-                            op[1](pooled)  # this edge's running statistics, as its own call moves them
+                            op[1](pooled)
                 else:
                     pooled = op[0](source)
                     shared[key] = pooled, (y := op[1](pooled))
