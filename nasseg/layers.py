@@ -229,7 +229,7 @@ def running_stats_untouched(batch_norms: Iterable[nn.modules.batchnorm._BatchNor
     Inside, :func:`stats_frozen` is true for them: a call made only to move the running statistics can be left out."""
     switched = [m for m in batch_norms if m.training and m.track_running_stats]
     scratch = torch.zeros((), dtype=torch.long, device=switched[0].num_batches_tracked.device) if switched else None
-    kept = [(m.__dict__["momentum"], m._buffers["num_batches_tracked"]) for m in switched]
+    kept = [(m.__dict__["momentum"], m._buffers["num_batches_tracked"], stats_frozen(m)) for m in switched]
     for module in switched:
         module.__dict__["momentum"] = 0.0
         module._buffers["num_batches_tracked"] = scratch
@@ -237,10 +237,11 @@ def running_stats_untouched(batch_norms: Iterable[nn.modules.batchnorm._BatchNor
     try:
         yield
     finally:
-        for module, (momentum, count) in zip(switched, kept):
+        for module, (momentum, count, frozen) in zip(switched, kept):
             module.__dict__["momentum"] = momentum
             module._buffers["num_batches_tracked"] = count
-            del module.__dict__["stats_frozen"]
+            if not frozen:  # (a block inside another leaves them frozen)
+                del module.__dict__["stats_frozen"]
 
 
 def stats_frozen(module: nn.modules.batchnorm._BatchNorm) -> bool:
@@ -454,6 +455,13 @@ def _window_origins(out_size: tuple[int, int], width: int, stride: int, padding:
     rows = torch.arange(out_size[0], device=device) * stride - padding
     cols = torch.arange(out_size[1], device=device) * stride - padding
     return rows[:, None] * width + cols[None, :]
+
+
+def forget_index_tables() -> None:
+    """Drop the compact max pool's cached index tables; they are made again at first use. A memory plan
+    traces what a fresh process allocates, tables included, whatever was traced before it."""
+    for table in (_offset_of_relative, _relative_of_offset, _window_origins):
+        table.cache_clear()
 
 
 def _square(value: int | tuple[int, ...]) -> int | None:

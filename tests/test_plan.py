@@ -55,19 +55,12 @@ def tiny_supernet(space, device: str, checkpoint: bool = False) -> Supernet:
     return to_channels_last(net)
 
 
-def clear_max_pool_tables() -> None:
-    """The compact max pool caches its index tables per shape and device: a step finding them made by an
-    earlier test allocates less; each trace counts what a first step allocates."""
-    for table in (layers._offset_of_relative, layers._relative_of_offset, layers._window_origins):
-        table.cache_clear()
-
-
 def traced_step(space, device: str, checkpoint: bool = False) -> tuple[int, int]:
     """(peak bytes above the start, bytes saved for backward) of a weight step's forward + backward
     of the tiny supernet, counted by the tracer on ``device`` (meta standing for the CPU, as the planner
     traces a CPU job)."""
     net = tiny_supernet(space, device, checkpoint)
-    clear_max_pool_tables()
+    layers.forget_index_tables()  # each trace counts what a first step allocates
     x = torch.zeros(2, 3, 32, 32, device=device)
     y = torch.zeros(2, 32, 32, dtype=torch.int64, device=device)
     tracer = MemoryTracer()
@@ -121,7 +114,7 @@ def test_meta_trace_follows_the_cpu_layout_on_the_lattice(monkeypatch):
         torch.manual_seed(0)
         with torch.device(device):
             net = to_channels_last(Supernet(bench_space("autodeeplab", width=2, layers=3), 4))
-        clear_max_pool_tables()
+        layers.forget_index_tables()  # each trace counts what a first step allocates
         x = torch.zeros(2, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
         y = torch.zeros(2, 32, 32, dtype=torch.int64, device=device)
         tracer, saved = MemoryTracer(), SavedCounter([*net.parameters(), *net.buffers(), x])
@@ -176,6 +169,14 @@ def test_a_plan_grows_linearly_with_the_batch(tiny_job):
     two, four, six = (planner.plan_search(config, "cuda", batch=b, warm=False) for b in (2, 4, 6))
     assert abs((six.peak - four.peak) - (four.peak - two.peak)) < 0.02 * (four.peak - two.peak)
     assert 1.98 < four.saved / two.saved < 2.0  # per-channel BatchNorm statistics do not grow
+
+
+def test_a_plan_does_not_depend_on_what_was_planned_before(tiny_job):
+    """The compact max pool caches index tables per shape and device; each plan counts them as a fresh
+    process's first step makes them, whatever an earlier trace left cached."""
+    config = load_job(tiny_job)
+    first, again = (planner.plan_search(config, "cuda") for _ in range(2))
+    assert [p.peak for p in first.phases] == [p.peak for p in again.phases]
 
 
 def test_checkpointing_lowers_the_search_step_but_not_the_eigenvalue(tiny_job):

@@ -122,3 +122,19 @@ def test_shared_pools_leave_out_the_statistics_calls_when_statistics_are_frozen(
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # frozen: untouched
     # each cell's 14 edges read 5 states: the shared pools' BatchNorms (2 a state) are called once, not per edge
     assert counted[False][1] - counted[True][1] == 3 * 2 * (14 - 5)
+
+
+def test_frozen_statistics_nest():
+    """A block that freezes running statistics inside another (a Hessian product inside an architecture step)
+    leaves them frozen when it ends; the outer block restores momentum and batch count."""
+    from nasseg.layers import GroupBatchNorm2d, frozen_bn_stats, stats_frozen
+
+    model = darts_supernet(torch.contiguous_format)
+    norms = [m for m in model.modules() if isinstance(m, GroupBatchNorm2d)]
+    before = [(m.momentum, m.num_batches_tracked) for m in norms]
+    with frozen_bn_stats(model):
+        with frozen_bn_stats(model):
+            assert all(stats_frozen(m) and m.momentum == 0 for m in norms)
+        assert all(stats_frozen(m) and m.momentum == 0 for m in norms)
+    assert not any(stats_frozen(m) for m in norms)
+    assert [(m.momentum, m.num_batches_tracked) for m in norms] == before

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import fastpaths
+from ..layers import forget_index_tables
 from .budget import MemoryPlan, Phase
 from .tracer import MemoryTracer
 
@@ -100,6 +101,7 @@ def simulate(trace, device: str, phases: list[tuple[str, Callable[[], None]]], *
     optimiser step), then each of ``phases`` with its own peak. ``trace`` has the ``model``, its
     ``inputs()`` and a ``saved`` counter; ``fields``: the plan's other fields."""
     model = device_model(device)
+    forget_index_tables()  # a fresh process makes them in its first step
     tracer = MemoryTracer(model.round_to, model.checkpoint_byte_factor if checkpoint else model.byte_factor,
                           model.node_bytes)
     weights = [*trace.model.parameters(), *trace.model.buffers()]
