@@ -290,7 +290,7 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.keeps_output and lean_saves_output(self, x):
-            return self._saving_output(x)
+            return self._normalize(x, self._saving_output)
         if getattr(_bn_groups, "value", None) is None:  # (a chain supernet's every call: no extra Python)
             return super().forward(x)
         return self._normalize(x, self._native)
@@ -299,35 +299,32 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         """``self(x)``, then (``relu``) a ReLU: with fast path ``lean_saved`` one function keeping only the
         BatchNorm's output for backward (nasseg.lean)."""
         if self.keeps_output and lean_saves_output(self, x):
-            return self._saving_output(x, relu)
+            return self._normalize(x, functools.partial(self._saving_output, relu=relu))
         out = self(x)
         return F.relu(out) if relu else out
 
-    def _saving_output(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        groups = getattr(_bn_groups, "value", None)
-        if groups is not None and x.shape[0] == groups[0] * groups[1] and x.numel() // x.shape[1] > groups[1] and \
-                self.momentum is not None:
-            # statistics per group in one function, which keeps one output (not each group's and their concatenation)
-            if self.running_mean is not None:
-                self.num_batches_tracked.add_(groups[1])
-            return batch_norm_keeping_output(x, self.running_mean, self.running_var, self.momentum, self.eps, relu,
-                                             groups[1])[0]
-        return self._normalize(x, lambda part, factor=None: batch_norm_saving_output(self, part, factor, relu))
+    def _saving_output(self, part: torch.Tensor, factor: float | None = None, chunks: int = 1,
+                       relu: bool = False) -> torch.Tensor:
+        # the chunks' statistics in one function, which keeps one output (not each chunk's and their concatenation)
+        return batch_norm_saving_output(self, part, factor, relu, chunks)
 
-    def _native(self, part: torch.Tensor, factor: float | None = None) -> torch.Tensor:
+    def _native(self, part: torch.Tensor, factor: float | None = None, chunks: int = 1) -> torch.Tensor:
+        if chunks > 1:
+            return torch.cat([self._native(chunk) for chunk in part.chunk(chunks)])
         if factor is None:
             return super().forward(part)
         return F.batch_norm(part, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
 
     def _normalize(self, x: torch.Tensor, norm: Callable[..., torch.Tensor]) -> torch.Tensor:
         """``norm(part)``: nn.BatchNorm2d's forward of ``part``; ``norm(part, factor)``: training mode with
-        running-average factor ``factor``, the batch count already updated."""
+        running-average factor ``factor``, the batch count already updated; ``norm(part, None, chunks)``: one
+        forward per each of ``chunks`` equal chunks of the batch, in order, the outputs concatenated."""
         groups = getattr(_bn_groups, "value", None)
         if groups is None or not (self.training or self.running_mean is None):
             return norm(x)
         size, count = groups
         if x.shape[0] == size * count:
-            return torch.cat([norm(chunk) for chunk in x.chunk(count)])
+            return norm(x, None, count)
         if self.running_mean is None:
             return norm(x)
         # x stands for `count` equal groups: one update with the momentum of `count` updates

@@ -150,21 +150,24 @@ def batch_norm_keeping_output(x: torch.Tensor, running_mean: torch.Tensor | None
 
 
 def batch_norm_saving_output(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
-                             factor: float | None = None, relu: bool = False) -> torch.Tensor:
+                             factor: float | None = None, relu: bool = False, chunks: int = 1) -> torch.Tensor:
     """``module(x)`` (``relu``: then a ReLU) for a non-affine BatchNorm in training mode, keeping only the
     BatchNorm's output for backward: batch statistics, running statistics and batch count updated as
     ``nn.BatchNorm2d.forward`` does (``factor``: the caller's own running-average factor, its count
-    already updated)."""
-    if x.numel() // x.shape[1] == 1:  # as F.batch_norm refuses it
+    already updated; ``chunks``: as one call of ``module`` per each of that many equal chunks of the batch, in
+    order, the outputs concatenated)."""
+    if x.numel() // x.shape[1] // chunks == 1:  # as F.batch_norm refuses it
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
     tracked = module.track_running_stats
     if factor is None:
+        if chunks > 1 and module.momentum is None:  # cumulative averaging: each chunk's update has its own factor
+            return torch.cat([batch_norm_saving_output(module, part, None, relu) for part in x.chunk(chunks)])
         factor = 0.0 if module.momentum is None else module.momentum
         if tracked and module.num_batches_tracked is not None:
-            module.num_batches_tracked.add_(1)
+            module.num_batches_tracked.add_(chunks)
             factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
     return batch_norm_keeping_output(x, module.running_mean if tracked else None,
-                                     module.running_var if tracked else None, factor, module.eps, relu)[0]
+                                     module.running_var if tracked else None, factor, module.eps, relu, chunks)[0]
 
 
 def saves_output(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:
