@@ -525,6 +525,7 @@ def compiled_step(batch: int, repeats: int) -> None:
     with mock.patch.object(nets, "build", lambda space, classes: Supernet(space, classes, lean_saved=False)):
         compiled = nets.Variant(config, "ours", torch.device("cpu"), source=eager.model)
     compiled_mixed_ops(compiled.model)
+
     def natively():
         return fastpaths.overridden(**{name: False for name in NOT_COMPILED})
 
