@@ -54,8 +54,10 @@ FAST_PATHS: dict[str, FastPath] = {path.name: path for path in (
         "compact_max_pool",
         what="max pools of the supernet's candidate ops keep one int8 window offset per output for "
              "backward instead of torch's int64 indices (layers.CompactMaxPool2d)",
-        why="memory: a DARTS weight step keeps fewer bytes; costs time (the offsets' bookkeeping)",
-        devices=None),
+        why="memory: a search step keeps fewer bytes; costs time (the offsets' bookkeeping). Off on the CPU: with "
+            "shared_pools it lowered the peak of a DARTS CIFAR step (batch 64) by 47 MB of 3.7 GB and of an "
+            "Auto-DeepLab 128x128 step by 24 MB of 1.18 GB, at 3.5 % and 2 % of the step time",
+        devices=("cuda",)),
     FastPath(
         "subgrid_dilated_conv",
         what="dilated depthwise convs (dil_conv, atrous_conv) run as undilated convs on the dilation's "
@@ -156,7 +158,7 @@ def _decide(name: str, device: str) -> tuple[bool, str]:
         return _environment_switches()[name], f"set by {ENV}"
     if path.applies(device):
         return True, f"default on {device}, torch {torch.__version__} ({path.scope()})"
-    return False, f"not needed on {device}, torch {torch.__version__} (on for {path.scope()})"
+    return False, f"default off on {device}, torch {torch.__version__} (on for {path.scope()})"
 
 
 def _kind(device: torch.device | str) -> str:

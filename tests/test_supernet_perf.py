@@ -199,7 +199,8 @@ def test_compact_max_pool_is_max_pool_with_int8_indices(stride, size):
     torch.manual_seed(0)
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(2, 3, *F.max_pool2d(x, 3, stride, 1).shape[-2:], dtype=torch.float64, requires_grad=True)
-    kept, out = saved_bytes(lambda: CompactMaxPool2d(3, stride, 1)(x))
+    with fastpaths.overridden(compact_max_pool=True):  # off by default on the CPU
+        kept, out = saved_bytes(lambda: CompactMaxPool2d(3, stride, 1)(x))
     kept_native, reference = saved_bytes(lambda: F.max_pool2d(x, 3, stride, 1))
     assert torch.equal(out, reference) and kept * 8 <= kept_native - x.numel() * 8
     ours, = torch.autograd.grad(out, x, grad, create_graph=True)
@@ -218,7 +219,9 @@ def test_compact_max_pool_gradient_keeps_channels_last(stride):
 
     torch.manual_seed(0)
     x = torch.randn(4, 8, 12, 10).contiguous(memory_format=torch.channels_last).requires_grad_()
-    out, reference = CompactMaxPool2d(3, stride, 1)(x), F.max_pool2d(x, 3, stride, 1)
+    with fastpaths.overridden(compact_max_pool=True):  # off by default on the CPU
+        out, reference = CompactMaxPool2d(3, stride, 1)(x), F.max_pool2d(x, 3, stride, 1)
+    assert out.grad_fn.name() != reference.grad_fn.name()  # its own backward
     grad = torch.randn_like(reference)
     ours, = torch.autograd.grad(out, x, grad)
     native, = torch.autograd.grad(reference, x, grad)
