@@ -103,7 +103,8 @@ def test_straightforward_steps_match_ours():
 
 
 # Stand-ins for the side-by-side scripts: the same options (argparse refuses any other), the same
-# JSON line last; DARTS first order meets its goals, second order misses its time goal.
+# JSON line last; DARTS first order meets its goals, second order misses its time goal. The suite times with
+# --no-memory and runs the memory children (--child WHO) itself, after the timing process has exited.
 FAKE_DARTS = """
     import argparse, json, sys
     p = argparse.ArgumentParser()
@@ -111,25 +112,35 @@ FAKE_DARTS = """
         p.add_argument(name, type=int)
     p.add_argument("--order", choices=["first", "second"])
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--child")
     a = p.parse_args()
-    assert (a.batch, a.iters, a.warmup, a.threads) == (2, 1, 0, 1), a
+    if a.child:
+        assert (a.batch, a.iters, a.warmup, a.threads, a.order is not None) == (2, 2, 0, 1, True), a
+        print(json.dumps({"who": a.child, "peak_delta_mb": {"original": 100.0, "nasseg": 50.0}[a.child]}))
+        sys.exit()
+    assert (a.batch, a.iters, a.warmup, a.threads, a.no_memory) == (2, 1, 0, 1, True), a
     print("original step 0 4.00s", file=sys.stderr)
     nasseg = 1.0 if a.order == "first" else 3.0
     print(json.dumps({"order": a.order, "batch": a.batch, "params_original": 7, "params_nasseg": 7,
-                      "step_s": {"original": 4.0 if a.order == "first" else 8.0, "nasseg": nasseg},
-                      "peak_delta_mb": {"original": 100.0, "nasseg": 50.0}}))
+                      "step_s": {"original": 4.0 if a.order == "first" else 8.0, "nasseg": nasseg}}))
 """
 FAKE_ADL = """
-    import argparse, json
+    import argparse, json, sys
     p = argparse.ArgumentParser()
     for name in ("--crop", "--iters", "--warmup", "--threads"):
         p.add_argument(name, type=int)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-time", action="store_true")
+    p.add_argument("--child")
     a = p.parse_args()
     assert a.crop == 32, a
-    print(json.dumps({"crop": a.crop, "step_s": {"original": 10.0, "nasseg": 5.0},
-                      "peak_delta_mb": {"original": 400.0, "nasseg": 300.0, "nasseg_ckpt": None}}))
+    if a.child == "nasseg_ckpt":
+        sys.exit("out of memory")
+    if a.child:
+        print(json.dumps({"who": a.child, "peak_delta_mb": {"original": 400.0, "nasseg": 300.0}[a.child]}))
+        sys.exit()
+    assert a.no_memory, a
+    print(json.dumps({"crop": a.crop, "step_s": {"original": 10.0, "nasseg": 5.0}}))
 """
 
 
@@ -162,6 +173,7 @@ def test_peers_suite_puts_the_scripts_figures_into_the_table(tmp_path, capsys):
     assert gflops["value"] == pytest.approx(2 * 3 * 0.3003 * 2 * 2 / 1.0, rel=1e-3)
     adl = rows[("autodeeplab F=8 L=12 b2 32x32", "step time")]
     assert adl["ratio"] == 0.5 and adl["target"] == 0.4 and adl["met"] is False
+    assert rows[("autodeeplab F=8 L=12 b2 32x32", "peak memory")]["ratio"] == 0.75
     ckpt_memory = rows[("autodeeplab F=8 L=12 b2 32x32", "peak memory, checkpoint")]
     assert ckpt_memory["ratio"] is None and ckpt_memory["note"].startswith("n/a")
     ckpt_time = [r for r in rows.values() if r["metric"] == "step time, checkpoint"]

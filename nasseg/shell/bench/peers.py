@@ -39,17 +39,23 @@ class PeerRun:
     time_goal: float
     memory_goal: float
     passes: int | None = None  # forward + backward passes of a step, for its nominal FLOPs (DARTS)
+    # the script's memory children (--child WHO) and their arguments besides --threads, as the script runs them
+    children: tuple[str, ...] = ("original", "nasseg")
+    child_args: tuple[str, ...] = ()
 
 
 def peer_runs(s: Settings) -> list[PeerRun]:
     batch, crop = (2, 32) if s.quick else (64, 128)
     darts = NetConfig("darts_cifar", 16, 8, 10, batch, (32, 32))
     adl = NetConfig("autodeeplab", 8, 12, 19, 2, (crop, crop))
-    return [PeerRun(DARTS_SCRIPT, ("--order", "first", "--batch", str(batch)), darts, "1st order", 0.25, 0.5, 2),
+    darts_child = ("--iters", "2", "--warmup", "0", "--batch", str(batch))
+    return [PeerRun(DARTS_SCRIPT, ("--order", "first", "--batch", str(batch)), darts, "1st order", 0.25, 0.5, 2,
+                    child_args=("--order", "first", *darts_child)),
             # DARTS' unrolled step: virtual step, gradient at w', two Hessian-vector passes; then the weight step
             PeerRun(DARTS_SCRIPT, ("--order", "second", "--batch", str(batch)), darts,
-                    "2nd order (central difference)", 0.3, 0.5, 5),
-            PeerRun(ADL_SCRIPT, ("--crop", str(crop)), adl, "", 0.4, 0.5)]
+                    "2nd order (central difference)", 0.3, 0.5, 5, child_args=("--order", "second", *darts_child)),
+            PeerRun(ADL_SCRIPT, ("--crop", str(crop)), adl, "", 0.4, 0.5,
+                    children=("original", "nasseg", "nasseg_ckpt"), child_args=("--crop", str(crop)))]
 
 
 def peer_folder(folder: str) -> Path:
@@ -83,6 +89,22 @@ def run_script(path: Path, args: list[str], say: Callable[[str], None]) -> dict[
     if code != 0 or not isinstance(result, dict):
         raise NassegError(f"{path.name} {' '.join(args)} failed (exit {code}): {tail}")
     return result
+
+
+def peak_memory(folder: Path, run: PeerRun, threads: int, say: Callable[[str], None]) -> dict[str, float | None]:
+    """The script's memory children, each in a fresh process after the timing process has exited: peak RSS growth
+    (MB) by child, None where one failed. The scripts start them from their timing process, which by then holds
+    both networks' heap (12.7 GB for DARTS' second order); beside it the original's second-order child (12.3 GB)
+    was killed for memory on a 24 GB machine."""
+    peaks: dict[str, float | None] = {}
+    for who in run.children:
+        try:
+            result = run_script(folder / run.script, ["--child", who, "--threads", str(threads), *run.child_args], say)
+            peaks[who] = result["peak_delta_mb"]
+        except (NassegError, KeyError) as exc:
+            say(f"  {run.script} --child {who}: {exc}")
+            peaks[who] = None
+    return peaks
 
 
 def step_gflop(net: NetConfig, passes: int) -> tuple[float, float]:
@@ -152,9 +174,8 @@ def checkpoint_time(bench: Bench, net: NetConfig) -> Row:
 def peers(bench: Bench) -> list[Row]:
     s = bench.s
     folder = peer_folder(s.peer_dir)
-    common = ["--iters", str(s.repeats), "--warmup", str(s.warmup), "--threads", str(s.threads)]
-    if s.memory == "off":
-        common.append("--no-memory")
+    # the memory children run here, one after another, not from the script's timing process (peak_memory)
+    common = ["--iters", str(s.repeats), "--warmup", str(s.warmup), "--threads", str(s.threads), "--no-memory"]
     runs, rows = peer_runs(s), []
     lattice_original_mb = None
     for run in runs:
@@ -165,6 +186,8 @@ def peers(bench: Bench) -> list[Row]:
         except NassegError as exc:  # e.g. an original code failing at this size: report it, go on
             rows.append(Row("peers", config, "step time", COMPARE, None, None, "s", run.time_goal, f"n/a: {exc}"))
             continue
+        if s.memory != "off":
+            result["peak_delta_mb"] = peak_memory(folder, run, s.threads, bench.say)
         rows += script_rows(run, config, result)
         if run.script == ADL_SCRIPT:
             lattice_original_mb = (result.get("peak_delta_mb") or {}).get("original")

@@ -37,7 +37,8 @@ def ray_speedup(bench: Bench) -> list[Row]:
     s = bench.s
     cpus = os.cpu_count() or 1
     n = s.ray_trials or max(2, min(cpus, 4))
-    # long enough per trial (about a minute on one core) that Ray's per-trial overhead does not dominate
+    # 16 epochs: about 20 s a trial on one core (about a minute before issue 19's speed-ups); a trial's start in a
+    # fresh Ray worker (about 3.7 s: Tune, the process, torch and torch._dynamo imports) is what parallel runs pay
     epochs, limit, crop = (1, 8, [32, 32]) if s.quick else (16, None, [96, 128])
     space = RAY_SPACE if s.quick else {**RAY_SPACE, "network": {**RAY_SPACE["network"], "C": 8, "layers": 5,
                                                                 "reductions": [1, 3]}}
