@@ -104,13 +104,10 @@ class _BatchNormSavingOutput(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, running_mean, running_var, momentum, eps, relu, chunks):
-        if chunks == 1:
-            y, _, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
-            invstds = [invstd]
-        else:
-            parts = [torch.native_batch_norm(part, None, None, running_mean, running_var, True, momentum, eps)
-                     for part in x.chunk(chunks)]
-            y, invstds = torch.cat([part[0] for part in parts]), [part[2] for part in parts]
+        parts = [torch.native_batch_norm(part, None, None, running_mean, running_var, True, momentum, eps)
+                 for part in x.chunk(chunks)]
+        y = parts[0][0] if chunks == 1 else torch.cat([part[0] for part in parts])
+        invstds = [part[2] for part in parts]
         ctx.eps, ctx.relu, ctx.chunks = eps, relu, chunks
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(y, *invstds)
@@ -128,14 +125,10 @@ class _BatchNormSavingOutput(torch.autograd.Function):
         if ctx.relu:
             grad_out = _THRESHOLD_BACKWARD(grad_out, y, 0)
         zeros, ones = torch.zeros_like(invstds[0]), torch.ones_like(invstds[0])
-        if ctx.chunks == 1:
-            grad_x = _BATCH_NORM_BACKWARD(grad_out, y, invstds[0], None, None, zeros, ones, True, ctx.eps,
-                                          [True, False, False])[0]
-        else:
-            grad_x = torch.cat([_BATCH_NORM_BACKWARD(grad, out, invstd, None, None, zeros, ones, True, ctx.eps,
-                                                     [True, False, False])[0]
-                                for grad, out, invstd in zip(grad_out.chunk(ctx.chunks), y.chunk(ctx.chunks), invstds)])
-        return grad_x, None, None, None, None, None, None
+        grads = [_BATCH_NORM_BACKWARD(grad, out, invstd, None, None, zeros, ones, True, ctx.eps,
+                                      [True, False, False])[0]
+                 for grad, out, invstd in zip(grad_out.chunk(ctx.chunks), y.chunk(ctx.chunks), invstds)]
+        return grads[0] if ctx.chunks == 1 else torch.cat(grads), None, None, None, None, None, None
 
 
 def batch_norm_keeping_output(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
